@@ -1,0 +1,143 @@
+//! Flags shared by every subcommand that estimates memory, resolved into [`MemorySettings`].
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use ftbudget_core::{
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, MemorySettings,
+    Optimizer, Precision, Sharding, Workload,
+};
+
+/// Which conventions fill the flags not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Conventions {
+    /// The seed lab: seed-mixed precision, Adam without step counters, the rough activation rule
+    /// (batch x seq x d_model x n_layer x 16 B), batch 16, seq 32
+    Seed,
+    /// A PyTorch training step: amp-bf16, AdamW with step counters, the per-operation activation
+    /// model with sdpa attention, batch 1, seq 2048
+    Pytorch,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MemoryArgs {
+    /// Defaults for every flag below that is not given
+    #[arg(long, value_enum, default_value = "pytorch")]
+    pub conventions: Conventions,
+    /// seed-mixed | amp-bf16 | amp-fp16 | fp32 | bf16 | fp16
+    #[arg(long)]
+    pub precision: Option<Precision>,
+    /// dtype of frozen weights: fp32 | bf16 | fp16 (default: follows the precision)
+    #[arg(long)]
+    pub base_dtype: Option<DType>,
+    /// adamw | adamw-8bit | sgd-momentum | sgd
+    #[arg(long)]
+    pub optimizer: Option<Optimizer>,
+    /// Count the optimizer's per-tensor step counters (true|false)
+    #[arg(long)]
+    pub step_counters: Option<bool>,
+    /// Activation model: seed | model | none
+    #[arg(long)]
+    pub activations: Option<ActivationModel>,
+    /// eager | sdpa | flash
+    #[arg(long)]
+    pub attention: Option<AttentionImpl>,
+    /// none | full
+    #[arg(long)]
+    pub checkpointing: Option<Checkpointing>,
+    /// Dropout probability (0: no masks saved)
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Micro-batch size per GPU
+    #[arg(long)]
+    pub batch: Option<u64>,
+    /// Sequence length in tokens
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Data-parallel GPUs
+    #[arg(long, default_value_t = 1)]
+    pub gpus: u64,
+    /// DeepSpeed ZeRO stage (0-3; FSDP full shard is 3)
+    #[arg(long, default_value_t = 0)]
+    pub zero: u8,
+}
+
+/// Limits that keep every byte count exact; far above any real workload.
+pub const MAX_BATCH: u64 = 1 << 24;
+pub const MAX_SEQ: u64 = 1 << 24;
+pub const MAX_GPUS: u64 = 1 << 20;
+
+impl MemoryArgs {
+    pub fn settings(&self) -> Result<MemorySettings> {
+        let mut s = match self.conventions {
+            Conventions::Seed => MemorySettings::seed(),
+            Conventions::Pytorch => MemorySettings {
+                precision: Precision::AmpBf16,
+                base_dtype: None,
+                optimizer: Optimizer::AdamW,
+                step_counters: true,
+                activations: ActivationSettings {
+                    model: ActivationModel::Model,
+                    attention: AttentionImpl::Sdpa,
+                    checkpointing: Checkpointing::None,
+                    dropout: None,
+                },
+                workload: Workload {
+                    batch: 1,
+                    seq: 2048,
+                },
+                sharding: Sharding::default(),
+            },
+        };
+        if let Some(p) = self.precision {
+            s.precision = p;
+        }
+        if self.base_dtype.is_some() {
+            s.base_dtype = self.base_dtype;
+        }
+        if let Some(o) = self.optimizer {
+            s.optimizer = o;
+        }
+        if let Some(v) = self.step_counters {
+            s.step_counters = v;
+        }
+        if let Some(m) = self.activations {
+            s.activations.model = m;
+        }
+        if let Some(a) = self.attention {
+            s.activations.attention = a;
+        }
+        if let Some(c) = self.checkpointing {
+            s.activations.checkpointing = c;
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                bail!("--dropout: {p} is not a probability in [0, 1)");
+            }
+            s.activations.dropout = Some(p);
+        }
+        if let Some(b) = self.batch {
+            s.workload.batch = b;
+        }
+        if let Some(q) = self.seq {
+            s.workload.seq = q;
+        }
+        check_range("--batch", s.workload.batch, MAX_BATCH)?;
+        check_range("--seq", s.workload.seq, MAX_SEQ)?;
+        check_range("--gpus", self.gpus, MAX_GPUS)?;
+        if self.zero > 3 {
+            bail!("--zero: {} is not a ZeRO stage (0, 1, 2 or 3)", self.zero);
+        }
+        s.sharding = Sharding {
+            gpus: self.gpus,
+            zero_stage: self.zero,
+        };
+        Ok(s)
+    }
+}
+
+pub fn check_range(flag: &str, value: u64, max: u64) -> Result<()> {
+    if value == 0 || value > max {
+        bail!("{flag}: {value} is out of range (1 to {max})");
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+use crate::args::MemoryArgs;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ftbudget_report::{TableStyle, compare, render_csv, render_json, render_table};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Markdown,
+    Json,
+    Csv,
+}
+
+/// The seed lab's six regimes, the default comparison.
+pub const DEFAULT_REGIMES: &[&str] = &[
+    "full-ft",
+    "lora:r=4",
+    "lora:r=8",
+    "lora:r=16",
+    "qlora:r=8",
+    "dora:r=8",
+];
+
+#[derive(Args)]
+pub struct EstimateArgs {
+    /// A preset name (see `ftbudget presets`) or a path to a config.json / safetensors model
+    #[arg(long, default_value = "minigpt")]
+    pub model: String,
+    /// Regime specs, e.g. full-ft, lora:r=8, lora:r=16,targets=q_proj+v_proj, qlora:r=8,double_quant=true;
+    /// the first is the baseline of the ratio column
+    #[arg(long = "regime")]
+    pub regimes: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
+
+pub fn run(args: EstimateArgs) -> Result<()> {
+    let settings = args.memory.settings()?;
+    let model =
+        ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
+    let registry = ftbudget_roster::registry()?;
+    let specs: Vec<String> = if args.regimes.is_empty() {
+        DEFAULT_REGIMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.regimes.clone()
+    };
+    let regimes = specs
+        .iter()
+        .map(|s| registry.build(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cmp = compare(&model, &regimes, &settings)?;
+    let baseline = cmp.rows[0].label.clone();
+    let out = match args.format {
+        Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
+        Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
+        Format::Json => render_json(&cmp),
+        Format::Csv => render_csv(&cmp),
+    };
+    println!("{}", out.trim_end());
+    Ok(())
+}

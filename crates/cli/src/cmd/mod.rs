@@ -1,0 +1,5 @@
+pub mod estimate;
+pub mod fit;
+pub mod presets;
+pub mod regimes;
+pub mod sweep;

@@ -1,0 +1,73 @@
+//! Typed errors of the core. Messages are one line, name the offending field, and have no final
+//! period.
+
+use thiserror::Error;
+
+/// A model shape that cannot exist.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ShapeError {
+    #[error("{field} must be at least 1 (got {value})")]
+    Zero { field: &'static str, value: u64 },
+    #[error("{field}: {reason}")]
+    Inconsistent { field: &'static str, reason: String },
+    #[error("{field}: size overflows (the product of the dimensions is too large to count)")]
+    Overflow { field: &'static str },
+    #[error("unknown target module `{name}`; the model has: {available}")]
+    UnknownTarget { name: String, available: String },
+    #[error("targets: no module matched `{spec}`")]
+    NoTargets { spec: String },
+}
+
+/// A count or byte total that does not fit the integer type it is reported in.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{what}: count overflows u64")]
+pub struct CountError {
+    pub what: &'static str,
+}
+
+/// A regime specification that cannot be built or applied.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegimeError {
+    #[error("regime spec is empty")]
+    EmptySpec,
+    #[error("regime `{regime}`: option `{item}` is not of the form key=value")]
+    MalformedOption { regime: String, item: String },
+    #[error("regime `{regime}`: option `{key}` given twice")]
+    DuplicateOption { regime: String, key: String },
+    #[error("regime `{regime}`: unknown option `{key}` (known: {known})")]
+    UnknownOption {
+        regime: String,
+        key: String,
+        known: String,
+    },
+    #[error("regime `{regime}`: option `{key}`: invalid value `{value}` (expected {expected})")]
+    InvalidOption {
+        regime: String,
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("regime `{regime}`: {source}")]
+    Shape {
+        regime: String,
+        #[source]
+        source: ShapeError,
+    },
+    #[error("regime `{regime}`: {source}")]
+    Count {
+        regime: String,
+        #[source]
+        source: CountError,
+    },
+}
+
+/// A registry that cannot be assembled, or a name it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RegistryError {
+    #[error("regime `{name}` is registered twice")]
+    Duplicate { name: String },
+    #[error("unknown regime `{name}` (registered: {known})")]
+    Unknown { name: String, known: String },
+    #[error(transparent)]
+    Regime(#[from] RegimeError),
+}

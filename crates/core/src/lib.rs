@@ -1,0 +1,40 @@
+//! The arithmetic heart of ftbudget: a transformer is described as a [`ModelShape`] (named Linear
+//! modules and parameter groups stored as *kinds with counts*, never one entry per layer), a
+//! training regime turns that shape into a [`TrainingPlan`] (which parameters exist, which are
+//! trainable, how each group is stored), and the shared [`memory`] model turns any plan into bytes
+//! in four buckets. Regimes live in their own crates and register with [`inventory`]; the
+//! [`Registry`] collects them and rejects duplicate names.
+//!
+//! Architecture invariant: this crate does no file or network I/O. Every count is an exact integer
+//! computed with checked arithmetic; floating point appears only in ratios.
+
+pub mod dtype;
+pub mod error;
+pub mod memory;
+pub mod plan;
+pub mod regime;
+pub mod registry;
+pub mod shape;
+pub mod targets;
+
+pub use dtype::DType;
+pub use error::{CountError, RegimeError, RegistryError, ShapeError};
+pub use memory::{
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
+    MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,
+};
+pub use plan::{
+    ActivationDtype, ActivationTerm, AdapterSite, Nf4Layout, ParamOrigin, PlannedParams, Storage,
+    TrainingPlan,
+};
+pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
+pub use registry::Registry;
+pub use shape::{
+    AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup,
+    NormKind, ParamGroup, ParamKind, PositionKind, TransformerSpec,
+};
+pub use targets::TargetSpec;
+
+/// Re-exported so regime crates can `ftbudget_core::inventory::submit!` without their own
+/// dependency line drifting from the core's version.
+pub use inventory;

@@ -1,0 +1,387 @@
+//! The memory model: a [`TrainingPlan`] plus [`MemorySettings`] gives bytes in four buckets
+//! (weights, gradients, optimizer state, activations) and the 16-bit weight copies autocast saves.
+//!
+//! Weights, gradients and optimizer state are exact integer sums over parameter groups; the
+//! activation model lives in [`activations`].
+
+pub mod activations;
+
+pub use activations::{
+    ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
+};
+
+use crate::dtype::DType;
+use crate::error::CountError;
+use crate::plan::{PlannedParams, Storage, TrainingPlan};
+use crate::shape::ModelShape;
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// How weights, gradients and activations are held during the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// The seed lab's mixed precision: fp16 weights + fp32 master copy, fp16 gradients.
+    SeedMixed,
+    /// PyTorch autocast to bf16: params, grads and optimizer state in fp32.
+    AmpBf16,
+    /// PyTorch autocast to fp16.
+    AmpFp16,
+    Fp32,
+    /// Pure bf16: weights, grads and optimizer state in bf16.
+    Bf16,
+    /// Pure fp16.
+    Fp16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 6] = [
+        Precision::SeedMixed,
+        Precision::AmpBf16,
+        Precision::AmpFp16,
+        Precision::Fp32,
+        Precision::Bf16,
+        Precision::Fp16,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Precision::SeedMixed => "seed-mixed",
+            Precision::AmpBf16 => "amp-bf16",
+            Precision::AmpFp16 => "amp-fp16",
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    /// The dtype matmuls run in and activations are saved in.
+    pub const fn compute_dtype(self) -> DType {
+        match self {
+            Precision::SeedMixed | Precision::AmpFp16 | Precision::Fp16 => DType::F16,
+            Precision::AmpBf16 | Precision::Bf16 => DType::BF16,
+            Precision::Fp32 => DType::F32,
+        }
+    }
+
+    /// The dtype trainable parameters are stored in (the working copy).
+    pub const fn trainable_dtype(self) -> DType {
+        match self {
+            Precision::SeedMixed | Precision::Fp16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+            Precision::AmpBf16 | Precision::AmpFp16 | Precision::Fp32 => DType::F32,
+        }
+    }
+
+    /// The fp32 master copy kept beside 16-bit trainable weights, if any.
+    pub const fn master_dtype(self) -> Option<DType> {
+        match self {
+            Precision::SeedMixed => Some(DType::F32),
+            _ => None,
+        }
+    }
+
+    pub const fn gradient_dtype(self) -> DType {
+        self.trainable_dtype()
+    }
+
+    /// The dtype of the optimizer's per-parameter state for 32-bit optimizers: the master copy's
+    /// when there is one, else the parameter's (`torch.zeros_like(p)`).
+    pub const fn optimizer_state_dtype(self) -> DType {
+        match self.master_dtype() {
+            Some(d) => d,
+            None => self.trainable_dtype(),
+        }
+    }
+
+    /// Frozen parameters' dtype when `--base-dtype` is not given.
+    pub const fn default_frozen_dtype(self) -> DType {
+        self.trainable_dtype()
+    }
+
+    /// True under autocast: matmuls cast fp32 weights to 16 bits and save the copies.
+    pub const fn autocast(self) -> bool {
+        matches!(self, Precision::AmpBf16 | Precision::AmpFp16)
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown precision `{s}` (expected one of: {})",
+                    Precision::ALL.map(Precision::name).join(", ")
+                )
+            })
+    }
+}
+
+/// The optimizer and the state it keeps per trainable tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// `torch.optim.AdamW`: `exp_avg` and `exp_avg_sq` in the state dtype, plus a 4-byte fp32
+    /// `step` tensor per parameter tensor.
+    AdamW,
+    /// bitsandbytes `AdamW8bit`: two uint8 states and two fp32 absmax per 256-element block;
+    /// tensors under 4,096 elements keep 32-bit states.
+    AdamW8bit,
+    /// SGD with momentum: one buffer per parameter.
+    SgdMomentum,
+    /// Plain SGD: no state.
+    Sgd,
+}
+
+impl Optimizer {
+    pub const ALL: [Optimizer; 4] = [
+        Optimizer::AdamW,
+        Optimizer::AdamW8bit,
+        Optimizer::SgdMomentum,
+        Optimizer::Sgd,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Optimizer::AdamW => "adamw",
+            Optimizer::AdamW8bit => "adamw-8bit",
+            Optimizer::SgdMomentum => "sgd-momentum",
+            Optimizer::Sgd => "sgd",
+        }
+    }
+
+    /// State bytes for one trainable tensor of `numel` elements (step counters excluded).
+    pub fn state_bytes(self, numel: u64, state_dtype: DType) -> u128 {
+        let n = u128::from(numel);
+        match self {
+            Optimizer::AdamW => 2 * n * u128::from(state_dtype.bytes()),
+            Optimizer::AdamW8bit => {
+                if numel < 4096 {
+                    2 * n * 4
+                } else {
+                    2 * n + 2 * 4 * n.div_ceil(256)
+                }
+            }
+            Optimizer::SgdMomentum => n * u128::from(state_dtype.bytes()),
+            Optimizer::Sgd => 0,
+        }
+    }
+
+    /// Bytes of the `step` counter kept per trainable tensor.
+    pub const fn step_bytes_per_tensor(self) -> u64 {
+        match self {
+            Optimizer::AdamW => 4,
+            Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
+        }
+    }
+}
+
+impl fmt::Display for Optimizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Optimizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Optimizer::ALL
+            .into_iter()
+            .find(|o| o.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown optimizer `{s}` (expected one of: {})",
+                    Optimizer::ALL.map(Optimizer::name).join(", ")
+                )
+            })
+    }
+}
+
+/// The micro-batch one GPU processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Workload {
+    pub batch: u64,
+    pub seq: u64,
+}
+
+/// Data-parallel sharding: DeepSpeed ZeRO stage (FSDP's FULL_SHARD is stage 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Sharding {
+    pub gpus: u64,
+    pub zero_stage: u8,
+}
+
+impl Default for Sharding {
+    fn default() -> Self {
+        Sharding {
+            gpus: 1,
+            zero_stage: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemorySettings {
+    pub precision: Precision,
+    /// Frozen parameters' dtype; `None` follows the precision.
+    pub base_dtype: Option<DType>,
+    pub optimizer: Optimizer,
+    /// Count the optimizer's `step` tensors (PyTorch keeps one per parameter tensor).
+    pub step_counters: bool,
+    pub activations: ActivationSettings,
+    pub workload: Workload,
+    pub sharding: Sharding,
+}
+
+impl MemorySettings {
+    /// The seed lab's conventions: fp16 mixed precision with fp32 master, Adam without step
+    /// counters, the rough activation rule, batch 16, seq 32.
+    pub fn seed() -> Self {
+        MemorySettings {
+            precision: Precision::SeedMixed,
+            base_dtype: None,
+            optimizer: Optimizer::AdamW,
+            step_counters: false,
+            activations: ActivationSettings::seed(),
+            workload: Workload { batch: 16, seq: 32 },
+            sharding: Sharding::default(),
+        }
+    }
+
+    pub fn frozen_dtype(&self) -> DType {
+        self.base_dtype
+            .unwrap_or(self.precision.default_frozen_dtype())
+    }
+}
+
+/// The finer split behind the four buckets, per GPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryDetail {
+    /// Working copies of every parameter (trainable and frozen, quantized included).
+    pub model_weights: u64,
+    /// fp32 master copies of trainable parameters (mixed precision only).
+    pub master_weights: u64,
+    /// Optimizer moments / momentum buffers.
+    pub optimizer_states: u64,
+    /// Optimizer `step` tensors.
+    pub step_counters: u64,
+    /// Activation bytes by component.
+    pub activations: ActivationBreakdown,
+}
+
+/// Bytes per bucket. `weights` includes the master copy; `total` = the four buckets +
+/// `weight_casts`. All figures are per GPU; `total_all_gpus` sums over the data-parallel group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub weight_casts: u64,
+    pub total: u64,
+    pub gpus: u64,
+    pub total_all_gpus: u64,
+    pub detail: MemoryDetail,
+}
+
+fn to_u64(what: &'static str, v: u128) -> Result<u64, CountError> {
+    u64::try_from(v).map_err(|_| CountError { what })
+}
+
+/// Bytes of a parameter group's working copy.
+fn storage_bytes(group: &PlannedParams, settings: &MemorySettings) -> u128 {
+    let count = u128::from(group.count);
+    match group.storage {
+        Storage::Nf4(layout) => count * u128::from(layout.tensor_bytes(group.numel)),
+        Storage::Dense { dtype } => count * u128::from(group.numel) * u128::from(dtype.bytes()),
+        Storage::Policy => {
+            let dtype = if group.trainable {
+                settings.precision.trainable_dtype()
+            } else {
+                settings.frozen_dtype()
+            };
+            count * u128::from(group.numel) * u128::from(dtype.bytes())
+        }
+    }
+}
+
+/// Estimate the memory of one training step of `plan` on `model`.
+pub fn estimate_memory(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<MemoryEstimate, CountError> {
+    let precision = settings.precision;
+    let mut model_weights: u128 = 0;
+    let mut master: u128 = 0;
+    let mut grads: u128 = 0;
+    let mut states: u128 = 0;
+    let mut steps: u128 = 0;
+    for g in &plan.groups {
+        model_weights += storage_bytes(g, settings);
+        if !g.trainable {
+            continue;
+        }
+        let n = u128::from(g.numel) * u128::from(g.count);
+        if let Some(m) = precision.master_dtype() {
+            master += n * u128::from(m.bytes());
+        }
+        grads += n * u128::from(precision.gradient_dtype().bytes());
+        states += u128::from(g.count)
+            * settings
+                .optimizer
+                .state_bytes(g.numel, precision.optimizer_state_dtype());
+        if settings.step_counters {
+            steps += u128::from(g.count) * u128::from(settings.optimizer.step_bytes_per_tensor());
+        }
+    }
+    let acts = activations::estimate_activations(model, plan, settings)?;
+
+    let sharding = settings.sharding;
+    let gpus = u128::from(sharding.gpus.max(1));
+    let shard = |bytes: u128, from_stage: u8| {
+        if sharding.zero_stage >= from_stage {
+            bytes.div_ceil(gpus)
+        } else {
+            bytes
+        }
+    };
+    let model_weights = shard(model_weights, 3);
+    let master = shard(master, 1);
+    let states = shard(states, 1);
+    let steps = shard(steps, 1);
+    let grads = shard(grads, 2);
+
+    let weights = model_weights + master;
+    let optimizer = states + steps;
+    let activations = u128::from(acts.total);
+    let casts = u128::from(acts.weight_casts);
+    let total = weights + grads + optimizer + activations + casts;
+    Ok(MemoryEstimate {
+        weights: to_u64("weights bytes", weights)?,
+        gradients: to_u64("gradient bytes", grads)?,
+        optimizer: to_u64("optimizer bytes", optimizer)?,
+        activations: to_u64("activation bytes", activations)?,
+        weight_casts: to_u64("weight cast bytes", casts)?,
+        total: to_u64("total bytes", total)?,
+        gpus: sharding.gpus.max(1),
+        total_all_gpus: to_u64("total bytes over all GPUs", total * gpus)?,
+        detail: MemoryDetail {
+            model_weights: to_u64("weights bytes", model_weights)?,
+            master_weights: to_u64("master weight bytes", master)?,
+            optimizer_states: to_u64("optimizer bytes", states)?,
+            step_counters: to_u64("optimizer bytes", steps)?,
+            activations: acts.breakdown,
+        },
+    })
+}

@@ -1,0 +1,827 @@
+//! Model shapes: the named Linear modules and parameter groups of a decoder-only transformer.
+//!
+//! A shape is built from a [`TransformerSpec`] (the fields of a Hugging Face `config.json`, already
+//! resolved) or assembled directly from a tensor inventory (safetensors headers). Layers are kinds
+//! with counts: `model.layers.*.self_attn.q_proj` appears once with `count = num_hidden_layers`, so
+//! a 70B model is a handful of entries and an estimate costs nanoseconds.
+
+use crate::error::ShapeError;
+use serde::Serialize;
+
+/// The implementation family: decides module names and, for activations, which operations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// The course's MiniGPT (section A13): q/k/v/o + a plain two-Linear MLP.
+    MiniGpt,
+    Gpt2,
+    Llama,
+    Mistral,
+    Qwen2,
+    Gemma,
+    Phi3,
+    Mixtral,
+    /// Assembled from a tensor inventory whose implementation is not known.
+    Custom,
+}
+
+impl Family {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::MiniGpt => "minigpt",
+            Family::Gpt2 => "gpt2",
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Gemma => "gemma",
+            Family::Phi3 => "phi3",
+            Family::Mixtral => "mixtral",
+            Family::Custom => "custom",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormKind {
+    /// LayerNorm: weight and (if `bias`) bias, both `hidden` long.
+    LayerNorm { bias: bool },
+    /// RMSNorm: weight only.
+    RmsNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PositionKind {
+    /// A learned `max_positions x hidden` table (GPT-2's `wpe`).
+    Learned,
+    /// Rotary embeddings: no parameters.
+    Rotary,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionLayout {
+    /// Separate q, k, v, o projections.
+    Separate,
+    /// One fused `qkv_proj` (Phi-3) or `c_attn` (GPT-2) and an output projection.
+    FusedQkv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MlpLayout {
+    /// up -> act -> down.
+    Plain,
+    /// gate, up -> act(gate) * up -> down.
+    Gated,
+    /// One fused gate_up projection (Phi-3).
+    FusedGated,
+    /// Mixture of experts: a router and `experts` gated MLPs, `top_k` active per token.
+    Experts { experts: u64, top_k: u64 },
+}
+
+/// How a Linear stores its weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinearLayout {
+    /// `torch.nn.Linear`: weight `[out, in]`.
+    Linear,
+    /// GPT-2's `Conv1D`: weight `[in, out]`.
+    Conv1D,
+}
+
+/// Where a Linear sits; `attn` and `mlp` targets select by group, `all-linear` takes every group
+/// except [`ModuleGroup::Output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModuleGroup {
+    Attention,
+    Mlp,
+    Router,
+    Output,
+}
+
+/// One kind of Linear module, repeated `count` times (once per layer, or per layer and expert).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinearModule {
+    /// Module path with layer (and expert) indices replaced by `*`.
+    pub path: String,
+    /// The last path component (`q_proj`, `c_attn`), what peft's `target_modules` names match.
+    pub name: String,
+    pub in_features: u64,
+    pub out_features: u64,
+    pub bias: bool,
+    pub count: u64,
+    pub layout: LinearLayout,
+    pub group: ModuleGroup,
+    /// The weight is shared with the input embedding (a tied lm_head): no parameter of its own.
+    pub weight_tied: bool,
+}
+
+impl LinearModule {
+    pub fn weight_numel(&self) -> u64 {
+        self.in_features * self.out_features
+    }
+
+    /// True for Linears inside the transformer blocks (what QLoRA quantizes).
+    pub fn in_blocks(&self) -> bool {
+        self.group != ModuleGroup::Output
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "module")]
+pub enum ParamKind {
+    Embedding,
+    PositionEmbedding,
+    /// The weight of `modules[i]`.
+    LinearWeight(usize),
+    /// The bias of `modules[i]`.
+    LinearBias(usize),
+    NormWeight,
+    NormBias,
+    Other,
+}
+
+impl ParamKind {
+    pub fn is_bias(self) -> bool {
+        matches!(self, ParamKind::LinearBias(_) | ParamKind::NormBias)
+    }
+}
+
+/// `count` parameter tensors of `numel` elements each, sharing a name pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParamGroup {
+    pub name: String,
+    pub numel: u64,
+    pub count: u64,
+    pub kind: ParamKind,
+}
+
+impl ParamGroup {
+    pub fn total(&self) -> u64 {
+        self.numel * self.count
+    }
+}
+
+/// The resolved dimensions of a decoder-only transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Dims {
+    pub hidden: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub intermediate: u64,
+    pub vocab: u64,
+    pub max_positions: u64,
+}
+
+/// A model: dimensions, the architecture choices that matter for counting and activations, the
+/// Linear modules and every parameter group. Invariant: the total parameter count and every
+/// module's weight size fit in `u64` with room to spare (checked when the shape is built).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelShape {
+    pub name: String,
+    pub family: Family,
+    pub dims: Dims,
+    pub norm: NormKind,
+    pub attention: AttentionLayout,
+    pub mlp: MlpLayout,
+    pub positions: PositionKind,
+    pub tied_embeddings: bool,
+    pub modules: Vec<LinearModule>,
+    pub params: Vec<ParamGroup>,
+}
+
+/// The largest parameter total a shape may have: leaves headroom so that byte counts
+/// (a few dozen bytes per parameter, summed over a few regimes) stay exact in `u64`.
+pub const MAX_TOTAL_PARAMS: u128 = 1 << 52;
+
+impl ModelShape {
+    /// Every parameter, each tied tensor once (what `model.num_parameters()` reports).
+    pub fn total_params(&self) -> u64 {
+        self.params.iter().map(ParamGroup::total).sum()
+    }
+
+    /// Parameters of Linear weights inside the blocks (what LoRA papers call "the weights").
+    pub fn block_linear_weight_params(&self) -> u64 {
+        self.modules
+            .iter()
+            .filter(|m| m.in_blocks())
+            .map(|m| m.weight_numel() * m.count)
+            .sum()
+    }
+
+    /// Distinct module names (`q_proj`, `c_attn`, ...) in declaration order.
+    pub fn module_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for m in &self.modules {
+            if !names.contains(&m.name.as_str()) {
+                names.push(&m.name);
+            }
+        }
+        names
+    }
+
+    /// Assemble a shape from explicit modules and parameter groups (used for tensor inventories),
+    /// checking sizes and overflow.
+    pub fn from_parts(
+        name: impl Into<String>,
+        family: Family,
+        dims: Dims,
+        arch: (NormKind, AttentionLayout, MlpLayout, PositionKind),
+        tied_embeddings: bool,
+        modules: Vec<LinearModule>,
+        params: Vec<ParamGroup>,
+    ) -> Result<Self, ShapeError> {
+        let shape = ModelShape {
+            name: name.into(),
+            family,
+            dims,
+            norm: arch.0,
+            attention: arch.1,
+            mlp: arch.2,
+            positions: arch.3,
+            tied_embeddings,
+            modules,
+            params,
+        };
+        shape.check_totals()?;
+        Ok(shape)
+    }
+
+    fn check_totals(&self) -> Result<(), ShapeError> {
+        let mut total: u128 = 0;
+        for p in &self.params {
+            if p.numel == 0 || p.count == 0 {
+                return Err(ShapeError::Inconsistent {
+                    field: "params",
+                    reason: format!("tensor `{}` has no elements", p.name),
+                });
+            }
+            total += u128::from(p.numel) * u128::from(p.count);
+            if total > MAX_TOTAL_PARAMS {
+                return Err(ShapeError::Overflow { field: "params" });
+            }
+        }
+        for m in &self.modules {
+            let w = u128::from(m.in_features) * u128::from(m.out_features) * u128::from(m.count);
+            if w > MAX_TOTAL_PARAMS {
+                return Err(ShapeError::Overflow { field: "modules" });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The resolved fields of a model config, before expansion into modules and parameters.
+/// `kv_heads` and `head_dim` default to `heads` and `hidden / heads`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TransformerSpec {
+    pub name: String,
+    pub family: Family,
+    pub hidden: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub intermediate: u64,
+    pub vocab: u64,
+    pub max_positions: u64,
+    pub tied_embeddings: bool,
+    /// Bias on q, k, v (and o, unless `o_bias` says otherwise).
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub norm: NormKind,
+    pub positions: PositionKind,
+    pub attention: AttentionLayout,
+    pub mlp: MlpLayout,
+}
+
+fn nonzero(field: &'static str, value: u64) -> Result<u64, ShapeError> {
+    if value == 0 {
+        Err(ShapeError::Zero { field, value })
+    } else {
+        Ok(value)
+    }
+}
+
+/// Checked product for shape fields; the limit keeps later byte arithmetic exact.
+fn product(field: &'static str, factors: &[u64]) -> Result<u64, ShapeError> {
+    let mut acc: u128 = 1;
+    for &f in factors {
+        acc *= u128::from(f);
+        if acc > MAX_TOTAL_PARAMS {
+            return Err(ShapeError::Overflow { field });
+        }
+    }
+    Ok(acc as u64)
+}
+
+impl TransformerSpec {
+    /// The course's MiniGPT, section-A13 defaults: n_layer 4, n_head 4, d_model 64, d_ff 256,
+    /// vocab 512, tied embedding/lm_head, RoPE, no biases, RMSNorm.
+    pub fn minigpt() -> Self {
+        TransformerSpec {
+            name: "minigpt".into(),
+            family: Family::MiniGpt,
+            hidden: 64,
+            layers: 4,
+            heads: 4,
+            kv_heads: None,
+            head_dim: None,
+            intermediate: 256,
+            vocab: 512,
+            max_positions: 32,
+            tied_embeddings: true,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            norm: NormKind::RmsNorm,
+            positions: PositionKind::Rotary,
+            attention: AttentionLayout::Separate,
+            mlp: MlpLayout::Plain,
+        }
+    }
+
+    /// Expand into modules and parameter groups, validating every dimension.
+    pub fn build(&self) -> Result<ModelShape, ShapeError> {
+        let hidden = nonzero("hidden_size", self.hidden)?;
+        let layers = nonzero("num_hidden_layers", self.layers)?;
+        let heads = nonzero("num_attention_heads", self.heads)?;
+        let intermediate = nonzero("intermediate_size", self.intermediate)?;
+        let vocab = nonzero("vocab_size", self.vocab)?;
+        let kv_heads = nonzero("num_key_value_heads", self.kv_heads.unwrap_or(heads))?;
+        if heads % kv_heads != 0 {
+            return Err(ShapeError::Inconsistent {
+                field: "num_key_value_heads",
+                reason: format!("{kv_heads} does not divide num_attention_heads {heads}"),
+            });
+        }
+        let head_dim = match self.head_dim {
+            Some(d) => nonzero("head_dim", d)?,
+            None => {
+                if hidden % heads != 0 {
+                    return Err(ShapeError::Inconsistent {
+                        field: "num_attention_heads",
+                        reason: format!(
+                            "{heads} does not divide hidden_size {hidden} and no head_dim is given"
+                        ),
+                    });
+                }
+                hidden / heads
+            }
+        };
+        let max_positions = match self.positions {
+            PositionKind::Learned => nonzero("max_position_embeddings", self.max_positions)?,
+            PositionKind::Rotary => self.max_positions,
+        };
+        // Guard every product used below.
+        product("hidden_size", &[vocab, hidden])?;
+        product("max_position_embeddings", &[max_positions, hidden])?;
+        let q_out = product("num_attention_heads", &[heads, head_dim])?;
+        let kv_out = product("num_key_value_heads", &[kv_heads, head_dim])?;
+        product("hidden_size", &[hidden, q_out, layers])?;
+        product("intermediate_size", &[hidden, intermediate, layers, 3])?;
+        if let MlpLayout::Experts { experts, top_k } = self.mlp {
+            nonzero("num_local_experts", experts)?;
+            nonzero("num_experts_per_tok", top_k)?;
+            if top_k > experts {
+                return Err(ShapeError::Inconsistent {
+                    field: "num_experts_per_tok",
+                    reason: format!("{top_k} is more than num_local_experts {experts}"),
+                });
+            }
+            product(
+                "num_local_experts",
+                &[hidden, intermediate, layers, 3, experts],
+            )?;
+        }
+
+        let mut b = ShapeAssembler::default();
+        let dims = Dims {
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            intermediate,
+            vocab,
+            max_positions,
+        };
+        let (embed_name, pos_name, layer_prefix, final_norm) = match self.family {
+            Family::Gpt2 => (
+                "transformer.wte.weight",
+                "transformer.wpe.weight",
+                "transformer.h.*",
+                "transformer.ln_f",
+            ),
+            _ => (
+                "model.embed_tokens.weight",
+                "model.embed_positions.weight",
+                "model.layers.*",
+                "model.norm",
+            ),
+        };
+        b.param(embed_name, vocab * hidden, 1, ParamKind::Embedding);
+        if self.positions == PositionKind::Learned {
+            b.param(
+                pos_name,
+                max_positions * hidden,
+                1,
+                ParamKind::PositionEmbedding,
+            );
+        }
+        let norm = |b: &mut ShapeAssembler, path: &str, count: u64| {
+            b.param(
+                &format!("{path}.weight"),
+                hidden,
+                count,
+                ParamKind::NormWeight,
+            );
+            if let NormKind::LayerNorm { bias: true } = self.norm {
+                b.param(&format!("{path}.bias"), hidden, count, ParamKind::NormBias);
+            }
+        };
+
+        if self.family == Family::Gpt2 {
+            let p = layer_prefix;
+            let conv = LinearLayout::Conv1D;
+            norm(&mut b, &format!("{p}.ln_1"), layers);
+            b.linear(
+                &format!("{p}.attn.c_attn"),
+                hidden,
+                q_out + 2 * kv_out,
+                self.qkv_bias,
+                layers,
+                conv,
+                ModuleGroup::Attention,
+            );
+            b.linear(
+                &format!("{p}.attn.c_proj"),
+                q_out,
+                hidden,
+                self.o_bias,
+                layers,
+                conv,
+                ModuleGroup::Attention,
+            );
+            norm(&mut b, &format!("{p}.ln_2"), layers);
+            b.linear(
+                &format!("{p}.mlp.c_fc"),
+                hidden,
+                intermediate,
+                self.mlp_bias,
+                layers,
+                conv,
+                ModuleGroup::Mlp,
+            );
+            b.linear(
+                &format!("{p}.mlp.c_proj"),
+                intermediate,
+                hidden,
+                self.mlp_bias,
+                layers,
+                conv,
+                ModuleGroup::Mlp,
+            );
+        } else {
+            let p = layer_prefix;
+            let lin = LinearLayout::Linear;
+            let attn = if self.family == Family::MiniGpt {
+                "attn"
+            } else {
+                "self_attn"
+            };
+            norm(&mut b, &format!("{p}.input_layernorm"), layers);
+            match self.attention {
+                AttentionLayout::Separate => {
+                    b.linear(
+                        &format!("{p}.{attn}.q_proj"),
+                        hidden,
+                        q_out,
+                        self.qkv_bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Attention,
+                    );
+                    b.linear(
+                        &format!("{p}.{attn}.k_proj"),
+                        hidden,
+                        kv_out,
+                        self.qkv_bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Attention,
+                    );
+                    b.linear(
+                        &format!("{p}.{attn}.v_proj"),
+                        hidden,
+                        kv_out,
+                        self.qkv_bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Attention,
+                    );
+                }
+                AttentionLayout::FusedQkv => {
+                    b.linear(
+                        &format!("{p}.{attn}.qkv_proj"),
+                        hidden,
+                        q_out + 2 * kv_out,
+                        self.qkv_bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Attention,
+                    );
+                }
+            }
+            b.linear(
+                &format!("{p}.{attn}.o_proj"),
+                q_out,
+                hidden,
+                self.o_bias,
+                layers,
+                lin,
+                ModuleGroup::Attention,
+            );
+            norm(&mut b, &format!("{p}.post_attention_layernorm"), layers);
+            let m = format!("{p}.mlp");
+            let bias = self.mlp_bias;
+            match self.mlp {
+                MlpLayout::Plain => {
+                    b.linear(
+                        &format!("{m}.up_proj"),
+                        hidden,
+                        intermediate,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{m}.down_proj"),
+                        intermediate,
+                        hidden,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                }
+                MlpLayout::Gated => {
+                    b.linear(
+                        &format!("{m}.gate_proj"),
+                        hidden,
+                        intermediate,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{m}.up_proj"),
+                        hidden,
+                        intermediate,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{m}.down_proj"),
+                        intermediate,
+                        hidden,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                }
+                MlpLayout::FusedGated => {
+                    b.linear(
+                        &format!("{m}.gate_up_proj"),
+                        hidden,
+                        2 * intermediate,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{m}.down_proj"),
+                        intermediate,
+                        hidden,
+                        bias,
+                        layers,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                }
+                MlpLayout::Experts { experts, .. } => {
+                    let moe = format!("{p}.block_sparse_moe");
+                    let n = layers * experts;
+                    b.linear(
+                        &format!("{moe}.gate"),
+                        hidden,
+                        experts,
+                        false,
+                        layers,
+                        lin,
+                        ModuleGroup::Router,
+                    );
+                    b.linear(
+                        &format!("{moe}.experts.*.w1"),
+                        hidden,
+                        intermediate,
+                        bias,
+                        n,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{moe}.experts.*.w2"),
+                        intermediate,
+                        hidden,
+                        bias,
+                        n,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                    b.linear(
+                        &format!("{moe}.experts.*.w3"),
+                        hidden,
+                        intermediate,
+                        bias,
+                        n,
+                        lin,
+                        ModuleGroup::Mlp,
+                    );
+                }
+            }
+        }
+        norm(&mut b, final_norm, 1);
+        let lm_head = b.modules.len();
+        b.linear_tied("lm_head", hidden, vocab, self.tied_embeddings);
+        debug_assert_eq!(b.modules[lm_head].group, ModuleGroup::Output);
+
+        ModelShape::from_parts(
+            self.name.clone(),
+            self.family,
+            dims,
+            (self.norm, self.attention, self.mlp, self.positions),
+            self.tied_embeddings,
+            b.modules,
+            b.params,
+        )
+    }
+}
+
+#[derive(Default)]
+struct ShapeAssembler {
+    modules: Vec<LinearModule>,
+    params: Vec<ParamGroup>,
+}
+
+impl ShapeAssembler {
+    fn param(&mut self, name: &str, numel: u64, count: u64, kind: ParamKind) {
+        self.params.push(ParamGroup {
+            name: name.to_string(),
+            numel,
+            count,
+            kind,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        path: &str,
+        in_features: u64,
+        out_features: u64,
+        bias: bool,
+        count: u64,
+        layout: LinearLayout,
+        group: ModuleGroup,
+    ) {
+        let index = self.modules.len();
+        let name = path.rsplit('.').next().unwrap_or(path).to_string();
+        self.modules.push(LinearModule {
+            path: path.to_string(),
+            name,
+            in_features,
+            out_features,
+            bias,
+            count,
+            layout,
+            group,
+            weight_tied: false,
+        });
+        self.param(
+            &format!("{path}.weight"),
+            in_features * out_features,
+            count,
+            ParamKind::LinearWeight(index),
+        );
+        if bias {
+            self.param(
+                &format!("{path}.bias"),
+                out_features,
+                count,
+                ParamKind::LinearBias(index),
+            );
+        }
+    }
+
+    fn linear_tied(&mut self, path: &str, in_features: u64, out_features: u64, tied: bool) {
+        if tied {
+            self.modules.push(LinearModule {
+                path: path.to_string(),
+                name: path.to_string(),
+                in_features,
+                out_features,
+                bias: false,
+                count: 1,
+                layout: LinearLayout::Linear,
+                group: ModuleGroup::Output,
+                weight_tied: true,
+            });
+        } else {
+            self.linear(
+                path,
+                in_features,
+                out_features,
+                false,
+                1,
+                LinearLayout::Linear,
+                ModuleGroup::Output,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minigpt_linear_weights_per_layer_match_the_seed() {
+        let shape = TransformerSpec::minigpt().build().unwrap();
+        // Seed Block A: 4 * 64 * 64 + 64 * 256 + 256 * 64 = 49,152 per layer.
+        assert_eq!(shape.block_linear_weight_params(), 4 * 49_152);
+        // vocab 512 x 64 tied embedding, 2 RMSNorms per layer + final, no biases.
+        assert_eq!(
+            shape.total_params(),
+            4 * 49_152 + 512 * 64 + (2 * 4 + 1) * 64
+        );
+    }
+
+    #[test]
+    fn llama_2_7b_has_its_published_parameter_count() {
+        let spec = TransformerSpec {
+            name: "llama-2-7b".into(),
+            family: Family::Llama,
+            hidden: 4096,
+            layers: 32,
+            heads: 32,
+            kv_heads: Some(32),
+            head_dim: None,
+            intermediate: 11008,
+            vocab: 32000,
+            max_positions: 4096,
+            tied_embeddings: false,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            norm: NormKind::RmsNorm,
+            positions: PositionKind::Rotary,
+            attention: AttentionLayout::Separate,
+            mlp: MlpLayout::Gated,
+        };
+        assert_eq!(spec.build().unwrap().total_params(), 6_738_415_616);
+    }
+
+    #[test]
+    fn zero_and_indivisible_dimensions_are_named_errors() {
+        let mut spec = TransformerSpec::minigpt();
+        spec.hidden = 0;
+        assert_eq!(
+            spec.build().unwrap_err().to_string(),
+            "hidden_size must be at least 1 (got 0)"
+        );
+        let mut spec = TransformerSpec::minigpt();
+        spec.heads = 5;
+        assert!(
+            spec.build()
+                .unwrap_err()
+                .to_string()
+                .starts_with("num_attention_heads")
+        );
+        let mut spec = TransformerSpec::minigpt();
+        spec.hidden = 1 << 40;
+        assert!(matches!(spec.build(), Err(ShapeError::Overflow { .. })));
+    }
+}

@@ -1,0 +1,119 @@
+//! Which Linear modules an adapter attaches to, with peft's meaning of `target_modules`.
+
+use crate::error::ShapeError;
+use crate::shape::{ModelShape, ModuleGroup};
+use std::fmt;
+use std::str::FromStr;
+
+/// A target selection as written in a regime spec (`targets=...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// peft's `all-linear`: every Linear (and GPT-2 Conv1D) except the output layer.
+    AllLinear,
+    /// Every Linear of the attention blocks.
+    Attention,
+    /// Every Linear of the MLP blocks (experts included, routers not).
+    Mlp,
+    /// Module names as peft matches them: a module is selected when its path equals the name or
+    /// ends with `.name` (so `c_proj` selects GPT-2's attention and MLP `c_proj`).
+    Names(Vec<String>),
+}
+
+impl FromStr for TargetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "all-linear" | "all" => Ok(TargetSpec::AllLinear),
+            "attn" | "attention" => Ok(TargetSpec::Attention),
+            "mlp" => Ok(TargetSpec::Mlp),
+            "" => Err("an empty target list".into()),
+            list => {
+                let names: Vec<String> = list.split('+').map(|n| n.trim().to_string()).collect();
+                if names.iter().any(String::is_empty) {
+                    return Err(format!("`{list}` has an empty module name"));
+                }
+                Ok(TargetSpec::Names(names))
+            }
+        }
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetSpec::AllLinear => f.write_str("all-linear"),
+            TargetSpec::Attention => f.write_str("attn"),
+            TargetSpec::Mlp => f.write_str("mlp"),
+            TargetSpec::Names(names) => f.write_str(&names.join("+")),
+        }
+    }
+}
+
+fn path_matches(path: &str, name: &str) -> bool {
+    path == name
+        || (path.len() > name.len()
+            && path.ends_with(name)
+            && path.as_bytes()[path.len() - name.len() - 1] == b'.')
+}
+
+impl ModelShape {
+    /// Indices into [`ModelShape::modules`] selected by `spec`, in module order.
+    pub fn resolve_targets(&self, spec: &TargetSpec) -> Result<Vec<usize>, ShapeError> {
+        let selected: Vec<usize> = match spec {
+            TargetSpec::AllLinear => self.indices(|m| m.group != ModuleGroup::Output),
+            TargetSpec::Attention => self.indices(|m| m.group == ModuleGroup::Attention),
+            TargetSpec::Mlp => self.indices(|m| m.group == ModuleGroup::Mlp),
+            TargetSpec::Names(names) => {
+                for name in names {
+                    if !self.modules.iter().any(|m| path_matches(&m.path, name)) {
+                        return Err(ShapeError::UnknownTarget {
+                            name: name.clone(),
+                            available: self.module_names().join(", "),
+                        });
+                    }
+                }
+                self.indices(|m| names.iter().any(|n| path_matches(&m.path, n)))
+            }
+        };
+        if selected.is_empty() {
+            return Err(ShapeError::NoTargets {
+                spec: spec.to_string(),
+            });
+        }
+        Ok(selected)
+    }
+
+    fn indices(&self, keep: impl Fn(&crate::LinearModule) -> bool) -> Vec<usize> {
+        self.modules
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| keep(m))
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransformerSpec;
+
+    #[test]
+    fn suffix_matching_follows_peft() {
+        assert!(path_matches("transformer.h.*.attn.c_proj", "c_proj"));
+        assert!(path_matches("transformer.h.*.attn.c_proj", "attn.c_proj"));
+        assert!(!path_matches("transformer.h.*.attn.c_proj", "proj"));
+    }
+
+    #[test]
+    fn unknown_target_lists_the_modules() {
+        let shape = TransformerSpec::minigpt().build().unwrap();
+        let err = shape
+            .resolve_targets(&"q_proj+nope".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown target module `nope`; the model has: q_proj, k_proj, v_proj, o_proj, up_proj, down_proj, lm_head"
+        );
+    }
+}

@@ -1,0 +1,254 @@
+//! Turning estimates into something a person reads: a [`Comparison`] of regimes on one model (the
+//! first regime is the baseline), rendered as a terminal table, Markdown, CSV or the stable JSON
+//! contract. Byte figures are exact integers in JSON and CSV and binary units (KiB/MiB/GiB,
+//! labelled) in tables.
+
+pub mod units;
+
+use comfy_table::{Cell, CellAlignment, Table, presets};
+use ftbudget_core::{
+    CountError, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError, estimate_memory,
+};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Regime(#[from] RegimeError),
+    #[error(transparent)]
+    Count(#[from] CountError),
+    #[error("at least one regime is needed")]
+    NoRegimes,
+}
+
+/// The model part of the JSON contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub family: &'static str,
+    pub hidden_size: u64,
+    pub num_hidden_layers: u64,
+    pub num_attention_heads: u64,
+    pub num_key_value_heads: u64,
+    pub head_dim: u64,
+    pub intermediate_size: u64,
+    pub vocab_size: u64,
+    pub tie_word_embeddings: bool,
+    pub total_params: u64,
+}
+
+impl ModelSummary {
+    pub fn of(model: &ModelShape) -> Self {
+        let d = model.dims;
+        ModelSummary {
+            name: model.name.clone(),
+            family: model.family.name(),
+            hidden_size: d.hidden,
+            num_hidden_layers: d.layers,
+            num_attention_heads: d.heads,
+            num_key_value_heads: d.kv_heads,
+            head_dim: d.head_dim,
+            intermediate_size: d.intermediate,
+            vocab_size: d.vocab,
+            tie_word_embeddings: model.tied_embeddings,
+            total_params: model.total_params(),
+        }
+    }
+}
+
+/// Bytes per bucket, exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Bytes {
+    pub weights: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    pub weight_casts: u64,
+    pub total: u64,
+}
+
+impl From<&MemoryEstimate> for Bytes {
+    fn from(e: &MemoryEstimate) -> Self {
+        Bytes {
+            weights: e.weights,
+            gradients: e.gradients,
+            optimizer: e.optimizer,
+            activations: e.activations,
+            weight_casts: e.weight_casts,
+            total: e.total,
+        }
+    }
+}
+
+/// One regime's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub regime: String,
+    pub label: String,
+    pub trainable_params: u64,
+    pub frozen_params: u64,
+    /// peft's `all params`: base + adapters + modules_to_save copies.
+    pub all_params: u64,
+    /// The base model's own parameters.
+    pub base_params: u64,
+    /// trainable / all params.
+    pub trainable_fraction: f64,
+    pub bytes: Bytes,
+    /// This row's total bytes over the baseline's (the first row).
+    pub ratio_vs_baseline: f64,
+    #[serde(skip)]
+    pub estimate: MemoryEstimate,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub model: ModelSummary,
+    pub rows: Vec<Row>,
+}
+
+/// Evaluate every regime on `model` under `settings`.
+pub fn compare(
+    model: &ModelShape,
+    regimes: &[Box<dyn Regime>],
+    settings: &MemorySettings,
+) -> Result<Comparison, ReportError> {
+    if regimes.is_empty() {
+        return Err(ReportError::NoRegimes);
+    }
+    let mut rows = Vec::with_capacity(regimes.len());
+    for regime in regimes {
+        let plan = regime.plan(model)?;
+        let estimate = estimate_memory(model, &plan, settings)?;
+        let trainable = plan.trainable_params()?;
+        let all = plan.all_params()?;
+        rows.push(Row {
+            regime: regime.spec(),
+            label: regime.label(),
+            trainable_params: trainable,
+            frozen_params: plan.frozen_params()?,
+            all_params: all,
+            base_params: plan.base_params()?,
+            trainable_fraction: trainable as f64 / all as f64,
+            bytes: Bytes::from(&estimate),
+            ratio_vs_baseline: 0.0,
+            estimate,
+        });
+    }
+    let baseline = rows[0].bytes.total as f64;
+    for row in &mut rows {
+        row.ratio_vs_baseline = row.bytes.total as f64 / baseline;
+    }
+    Ok(Comparison {
+        model: ModelSummary::of(model),
+        rows,
+    })
+}
+
+/// Thousands separators: 1234567 -> "1,234,567".
+pub fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStyle {
+    Terminal,
+    Markdown,
+}
+
+/// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Adam (optimizer
+/// state), Activations, Total, Ratio vs the first row.
+pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) -> String {
+    let mut table = Table::new();
+    table.load_preset(match style {
+        TableStyle::Terminal => presets::UTF8_FULL_CONDENSED,
+        TableStyle::Markdown => presets::ASCII_MARKDOWN,
+    });
+    let has_casts = cmp.rows.iter().any(|r| r.bytes.weight_casts > 0);
+    let mut header = vec![
+        "Regime".to_string(),
+        "Trainable params".into(),
+        "Frozen params".into(),
+        "Weights".into(),
+        "Grads".into(),
+        "Optimizer".into(),
+        "Activations".into(),
+    ];
+    if has_casts {
+        header.push("Weight casts".into());
+    }
+    header.push("Total".into());
+    header.push(format!("Ratio vs {baseline_name}"));
+    table.set_header(header);
+    for row in &cmp.rows {
+        let b = row.bytes;
+        let mut cells = vec![
+            Cell::new(&row.label),
+            Cell::new(group_digits(row.trainable_params)),
+            Cell::new(group_digits(row.frozen_params)),
+            Cell::new(units::binary(b.weights)),
+            Cell::new(units::binary(b.gradients)),
+            Cell::new(units::binary(b.optimizer)),
+            Cell::new(units::binary(b.activations)),
+        ];
+        if has_casts {
+            cells.push(Cell::new(units::binary(b.weight_casts)));
+        }
+        cells.push(Cell::new(units::binary(b.total)));
+        cells.push(Cell::new(format!("{:.3}", row.ratio_vs_baseline)));
+        table.add_row(cells);
+    }
+    let columns = table.column_count();
+    for i in 1..columns {
+        if let Some(col) = table.column_mut(i) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table.to_string()
+}
+
+pub fn render_json(cmp: &Comparison) -> String {
+    serde_json::to_string_pretty(cmp).expect("comparison serializes")
+}
+
+pub fn render_csv(cmp: &Comparison) -> String {
+    let mut out = String::from(
+        "regime,label,trainable_params,frozen_params,all_params,base_params,weights_bytes,gradients_bytes,optimizer_bytes,activations_bytes,weight_casts_bytes,total_bytes,ratio_vs_baseline\n",
+    );
+    for r in &cmp.rows {
+        let b = r.bytes;
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6}\n",
+            csv_field(&r.regime),
+            csv_field(&r.label),
+            r.trainable_params,
+            r.frozen_params,
+            r.all_params,
+            r.base_params,
+            b.weights,
+            b.gradients,
+            b.optimizer,
+            b.activations,
+            b.weight_casts,
+            b.total,
+            r.ratio_vs_baseline
+        ));
+    }
+    out
+}
+
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,64 @@
+//! The roster: the one place that names every regime crate. A crate that is a dependency but never
+//! named in code is not linked, and its `inventory::submit!` silently vanishes (dtolnay/inventory
+//! issue 50); the `use ... as _` lines below keep each one. The CLI, xtask and benches depend on
+//! this crate and call [`registry`]. Adding a regime = one dependency line + one `use` line here.
+
+use ftbudget_core::{Registry, RegistryError};
+
+use ftbudget_dora as _;
+use ftbudget_full_ft as _;
+use ftbudget_lora as _;
+use ftbudget_qlora as _;
+
+/// The names this roster links, sorted. The roster test checks the registry against it.
+pub const EXPECTED_REGIMES: &[&str] = &["dora", "full-ft", "lora", "qlora"];
+
+/// The registry of every linked regime.
+pub fn registry() -> Result<Registry, RegistryError> {
+    Registry::from_inventory()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftbudget_core::{RegimeRegistration, RegimeSpec};
+
+    #[test]
+    fn registered_names_are_exactly_the_roster() {
+        assert_eq!(registry().unwrap().names(), EXPECTED_REGIMES);
+    }
+
+    fn no_build(
+        _: &RegimeSpec,
+    ) -> Result<Box<dyn ftbudget_core::Regime>, ftbudget_core::RegimeError> {
+        unreachable!("never built")
+    }
+
+    static A: RegimeRegistration = RegimeRegistration {
+        name: "twin",
+        summary: "first",
+        options: &[],
+        build: no_build,
+    };
+    static B: RegimeRegistration = RegimeRegistration {
+        name: "twin",
+        summary: "second",
+        options: &[],
+        build: no_build,
+    };
+
+    #[test]
+    fn a_duplicate_name_is_an_error() {
+        let err = Registry::from_registrations([&A, &B]).err().unwrap();
+        assert_eq!(err.to_string(), "regime `twin` is registered twice");
+    }
+
+    #[test]
+    fn unknown_regime_lists_the_registered_ones() {
+        let err = registry().unwrap().build("lorra:r=8").err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "unknown regime `lorra` (registered: dora, full-ft, lora, qlora)"
+        );
+    }
+}
