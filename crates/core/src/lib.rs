@@ -24,8 +24,8 @@ pub use memory::{
     MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,
 };
 pub use plan::{
-    ActivationDtype, ActivationTerm, AdapterSite, Nf4Layout, ParamOrigin, PlannedParams, Storage,
-    TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, Nf4Layout, ParamOrigin,
+    ParamSource, PlannedParams, Storage, TrainingPlan,
 };
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;

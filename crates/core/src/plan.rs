@@ -4,6 +4,7 @@
 
 use crate::dtype::DType;
 use crate::error::CountError;
+use crate::shape::ModelShape;
 use serde::Serialize;
 
 /// Where a parameter group comes from; peft's `all params` counts every origin.
@@ -77,10 +78,60 @@ pub enum Storage {
     Nf4(Nf4Layout),
 }
 
+/// Which tensor a planned group is, by index into the model (no strings: plans are built in the
+/// hot path of sweeps). [`ParamSource::describe`] gives the peft-style name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ParamSource {
+    /// `model.params[param]`.
+    Base {
+        param: usize,
+    },
+    LoraA {
+        module: usize,
+    },
+    LoraB {
+        module: usize,
+    },
+    LoraBBias {
+        module: usize,
+    },
+    DoraMagnitude {
+        module: usize,
+    },
+    /// The `modules_to_save` copy of a module's weight.
+    SavedWeight {
+        module: usize,
+    },
+    SavedBias {
+        module: usize,
+    },
+}
+
+impl ParamSource {
+    /// The parameter name with layer indices as `*`, as peft would show it.
+    pub fn describe(&self, model: &ModelShape) -> String {
+        let module = |m: usize| model.modules[m].path.as_str();
+        match *self {
+            ParamSource::Base { param } => model.params[param].name.clone(),
+            ParamSource::LoraA { module: m } => format!("{}.lora_A.weight", module(m)),
+            ParamSource::LoraB { module: m } => format!("{}.lora_B.weight", module(m)),
+            ParamSource::LoraBBias { module: m } => format!("{}.lora_B.bias", module(m)),
+            ParamSource::DoraMagnitude { module: m } => {
+                format!("{}.lora_magnitude_vector", module(m))
+            }
+            ParamSource::SavedWeight { module: m } => {
+                format!("{}.modules_to_save.weight", module(m))
+            }
+            ParamSource::SavedBias { module: m } => format!("{}.modules_to_save.bias", module(m)),
+        }
+    }
+}
+
 /// `count` tensors of `numel` elements, all alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedParams {
-    pub label: String,
+    pub source: ParamSource,
     pub numel: u64,
     pub count: u64,
     pub trainable: bool,
@@ -116,10 +167,24 @@ pub enum ActivationDtype {
     Dense(DType),
 }
 
+/// What an activation term a regime adds is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ActivationTermKind {
+    /// LoRA's `x A` saved for B's backward, for `model.modules[module]`.
+    LoraIntermediate { module: usize },
+    /// DoRA's weight-sized temporaries.
+    DoraWeightNorm { module: usize },
+    /// QLoRA's dequantized weight.
+    Dequantized { module: usize },
+    /// Anything else, named.
+    Other { name: &'static str },
+}
+
 /// Activation memory a regime adds: `per_token * batch * seq + fixed` elements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActivationTerm {
-    pub label: String,
+    pub kind: ActivationTermKind,
     pub per_token: u64,
     pub fixed: u64,
     pub dtype: ActivationDtype,
@@ -139,6 +204,13 @@ fn sum(what: &'static str, mut it: impl Iterator<Item = u64>) -> Result<u64, Cou
 }
 
 impl TrainingPlan {
+    /// Empty the plan, keeping its allocations (for sweeps that plan millions of times).
+    pub fn clear(&mut self) {
+        self.groups.clear();
+        self.adapters.clear();
+        self.activation_terms.clear();
+    }
+
     /// Parameters updated by the optimizer.
     pub fn trainable_params(&self) -> Result<u64, CountError> {
         sum(

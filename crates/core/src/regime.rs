@@ -14,8 +14,16 @@ pub trait Regime: Send + Sync {
     /// A short human label for tables (`LoRA r=8`).
     fn label(&self) -> String;
 
+    /// Write the plan for one model into `out` (cleared first by the caller or by [`Regime::plan`]).
+    /// Reusing `out` keeps sweeps free of allocation.
+    fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError>;
+
     /// The plan for one model.
-    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError>;
+    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError> {
+        let mut plan = TrainingPlan::default();
+        self.plan_into(model, &mut plan)?;
+        Ok(plan)
+    }
 }
 
 /// Documentation (and the allow-list) of one regime option.

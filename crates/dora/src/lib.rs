@@ -3,10 +3,10 @@
 //! `W + B A`, a weight-sized temporary per adapted module, which this regime adds to activations.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ModelShape, OptionReader, Regime, RegimeError,
-    RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, ModelShape, OptionReader, Regime,
+    RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
-use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan};
+use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
 
 pub const NAME: &str = "dora";
 
@@ -23,21 +23,24 @@ impl Regime for Dora {
         format!("DoRA {}", self.config.label_suffix())
     }
 
-    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError> {
-        let mut plan = adapter_plan(NAME, model, &self.config, |_| Storage::Policy)?;
+    fn plan_into(&self, model: &ModelShape, plan: &mut TrainingPlan) -> Result<(), RegimeError> {
+        adapter_plan_into(NAME, model, &self.config, |_| Storage::Policy, plan)?;
         let largest = plan
             .adapters
             .iter()
-            .map(|a| a.in_features * a.out_features)
-            .max()
-            .unwrap_or(0);
-        plan.activation_terms.push(ActivationTerm {
-            label: "dora weight-norm temporary".into(),
-            per_token: 0,
-            fixed: largest,
-            dtype: ActivationDtype::Compute,
-        });
-        Ok(plan)
+            .max_by_key(|a| a.in_features * a.out_features)
+            .copied();
+        if let Some(site) = largest {
+            plan.activation_terms.push(ActivationTerm {
+                kind: ActivationTermKind::DoraWeightNorm {
+                    module: site.module,
+                },
+                per_token: 0,
+                fixed: site.in_features * site.out_features,
+                dtype: ActivationDtype::Compute,
+            });
+        }
+        Ok(())
     }
 }
 

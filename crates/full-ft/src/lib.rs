@@ -3,8 +3,8 @@
 //! and fp32 Adam moments: 16 bytes per parameter, the ZeRO paper's figure).
 
 use ftbudget_core::{
-    ModelShape, OptionReader, ParamKind, ParamOrigin, PlannedParams, Regime, RegimeError,
-    RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ModelShape, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams, Regime,
+    RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
 
 pub const NAME: &str = "full-ft";
@@ -20,23 +20,19 @@ impl Regime for FullFineTuning {
         "Full FT".to_string()
     }
 
-    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError> {
-        Ok(TrainingPlan {
-            groups: model
-                .params
-                .iter()
-                .map(|p| PlannedParams {
-                    label: p.name.clone(),
-                    numel: p.numel,
-                    count: p.count,
-                    trainable: true,
-                    origin: ParamOrigin::Base,
-                    storage: Storage::Policy,
-                    matmul_weight: is_matmul_weight(model, p.kind),
-                })
-                .collect(),
-            ..TrainingPlan::default()
-        })
+    fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
+        out.clear();
+        out.groups
+            .extend(model.params.iter().enumerate().map(|(i, p)| PlannedParams {
+                source: ParamSource::Base { param: i },
+                numel: p.numel,
+                count: p.count,
+                trainable: true,
+                origin: ParamOrigin::Base,
+                storage: Storage::Policy,
+                matmul_weight: is_matmul_weight(model, p.kind),
+            }));
+        Ok(())
     }
 }
 

@@ -5,9 +5,9 @@
 //! [`LoraConfig`] and [`adapter_plan`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterSite, CountError, LinearModule, ModelShape, OptionDoc,
-    OptionReader, ParamKind, ParamOrigin, PlannedParams, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, Storage, TargetSpec, TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, CountError, LinearModule,
+    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
+    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TargetSpec, TrainingPlan,
 };
 use std::str::FromStr;
 
@@ -166,14 +166,17 @@ fn checked(regime: &str, what: &'static str, v: Option<u64>) -> Result<u64, Regi
     })
 }
 
-/// The plan of a LoRA-family regime. `base_linear_storage` decides how each adapted or not
-/// adapted block Linear weight is stored (dense for LoRA, NF4 for QLoRA).
-pub fn adapter_plan(
+/// The plan of a LoRA-family regime, written into `plan` (cleared first).
+/// `base_linear_storage` decides how each block Linear weight is stored (dense for LoRA, NF4 for
+/// QLoRA).
+pub fn adapter_plan_into(
     regime: &str,
     model: &ModelShape,
     config: &LoraConfig,
     base_linear_storage: impl Fn(&LinearModule) -> Storage,
-) -> Result<TrainingPlan, RegimeError> {
+    plan: &mut TrainingPlan,
+) -> Result<(), RegimeError> {
+    plan.clear();
     let targets = model
         .resolve_targets(&config.targets)
         .map_err(shape_err(regime))?;
@@ -184,8 +187,7 @@ pub fn adapter_plan(
             .resolve_targets(&TargetSpec::Names(config.modules_to_save.clone()))
             .map_err(shape_err(regime))?
     };
-    let mut plan = TrainingPlan::default();
-    for p in &model.params {
+    for (index, p) in model.params.iter().enumerate() {
         let trainable = match (config.bias, p.kind) {
             (BiasMode::All, kind) => kind.is_bias(),
             (BiasMode::LoraOnly, ParamKind::LinearBias(i)) => targets.contains(&i),
@@ -202,7 +204,7 @@ pub fn adapter_plan(
             ),
         };
         plan.groups.push(PlannedParams {
-            label: p.name.clone(),
+            source: ParamSource::Base { param: index },
             numel: p.numel,
             count: p.count,
             trainable,
@@ -216,8 +218,8 @@ pub fn adapter_plan(
         let m = &model.modules[i];
         let a = checked(regime, "lora_A size", r.checked_mul(m.in_features))?;
         let b = checked(regime, "lora_B size", r.checked_mul(m.out_features))?;
-        let adapter = |label: &str, numel: u64| PlannedParams {
-            label: format!("{}.{label}", m.path),
+        let adapter = |source: ParamSource, numel: u64| PlannedParams {
+            source,
             numel,
             count: m.count,
             trainable: true,
@@ -225,15 +227,17 @@ pub fn adapter_plan(
             storage: Storage::Policy,
             matmul_weight: true,
         };
-        plan.groups.push(adapter("lora_A.weight", a));
-        plan.groups.push(adapter("lora_B.weight", b));
+        plan.groups
+            .push(adapter(ParamSource::LoraA { module: i }, a));
+        plan.groups
+            .push(adapter(ParamSource::LoraB { module: i }, b));
         if config.lora_bias {
-            let mut bias = adapter("lora_B.bias", m.out_features);
+            let mut bias = adapter(ParamSource::LoraBBias { module: i }, m.out_features);
             bias.matmul_weight = false;
             plan.groups.push(bias);
         }
         if config.dora {
-            let mut magnitude = adapter("lora_magnitude_vector", m.out_features);
+            let mut magnitude = adapter(ParamSource::DoraMagnitude { module: i }, m.out_features);
             magnitude.matmul_weight = false;
             plan.groups.push(magnitude);
         }
@@ -247,7 +251,7 @@ pub fn adapter_plan(
         });
         // x A (b x s x r) is saved for B's backward.
         plan.activation_terms.push(ActivationTerm {
-            label: format!("{}.lora_A(x)", m.path),
+            kind: ActivationTermKind::LoraIntermediate { module: i },
             per_token: checked(regime, "activation size", r.checked_mul(m.count))?,
             fixed: 0,
             dtype: ActivationDtype::Compute,
@@ -255,8 +259,8 @@ pub fn adapter_plan(
     }
     for &i in &saved {
         let m = &model.modules[i];
-        let copy = |label: &str, numel: u64, matmul: bool| PlannedParams {
-            label: format!("{}.modules_to_save.{label}", m.path),
+        let copy = |source: ParamSource, numel: u64, matmul: bool| PlannedParams {
+            source,
             numel,
             count: m.count,
             trainable: true,
@@ -264,12 +268,20 @@ pub fn adapter_plan(
             storage: Storage::Policy,
             matmul_weight: matmul,
         };
-        plan.groups.push(copy("weight", m.weight_numel(), true));
+        plan.groups.push(copy(
+            ParamSource::SavedWeight { module: i },
+            m.weight_numel(),
+            true,
+        ));
         if m.bias {
-            plan.groups.push(copy("bias", m.out_features, false));
+            plan.groups.push(copy(
+                ParamSource::SavedBias { module: i },
+                m.out_features,
+                false,
+            ));
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 pub struct Lora {
@@ -285,8 +297,8 @@ impl Regime for Lora {
         format!("LoRA {}", self.config.label_suffix())
     }
 
-    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError> {
-        adapter_plan(NAME, model, &self.config, |_| Storage::Policy)
+    fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
+        adapter_plan_into(NAME, model, &self.config, |_| Storage::Policy, out)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use ftbudget_core::{AttentionLayout, Family, MlpLayout, NormKind, PositionKind, TransformerSpec};
 
+#[allow(clippy::too_many_arguments)]
 fn llama_like(
     name: &str,
     family: Family,

@@ -7,7 +7,7 @@ use ftbudget_core::{
     DType, ModelShape, Nf4Layout, OptionDoc, OptionReader, Regime, RegimeError, RegimeRegistration,
     RegimeSpec, Storage, TrainingPlan,
 };
-use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan};
+use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
 
 pub const NAME: &str = "qlora";
 
@@ -68,9 +68,9 @@ impl Regime for Qlora {
         format!("QLoRA {}", self.config.label_suffix())
     }
 
-    fn plan(&self, model: &ModelShape) -> Result<TrainingPlan, RegimeError> {
+    fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
         let layout = self.layout;
-        adapter_plan(NAME, model, &self.config, |_| Storage::Nf4(layout))
+        adapter_plan_into(NAME, model, &self.config, |_| Storage::Nf4(layout), out)
     }
 }
 

@@ -58,6 +58,5 @@ pub fn run(args: EstimateArgs) -> Result<()> {
         Format::Json => render_json(&cmp),
         Format::Csv => render_csv(&cmp),
     };
-    println!("{}", out.trim_end());
-    Ok(())
+    crate::output::emit(&out)
 }
