@@ -3,6 +3,8 @@
 //! contract. Byte figures are exact integers in JSON and CSV and binary units (KiB/MiB/GiB,
 //! labelled) in tables.
 
+pub mod chart;
+pub mod template;
 pub mod units;
 
 use comfy_table::{Cell, CellAlignment, Table, presets};
@@ -164,9 +166,33 @@ pub enum TableStyle {
     Markdown,
 }
 
-/// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Adam (optimizer
-/// state), Activations, Total, Ratio vs the first row.
+/// Column headers that differ between uses of the comparison table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLabels {
+    /// The optimizer-state column: `Optimizer` in the CLI, `Adam` in the seed lab's table.
+    pub optimizer: String,
+    /// The last column: `Ratio vs <baseline>`.
+    pub ratio: String,
+}
+
+impl TableLabels {
+    /// The CLI's headers: `Optimizer` and `Ratio vs <baseline_name>`.
+    pub fn new(baseline_name: &str) -> Self {
+        TableLabels {
+            optimizer: "Optimizer".into(),
+            ratio: format!("Ratio vs {baseline_name}"),
+        }
+    }
+}
+
+/// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Optimizer
+/// state, Activations, Total, Ratio vs the first row.
 pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) -> String {
+    render_table_with(cmp, style, &TableLabels::new(baseline_name))
+}
+
+/// [`render_table`] with chosen column headers.
+pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabels) -> String {
     let mut table = Table::new();
     table.load_preset(match style {
         TableStyle::Terminal => presets::UTF8_FULL_CONDENSED,
@@ -179,14 +205,14 @@ pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) ->
         "Frozen params".into(),
         "Weights".into(),
         "Grads".into(),
-        "Optimizer".into(),
+        labels.optimizer.clone(),
         "Activations".into(),
     ];
     if has_casts {
         header.push("Weight casts".into());
     }
     header.push("Total".into());
-    header.push(format!("Ratio vs {baseline_name}"));
+    header.push(labels.ratio.clone());
     table.set_header(header);
     for row in &cmp.rows {
         let b = row.bytes;
