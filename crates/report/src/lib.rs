@@ -238,7 +238,39 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
-    table.to_string()
+    let text = table.to_string();
+    match style {
+        TableStyle::Terminal => text,
+        TableStyle::Markdown => mark_right_aligned(&text),
+    }
+}
+
+/// comfy-table pads numbers to the right but writes a plain `|---|` separator; Markdown
+/// renderers need `---:` to right-align. Every column after the first holds numbers.
+fn mark_right_aligned(table: &str) -> String {
+    let mut out = String::with_capacity(table.len() + 16);
+    for (i, line) in table.lines().enumerate() {
+        if i == 1 {
+            let cells: Vec<&str> = line.split('|').collect();
+            let last = cells.len().saturating_sub(1);
+            let marked: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(j, cell)| {
+                    if j >= 2 && j < last && cell.len() > 1 && cell.bytes().all(|b| b == b'-') {
+                        format!("{}:", &cell[..cell.len() - 1])
+                    } else {
+                        cell.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&marked.join("|"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 pub fn render_json(cmp: &Comparison) -> String {
@@ -276,5 +308,19 @@ pub fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_separator_right_aligns_numeric_columns() {
+        let table = "| Regime | Total |\n|--------|-------|\n| LoRA   |     3 |";
+        assert_eq!(
+            mark_right_aligned(table),
+            "| Regime | Total |\n|--------|------:|\n| LoRA   |     3 |\n"
+        );
     }
 }
