@@ -1,7 +1,9 @@
 //! Turning estimates into something a person reads: a [`Comparison`] of regimes on one model (the
 //! first regime is the baseline), rendered as a terminal table, Markdown, CSV or the stable JSON
 //! contract. Byte figures are exact integers in JSON and CSV and binary units (KiB/MiB/GiB,
-//! labelled) in tables.
+//! labelled) in tables. [`chart`] draws PNG charts with an embedded font (no system fonts, same
+//! bytes every run) and [`template`] fills `{{name}}` placeholders in report prose; `cargo xtask
+//! report` uses both to regenerate the experiments.
 
 pub mod chart;
 pub mod template;

@@ -207,6 +207,7 @@ struct Focus {
     mini_lora: Row,
     mini_full: Row,
     qlora: Row,
+    dora: Row,
     nf4_seed: f64,
     nf4_fp16: f64,
     nf4_double_quant: f64,
@@ -304,6 +305,7 @@ impl Focus {
             .cloned()
             .ok_or_else(|| exp.key_error("regimes", format!("the report needs `{spec}`")))?;
         let qlora = find("qlora")?;
+        let dora = find("dora")?;
         let qv = registry.build(&format!("lora:r={rank},targets=q_proj+v_proj"))?;
         let qv_plan = qv.plan(production)?;
         Ok(Focus {
@@ -315,6 +317,7 @@ impl Focus {
             mini_lora,
             mini_full,
             qlora,
+            dora,
             nf4_seed: nf4_overhead(Nf4Layout::bitsandbytes(false)),
             nf4_fp16: nf4_overhead(Nf4Layout {
                 absmax_dtype: DType::F16,
@@ -392,6 +395,10 @@ impl Focus {
             .set(
                 "code_ratio",
                 format!("{:.4}", self.mini_lora.ratio_vs_baseline),
+            )
+            .set(
+                "dora_extra",
+                g(self.dora.trainable_params - self.mini_lora.trainable_params),
             );
     }
 }
@@ -438,6 +445,19 @@ mod tests {
         assert_eq!(lora.bytes.activations, activations);
         assert_eq!(lora.bytes.total, total);
         assert_eq!(cmp.rows[0].bytes.total, full_total);
+    }
+
+    /// The report says its `[memory]` table is `--conventions seed`; hold it to that.
+    #[test]
+    fn experiment_28_settings_are_the_seed_conventions() {
+        let root = crate::report::workspace_root();
+        let exp =
+            Experiment::read(&root, std::path::Path::new("experiments/28-lora-counts")).unwrap();
+        let config: Config = exp.parse().unwrap();
+        assert_eq!(
+            config.memory.settings(&exp).unwrap(),
+            MemorySettings::seed()
+        );
     }
 
     #[test]
