@@ -151,6 +151,48 @@ mod tests {
     }
 
     #[test]
+    fn check_names_changed_and_missing_files_and_compares_png_pixels() {
+        let root = std::env::temp_dir().join(format!("xtask-stale-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("same.md"), "a").unwrap();
+        fs::write(root.join("changed.md"), "a").unwrap();
+        // The same white 64x64 image at two compression levels: different bytes, same image.
+        let png = |level| {
+            let mut out = Vec::new();
+            let mut e = png::Encoder::new(&mut out, 64, 64);
+            e.set_color(png::ColorType::Rgb);
+            e.set_compression(level);
+            e.write_header()
+                .unwrap()
+                .write_image_data(&[255; 64 * 64 * 3])
+                .unwrap();
+            out
+        };
+        let (fast, best) = (png(png::Compression::Fast), png(png::Compression::Best));
+        assert_ne!(fast, best);
+        fs::write(root.join("chart.png"), &fast).unwrap();
+        let planned = |name: &str, bytes: &[u8]| Planned {
+            path: PathBuf::from(name),
+            bytes: bytes.to_vec(),
+        };
+        let stale = stale_files(
+            &root,
+            &[
+                planned("same.md", b"a"),
+                planned("changed.md", b"b"),
+                planned("missing.md", b"a"),
+                planned("chart.png", &best),
+            ],
+        )
+        .unwrap();
+        fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            stale,
+            vec![PathBuf::from("changed.md"), PathBuf::from("missing.md")]
+        );
+    }
+
+    #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
         let dir = std::env::temp_dir().join(format!("xtask-write-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();

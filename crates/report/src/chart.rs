@@ -84,7 +84,7 @@ pub struct Segment {
 }
 
 /// One bar per category, segments stacked bottom to top in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StackedBars {
     pub title: String,
     /// Category labels under the bars; a label is broken onto a second line before ` (`.
@@ -109,6 +109,27 @@ pub struct ReferenceLine {
     pub label: String,
 }
 
+/// Where the legend box goes, inside the plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Legend {
+    #[default]
+    UpperLeft,
+    UpperRight,
+    LowerLeft,
+    LowerRight,
+}
+
+impl Legend {
+    fn position(self) -> SeriesLabelPosition {
+        match self {
+            Legend::UpperLeft => SeriesLabelPosition::UpperLeft,
+            Legend::UpperRight => SeriesLabelPosition::UpperRight,
+            Legend::LowerLeft => SeriesLabelPosition::LowerLeft,
+            Legend::LowerRight => SeriesLabelPosition::LowerRight,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scale {
     #[default]
@@ -117,7 +138,7 @@ pub enum Scale {
 }
 
 /// Lines through each series' points, with a marker per point.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LineChart {
     pub title: String,
     pub x_label: String,
@@ -126,17 +147,19 @@ pub struct LineChart {
     pub y_scale: Scale,
     pub series: Vec<Series>,
     pub reference_lines: Vec<ReferenceLine>,
+    pub legend: Legend,
     pub size: Size,
 }
 
 /// Points only, and optionally the `y = x` diagonal (predicted vs measured).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Scatter {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
     pub identity_line: bool,
+    pub legend: Legend,
     pub size: Size,
 }
 
@@ -421,6 +444,7 @@ struct XyPlot<'a> {
     reference_lines: &'a [ReferenceLine],
     identity: Option<(f64, f64)>,
     x_range: (f64, f64),
+    legend: Legend,
 }
 
 fn draw_xy<X, Y>(
@@ -502,7 +526,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(plot.legend.position())
         .label_font(font(18))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
@@ -562,6 +586,7 @@ pub fn line_chart(spec: &LineChart) -> Result<Vec<u8>, ChartError> {
             reference_lines: &spec.reference_lines,
             identity: None,
             x_range: (x_lo, x_hi),
+            legend: spec.legend,
         };
         axis_draw(
             root,
@@ -597,6 +622,7 @@ pub fn scatter(spec: &Scatter) -> Result<Vec<u8>, ChartError> {
             reference_lines: &[],
             identity: spec.identity_line.then_some((lo, hi)),
             x_range: (lo, hi),
+            legend: spec.legend,
         };
         axis_draw(
             root,
@@ -742,6 +768,7 @@ mod tests {
                 y: 80.0,
                 label: "80 GiB GPU".into(),
             }],
+            legend: Legend::UpperLeft,
             size: Size::default(),
         };
         let png = line_chart(&spec).unwrap();
@@ -769,6 +796,7 @@ mod tests {
                 points: vec![(1.0, 1.1), (5.0, 4.8), (10.0, 10.3)],
             }],
             identity_line: true,
+            legend: Legend::LowerRight,
             size: Size {
                 width: 1000,
                 height: 1000,

@@ -233,11 +233,12 @@ impl Scale {
     fn new(
         exp: &Experiment,
         registry: &Registry,
-        spec: &str,
+        rank: u64,
         model: &ModelShape,
         settings: &MemorySettings,
     ) -> Result<Self> {
-        let regimes = vec![registry.build("full-ft")?, registry.build(spec)?];
+        let spec = format!("lora:r={rank}");
+        let regimes = vec![registry.build("full-ft")?, registry.build(&spec)?];
         let cmp = compare(model, &regimes, settings).map_err(|e| exp.key_error("focus_rank", e))?;
         let lora = &cmp.rows[1];
         let q = model
@@ -245,7 +246,6 @@ impl Scale {
             .iter()
             .find(|m| m.group == ModuleGroup::Attention && m.in_features == m.out_features)
             .with_context(|| format!("{}: no square attention projection", model.name))?;
-        let rank = spec.rsplit('=').next().unwrap_or("0").parse::<u64>()?;
         let square_ratio = (rank * (q.in_features + q.out_features)) as f64
             / (q.in_features * q.out_features) as f64;
         Ok(Scale {
@@ -310,8 +310,8 @@ impl Focus {
         let qv_plan = qv.plan(production)?;
         Ok(Focus {
             rank,
-            mini: Scale::new(exp, registry, &spec, model, settings)?,
-            prod: Scale::new(exp, registry, &spec, production, settings)?,
+            mini: Scale::new(exp, registry, rank, model, settings)?,
+            prod: Scale::new(exp, registry, rank, production, settings)?,
             prod_qv_trainable: qv_plan.trainable_params()?,
             prod_qv_all: qv_plan.all_params()?,
             mini_lora,
