@@ -76,7 +76,9 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("model_description", describe_model(&model))
         .set("regime_list", regime_list(&config.regimes, &cmp))
         .set("settings", settings_list(&config.memory))
-        .set("command", command(&config));
+        .set("command", command(&config))
+        .set("batch", settings.workload.batch.to_string())
+        .set("seq", settings.workload.seq.to_string());
     let focus = Focus::new(
         exp,
         &registry,
@@ -227,6 +229,7 @@ struct Scale {
     full_total: u64,
     lora_total: u64,
     activations: u64,
+    full_activations: u64,
 }
 
 impl Scale {
@@ -258,6 +261,7 @@ impl Scale {
             full_total: cmp.rows[0].bytes.total,
             lora_total: lora.bytes.total,
             activations: lora.bytes.activations,
+            full_activations: cmp.rows[0].bytes.activations,
         })
     }
 }
@@ -348,6 +352,9 @@ impl Focus {
             .set("mini_square_ratio", pct(m.square_ratio))
             .set("mini_embedding_share", pct(self.embedding_share))
             .set("mini_lora_total", gib(m.lora_total))
+            .set("mini_activations", gib(m.activations))
+            .set("mini_full_state", gib(m.full_total - m.full_activations))
+            .set("mini_lora_state", gib(m.lora_total - m.activations))
             .set("mini_full_total", gib(m.full_total))
             .set(
                 "mini_total_ratio",
