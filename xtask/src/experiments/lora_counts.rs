@@ -467,6 +467,30 @@ mod tests {
         );
     }
 
+    /// The committed chart is a legible image: its size, the four bucket colours filling real
+    /// area, and dark text pixels (a missing font gives a chart without text).
+    #[test]
+    fn memory_breakdown_png_is_legible() {
+        let path =
+            crate::report::workspace_root().join("experiments/28-lora-counts/memory_breakdown.png");
+        let bytes = std::fs::read(path).unwrap();
+        let mut reader = png::Decoder::new(&bytes[..]).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert!(info.width >= 1000 && info.height >= 600);
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks_exact(3).collect();
+        for colour in &ftbudget_report::chart::PALETTE[..4] {
+            let n = pixels
+                .iter()
+                .filter(|p| **p == [colour.0, colour.1, colour.2])
+                .count();
+            assert!(n > 2_000, "bucket colour {colour:?}: {n} pixels");
+        }
+        let dark = pixels.iter().filter(|p| p.iter().all(|&c| c < 60)).count();
+        assert!(dark > 2_000, "{dark} dark pixels");
+    }
+
     #[test]
     fn nf4_overheads_correct_the_seed() {
         // fp32 absmax per 64 weights: 4/64 B; fp16 would be 2/64; double quant:
