@@ -1,4 +1,38 @@
-//! `cargo xtask report [--check]`: regenerate every experiment under experiments/.
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("xtask: not implemented yet")
+//! `cargo xtask`: project automation, rust-analyzer style. This file only parses flags and
+//! dispatches; each command is one module.
+//!
+//! - `cargo xtask report`: regenerate every experiment under `experiments/`.
+//! - `cargo xtask report --check`: regenerate in memory and fail, naming the file, when a
+//!   committed output is stale (also run by `cargo test` as a plain test).
+
+mod experiments;
+mod report;
+
+use anyhow::{Result, bail};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask report [--check]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["report"] => report::run(report::Mode::Write),
+        ["report", "--check"] => report::run(report::Mode::Check),
+        ["help" | "--help" | "-h"] | [] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown arguments `{}`; {USAGE}", args.join(" ")),
+    }
 }

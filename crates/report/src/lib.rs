@@ -1,8 +1,12 @@
 //! Turning estimates into something a person reads: a [`Comparison`] of regimes on one model (the
 //! first regime is the baseline), rendered as a terminal table, Markdown, CSV or the stable JSON
 //! contract. Byte figures are exact integers in JSON and CSV and binary units (KiB/MiB/GiB,
-//! labelled) in tables.
+//! labelled) in tables. [`chart`] draws PNG charts with an embedded font (no system fonts, same
+//! bytes every run) and [`template`] fills `{{name}}` placeholders in report prose; `cargo xtask
+//! report` uses both to regenerate the experiments.
 
+pub mod chart;
+pub mod template;
 pub mod units;
 
 use comfy_table::{Cell, CellAlignment, Table, presets};
@@ -164,9 +168,33 @@ pub enum TableStyle {
     Markdown,
 }
 
-/// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Adam (optimizer
-/// state), Activations, Total, Ratio vs the first row.
+/// Column headers that differ between uses of the comparison table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableLabels {
+    /// The optimizer-state column: `Optimizer` in the CLI, `Adam` in the seed lab's table.
+    pub optimizer: String,
+    /// The last column: `Ratio vs <baseline>`.
+    pub ratio: String,
+}
+
+impl TableLabels {
+    /// The CLI's headers: `Optimizer` and `Ratio vs <baseline_name>`.
+    pub fn new(baseline_name: &str) -> Self {
+        TableLabels {
+            optimizer: "Optimizer".into(),
+            ratio: format!("Ratio vs {baseline_name}"),
+        }
+    }
+}
+
+/// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Optimizer
+/// state, Activations, Total, Ratio vs the first row.
 pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) -> String {
+    render_table_with(cmp, style, &TableLabels::new(baseline_name))
+}
+
+/// [`render_table`] with chosen column headers.
+pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabels) -> String {
     let mut table = Table::new();
     table.load_preset(match style {
         TableStyle::Terminal => presets::UTF8_FULL_CONDENSED,
@@ -179,14 +207,14 @@ pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) ->
         "Frozen params".into(),
         "Weights".into(),
         "Grads".into(),
-        "Optimizer".into(),
+        labels.optimizer.clone(),
         "Activations".into(),
     ];
     if has_casts {
         header.push("Weight casts".into());
     }
     header.push("Total".into());
-    header.push(format!("Ratio vs {baseline_name}"));
+    header.push(labels.ratio.clone());
     table.set_header(header);
     for row in &cmp.rows {
         let b = row.bytes;
@@ -212,7 +240,39 @@ pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) ->
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
-    table.to_string()
+    let text = table.to_string();
+    match style {
+        TableStyle::Terminal => text,
+        TableStyle::Markdown => mark_right_aligned(&text),
+    }
+}
+
+/// comfy-table pads numbers to the right but writes a plain `|---|` separator; Markdown
+/// renderers need `---:` to right-align. Every column after the first holds numbers.
+fn mark_right_aligned(table: &str) -> String {
+    let mut out = String::with_capacity(table.len() + 16);
+    for (i, line) in table.lines().enumerate() {
+        if i == 1 {
+            let cells: Vec<&str> = line.split('|').collect();
+            let last = cells.len().saturating_sub(1);
+            let marked: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(j, cell)| {
+                    if j >= 2 && j < last && cell.len() > 1 && cell.bytes().all(|b| b == b'-') {
+                        format!("{}:", &cell[..cell.len() - 1])
+                    } else {
+                        cell.to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&marked.join("|"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 pub fn render_json(cmp: &Comparison) -> String {
@@ -250,5 +310,19 @@ pub fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_separator_right_aligns_numeric_columns() {
+        let table = "| Regime | Total |\n|--------|-------|\n| LoRA   |     3 |";
+        assert_eq!(
+            mark_right_aligned(table),
+            "| Regime | Total |\n|--------|------:|\n| LoRA   |     3 |\n"
+        );
     }
 }

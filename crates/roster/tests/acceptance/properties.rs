@@ -1,0 +1,214 @@
+//! Properties over random shapes of every family and random ranks. Shapes are kept at least 16
+//! wide so that quantized tensors are large enough for NF4's per-tensor codebooks to pay back
+//! (below a few dozen elements a 4-bit tensor with its statistics is bigger than the fp16 one,
+//! as in bitsandbytes).
+
+use super::{estimate, plan};
+use ftbudget_core::{
+    ActivationModel, AttentionLayout, Family, MemorySettings, MlpLayout, ModelShape, NormKind,
+    PositionKind, TransformerSpec,
+};
+use proptest::prelude::*;
+
+fn family() -> impl Strategy<Value = Family> {
+    prop_oneof![
+        Just(Family::MiniGpt),
+        Just(Family::Gpt2),
+        Just(Family::Llama),
+        Just(Family::Mistral),
+        Just(Family::Qwen2),
+        Just(Family::Gemma),
+        Just(Family::Phi3),
+        Just(Family::Mixtral),
+    ]
+}
+
+prop_compose! {
+    /// A random but buildable transformer of `family`, with that family's layout.
+    fn spec_of(family: Family)(
+        head_dim in prop_oneof![Just(16u64), Just(32), Just(64)],
+        heads in 1u64..=8,
+        kv_divisor in prop_oneof![Just(1u64), Just(2), Just(4), Just(8)],
+        layers in 1u64..=6,
+        intermediate in 16u64..=512,
+        vocab in 16u64..=2_000,
+        tied in any::<bool>(),
+        qkv_bias in any::<bool>(),
+        mlp_bias in any::<bool>(),
+        experts in 2u64..=8,
+        explicit_head_dim in any::<bool>(),
+    ) -> TransformerSpec {
+        let kv_heads = if heads % kv_divisor == 0 { heads / kv_divisor } else { heads };
+        let hidden = heads * head_dim;
+        let (norm, positions, attention, mlp) = match family {
+            Family::Gpt2 => (
+                NormKind::LayerNorm { bias: true },
+                PositionKind::Learned,
+                AttentionLayout::FusedQkv,
+                MlpLayout::Plain,
+            ),
+            Family::MiniGpt => (
+                NormKind::RmsNorm,
+                PositionKind::Rotary,
+                AttentionLayout::Separate,
+                MlpLayout::Plain,
+            ),
+            Family::Phi3 => (
+                NormKind::RmsNorm,
+                PositionKind::Rotary,
+                AttentionLayout::FusedQkv,
+                MlpLayout::FusedGated,
+            ),
+            Family::Mixtral => (
+                NormKind::RmsNorm,
+                PositionKind::Rotary,
+                AttentionLayout::Separate,
+                MlpLayout::Experts { experts, top_k: 2 },
+            ),
+            _ => (
+                NormKind::RmsNorm,
+                PositionKind::Rotary,
+                AttentionLayout::Separate,
+                MlpLayout::Gated,
+            ),
+        };
+        TransformerSpec {
+            name: format!("random-{}", family.name()),
+            family,
+            // Gemma-style: head_dim given explicitly, hidden free of heads * head_dim.
+            hidden: if family == Family::Gemma && explicit_head_dim { hidden + 16 } else { hidden },
+            layers,
+            heads,
+            kv_heads: Some(kv_heads),
+            head_dim: (family == Family::Gemma && explicit_head_dim).then_some(head_dim),
+            intermediate,
+            vocab,
+            max_positions: 64,
+            tied_embeddings: tied,
+            qkv_bias,
+            o_bias: qkv_bias && family == Family::Gpt2,
+            mlp_bias: mlp_bias && family == Family::Gpt2,
+            norm,
+            positions,
+            attention,
+            mlp,
+        }
+    }
+}
+
+fn model() -> impl Strategy<Value = ModelShape> {
+    family()
+        .prop_flat_map(spec_of)
+        .prop_map(|spec| spec.build().expect("generated shapes are valid"))
+}
+
+/// Smallest side of any Linear inside the blocks (what bounds a sensible LoRA rank).
+fn min_block_side(model: &ModelShape) -> u64 {
+    model
+        .modules
+        .iter()
+        .filter(|m| m.in_blocks())
+        .map(|m| m.in_features.min(m.out_features))
+        .min()
+        .unwrap()
+}
+
+fn regimes(r: u64) -> Vec<String> {
+    vec![
+        "full-ft".into(),
+        format!("lora:r={r}"),
+        format!("lora:r={r},targets=attn,bias=all"),
+        format!("lora:r={r},targets=mlp,bias=lora_only,lora_bias=true"),
+        format!("lora:r={r},modules_to_save=lm_head"),
+        format!("qlora:r={r}"),
+        format!("qlora:r={r},double_quant=true"),
+        format!("qlora:r={r},codebooks=false"),
+        format!("dora:r={r}"),
+    ]
+}
+
+/// The seed's byte rules without activations: only the weight buckets differ between regimes.
+fn no_activations() -> MemorySettings {
+    let mut s = MemorySettings::seed();
+    s.activations.model = ActivationModel::None;
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn trainable_plus_frozen_is_all_params(model in model(), r in 1u64..=64) {
+        for spec in regimes(r) {
+            let p = plan(&spec, &model);
+            let (t, f, all) = (
+                p.trainable_params().unwrap(),
+                p.frozen_params().unwrap(),
+                p.all_params().unwrap(),
+            );
+            prop_assert_eq!(t + f, all, "{}", spec);
+            prop_assert_eq!(p.base_params().unwrap(), model.total_params(), "{}", spec);
+            prop_assert_eq!(p.base_params().unwrap() + p.added_params().unwrap(), all, "{}", spec);
+        }
+        let full = plan("full-ft", &model);
+        prop_assert_eq!(full.trainable_params().unwrap(), model.total_params());
+    }
+
+    #[test]
+    fn lora_trainable_is_linear_in_r(model in model(), r in 1u64..=64) {
+        // r * sum over adapted modules of (in + out) * count: every Linear of the blocks.
+        let per_rank: u64 = model
+            .modules
+            .iter()
+            .filter(|m| m.in_blocks())
+            .map(|m| (m.in_features + m.out_features) * m.count)
+            .sum();
+        let trainable = |r: u64| plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
+        prop_assert_eq!(trainable(r), r * per_rank);
+        prop_assert_eq!(trainable(2 * r), 2 * trainable(r));
+        prop_assert_eq!(trainable(1), per_rank);
+    }
+
+    #[test]
+    fn dora_is_lora_plus_one_magnitude_per_output_feature(model in model(), r in 1u64..=64) {
+        let magnitudes: u64 = model
+            .modules
+            .iter()
+            .filter(|m| m.in_blocks())
+            .map(|m| m.out_features * m.count)
+            .sum();
+        let lora = plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
+        let dora = plan(&format!("dora:r={r}"), &model).trainable_params().unwrap();
+        prop_assert_eq!(dora, lora + magnitudes);
+        // Same with a subset of targets.
+        let attn_magnitudes: u64 = model
+            .modules
+            .iter()
+            .filter(|m| m.group == ftbudget_core::ModuleGroup::Attention)
+            .map(|m| m.out_features * m.count)
+            .sum();
+        let lora = plan(&format!("lora:r={r},targets=attn"), &model).trainable_params().unwrap();
+        let dora = plan(&format!("dora:r={r},targets=attn"), &model).trainable_params().unwrap();
+        prop_assert_eq!(dora, lora + attn_magnitudes);
+    }
+
+    #[test]
+    fn qlora_weights_below_lora_below_full_ft(model in model(), rank_quarter in 1u64..=16) {
+        // Ranks up to a quarter of the narrowest block Linear keep the adapters under half the
+        // base Linear weights, the regime LoRA is meant for.
+        let r = rank_quarter.min((min_block_side(&model) / 4).max(1));
+        let settings = no_activations();
+        let full = estimate("full-ft", &model, &settings).weights;
+        let lora = estimate(&format!("lora:r={r}"), &model, &settings).weights;
+        for spec in [format!("qlora:r={r}"), format!("qlora:r={r},codebooks=false")] {
+            let qlora = estimate(&spec, &model, &settings).weights;
+            prop_assert!(qlora < lora, "{}: {} >= {}", spec, qlora, lora);
+        }
+        prop_assert!(lora < full, "lora {} >= full {}", lora, full);
+        // Gradients and optimizer state depend only on the trainable set: equal for LoRA and
+        // QLoRA of the same rank and targets.
+        let a = estimate(&format!("lora:r={r}"), &model, &settings);
+        let b = estimate(&format!("qlora:r={r}"), &model, &settings);
+        prop_assert_eq!((a.gradients, a.optimizer), (b.gradients, b.optimizer));
+    }
+}
