@@ -9,6 +9,7 @@
 
 pub mod config;
 mod lora_counts;
+mod production_scale;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ftbudget_report::template::{self, Values};
@@ -17,7 +18,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Every experiment kind this xtask knows, for error messages.
-pub const KINDS: &[&str] = &["lora-counts"];
+pub const KINDS: &[&str] = &["lora-counts", "production-scale"];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
 pub const TEMPLATE_FILE: &str = "REPORT.template.md";
@@ -135,6 +136,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
     let kind = kind_of(&exp)?;
     let outputs = match kind.as_str() {
         "lora-counts" => lora_counts::generate(&exp)?,
+        "production-scale" => production_scale::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -200,7 +202,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
