@@ -77,7 +77,7 @@ TARGETS = {
              ("all-linear", "all-linear"), ("o_proj+gate_up_proj", ["o_proj", "gate_up_proj"])],
     "mixtral": [("q_proj+v_proj", ["q_proj", "v_proj"]), ("attn", LLAMA_ATTN), ("mlp", ["w1", "w2", "w3"]),
                 ("all-linear", "all-linear"), ("gate", ["gate"]), ("w2", ["w2"]), ("w1+w3", ["w1", "w3"]),
-                ("q_proj+gate+w2", ["q_proj", "gate", "w2"])],
+                ("q_proj+gate+w2", ["q_proj", "gate", "w2"]), ("w1", ["w1"]), ("gate_up_proj", ["gate_up_proj"])],
     "gpt2": [("c_attn", ["c_attn"]), ("attn", r".*\.attn\.(c_attn|c_proj)"), ("mlp", r".*\.mlp\.(c_fc|c_proj)"),
              ("all-linear", "all-linear"), ("c_attn+c_proj", ["c_attn", "c_proj"]), ("c_fc", ["c_fc"])],
 }

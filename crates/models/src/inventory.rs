@@ -210,6 +210,10 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
     let mut groups: Vec<(String, Vec<u64>, u64)> = Vec::new();
     let mut index: BTreeMap<(String, Vec<u64>), usize> = BTreeMap::new();
     for t in tensors {
+        // Old GPT-2 checkpoints store the causal mask buffers; they are not parameters.
+        if t.shape.len() == 4 && (t.name.ends_with("attn.bias") || t.name.ends_with("attn.masked_bias")) {
+            continue;
+        }
         let key = (pattern(&t.name), t.shape.clone());
         match index.get(&key) {
             Some(&i) => groups[i].2 += 1,
