@@ -231,7 +231,7 @@ pub fn adapter_plan_into(
             return Err(shape_err(regime)(ShapeError::Inconsistent {
                 field: "targets",
                 reason: format!(
-                    "`{}` is a fused parameter (peft's ParamWrapper), which does not support {option}",
+                    "`{}` is adapted through peft's target_parameters (lora.ParamWrapper), which does not support {option}",
                     m.target_names.join("+")
                 ),
             }));
