@@ -23,7 +23,9 @@ fn tmp(name: &str, contents: &[u8]) -> PathBuf {
 
 fn first_row(model: &Path, regime: &str) -> serde_json::Value {
     let out = ftbudget()
-        .args(["estimate", "--format", "json", "--regime", regime, "--model"])
+        .args([
+            "estimate", "--format", "json", "--regime", regime, "--model",
+        ])
         .arg(model)
         .output()
         .unwrap();

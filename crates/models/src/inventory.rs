@@ -211,7 +211,9 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
     let mut index: BTreeMap<(String, Vec<u64>), usize> = BTreeMap::new();
     for t in tensors {
         // Old GPT-2 checkpoints store the causal mask buffers; they are not parameters.
-        if t.shape.len() == 4 && (t.name.ends_with("attn.bias") || t.name.ends_with("attn.masked_bias")) {
+        if t.shape.len() == 4
+            && (t.name.ends_with("attn.bias") || t.name.ends_with("attn.masked_bias"))
+        {
             continue;
         }
         let key = (pattern(&t.name), t.shape.clone());

@@ -16,22 +16,45 @@ fn config_errors_name_the_field() {
     assert!(err("[1, 2]").contains("must be a JSON object"));
     assert!(err("{}").contains("model_type"));
     let e = err(r#"{"model_type":"bert"}"#);
-    assert!(e.contains("`bert`") && e.contains("llama, mistral, qwen2, gemma, gpt2, phi3, mixtral"), "{e}");
-    assert!(err(r#"{"model_type":"llama","hidden_size":0}"#).contains("`hidden_size` must be at least 1"));
-    assert!(err(r#"{"model_type":"llama","num_hidden_layers":-2}"#).contains("`num_hidden_layers` must be a positive integer (got -2)"));
+    assert!(
+        e.contains("`bert`") && e.contains("llama, mistral, qwen2, gemma, gpt2, phi3, mixtral"),
+        "{e}"
+    );
+    assert!(
+        err(r#"{"model_type":"llama","hidden_size":0}"#)
+            .contains("`hidden_size` must be at least 1")
+    );
+    assert!(
+        err(r#"{"model_type":"llama","num_hidden_layers":-2}"#)
+            .contains("`num_hidden_layers` must be a positive integer (got -2)")
+    );
     assert!(err(r#"{"model_type":"gpt2","n_head":0}"#).contains("`n_head`"));
     assert!(err(r#"{"model_type":"llama","vocab_size":"32000"}"#).contains("`vocab_size`"));
-    assert!(err(r#"{"model_type":"llama","tie_word_embeddings":1}"#).contains("`tie_word_embeddings`"));
-    assert!(err(r#"{"model_type":"llama","hidden_size":100,"num_attention_heads":3}"#)
-        .starts_with("num_attention_heads: 3 does not divide hidden_size 100"));
-    assert!(err(r#"{"model_type":"mistral","num_attention_heads":32,"num_key_value_heads":5}"#)
-        .starts_with("num_key_value_heads"));
+    assert!(
+        err(r#"{"model_type":"llama","tie_word_embeddings":1}"#).contains("`tie_word_embeddings`")
+    );
+    assert!(
+        err(r#"{"model_type":"llama","hidden_size":100,"num_attention_heads":3}"#)
+            .starts_with("num_attention_heads: 3 does not divide hidden_size 100")
+    );
+    assert!(
+        err(r#"{"model_type":"mistral","num_attention_heads":32,"num_key_value_heads":5}"#)
+            .starts_with("num_key_value_heads")
+    );
     assert!(err(r#"{"model_type":"llama","hidden_size":4294967296,"vocab_size":4294967296,"num_attention_heads":1}"#)
         .contains("overflows"));
-    assert!(err(r#"{"model_type":"mixtral","num_local_experts":2,"num_experts_per_tok":3}"#)
-        .starts_with("num_experts_per_tok"));
+    assert!(
+        err(r#"{"model_type":"mixtral","num_local_experts":2,"num_experts_per_tok":3}"#)
+            .starts_with("num_experts_per_tok")
+    );
     // head_dim given explicitly: heads need not divide hidden_size (Gemma-style).
-    assert!(from_config_json(r#"{"model_type":"llama","hidden_size":100,"num_attention_heads":3,"head_dim":40}"#, "t").is_ok());
+    assert!(
+        from_config_json(
+            r#"{"model_type":"llama","hidden_size":100,"num_attention_heads":3,"head_dim":40}"#,
+            "t"
+        )
+        .is_ok()
+    );
 }
 
 #[test]
@@ -48,9 +71,22 @@ fn defaults_are_the_library_defaults() {
 fn unknown_target_lists_the_module_names() {
     let model = ftbudget_models::load("mixtral-8x7b").unwrap();
     let registry = ftbudget_roster::registry().unwrap();
-    let e = registry.build("lora:targets=w4").unwrap().plan(&model).unwrap_err().to_string();
-    assert!(e.contains("q_proj, k_proj, v_proj, o_proj, gate, w1, w3, w2, lm_head"), "{e}");
-    let e = registry.build("lora:targets=w1").unwrap().plan(&model).unwrap_err().to_string();
+    let e = registry
+        .build("lora:targets=w4")
+        .unwrap()
+        .plan(&model)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("q_proj, k_proj, v_proj, o_proj, gate, w1, w3, w2, lm_head"),
+        "{e}"
+    );
+    let e = registry
+        .build("lora:targets=w1")
+        .unwrap()
+        .plan(&model)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("w1 and w3 are fused"), "{e}");
 }
 
@@ -64,8 +100,13 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
         any::<f64>().prop_map(|f| serde_json::json!(f)),
         "[a-z_]{0,12}".prop_map(serde_json::Value::from),
         prop_oneof![
-            Just("llama"), Just("gpt2"), Just("mixtral"), Just("phi3"), Just("gemma"),
-            Just("qwen2"), Just("mistral")
+            Just("llama"),
+            Just("gpt2"),
+            Just("mixtral"),
+            Just("phi3"),
+            Just("gemma"),
+            Just("qwen2"),
+            Just("mistral")
         ]
         .prop_map(serde_json::Value::from),
     ];
@@ -74,12 +115,18 @@ fn any_json() -> impl Strategy<Value = serde_json::Value> {
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("model_type".to_string()), Just("hidden_size".to_string()),
-                    Just("num_hidden_layers".to_string()), Just("num_attention_heads".to_string()),
-                    Just("num_key_value_heads".to_string()), Just("head_dim".to_string()),
-                    Just("intermediate_size".to_string()), Just("vocab_size".to_string()),
-                    Just("n_embd".to_string()), Just("n_inner".to_string()),
-                    Just("num_local_experts".to_string()), Just("tie_word_embeddings".to_string()),
+                    Just("model_type".to_string()),
+                    Just("hidden_size".to_string()),
+                    Just("num_hidden_layers".to_string()),
+                    Just("num_attention_heads".to_string()),
+                    Just("num_key_value_heads".to_string()),
+                    Just("head_dim".to_string()),
+                    Just("intermediate_size".to_string()),
+                    Just("vocab_size".to_string()),
+                    Just("n_embd".to_string()),
+                    Just("n_inner".to_string()),
+                    Just("num_local_experts".to_string()),
+                    Just("tie_word_embeddings".to_string()),
                     "[a-z_]{1,8}",
                 ],
                 inner,

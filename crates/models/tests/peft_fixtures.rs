@@ -33,8 +33,8 @@ fn check_file(file: &str, configs: &str) -> Outcome {
         let id = record["id"].as_str().unwrap();
         let model_name = record["model"].as_str().unwrap();
         let config = fixtures().join(configs).join(format!("{model_name}.json"));
-        let model = ftbudget_models::load(config.to_str().unwrap())
-            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let model =
+            ftbudget_models::load(config.to_str().unwrap()).unwrap_or_else(|e| panic!("{id}: {e}"));
         out.models.insert(model_name.to_string());
         out.families.insert(model.family.name());
         assert_eq!(
@@ -47,9 +47,9 @@ fn check_file(file: &str, configs: &str) -> Outcome {
             .map_err(|e| e.to_string())
             .and_then(|r| r.plan(&model).map_err(|e| e.to_string()));
         match (record.get("error"), plan) {
-            (Some(peft_error), Ok(_)) => {
-                failures.push(format!("{id}: peft refused ({peft_error}) but ftbudget counted"))
-            }
+            (Some(peft_error), Ok(_)) => failures.push(format!(
+                "{id}: peft refused ({peft_error}) but ftbudget counted"
+            )),
             (Some(_), Err(_)) => out.refused += 1,
             (None, Err(e)) => failures.push(format!("{id}: {e}")),
             (None, Ok(plan)) => {
@@ -67,7 +67,12 @@ fn check_file(file: &str, configs: &str) -> Outcome {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     out
 }
 
@@ -77,7 +82,9 @@ fn generated_records_match_peft_exactly() {
     eprintln!("checked {} refused {}", out.checked, out.refused);
     assert!(out.checked >= 400, "only {} records checked", out.checked);
     assert!(out.refused >= 10, "only {} refusals checked", out.refused);
-    for family in ["llama", "mistral", "qwen2", "gemma", "gpt2", "phi3", "mixtral"] {
+    for family in [
+        "llama", "mistral", "qwen2", "gemma", "gpt2", "phi3", "mixtral",
+    ] {
         assert!(out.families.contains(family), "no {family} record");
     }
 }

@@ -18,21 +18,27 @@ fn write(path: &Path, tensors: &[(String, Vec<usize>)]) {
         .iter()
         .map(|(_, shape)| {
             let n: usize = shape.iter().product();
-            (0..n).flat_map(|i| (i as f32 * 0.5).to_le_bytes()).collect()
+            (0..n)
+                .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+                .collect()
         })
         .collect();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .zip(&data)
         .map(|((name, shape), bytes)| {
-            (name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap())
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, &None, path).unwrap();
 }
 
 fn peft_record(id: &str) -> (u64, u64, u64) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/peft/generated_counts.json");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/peft/generated_counts.json");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let r = doc["records"]
         .as_array()
@@ -179,7 +185,10 @@ fn sharded_folder_reads_every_shard() {
         .enumerate()
         .map(|(i, (name, _))| {
             let shard = if i < 7 { 1 } else { 2 };
-            (name.clone(), Value::from(format!("model-0000{shard}-of-00002.safetensors")))
+            (
+                name.clone(),
+                Value::from(format!("model-0000{shard}-of-00002.safetensors")),
+            )
         })
         .collect();
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
@@ -197,9 +206,13 @@ fn truncated_file_is_an_error_not_a_read_of_data() {
     write(&path, &llama_tiny_gqa());
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
-    let err = ftbudget_models::load(path.to_str().unwrap()).unwrap_err().to_string();
+    let err = ftbudget_models::load(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("truncated"), "{err}");
     std::fs::write(&path, &bytes[..20]).unwrap();
-    let err = ftbudget_models::load(path.to_str().unwrap()).unwrap_err().to_string();
+    let err = ftbudget_models::load(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("header length"), "{err}");
 }
