@@ -5,8 +5,8 @@
 use crate::ModelError;
 use ftbudget_core::shape::Dims;
 use ftbudget_core::{
-    AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup,
-    NormKind, ParamGroup, ParamKind, PositionKind,
+    AdapterHost, AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape,
+    ModuleGroup, NormKind, ParamGroup, ParamKind, PositionKind,
 };
 use safetensors::tensor::Metadata;
 use std::collections::BTreeMap;
@@ -248,7 +248,8 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
                 reason: "has a zero dimension".into(),
             });
         }
-        if pat.contains(".*.") {
+        // One indexed component: a per-layer tensor (expert tensors have two).
+        if pat.split('.').filter(|c| *c == "*").count() == 1 {
             layers = layers.max(*count);
         }
         let kind = if let Some(kind) = is_embedding(path).filter(|_| shape.len() == 2) {
@@ -306,6 +307,7 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
             p.kind = ParamKind::LinearBias(i);
         }
     }
+    fold_v4_experts(&mut modules, &mut params);
     let (vocab, hidden) = embed.unwrap_or((1, 1));
     let tied = !modules.iter().any(|m| m.group == ModuleGroup::Output);
     if tied && embed.is_some() {
@@ -358,6 +360,61 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
         modules,
         params,
     )?)
+}
+
+/// A Mixtral checkpoint in the transformers-4 layout (`...experts.N.w1.weight`, one Linear per
+/// expert) is loaded by transformers 5 into fused 3-D parameters, and peft adapts those (see
+/// tools/peft-reference/README.md). Fold `w1` and `w3` into one `gate_up_proj` host of rank factor
+/// 2, and mark `w2` and the router `gate` as parameter hosts, so counts match peft.
+fn fold_v4_experts(modules: &mut Vec<LinearModule>, params: &mut [ParamGroup]) {
+    let expert = |m: &LinearModule, leaf: &str| {
+        m.path.ends_with(&format!(".experts.*.{leaf}"))
+            && !m.bias
+            && m.layout == LinearLayout::Linear
+    };
+    let mut found = false;
+    while let Some(w1) = modules.iter().position(|m| expert(m, "w1")) {
+        let prefix = modules[w1].path.trim_end_matches("w1").to_string();
+        let Some(w3) = modules.iter().position(|m| {
+            m.path == format!("{prefix}w3")
+                && expert(m, "w3")
+                && (m.in_features, m.out_features, m.count)
+                    == (
+                        modules[w1].in_features,
+                        modules[w1].out_features,
+                        modules[w1].count,
+                    )
+        }) else {
+            break;
+        };
+        found = true;
+        let fused = &mut modules[w1];
+        fused.path = format!("{}gate_up_proj", prefix.trim_end_matches("*."));
+        fused.name = "gate_up_proj".into();
+        fused.out_features *= 2;
+        fused.host = AdapterHost::Parameter { fused: 2 };
+        fused.target_names = vec!["w1".into(), "w3".into()];
+        modules.remove(w3);
+        for p in params.iter_mut() {
+            let reindex = |i: usize| match i.cmp(&w3) {
+                std::cmp::Ordering::Equal => w1 - usize::from(w1 > w3),
+                std::cmp::Ordering::Greater => i - 1,
+                std::cmp::Ordering::Less => i,
+            };
+            p.kind = match p.kind {
+                ParamKind::LinearWeight(i) => ParamKind::LinearWeight(reindex(i)),
+                ParamKind::LinearBias(i) => ParamKind::LinearBias(reindex(i)),
+                k => k,
+            };
+        }
+    }
+    if found {
+        for m in modules.iter_mut() {
+            if expert(m, "w2") || m.group == ModuleGroup::Router {
+                m.host = AdapterHost::Parameter { fused: 1 };
+            }
+        }
+    }
 }
 
 /// The safetensors files a path stands for: a file, an index, or a folder holding either.

@@ -216,3 +216,67 @@ fn truncated_file_is_an_error_not_a_read_of_data() {
         .to_string();
     assert!(err.contains("header length"), "{err}");
 }
+
+/// A Mixtral checkpoint as stored on the Hub (transformers-4 names, one Linear per expert) for
+/// fixtures/peft/configs/mixtral-tiny.json: counts must match what peft does on transformers 5.
+fn mixtral_tiny_v4() -> Vec<(String, Vec<usize>)> {
+    let (h, i, kv, vocab, experts) = (64, 96, 32, 100, 4);
+    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h])];
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", vec![h, h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.o_proj.weight", vec![h, h]),
+            ("block_sparse_moe.gate.weight", vec![experts, h]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            t.push((format!("{p}.{name}"), shape));
+        }
+        for e in 0..experts {
+            for (name, shape) in [("w1", vec![i, h]), ("w2", vec![h, i]), ("w3", vec![i, h])] {
+                t.push((
+                    format!("{p}.block_sparse_moe.experts.{e}.{name}.weight"),
+                    shape,
+                ));
+            }
+        }
+    }
+    t.push(("model.norm.weight".into(), vec![h]));
+    t.push(("lm_head.weight".into(), vec![vocab, h]));
+    t
+}
+
+#[test]
+fn mixtral_v4_checkpoint_counts_like_peft_on_transformers_5() {
+    let path = tmp("mixtral-tiny.safetensors");
+    write(&path, &mixtral_tiny_v4());
+    let model = ftbudget_models::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(
+        (model.dims.layers, model.dims.hidden, model.dims.vocab),
+        (2, 64, 100)
+    );
+    for spec in [
+        "lora:r=8",
+        "lora:r=8,targets=mlp",
+        "lora:r=8,targets=w1+w3",
+        "lora:r=8,targets=gate",
+        "lora:r=8,targets=q_proj+gate+w2",
+        "dora:r=8,targets=q_proj+v_proj",
+    ] {
+        assert_eq!(
+            counts(&model, spec),
+            peft_record(&format!("mixtral-tiny|{spec}")),
+            "{spec}"
+        );
+    }
+    let registry = ftbudget_roster::registry().unwrap();
+    for refused in ["lora:r=8,targets=w1", "dora:r=8"] {
+        assert!(
+            registry.build(refused).unwrap().plan(&model).is_err(),
+            "{refused}"
+        );
+    }
+}
