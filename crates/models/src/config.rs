@@ -175,11 +175,11 @@ pub fn spec_from_config_json(text: &str, name: &str) -> Result<TransformerSpec, 
         },
     };
     let heads = f.positive("num_attention_heads", Some(d.heads))?;
-    // transformers: a null num_key_value_heads means one per attention head.
-    let kv_heads = f
-        .optional("num_key_value_heads")?
-        .or(d.kv_heads)
-        .unwrap_or(heads);
+    // Absent: the config class default. Null: transformers sets one per attention head.
+    let kv_heads = match map.get("num_key_value_heads") {
+        None => d.kv_heads.unwrap_or(heads),
+        Some(_) => f.optional("num_key_value_heads")?.unwrap_or(heads),
+    };
     let head_dim = f.optional("head_dim")?.or(d.head_dim);
     // Bias switches as each implementation reads them (hard-coded ones are not config fields).
     let (qkv_bias, o_bias, mlp_bias) = match family {

@@ -68,6 +68,20 @@ fn defaults_are_the_library_defaults() {
 }
 
 #[test]
+fn absent_and_null_kv_heads_follow_transformers() {
+    // MistralConfig(): num_key_value_heads defaults to 8, giving Mistral 7B's 7,241,732,096.
+    let absent = from_config_json(r#"{"model_type":"mistral"}"#, "t").unwrap();
+    assert_eq!(absent.total_params(), 7_241_732_096);
+    // LlamaConfig(num_attention_heads=8, num_key_value_heads=None).num_key_value_heads == 8.
+    let null = from_config_json(
+        r#"{"model_type":"llama","num_attention_heads":8,"num_key_value_heads":null}"#,
+        "t",
+    )
+    .unwrap();
+    assert_eq!(null.dims.kv_heads, 8);
+}
+
+#[test]
 fn unknown_target_lists_the_module_names() {
     let model = ftbudget_models::load("mixtral-8x7b").unwrap();
     let registry = ftbudget_roster::registry().unwrap();
