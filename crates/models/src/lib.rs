@@ -1,6 +1,12 @@
 //! Where model shapes come from: built-in presets, Hugging Face `config.json` files, and
 //! safetensors headers. This crate does the file I/O the core refuses to do; it only ever reads
 //! headers and configs, never tensor data.
+//!
+//! `config.json` supports the model types in [`config::SUPPORTED_MODEL_TYPES`], with transformers
+//! 5 defaults for absent fields. A safetensors inventory gives exact parameter counts and Linear
+//! modules for any decoder, but not the attention head count (weights do not record it): its
+//! shape reports one head of `hidden` width, which only activation estimates use. Put the
+//! `config.json` in the folder to get both.
 
 pub mod config;
 pub mod inventory;
