@@ -879,4 +879,39 @@ mod tests {
         spec.hidden = 1 << 40;
         assert!(matches!(spec.build(), Err(ShapeError::Overflow { .. })));
     }
+
+    /// transformers 5.24 `MixtralForCausalLM` (hidden 64, intermediate 96, 4 experts, 2 layers)
+    /// has `mlp.gate.weight [4, 64]`, `mlp.experts.gate_up_proj [4, 192, 64]` and
+    /// `mlp.experts.down_proj [4, 64, 96]` per layer: w1 and w3 are one fused parameter.
+    #[test]
+    fn mixtral_experts_follow_the_transformers_5_layout() {
+        let mut spec = TransformerSpec::minigpt();
+        spec.family = Family::Mixtral;
+        spec.intermediate = 96;
+        spec.layers = 2;
+        spec.mlp = MlpLayout::Experts {
+            experts: 4,
+            top_k: 2,
+        };
+        let shape = spec.build().unwrap();
+        let find = |name: &str| shape.modules.iter().find(|m| m.name == name).unwrap();
+        let gate = find("gate");
+        assert_eq!(
+            (gate.in_features, gate.out_features, gate.count),
+            (64, 4, 2)
+        );
+        let gate_up = find("gate_up_proj");
+        assert_eq!(
+            (gate_up.in_features, gate_up.out_features, gate_up.count),
+            (64, 192, 8)
+        );
+        assert_eq!(gate_up.host, AdapterHost::Parameter { fused: 2 });
+        assert_eq!(gate_up.target_names, ["w1", "w3"]);
+        let down = find("down_proj");
+        assert_eq!(
+            (down.in_features, down.out_features, down.count),
+            (96, 64, 8)
+        );
+        assert_eq!(down.target_names, ["w2"]);
+    }
 }
