@@ -30,8 +30,8 @@ pub use plan::{
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;
 pub use shape::{
-    AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup,
-    NormKind, ParamGroup, ParamKind, PositionKind, TransformerSpec,
+    AdapterHost, AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape,
+    ModuleGroup, NormKind, ParamGroup, ParamKind, PositionKind, TransformerSpec,
 };
 pub use targets::TargetSpec;
 

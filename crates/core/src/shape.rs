@@ -102,6 +102,29 @@ pub enum ModuleGroup {
     Output,
 }
 
+/// How peft attaches an adapter to a Linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterHost {
+    /// An `nn.Linear` or `Conv1D` module, wrapped as a module (`lora.Linear`).
+    Module,
+    /// A parameter wrapped through peft's `target_parameters` (`lora.ParamWrapper`): the router
+    /// and the fused 3-D expert weights of transformers-5 MoE models. `fused` original modules
+    /// (Mixtral's `w1` and `w3` in `gate_up_proj`) share one adapter of rank `fused * r`; peft
+    /// refuses DoRA and `lora_bias` here.
+    Parameter { fused: u64 },
+}
+
+impl AdapterHost {
+    /// The rank multiplier peft applies to this host.
+    pub const fn rank_factor(self) -> u64 {
+        match self {
+            AdapterHost::Module => 1,
+            AdapterHost::Parameter { fused } => fused,
+        }
+    }
+}
+
 /// One kind of Linear module, repeated `count` times (once per layer, or per layer and expert).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LinearModule {
@@ -117,9 +140,39 @@ pub struct LinearModule {
     pub group: ModuleGroup,
     /// The weight is shared with the input embedding (a tied lm_head): no parameter of its own.
     pub weight_tied: bool,
+    pub host: AdapterHost,
+    /// The names peft's `target_modules` use to select this module. Usually just `name`; a fused
+    /// expert weight lists the modules it was fused from (`w1`, `w3`), all of which must be named.
+    pub target_names: Vec<String>,
 }
 
 impl LinearModule {
+    /// An `nn.Linear`-like module named by the last component of `path`.
+    pub fn new(
+        path: impl Into<String>,
+        (in_features, out_features): (u64, u64),
+        bias: bool,
+        count: u64,
+        layout: LinearLayout,
+        group: ModuleGroup,
+    ) -> Self {
+        let path = path.into();
+        let name = path.rsplit('.').next().unwrap_or(&path).to_string();
+        LinearModule {
+            target_names: vec![name.clone()],
+            name,
+            path,
+            in_features,
+            out_features,
+            bias,
+            count,
+            layout,
+            group,
+            weight_tied: false,
+            host: AdapterHost::Module,
+        }
+    }
+
     pub fn weight_numel(&self) -> u64 {
         self.in_features * self.out_features
     }
@@ -217,9 +270,9 @@ impl ModelShape {
     /// Distinct module names (`q_proj`, `c_attn`, ...) in declaration order.
     pub fn module_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for m in &self.modules {
-            if !names.contains(&m.name.as_str()) {
-                names.push(&m.name);
+        for name in self.modules.iter().flat_map(|m| &m.target_names) {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
             }
         }
         names
@@ -622,10 +675,11 @@ impl TransformerSpec {
                     );
                 }
                 MlpLayout::Experts { experts, .. } => {
-                    let moe = format!("{p}.block_sparse_moe");
+                    // transformers 5 layout, what peft wraps: a router module `gate` and the
+                    // experts' weights as 3-D parameters, w1 and w3 fused into `gate_up_proj`.
                     let n = layers * experts;
-                    b.linear(
-                        &format!("{moe}.gate"),
+                    let router = b.linear(
+                        &format!("{m}.gate"),
                         hidden,
                         experts,
                         false,
@@ -633,17 +687,20 @@ impl TransformerSpec {
                         lin,
                         ModuleGroup::Router,
                     );
-                    b.linear(
-                        &format!("{moe}.experts.*.w1"),
+                    b.modules[router].host = AdapterHost::Parameter { fused: 1 };
+                    let gate_up = b.linear(
+                        &format!("{m}.experts.gate_up_proj"),
                         hidden,
-                        intermediate,
+                        2 * intermediate,
                         bias,
                         n,
                         lin,
                         ModuleGroup::Mlp,
                     );
-                    b.linear(
-                        &format!("{moe}.experts.*.w2"),
+                    b.modules[gate_up].host = AdapterHost::Parameter { fused: 2 };
+                    b.modules[gate_up].target_names = vec!["w1".into(), "w3".into()];
+                    let down = b.linear(
+                        &format!("{m}.experts.down_proj"),
                         intermediate,
                         hidden,
                         bias,
@@ -651,15 +708,8 @@ impl TransformerSpec {
                         lin,
                         ModuleGroup::Mlp,
                     );
-                    b.linear(
-                        &format!("{moe}.experts.*.w3"),
-                        hidden,
-                        intermediate,
-                        bias,
-                        n,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
+                    b.modules[down].host = AdapterHost::Parameter { fused: 1 };
+                    b.modules[down].target_names = vec!["w2".into()];
                 }
             }
         }
@@ -706,11 +756,12 @@ impl ShapeAssembler {
         count: u64,
         layout: LinearLayout,
         group: ModuleGroup,
-    ) {
+    ) -> usize {
         let index = self.modules.len();
         let name = path.rsplit('.').next().unwrap_or(path).to_string();
         self.modules.push(LinearModule {
             path: path.to_string(),
+            target_names: vec![name.clone()],
             name,
             in_features,
             out_features,
@@ -719,6 +770,7 @@ impl ShapeAssembler {
             layout,
             group,
             weight_tied: false,
+            host: AdapterHost::Module,
         });
         self.param(
             &format!("{path}.weight"),
@@ -734,6 +786,7 @@ impl ShapeAssembler {
                 ParamKind::LinearBias(index),
             );
         }
+        index
     }
 
     fn linear_tied(&mut self, path: &str, in_features: u64, out_features: u64, tied: bool) {
@@ -748,6 +801,8 @@ impl ShapeAssembler {
                 layout: LinearLayout::Linear,
                 group: ModuleGroup::Output,
                 weight_tied: true,
+                host: AdapterHost::Module,
+                target_names: vec![path.to_string()],
             });
         } else {
             self.linear(
@@ -823,5 +878,40 @@ mod tests {
         let mut spec = TransformerSpec::minigpt();
         spec.hidden = 1 << 40;
         assert!(matches!(spec.build(), Err(ShapeError::Overflow { .. })));
+    }
+
+    /// transformers 5.24 `MixtralForCausalLM` (hidden 64, intermediate 96, 4 experts, 2 layers)
+    /// has `mlp.gate.weight [4, 64]`, `mlp.experts.gate_up_proj [4, 192, 64]` and
+    /// `mlp.experts.down_proj [4, 64, 96]` per layer: w1 and w3 are one fused parameter.
+    #[test]
+    fn mixtral_experts_follow_the_transformers_5_layout() {
+        let mut spec = TransformerSpec::minigpt();
+        spec.family = Family::Mixtral;
+        spec.intermediate = 96;
+        spec.layers = 2;
+        spec.mlp = MlpLayout::Experts {
+            experts: 4,
+            top_k: 2,
+        };
+        let shape = spec.build().unwrap();
+        let find = |name: &str| shape.modules.iter().find(|m| m.name == name).unwrap();
+        let gate = find("gate");
+        assert_eq!(
+            (gate.in_features, gate.out_features, gate.count),
+            (64, 4, 2)
+        );
+        let gate_up = find("gate_up_proj");
+        assert_eq!(
+            (gate_up.in_features, gate_up.out_features, gate_up.count),
+            (64, 192, 8)
+        );
+        assert_eq!(gate_up.host, AdapterHost::Parameter { fused: 2 });
+        assert_eq!(gate_up.target_names, ["w1", "w3"]);
+        let down = find("down_proj");
+        assert_eq!(
+            (down.in_features, down.out_features, down.count),
+            (96, 64, 8)
+        );
+        assert_eq!(down.target_names, ["w2"]);
     }
 }

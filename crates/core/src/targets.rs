@@ -1,7 +1,7 @@
 //! Which Linear modules an adapter attaches to, with peft's meaning of `target_modules`.
 
 use crate::error::ShapeError;
-use crate::shape::{ModelShape, ModuleGroup};
+use crate::shape::{LinearModule, ModelShape, ModuleGroup};
 use std::fmt;
 use std::str::FromStr;
 
@@ -56,6 +56,28 @@ fn path_matches(path: &str, name: &str) -> bool {
             && path.as_bytes()[path.len() - name.len() - 1] == b'.')
 }
 
+/// The path peft would see for `alias` of `module` (the module's parent path plus the alias).
+fn alias_matches(module: &LinearModule, alias: &str, name: &str) -> bool {
+    if alias == module.name {
+        return path_matches(&module.path, name);
+    }
+    let parent = module.path.rsplit_once('.').map_or("", |(p, _)| p);
+    // Expert weights sit under `...experts`; the aliases lived at `...experts.*.alias`.
+    let path = if parent.is_empty() {
+        alias.to_string()
+    } else {
+        format!("{parent}.*.{alias}")
+    };
+    path_matches(&path, name)
+}
+
+fn module_matches(module: &LinearModule, name: &str) -> bool {
+    module
+        .target_names
+        .iter()
+        .any(|alias| alias_matches(module, alias, name))
+}
+
 impl ModelShape {
     /// Indices into [`ModelShape::modules`] selected by `spec`, in module order.
     pub fn resolve_targets(&self, spec: &TargetSpec) -> Result<Vec<usize>, ShapeError> {
@@ -65,14 +87,36 @@ impl ModelShape {
             TargetSpec::Mlp => self.indices(|m| m.group == ModuleGroup::Mlp),
             TargetSpec::Names(names) => {
                 for name in names {
-                    if !self.modules.iter().any(|m| path_matches(&m.path, name)) {
+                    if !self.modules.iter().any(|m| module_matches(m, name)) {
                         return Err(ShapeError::UnknownTarget {
                             name: name.clone(),
                             available: self.module_names().join(", "),
                         });
                     }
                 }
-                self.indices(|m| names.iter().any(|n| path_matches(&m.path, n)))
+                let mut selected = Vec::new();
+                for (i, m) in self.modules.iter().enumerate() {
+                    let named: Vec<&String> = m
+                        .target_names
+                        .iter()
+                        .filter(|t| names.iter().any(|n| alias_matches(m, t, n)))
+                        .collect();
+                    if named.is_empty() {
+                        continue;
+                    }
+                    if named.len() < m.target_names.len() {
+                        return Err(ShapeError::Inconsistent {
+                            field: "targets",
+                            reason: format!(
+                                "{} are fused into `{}`; target all of them or none",
+                                m.target_names.join(" and "),
+                                m.name
+                            ),
+                        });
+                    }
+                    selected.push(i);
+                }
+                selected
             }
         };
         if selected.is_empty() {
@@ -83,7 +127,7 @@ impl ModelShape {
         Ok(selected)
     }
 
-    fn indices(&self, keep: impl Fn(&crate::LinearModule) -> bool) -> Vec<usize> {
+    fn indices(&self, keep: impl Fn(&LinearModule) -> bool) -> Vec<usize> {
         self.modules
             .iter()
             .enumerate()

@@ -5,9 +5,10 @@
 //! [`LoraConfig`] and [`adapter_plan`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, CountError, LinearModule,
-    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
-    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TargetSpec, TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterHost, AdapterSite, CountError,
+    LinearModule, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource,
+    PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, Storage,
+    TargetSpec, TrainingPlan,
 };
 use std::str::FromStr;
 
@@ -177,6 +178,15 @@ pub fn adapter_plan_into(
     plan: &mut TrainingPlan,
 ) -> Result<(), RegimeError> {
     plan.clear();
+    if config.dora && config.lora_bias {
+        // peft: "The argument lora_bias=True is not supported for DoRA".
+        return Err(RegimeError::InvalidOption {
+            regime: regime.to_string(),
+            key: "lora_bias".into(),
+            value: "true".into(),
+            expected: "false: peft does not support lora_bias with DoRA".into(),
+        });
+    }
     let targets = model
         .resolve_targets(&config.targets)
         .map_err(shape_err(regime))?;
@@ -213,9 +223,25 @@ pub fn adapter_plan_into(
             matmul_weight: matmul,
         });
     }
-    let r = config.rank;
     for &i in &targets {
         let m = &model.modules[i];
+        if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
+            // peft's lora.ParamWrapper refuses both.
+            let option = if config.dora { "DoRA" } else { "lora_bias" };
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "targets",
+                reason: format!(
+                    "`{}` is adapted through peft's target_parameters (lora.ParamWrapper), which does not support {option}",
+                    m.target_names.join("+")
+                ),
+            }));
+        }
+        // Fused expert weights share one adapter of rank `fused * r`.
+        let r = checked(
+            regime,
+            "lora rank",
+            config.rank.checked_mul(m.host.rank_factor()),
+        )?;
         let a = checked(regime, "lora_A size", r.checked_mul(m.in_features))?;
         let b = checked(regime, "lora_B size", r.checked_mul(m.out_features))?;
         let adapter = |source: ParamSource, numel: u64| PlannedParams {

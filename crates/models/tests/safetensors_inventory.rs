@@ -1,0 +1,282 @@
+//! A small real safetensors file (header and data, written with the `safetensors` crate) read back
+//! as an inventory: its counts must equal the peft reference records for the same model built by
+//! transformers from its config (fixtures/peft/generated_counts.json).
+
+use safetensors::{Dtype, tensor::TensorView};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("safetensors-inventory");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Write `tensors` (name, shape) as f32 with real data.
+fn write(path: &Path, tensors: &[(String, Vec<usize>)]) {
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, shape)| {
+            let n: usize = shape.iter().product();
+            (0..n)
+                .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((name, shape), bytes)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+fn peft_record(id: &str) -> (u64, u64, u64) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/peft/generated_counts.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let r = doc["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no record {id}"));
+    (
+        r["trainable"].as_u64().unwrap(),
+        r["all_params"].as_u64().unwrap(),
+        r["base_params"].as_u64().unwrap(),
+    )
+}
+
+fn counts(model: &ftbudget_core::ModelShape, spec: &str) -> (u64, u64, u64) {
+    let plan = ftbudget_roster::registry()
+        .unwrap()
+        .build(spec)
+        .unwrap()
+        .plan(model)
+        .unwrap();
+    (
+        plan.trainable_params().unwrap(),
+        plan.all_params().unwrap(),
+        plan.base_params().unwrap(),
+    )
+}
+
+/// transformers' LlamaForCausalLM tensors for fixtures/peft/configs/llama-tiny-gqa.json.
+fn llama_tiny_gqa() -> Vec<(String, Vec<usize>)> {
+    let (h, i, kv, vocab) = (64, 96, 32, 100);
+    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h])];
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", vec![h, h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.o_proj.weight", vec![h, h]),
+            ("mlp.gate_proj.weight", vec![i, h]),
+            ("mlp.up_proj.weight", vec![i, h]),
+            ("mlp.down_proj.weight", vec![h, i]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            t.push((format!("{p}.{name}"), shape));
+        }
+    }
+    t.push(("model.norm.weight".into(), vec![h]));
+    t.push(("lm_head.weight".into(), vec![vocab, h]));
+    t
+}
+
+/// GPT2LMHeadModel tensors for fixtures/peft/configs/gpt2-tiny.json (tied: no lm_head tensor).
+fn gpt2_tiny() -> Vec<(String, Vec<usize>)> {
+    let (h, inner, vocab, pos) = (64, 96, 100, 32);
+    let mut t = vec![
+        ("transformer.wte.weight".to_string(), vec![vocab, h]),
+        ("transformer.wpe.weight".to_string(), vec![pos, h]),
+    ];
+    for l in 0..2 {
+        let p = format!("transformer.h.{l}");
+        for (name, shape) in [
+            ("ln_1.weight", vec![h]),
+            ("ln_1.bias", vec![h]),
+            ("attn.c_attn.weight", vec![h, 3 * h]),
+            ("attn.c_attn.bias", vec![3 * h]),
+            ("attn.c_proj.weight", vec![h, h]),
+            ("attn.c_proj.bias", vec![h]),
+            ("ln_2.weight", vec![h]),
+            ("ln_2.bias", vec![h]),
+            ("mlp.c_fc.weight", vec![h, inner]),
+            ("mlp.c_fc.bias", vec![inner]),
+            ("mlp.c_proj.weight", vec![inner, h]),
+            ("mlp.c_proj.bias", vec![h]),
+        ] {
+            t.push((format!("{p}.{name}"), shape));
+        }
+    }
+    t.push(("transformer.ln_f.weight".into(), vec![h]));
+    t.push(("transformer.ln_f.bias".into(), vec![h]));
+    t
+}
+
+#[test]
+fn llama_inventory_counts_like_peft() {
+    let path = tmp("llama-tiny-gqa.safetensors");
+    let tensors = llama_tiny_gqa();
+    write(&path, &tensors);
+    let inventory = ftbudget_models::inventory::read_file(&path).unwrap();
+    assert_eq!(inventory.len(), tensors.len());
+    let q = inventory
+        .iter()
+        .find(|t| t.name == "model.layers.1.self_attn.k_proj.weight")
+        .unwrap();
+    assert_eq!((q.shape.clone(), q.dtype.as_str()), (vec![32, 64], "F32"));
+    let model = ftbudget_models::load(path.to_str().unwrap()).unwrap();
+    for spec in [
+        "lora:r=8,targets=q_proj+v_proj",
+        "lora:r=16",
+        "lora:r=8,targets=mlp",
+        "dora:r=8",
+        "lora:r=8,targets=q_proj+v_proj,modules_to_save=lm_head",
+    ] {
+        assert_eq!(
+            counts(&model, spec),
+            peft_record(&format!("llama-tiny-gqa|{spec}")),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn gpt2_inventory_reads_conv1d_and_tied_head_like_peft() {
+    let path = tmp("gpt2-tiny.safetensors");
+    write(&path, &gpt2_tiny());
+    let model = ftbudget_models::load(path.to_str().unwrap()).unwrap();
+    for spec in [
+        "lora:r=8,targets=c_attn",
+        "lora:r=8",
+        "lora:r=8,bias=all",
+        "lora:r=8,bias=lora_only",
+        "lora:r=8,targets=c_attn,modules_to_save=lm_head",
+        "lora:r=8,targets=c_attn+c_proj",
+    ] {
+        assert_eq!(
+            counts(&model, spec),
+            peft_record(&format!("gpt2-tiny|{spec}")),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn sharded_folder_reads_every_shard() {
+    let dir = tmp("sharded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tensors = llama_tiny_gqa();
+    let (a, b) = tensors.split_at(7);
+    write(&dir.join("model-00001-of-00002.safetensors"), a);
+    write(&dir.join("model-00002-of-00002.safetensors"), b);
+    let weight_map: serde_json::Map<String, Value> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let shard = if i < 7 { 1 } else { 2 };
+            (
+                name.clone(),
+                Value::from(format!("model-0000{shard}-of-00002.safetensors")),
+            )
+        })
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let model = ftbudget_models::load(dir.to_str().unwrap()).unwrap();
+    assert_eq!(
+        counts(&model, "lora:r=16"),
+        peft_record("llama-tiny-gqa|lora:r=16")
+    );
+}
+
+#[test]
+fn truncated_file_is_an_error_not_a_read_of_data() {
+    let path = tmp("truncated.safetensors");
+    write(&path, &llama_tiny_gqa());
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
+    let err = ftbudget_models::load(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("truncated"), "{err}");
+    std::fs::write(&path, &bytes[..20]).unwrap();
+    let err = ftbudget_models::load(path.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("header length"), "{err}");
+}
+
+/// A Mixtral checkpoint as stored on the Hub (transformers-4 names, one Linear per expert) for
+/// fixtures/peft/configs/mixtral-tiny.json: counts must match what peft does on transformers 5.
+fn mixtral_tiny_v4() -> Vec<(String, Vec<usize>)> {
+    let (h, i, kv, vocab, experts) = (64, 96, 32, 100, 4);
+    let mut t = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h])];
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (name, shape) in [
+            ("self_attn.q_proj.weight", vec![h, h]),
+            ("self_attn.k_proj.weight", vec![kv, h]),
+            ("self_attn.v_proj.weight", vec![kv, h]),
+            ("self_attn.o_proj.weight", vec![h, h]),
+            ("block_sparse_moe.gate.weight", vec![experts, h]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            t.push((format!("{p}.{name}"), shape));
+        }
+        for e in 0..experts {
+            for (name, shape) in [("w1", vec![i, h]), ("w2", vec![h, i]), ("w3", vec![i, h])] {
+                t.push((
+                    format!("{p}.block_sparse_moe.experts.{e}.{name}.weight"),
+                    shape,
+                ));
+            }
+        }
+    }
+    t.push(("model.norm.weight".into(), vec![h]));
+    t.push(("lm_head.weight".into(), vec![vocab, h]));
+    t
+}
+
+#[test]
+fn mixtral_v4_checkpoint_counts_like_peft_on_transformers_5() {
+    let path = tmp("mixtral-tiny.safetensors");
+    write(&path, &mixtral_tiny_v4());
+    let model = ftbudget_models::load(path.to_str().unwrap()).unwrap();
+    assert_eq!(
+        (model.dims.layers, model.dims.hidden, model.dims.vocab),
+        (2, 64, 100)
+    );
+    for spec in [
+        "lora:r=8",
+        "lora:r=8,targets=mlp",
+        "lora:r=8,targets=w1+w3",
+        "lora:r=8,targets=gate",
+        "lora:r=8,targets=q_proj+gate+w2",
+        "dora:r=8,targets=q_proj+v_proj",
+    ] {
+        assert_eq!(
+            counts(&model, spec),
+            peft_record(&format!("mixtral-tiny|{spec}")),
+            "{spec}"
+        );
+    }
+    let registry = ftbudget_roster::registry().unwrap();
+    for refused in ["lora:r=8,targets=w1", "dora:r=8"] {
+        assert!(
+            registry.build(refused).unwrap().plan(&model).is_err(),
+            "{refused}"
+        );
+    }
+}
