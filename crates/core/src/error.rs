@@ -47,18 +47,12 @@ pub enum RegimeError {
         value: String,
         expected: String,
     },
-    #[error("regime `{regime}`: {source}")]
-    Shape {
-        regime: String,
-        #[source]
-        source: ShapeError,
-    },
-    #[error("regime `{regime}`: {source}")]
-    Count {
-        regime: String,
-        #[source]
-        source: CountError,
-    },
+    // The cause is part of the one-line message, so it is not also exposed as `source()`
+    // (which would make `{:#}` print it twice).
+    #[error("regime `{regime}`: {cause}")]
+    Shape { regime: String, cause: ShapeError },
+    #[error("regime `{regime}`: {cause}")]
+    Count { regime: String, cause: CountError },
 }
 
 /// A registry that cannot be assembled, or a name it does not know.

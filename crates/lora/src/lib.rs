@@ -154,16 +154,16 @@ impl LoraConfig {
 }
 
 fn shape_err(regime: &str) -> impl Fn(ftbudget_core::ShapeError) -> RegimeError + '_ {
-    move |source| RegimeError::Shape {
+    move |cause| RegimeError::Shape {
         regime: regime.to_string(),
-        source,
+        cause,
     }
 }
 
 fn checked(regime: &str, what: &'static str, v: Option<u64>) -> Result<u64, RegimeError> {
     v.ok_or_else(|| RegimeError::Count {
         regime: regime.to_string(),
-        source: CountError { what },
+        cause: CountError { what },
     })
 }
 

@@ -5,8 +5,8 @@
 
 use super::{estimate, plan};
 use ftbudget_core::{
-    ActivationModel, AttentionLayout, Family, MemorySettings, MlpLayout, ModelShape, NormKind,
-    PositionKind, TransformerSpec,
+    ActivationModel, AdapterHost, AttentionLayout, Family, MemorySettings, MlpLayout, ModelShape,
+    NormKind, PositionKind, TransformerSpec,
 };
 use proptest::prelude::*;
 
@@ -113,17 +113,37 @@ fn min_block_side(model: &ModelShape) -> u64 {
         .unwrap()
 }
 
-fn regimes(r: u64) -> Vec<String> {
+/// True when some block weight is adapted through peft's `target_parameters` (transformers-5
+/// MoE experts and routers), where peft refuses DoRA and `lora_bias`.
+fn has_parameter_hosts(model: &ModelShape) -> bool {
+    model
+        .modules
+        .iter()
+        .any(|m| matches!(m.host, AdapterHost::Parameter { .. }))
+}
+
+fn regimes(r: u64, model: &ModelShape) -> Vec<String> {
+    // DoRA and lora_bias only where peft allows them (not on MoE expert/router parameters).
+    let module_targets = if has_parameter_hosts(model) {
+        "attn"
+    } else {
+        "mlp"
+    };
+    let dora_targets = if has_parameter_hosts(model) {
+        "attn"
+    } else {
+        "all-linear"
+    };
     vec![
         "full-ft".into(),
         format!("lora:r={r}"),
         format!("lora:r={r},targets=attn,bias=all"),
-        format!("lora:r={r},targets=mlp,bias=lora_only,lora_bias=true"),
+        format!("lora:r={r},targets={module_targets},bias=lora_only,lora_bias=true"),
         format!("lora:r={r},modules_to_save=lm_head"),
         format!("qlora:r={r}"),
         format!("qlora:r={r},double_quant=true"),
         format!("qlora:r={r},codebooks=false"),
-        format!("dora:r={r}"),
+        format!("dora:r={r},targets={dora_targets}"),
     ]
 }
 
@@ -139,7 +159,7 @@ proptest! {
 
     #[test]
     fn trainable_plus_frozen_is_all_params(model in model(), r in 1u64..=64) {
-        for spec in regimes(r) {
+        for spec in regimes(r, &model) {
             let p = plan(&spec, &model);
             let (t, f, all) = (
                 p.trainable_params().unwrap(),
@@ -156,12 +176,13 @@ proptest! {
 
     #[test]
     fn lora_trainable_is_linear_in_r(model in model(), r in 1u64..=64) {
-        // r * sum over adapted modules of (in + out) * count: every Linear of the blocks.
+        // r * sum over adapted modules of (in + out) * count: every Linear of the blocks (peft
+        // doubles the rank on a fused expert weight: `rank_factor`).
         let per_rank: u64 = model
             .modules
             .iter()
             .filter(|m| m.in_blocks())
-            .map(|m| (m.in_features + m.out_features) * m.count)
+            .map(|m| (m.in_features + m.out_features) * m.count * m.host.rank_factor())
             .sum();
         let trainable = |r: u64| plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
         prop_assert_eq!(trainable(r), r * per_rank);
@@ -171,6 +192,11 @@ proptest! {
 
     #[test]
     fn dora_is_lora_plus_one_magnitude_per_output_feature(model in model(), r in 1u64..=64) {
+        if has_parameter_hosts(&model) {
+            // peft refuses DoRA on MoE parameters; so does ftbudget.
+            let refused = super::regime(&format!("dora:r={}", r)).plan(&model).is_err();
+            prop_assert!(refused);
+        } else {
         let magnitudes: u64 = model
             .modules
             .iter()
@@ -180,6 +206,7 @@ proptest! {
         let lora = plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
         let dora = plan(&format!("dora:r={r}"), &model).trainable_params().unwrap();
         prop_assert_eq!(dora, lora + magnitudes);
+        }
         // Same with a subset of targets.
         let attn_magnitudes: u64 = model
             .modules
