@@ -1,0 +1,60 @@
+//! ftbudget against measured PyTorch training steps: weights, gradients and optimizer state
+//! exactly, activations within 10% on every record.
+
+use ftbudget_measurements::{activation_error, parse_records, predict};
+use std::collections::BTreeMap;
+
+const MEASURED: &str = include_str!("../../../fixtures/memory/measured_memory.json");
+
+#[test]
+fn every_measured_record_matches() {
+    let records = parse_records(MEASURED).unwrap();
+    assert_eq!(records.len(), 180);
+    let mut worst: BTreeMap<String, (f64, String)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for r in &records {
+        let e = predict(r).unwrap();
+        assert_eq!(e.weights, r.params.total_bytes, "{} weights", r.id);
+        assert_eq!(e.gradients, r.grads.bytes, "{} gradients", r.id);
+        assert_eq!(
+            e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
+            "{} optimizer states",
+            r.id
+        );
+        assert_eq!(
+            e.detail.step_counters, r.optimizer.step_bytes,
+            "{} steps",
+            r.id
+        );
+        let casts = r.activations.weight_cast_bytes_dedup;
+        if r.regime == "full" {
+            assert_eq!(e.weight_casts, casts, "{} casts", r.id);
+        } else {
+            // Adapter weight casts are not yet modelled op by op (see the crate docs).
+            let err = (e.weight_casts as f64 - casts as f64).abs() / casts.max(1) as f64;
+            assert!(
+                err <= 0.10,
+                "{} casts {} vs {}",
+                r.id,
+                e.weight_casts,
+                casts
+            );
+        }
+        let err = activation_error(r, &e);
+        let key = format!(
+            "{}|{}|{}",
+            r.shape.family, r.attn_implementation_used, r.dtype_mode
+        );
+        let slot = worst.entry(key).or_insert((0.0, String::new()));
+        if err.abs() > slot.0.abs() {
+            *slot = (err, r.id.clone());
+        }
+        if err.abs() > 0.10 {
+            failures.push(format!("{}: {:+.1}%", r.id, err * 100.0));
+        }
+    }
+    for (k, (err, id)) in &worst {
+        println!("worst {k}: {:+.2}% ({id})", err * 100.0);
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
