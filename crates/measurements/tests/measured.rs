@@ -5,11 +5,14 @@ use ftbudget_measurements::{activation_error, parse_records, predict};
 use std::collections::BTreeMap;
 
 const MEASURED: &str = include_str!("../../../fixtures/memory/measured_memory.json");
+const EXTRA: &str = include_str!("../../../fixtures/memory/measured_memory_extra.json");
 
 #[test]
 fn every_measured_record_matches() {
-    let records = parse_records(MEASURED).unwrap();
+    let mut records = parse_records(MEASURED).unwrap();
     assert_eq!(records.len(), 180);
+    records.extend(parse_records(EXTRA).unwrap());
+    assert_eq!(records.len(), 360);
     let mut worst: BTreeMap<String, (f64, String)> = BTreeMap::new();
     let mut failures = Vec::new();
     for r in &records {
