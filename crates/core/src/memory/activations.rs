@@ -325,9 +325,15 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         } else {
             (0, 0)
         };
-        let mlp = match model.mlp {
-            MlpLayout::Plain => 2 * c * t * i,
-            _ => 3 * c * t * i,
+        // Mixture of experts: every token runs through `top_k` gated experts (the router's
+        // logits, `E` per token, are small and left out).
+        let (mlp, mlp_in) = match model.mlp {
+            MlpLayout::Plain => (2 * c * t * i, mlp_in),
+            MlpLayout::Gated | MlpLayout::FusedGated => (3 * c * t * i, mlp_in),
+            MlpLayout::Experts { top_k, .. } => {
+                let k = u128::from(top_k);
+                (3 * c * t * i * k, mlp_in * k)
+            }
         };
         let attn = if eager {
             3 * c * t * a * dh + probs + c * t * h
@@ -383,4 +389,82 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         parts.regime += (u128::from(term.per_token) * t + u128::from(term.fixed)) * bytes;
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemorySettings, Precision, Workload};
+    use crate::shape::TransformerSpec;
+
+    fn settings(attention: AttentionImpl, checkpointing: Checkpointing) -> MemorySettings {
+        MemorySettings {
+            precision: Precision::AmpBf16,
+            activations: ActivationSettings {
+                model: ActivationModel::Model,
+                attention,
+                checkpointing,
+                dropout: None,
+            },
+            workload: Workload { batch: 2, seq: 512 },
+            ..MemorySettings::seed()
+        }
+    }
+
+    fn full_plan(model: &ModelShape) -> TrainingPlan {
+        let groups = model
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::plan::PlannedParams {
+                source: crate::plan::ParamSource::Base { param: i },
+                numel: p.numel,
+                count: p.count,
+                trainable: true,
+                origin: ParamOrigin::Base,
+                storage: crate::plan::Storage::Policy,
+                matmul_weight: false,
+            })
+            .collect();
+        TrainingPlan {
+            groups,
+            ..TrainingPlan::default()
+        }
+    }
+
+    #[test]
+    fn eager_pays_for_the_score_matrix_and_flash_matches_sdpa() {
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let plan = full_plan(&model);
+        let total = |a, c| {
+            estimate_activations(&model, &plan, &settings(a, c))
+                .unwrap()
+                .total
+        };
+        let sdpa = total(AttentionImpl::Sdpa, Checkpointing::None);
+        assert_eq!(sdpa, total(AttentionImpl::Flash, Checkpointing::None));
+        // minigpt: 4 layers, 4 heads; eager saves fp32 probabilities and their bf16 cast
+        // (6 bytes x heads x seq^2 x batch per layer) instead of sdpa's k, v, output and lse.
+        assert!(
+            total(AttentionImpl::Eager, Checkpointing::None) > sdpa + 4 * 4 * 512 * 512 * 2 * 5
+        );
+        assert!(total(AttentionImpl::Sdpa, Checkpointing::Full) < sdpa / 2);
+    }
+
+    #[test]
+    fn dropout_masks_cost_one_byte_per_element() {
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let plan = full_plan(&model);
+        let mut s = settings(AttentionImpl::Sdpa, Checkpointing::None);
+        let without = estimate_activations(&model, &plan, &s).unwrap().total;
+        s.activations.dropout = Some(0.1);
+        let with = estimate_activations(&model, &plan, &s).unwrap().total;
+        // Two residual-dropout masks of batch x seq x hidden bytes per layer.
+        assert_eq!(with - without, 4 * 2 * (2 * 512 * 64));
+        s.activations.dropout = Some(0.0);
+        assert_eq!(
+            estimate_activations(&model, &plan, &s).unwrap().total,
+            without
+        );
+    }
 }
