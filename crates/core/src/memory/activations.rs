@@ -382,6 +382,18 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         (attn + attn_in, mlp + mlp_in, 2 * rms, rms)
     };
     let mut attn_block = attn;
+    // Measured: under autocast with sdpa, peft casts an adapted output projection's 16-bit input
+    // up to the adapter's fp32 and autocast casts it back down, so lora_A saves a fresh copy
+    // (`c T h`) instead of sharing the attention output's storage.
+    if autocast
+        && !eager
+        && plan.adapters.iter().any(|site| {
+            let m = &model.modules[site.module];
+            m.group == ModuleGroup::Attention && !reads_attention_input(m)
+        })
+    {
+        attn_block += c * t * h;
+    }
     let mut mlp_block = mlp;
     if masks {
         attn_block += t * h + if eager { a * s * s * b } else { 0 };
