@@ -25,20 +25,42 @@ impl Regime for Dora {
 
     fn plan_into(&self, model: &ModelShape, plan: &mut TrainingPlan) -> Result<(), RegimeError> {
         adapter_plan_into(NAME, model, &self.config, |_| Storage::Policy, plan)?;
-        let largest = plan
-            .adapters
-            .iter()
-            .max_by_key(|a| a.in_features * a.out_features)
-            .copied();
-        if let Some(site) = largest {
+        // Measured (peft 0.21, `fixtures/memory`): DoRA feeds `eye(in)` through lora_A and
+        // lora_B to get the LoRA weight (saving `in x in` and `in x r`), saves the base and LoRA
+        // outputs for the magnitude scaling (`2 T out`), and a few fp32 `out`-sized norms.
+        for i in 0..plan.adapters.len() {
+            let site = plan.adapters[i];
+            let fixed = site.in_features * (site.in_features + site.rank) * site.count;
+            let conv1d = model.modules[site.module].layout == ftbudget_core::LinearLayout::Conv1D;
+            // With Conv1D one of the two saved outputs stays fp32 under autocast.
+            let outputs_in_compute = if conv1d { 1 } else { 2 };
             plan.activation_terms.push(ActivationTerm {
                 kind: ActivationTermKind::DoraWeightNorm {
                     module: site.module,
                 },
-                per_token: 0,
-                fixed: site.in_features * site.out_features,
+                per_token: outputs_in_compute * site.out_features * site.count,
+                fixed,
                 dtype: ActivationDtype::Compute,
             });
+            plan.activation_terms.push(ActivationTerm {
+                kind: ActivationTermKind::Other {
+                    name: "dora weight norm",
+                },
+                per_token: (2 - outputs_in_compute) * site.out_features * site.count,
+                fixed: 3 * site.out_features * site.count,
+                dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
+            });
+            // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
+            if conv1d {
+                plan.activation_terms.push(ActivationTerm {
+                    kind: ActivationTermKind::Other {
+                        name: "dora transposed weight",
+                    },
+                    per_token: 0,
+                    fixed: site.in_features * site.out_features * site.count,
+                    dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
+                });
+            }
         }
         Ok(())
     }

@@ -69,7 +69,12 @@ pub struct Bytes {
     pub optimizer: u64,
     pub activations: u64,
     pub weight_casts: u64,
+    /// Per GPU.
     pub total: u64,
+    /// Data-parallel GPUs the figures above are per.
+    pub gpus: u64,
+    /// `total` summed over every GPU.
+    pub total_all_gpus: u64,
 }
 
 impl From<&MemoryEstimate> for Bytes {
@@ -81,6 +86,8 @@ impl From<&MemoryEstimate> for Bytes {
             activations: e.activations,
             weight_casts: e.weight_casts,
             total: e.total,
+            gpus: e.gpus,
+            total_all_gpus: e.total_all_gpus,
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct Row {
     /// trainable / all params.
     pub trainable_fraction: f64,
     pub bytes: Bytes,
+    /// Activation bytes by component (per GPU).
+    pub activations: ftbudget_core::memory::ActivationBreakdown,
     /// This row's total bytes over the baseline's (the first row).
     pub ratio_vs_baseline: f64,
     #[serde(skip)]
@@ -135,6 +144,7 @@ pub fn compare(
             base_params: plan.base_params()?,
             trainable_fraction: trainable as f64 / all as f64,
             bytes: Bytes::from(&estimate),
+            activations: estimate.detail.activations.clone(),
             ratio_vs_baseline: 0.0,
             estimate,
         });
@@ -213,7 +223,13 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
     if has_casts {
         header.push("Weight casts".into());
     }
-    header.push("Total".into());
+    let gpus = cmp.rows.iter().map(|r| r.bytes.gpus).max().unwrap_or(1);
+    if gpus > 1 {
+        header.push("Total per GPU".into());
+        header.push(format!("Total ({gpus} GPUs)"));
+    } else {
+        header.push("Total".into());
+    }
     header.push(labels.ratio.clone());
     table.set_header(header);
     for row in &cmp.rows {
@@ -231,6 +247,9 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
             cells.push(Cell::new(units::binary(b.weight_casts)));
         }
         cells.push(Cell::new(units::binary(b.total)));
+        if gpus > 1 {
+            cells.push(Cell::new(units::binary(b.total_all_gpus)));
+        }
         cells.push(Cell::new(format!("{:.3}", row.ratio_vs_baseline)));
         table.add_row(cells);
     }

@@ -6,8 +6,10 @@
 
 use super::MemorySettings;
 use crate::error::CountError;
-use crate::plan::{ActivationDtype, TrainingPlan};
-use crate::shape::ModelShape;
+use crate::plan::{ActivationDtype, ParamOrigin, ParamSource, TrainingPlan};
+use crate::shape::{
+    AttentionLayout, Family, MlpLayout, ModelShape, ModuleGroup, ParamKind, PositionKind,
+};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -172,8 +174,7 @@ pub fn estimate_activations(
     let act = settings.activations;
     let b = u128::from(settings.workload.batch);
     let s = u128::from(settings.workload.seq);
-    let d = model.dims;
-    let (h, layers) = (u128::from(d.hidden), u128::from(d.layers));
+    let (h, layers) = (u128::from(model.dims.hidden), u128::from(model.dims.layers));
     let mut br = ActivationBreakdown::default();
     match act.model {
         ActivationModel::None => {
@@ -195,51 +196,22 @@ pub fn estimate_activations(
         ActivationModel::Model => {}
     }
 
-    // First cut: Korthikanti et al. with `c` bytes per element.
+    let parts = model_activations(model, plan, settings);
+    let total = parts.attention
+        + parts.mlp
+        + parts.norms
+        + parts.embeddings
+        + parts.logits_loss
+        + parts.regime;
+    br.attention = to_u64(parts.attention)?;
+    br.mlp = to_u64(parts.mlp)?;
+    br.norms = to_u64(parts.norms)?;
+    br.embeddings = to_u64(parts.embeddings)?;
+    br.logits_loss = to_u64(parts.logits_loss)?;
+    br.regime = to_u64(parts.regime)?;
     let c = u128::from(settings.precision.compute_dtype().bytes());
-    let a = u128::from(d.heads);
-    let i = u128::from(d.intermediate);
-    let sbh = s * b * h;
-    let masks = act.dropout_masks();
-    let mut attn = c * 5 * sbh + if masks { sbh } else { 0 };
-    if act.attention == AttentionImpl::Eager {
-        attn += 2 * c * a * s * s * b + if masks { a * s * s * b } else { 0 };
-    }
-    let mlp = c * (2 * s * b * i + sbh) + if masks { sbh } else { 0 };
-    let norms = 2 * c * sbh;
-    let per_layer = attn + mlp + norms;
-    let blocks = match act.checkpointing {
-        Checkpointing::None => per_layer * layers,
-        Checkpointing::Full => c * sbh * layers + per_layer,
-    };
-    let (attn_total, mlp_total, norm_total) = match act.checkpointing {
-        Checkpointing::None => (attn * layers, mlp * layers, norms * layers),
-        Checkpointing::Full => (attn, mlp, norms + c * sbh * layers),
-    };
-    debug_assert_eq!(attn_total + mlp_total + norm_total, blocks);
-    // Logits in the compute dtype and an fp32 copy for the loss.
-    let v = u128::from(d.vocab);
-    let logits = s * b * v * (c + 4);
-    let mut regime: u128 = 0;
-    for t in &plan.activation_terms {
-        let bytes = match t.dtype {
-            ActivationDtype::Compute => c,
-            ActivationDtype::Dense(dt) => u128::from(dt.bytes()),
-        };
-        regime += (u128::from(t.per_token) * b * s + u128::from(t.fixed)) * bytes;
-    }
-    br.attention = to_u64(attn_total)?;
-    br.mlp = to_u64(mlp_total)?;
-    br.norms = to_u64(norm_total)?;
-    br.logits_loss = to_u64(logits)?;
-    br.regime = to_u64(regime)?;
-    let total = attn_total + mlp_total + norm_total + logits + regime;
     let weight_casts = if settings.precision.autocast() {
-        plan.groups
-            .iter()
-            .filter(|g| g.matmul_weight)
-            .map(|g| u128::from(g.numel) * u128::from(g.count) * c)
-            .sum()
+        weight_cast_bytes(model, plan, c)
     } else {
         0
     };
@@ -248,4 +220,302 @@ pub fn estimate_activations(
         weight_casts: to_u64(weight_casts)?,
         breakdown: br,
     })
+}
+
+/// Does this Linear read the block's normalized input (q, k, v or a fused qkv)?
+fn reads_attention_input(m: &crate::shape::LinearModule) -> bool {
+    m.group == ModuleGroup::Attention
+        && matches!(
+            m.name.as_str(),
+            "q_proj" | "k_proj" | "v_proj" | "c_attn" | "qkv_proj" | "query_key_value" | "Wqkv"
+        )
+}
+
+/// Autocast's 16-bit weight copies that matmuls save: a weight's copy is saved when the matmul
+/// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With
+/// a frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
+/// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`.
+fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, c: u128) -> u128 {
+    let input_frozen = !plan
+        .groups
+        .iter()
+        .any(|g| g.trainable && g.origin == ParamOrigin::Base);
+    let layers = model.dims.layers.max(1);
+    let mut bytes = 0;
+    for g in plan.groups.iter().filter(|g| g.matmul_weight) {
+        let module = match g.source {
+            ParamSource::Base { param } => match model.params[param].kind {
+                ParamKind::LinearWeight(i) => Some(i),
+                _ => None,
+            },
+            ParamSource::LoraA { module } => Some(module),
+            _ => None,
+        };
+        let mut count = g.count;
+        if let Some(m) = module.map(|i| &model.modules[i])
+            && input_frozen
+            && reads_attention_input(m)
+        {
+            count = count.saturating_sub(m.count / layers);
+        }
+        bytes += u128::from(g.numel) * u128::from(count) * c;
+    }
+    bytes
+}
+
+/// Activation bytes per component, before conversion to `u64`.
+#[derive(Default)]
+struct Parts {
+    attention: u128,
+    mlp: u128,
+    norms: u128,
+    embeddings: u128,
+    logits_loss: u128,
+    regime: u128,
+}
+
+/// The per-operation model of the Hugging Face implementations (transformers 5, torch 2.15),
+/// fitted op by op to `fixtures/memory/measured_memory.json`. `c` is the compute dtype's size,
+/// `r` the residual stream's (fp32 under autocast), `T = b s` the tokens of the micro-batch.
+///
+/// Per block, llama family (RMSNorm, gated MLP, RoPE):
+/// - each RMSNorm saves its input upcast to fp32 (`4 T h`), the fp32 `rsqrt` (`4 T`), and, when
+///   its weight is trained, the normalized input (`r T h`);
+/// - matmul inputs are saved only when the Linear's weight or an adapter needs them: `c T h` for
+///   the attention input and the MLP input (under autocast one cast per consuming Linear: q, k,
+///   v and gate, up each cast the fp32 norm output), `c T i` for `down_proj`;
+/// - the gated MLP saves gate, act(gate) and up: `3 c T i`;
+/// - sdpa saves q, k, v, the output and the fp32 logsumexp: `c T (2 a d + 2 k d) + 4 b a s`;
+///   eager saves q and the repeated k, v (`3 c T a d`), the softmax probabilities
+///   (`4 b a s^2`, plus their `c`-byte cast under autocast) and the merged output `c T h`;
+/// - RoPE's cos and sin are saved once (`2 * 4 s d`).
+///
+/// GPT-2 (LayerNorm, Conv1D, gelu_new): LayerNorm saves its input and fp32 mean and rstd
+/// (`r T h + 8 T`) whether trained or not; gelu_new saves `4 c T i`, `c_proj` its input `c T i`;
+/// sdpa saves the fused qkv output, q/k/v/out views and the logsumexp (`6 c T h + 4 b a s`), eager
+/// saves q, k, v, the probabilities and the merged output (`4 c T h` + probabilities).
+///
+/// Both: the loss saves the fp32 log-softmax (`4 T V`) and the int64 shifted labels (`8 T`); a
+/// trained embedding saves the input ids (`8 T`, and GPT-2's position ids `8 s`); a frozen
+/// embedding makes the first norm save nothing. Regime terms come from the plan (LoRA's `x A`:
+/// `c T r` per adapted module; DoRA's identity input, base and LoRA outputs).
+fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Parts {
+    let act = settings.activations;
+    let precision = settings.precision;
+    let d = model.dims;
+    let b = u128::from(settings.workload.batch);
+    let s = u128::from(settings.workload.seq);
+    let t = b * s;
+    let (h, layers, i, v) = (
+        u128::from(d.hidden),
+        u128::from(d.layers),
+        u128::from(d.intermediate),
+        u128::from(d.vocab),
+    );
+    let a = u128::from(d.heads);
+    let kv = u128::from(d.kv_heads);
+    let dh = u128::from(d.head_dim);
+    let c = u128::from(precision.compute_dtype().bytes());
+    let autocast = precision.autocast();
+    let resid = if autocast { 4 } else { c };
+    let base_trainable = plan
+        .groups
+        .iter()
+        .any(|g| g.trainable && g.origin == ParamOrigin::Base);
+    let block_inputs_saved = base_trainable || !plan.adapters.is_empty();
+    let masks = act.dropout_masks();
+    let eager = act.attention == AttentionImpl::Eager;
+    let gpt2 = model.family == Family::Gpt2;
+    let probs = a * s * s * b * if autocast { 4 + c } else { 4 };
+
+    // One block.
+    let (attn, mlp, norms, first_norm) = if gpt2 {
+        let ln = resid * t * h + 8 * t;
+        let (attn_in, mlp_in) = if block_inputs_saved {
+            (c * t * h, c * t * h + c * t * i)
+        } else {
+            (0, 0)
+        };
+        let mlp = 4 * c * t * i;
+        let attn = if eager {
+            4 * c * t * h + probs
+        } else {
+            6 * c * t * h + 4 * b * a * s
+        };
+        (attn + attn_in, mlp + mlp_in, 2 * ln, ln)
+    } else {
+        let normalized = if base_trainable { resid * t * h } else { 0 };
+        let rms = 4 * t * h + 4 * t + normalized;
+        let (attn_casts, mlp_casts) = if autocast {
+            let qkv = match model.attention {
+                AttentionLayout::Separate => 3,
+                AttentionLayout::FusedQkv => 1,
+            };
+            let up = match model.mlp {
+                MlpLayout::Gated | MlpLayout::Experts { .. } => 2,
+                MlpLayout::Plain | MlpLayout::FusedGated => 1,
+            };
+            (qkv, up)
+        } else {
+            (1, 1)
+        };
+        let (attn_in, mlp_in) = if block_inputs_saved {
+            (attn_casts * c * t * h, mlp_casts * c * t * h + c * t * i)
+        } else {
+            (0, 0)
+        };
+        // Mixture of experts: every token runs through `top_k` gated experts (the router's
+        // logits, `E` per token, are small and left out).
+        let (mlp, mlp_in) = match model.mlp {
+            MlpLayout::Plain => (2 * c * t * i, mlp_in),
+            MlpLayout::Gated | MlpLayout::FusedGated => (3 * c * t * i, mlp_in),
+            MlpLayout::Experts { top_k, .. } => {
+                let k = u128::from(top_k);
+                (3 * c * t * i * k, mlp_in * k)
+            }
+        };
+        let attn = if eager {
+            3 * c * t * a * dh + probs + c * t * h
+        } else {
+            c * t * (2 * a * dh + 2 * kv * dh) + 4 * b * a * s
+        };
+        (attn + attn_in, mlp + mlp_in, 2 * rms, rms)
+    };
+    let mut attn_block = attn;
+    // Measured: under autocast with sdpa, peft casts an adapted output projection's 16-bit input
+    // up to the adapter's fp32 and autocast casts it back down, so lora_A saves a fresh copy
+    // (`c T h`) instead of sharing the attention output's storage.
+    if autocast
+        && !eager
+        && plan.adapters.iter().any(|site| {
+            let m = &model.modules[site.module];
+            m.group == ModuleGroup::Attention && !reads_attention_input(m)
+        })
+    {
+        attn_block += c * t * h;
+    }
+    let mut mlp_block = mlp;
+    if masks {
+        attn_block += t * h + if eager { a * s * s * b } else { 0 };
+        mlp_block += t * h;
+    }
+    let mut parts = Parts::default();
+    match act.checkpointing {
+        Checkpointing::None => {
+            parts.attention = attn_block * layers;
+            parts.mlp = mlp_block * layers;
+            parts.norms = norms * layers;
+        }
+        Checkpointing::Full => {
+            parts.attention = attn_block;
+            parts.mlp = mlp_block;
+            parts.norms = norms + resid * t * h * layers;
+        }
+    }
+    // The first norm's input is the embedding output: nothing upstream needs its gradient when
+    // the embedding is frozen.
+    if !base_trainable && act.checkpointing == Checkpointing::None {
+        parts.norms = parts.norms.saturating_sub(first_norm);
+    }
+    // Final norm, lm_head input, loss.
+    let final_norm = if gpt2 {
+        resid * t * h + 8 * t
+    } else {
+        4 * t * h + 4 * t + if base_trainable { resid * t * h } else { 0 }
+    };
+    parts.norms += final_norm;
+    let lm_head_input = if base_trainable { c * t * h } else { 0 };
+    parts.logits_loss = 4 * t * v + 8 * t + 4 + lm_head_input;
+    if base_trainable {
+        parts.embeddings = 8 * t + if gpt2 { 8 * s } else { 0 };
+    }
+    if !gpt2 && matches!(model.positions, PositionKind::Rotary) {
+        parts.attention += 2 * 4 * s * dh;
+    }
+    for term in &plan.activation_terms {
+        let bytes = match term.dtype {
+            ActivationDtype::Compute => c,
+            ActivationDtype::Dense(dt) => u128::from(dt.bytes()),
+        };
+        parts.regime += (u128::from(term.per_token) * t + u128::from(term.fixed)) * bytes;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemorySettings, Precision, Workload};
+    use crate::shape::TransformerSpec;
+
+    fn settings(attention: AttentionImpl, checkpointing: Checkpointing) -> MemorySettings {
+        MemorySettings {
+            precision: Precision::AmpBf16,
+            activations: ActivationSettings {
+                model: ActivationModel::Model,
+                attention,
+                checkpointing,
+                dropout: None,
+            },
+            workload: Workload { batch: 2, seq: 512 },
+            ..MemorySettings::seed()
+        }
+    }
+
+    fn full_plan(model: &ModelShape) -> TrainingPlan {
+        let groups = model
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| crate::plan::PlannedParams {
+                source: crate::plan::ParamSource::Base { param: i },
+                numel: p.numel,
+                count: p.count,
+                trainable: true,
+                origin: ParamOrigin::Base,
+                storage: crate::plan::Storage::Policy,
+                matmul_weight: false,
+            })
+            .collect();
+        TrainingPlan {
+            groups,
+            ..TrainingPlan::default()
+        }
+    }
+
+    #[test]
+    fn eager_pays_for_the_score_matrix_and_flash_matches_sdpa() {
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let plan = full_plan(&model);
+        let total = |a, c| {
+            estimate_activations(&model, &plan, &settings(a, c))
+                .unwrap()
+                .total
+        };
+        let sdpa = total(AttentionImpl::Sdpa, Checkpointing::None);
+        assert_eq!(sdpa, total(AttentionImpl::Flash, Checkpointing::None));
+        // minigpt: 4 layers, 4 heads; eager saves fp32 probabilities and their bf16 cast
+        // (6 bytes x heads x seq^2 x batch per layer) instead of sdpa's k, v, output and lse.
+        assert!(
+            total(AttentionImpl::Eager, Checkpointing::None) > sdpa + 4 * 4 * 512 * 512 * 2 * 5
+        );
+        assert!(total(AttentionImpl::Sdpa, Checkpointing::Full) < sdpa / 2);
+    }
+
+    #[test]
+    fn dropout_masks_cost_one_byte_per_element() {
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let plan = full_plan(&model);
+        let mut s = settings(AttentionImpl::Sdpa, Checkpointing::None);
+        let without = estimate_activations(&model, &plan, &s).unwrap().total;
+        s.activations.dropout = Some(0.1);
+        let with = estimate_activations(&model, &plan, &s).unwrap().total;
+        // Two residual-dropout masks of batch x seq x hidden bytes per layer.
+        assert_eq!(with - without, 4 * 2 * (2 * 512 * 64));
+        s.activations.dropout = Some(0.0);
+        assert_eq!(
+            estimate_activations(&model, &plan, &s).unwrap().total,
+            without
+        );
+    }
 }

@@ -1,0 +1,236 @@
+//! Measured one-step training memory (`fixtures/memory/*.json`, made by
+//! `tools/measure-memory/`) as typed records, and the mapping from a record to ftbudget's inputs
+//! (model shape, regime, memory settings) so that tests and experiment reports can put the
+//! prediction beside the measurement.
+
+use ftbudget_core::{
+    ActivationModel, ActivationSettings, AttentionImpl, AttentionLayout, Checkpointing, Family,
+    MemoryEstimate, MemorySettings, MlpLayout, ModelShape, NormKind, Optimizer, PositionKind,
+    Precision, Sharding, TrainingPlan, TransformerSpec, Workload,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeasurementError {
+    #[error("cannot parse measurement records: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("record {id}: unsupported {field} `{value}`")]
+    Unsupported {
+        id: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("record {id}: {message}")]
+    Model { id: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordShape {
+    pub family: String,
+    pub hidden_size: u64,
+    pub num_hidden_layers: u64,
+    pub num_attention_heads: u64,
+    pub num_key_value_heads: u64,
+    pub head_dim: u64,
+    pub intermediate_size: u64,
+    pub vocab_size: u64,
+    pub max_position_embeddings: u64,
+    pub tie_word_embeddings: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordParams {
+    pub trainable_count: u64,
+    pub frozen_count: u64,
+    pub trainable_bytes: u64,
+    pub frozen_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordGrads {
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordOptimizer {
+    pub state_bytes_excl_step: u64,
+    pub step_bytes: u64,
+    pub num_params_with_state: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordActivations {
+    pub activation_bytes_dedup: u64,
+    pub weight_cast_bytes_dedup: u64,
+    pub activation_bytes_dedup_excl_weight_casts: u64,
+}
+
+/// One measured training step (see `fixtures/memory/README.md`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemoryRecord {
+    pub id: String,
+    pub model: String,
+    pub shape: RecordShape,
+    /// `full`, `lora-r{r}` or `dora-r{r}` (peft, all-linear, bias none, dropout 0).
+    pub regime: String,
+    /// `fp32` or `autocast-bf16`.
+    pub dtype_mode: String,
+    pub attn_implementation_used: String,
+    pub batch: u64,
+    pub seq: u64,
+    pub params: RecordParams,
+    pub grads: RecordGrads,
+    pub optimizer: RecordOptimizer,
+    pub activations: RecordActivations,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+pub fn parse_records(json: &str) -> Result<Vec<MemoryRecord>, MeasurementError> {
+    Ok(serde_json::from_str(json)?)
+}
+
+fn unsupported(r: &MemoryRecord, field: &'static str, value: &str) -> MeasurementError {
+    MeasurementError::Unsupported {
+        id: r.id.clone(),
+        field,
+        value: value.to_owned(),
+    }
+}
+
+/// The model shape the record was measured on.
+pub fn shape(r: &MemoryRecord) -> Result<ModelShape, MeasurementError> {
+    let sh = &r.shape;
+    let family = match sh.family.as_str() {
+        "gpt2" => Family::Gpt2,
+        "llama" => Family::Llama,
+        "mistral" => Family::Mistral,
+        "qwen2" => Family::Qwen2,
+        other => return Err(unsupported(r, "shape.family", other)),
+    };
+    let gpt2 = family == Family::Gpt2;
+    let spec = TransformerSpec {
+        name: r.model.clone(),
+        family,
+        hidden: sh.hidden_size,
+        layers: sh.num_hidden_layers,
+        heads: sh.num_attention_heads,
+        kv_heads: Some(sh.num_key_value_heads),
+        head_dim: Some(sh.head_dim),
+        intermediate: sh.intermediate_size,
+        vocab: sh.vocab_size,
+        max_positions: sh.max_position_embeddings,
+        tied_embeddings: sh.tie_word_embeddings,
+        qkv_bias: gpt2 || family == Family::Qwen2,
+        o_bias: gpt2,
+        mlp_bias: gpt2,
+        norm: if gpt2 {
+            NormKind::LayerNorm { bias: true }
+        } else {
+            NormKind::RmsNorm
+        },
+        positions: if gpt2 {
+            PositionKind::Learned
+        } else {
+            PositionKind::Rotary
+        },
+        attention: if gpt2 {
+            AttentionLayout::FusedQkv
+        } else {
+            AttentionLayout::Separate
+        },
+        mlp: if gpt2 {
+            MlpLayout::Plain
+        } else {
+            MlpLayout::Gated
+        },
+    };
+    spec.build().map_err(|e| MeasurementError::Model {
+        id: r.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The ftbudget regime spec of the record's regime.
+pub fn regime_spec(r: &MemoryRecord) -> Result<String, MeasurementError> {
+    if r.regime == "full" {
+        return Ok("full-ft".into());
+    }
+    for (prefix, name) in [("lora-r", "lora"), ("dora-r", "dora")] {
+        if let Some(rank) = r.regime.strip_prefix(prefix) {
+            return Ok(format!("{name}:r={rank},targets=all-linear"));
+        }
+    }
+    Err(unsupported(r, "regime", &r.regime))
+}
+
+/// The memory settings the record was measured under: torch AdamW with step counters, the
+/// per-operation activation model, dropout 0, one GPU.
+pub fn settings(r: &MemoryRecord) -> Result<MemorySettings, MeasurementError> {
+    let precision = match r.dtype_mode.as_str() {
+        "fp32" => Precision::Fp32,
+        "autocast-bf16" => Precision::AmpBf16,
+        other => return Err(unsupported(r, "dtype_mode", other)),
+    };
+    let attention: AttentionImpl = r
+        .attn_implementation_used
+        .parse()
+        .map_err(|_| unsupported(r, "attn_implementation_used", &r.attn_implementation_used))?;
+    Ok(MemorySettings {
+        precision,
+        base_dtype: None,
+        optimizer: Optimizer::AdamW,
+        step_counters: true,
+        activations: ActivationSettings {
+            model: ActivationModel::Model,
+            attention,
+            checkpointing: Checkpointing::None,
+            dropout: None,
+        },
+        workload: Workload {
+            batch: r.batch,
+            seq: r.seq,
+        },
+        sharding: Sharding::default(),
+    })
+}
+
+/// The inputs ftbudget needs for a record.
+pub fn inputs(
+    r: &MemoryRecord,
+) -> Result<(ModelShape, TrainingPlan, MemorySettings), MeasurementError> {
+    let model = shape(r)?;
+    let registry = ftbudget_roster::registry().map_err(|e| MeasurementError::Model {
+        id: r.id.clone(),
+        message: e.to_string(),
+    })?;
+    let regime = registry
+        .build(&regime_spec(r)?)
+        .map_err(|e| MeasurementError::Model {
+            id: r.id.clone(),
+            message: e.to_string(),
+        })?;
+    let plan = regime.plan(&model).map_err(|e| MeasurementError::Model {
+        id: r.id.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((model, plan, settings(r)?))
+}
+
+/// ftbudget's estimate for the record's configuration.
+pub fn predict(r: &MemoryRecord) -> Result<MemoryEstimate, MeasurementError> {
+    let (model, plan, settings) = inputs(r)?;
+    ftbudget_core::estimate_memory(&model, &plan, &settings).map_err(|e| MeasurementError::Model {
+        id: r.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Relative activation error of the prediction, `(predicted - measured) / measured`
+/// (activations excluding weight casts).
+pub fn activation_error(r: &MemoryRecord, e: &MemoryEstimate) -> f64 {
+    let measured = r.activations.activation_bytes_dedup_excl_weight_casts as f64;
+    (e.activations as f64 - measured) / measured
+}
