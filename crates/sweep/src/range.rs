@@ -232,7 +232,7 @@ pub fn parse_values(flag: &'static str, text: &str, max: u64) -> Result<Vec<u64>
 
 fn reaches(from: u64, target: u64, step: Step) -> bool {
     match step {
-        Step::Add(s) => (target - from) % s == 0,
+        Step::Add(s) => (target - from).is_multiple_of(s),
         Step::Mul(k) => {
             let mut v = from;
             while v < target {

@@ -77,7 +77,7 @@ pub fn scale_spec(
         kv -= 1;
     }
     let mut multiple = family_multiple(base.family);
-    if base.intermediate % multiple != 0 {
+    if !base.intermediate.is_multiple_of(multiple) {
         multiple = 1;
     }
     let exact = u128::from(base.intermediate) * u128::from(width);
