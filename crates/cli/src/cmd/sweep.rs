@@ -107,7 +107,10 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     let ranks: Vec<Option<u64>> = match (&args.ranks, rank_option) {
         (Some(_), None) => bail!("--ranks: regime `{}` has no rank", spec.name),
         (Some(_), Some(_)) if given_rank.is_some() => {
-            bail!("--ranks: the spec `{}` already sets r; give the ranks in one place", args.regime)
+            bail!(
+                "--ranks: the spec `{}` already sets r; give the ranks in one place",
+                args.regime
+            )
         }
         (Some(text), Some(_)) => parse_values("--ranks", text, MAX_RANK)?
             .into_iter()
