@@ -138,4 +138,3 @@ fn sweep(c: &mut Criterion) {
 
 criterion_group!(benches, single_estimate, peft_equivalent_counts, sweep);
 criterion_main!(benches);
-
