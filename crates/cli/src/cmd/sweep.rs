@@ -31,6 +31,7 @@ pub const MAX_LAYERS: u64 = 1 << 12;
 /// (doubling), `1..64:+1` (step), `1..1000:*10` (factor).
 #[derive(Args)]
 #[command(
+    after_help = "Lists: 8 | 1,2,4 | 1,2,4,...,1024 (continues the progression) | 64..16384 (doubling) | 1..64:+1 (step) | 1..1000:*10 (factor).\nWidths keep the head dimension (heads = width / head_dim), the kv-head group and the MLP ratio (rounded up to 256 for LLaMA-style families).",
     mut_arg("batch", |a| a.long("workload-batch").hide(true)),
     mut_arg("seq", |a| a.long("workload-seq").hide(true))
 )]
@@ -42,20 +43,20 @@ pub struct SweepArgs {
     #[arg(long, default_value = "lora")]
     pub regime: String,
     /// LoRA ranks (default: the spec's r)
-    #[arg(long)]
+    #[arg(long, value_name = "LIST")]
     pub ranks: Option<String>,
     /// Hidden sizes; heads, kv heads and the MLP width follow the family's ratios (default: the
     /// model's)
-    #[arg(long)]
+    #[arg(long, value_name = "LIST")]
     pub widths: Option<String>,
     /// Layer counts (default: the model's)
-    #[arg(long)]
+    #[arg(long, value_name = "LIST")]
     pub layers: Option<String>,
     /// Micro-batch sizes per GPU (default: the conventions')
-    #[arg(long = "batch", id = "batch_values")]
+    #[arg(long = "batch", id = "batch_values", value_name = "LIST")]
     pub batches: Option<String>,
     /// Sequence lengths (default: the conventions')
-    #[arg(long = "seq", id = "seq_values")]
+    #[arg(long = "seq", id = "seq_values", value_name = "LIST")]
     pub seqs: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: SweepFormat,
