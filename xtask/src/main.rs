@@ -4,14 +4,18 @@
 //! - `cargo xtask report`: regenerate every experiment under `experiments/`.
 //! - `cargo xtask report --check`: regenerate in memory and fail, naming the file, when a
 //!   committed output is stale (also run by `cargo test` as a plain test).
+//! - `cargo xtask bench [--quick] [--python PATH]`: criterion benchmarks and the peft
+//!   side-by-side, summarized in `benches/RESULTS.md`.
 
+mod bench;
 mod experiments;
 mod report;
 
 use anyhow::{Result, bail};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask report [--check]";
+const USAGE: &str =
+    "usage: cargo xtask report [--check] | cargo xtask bench [--quick] [--python PATH]";
 
 fn main() -> ExitCode {
     match run() {
@@ -29,6 +33,10 @@ fn run() -> Result<()> {
     match args.as_slice() {
         ["report"] => report::run(report::Mode::Write),
         ["report", "--check"] => report::run(report::Mode::Check),
+        ["bench", rest @ ..] => {
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            bench::run(&rest)
+        }
         ["help" | "--help" | "-h"] | [] => {
             println!("{USAGE}");
             Ok(())

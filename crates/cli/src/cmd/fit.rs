@@ -1,9 +1,194 @@
-use anyhow::{Result, bail};
-use clap::Args;
+//! `ftbudget fit`: for each regime, does the workload fit on this GPU, and what are the largest
+//! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
+
+use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use ftbudget_report::{group_digits, units};
+use ftbudget_sweep::{FitAnswer, FitQuery, Limit, MAX_RANK, RankSearch, parse_gpu, spec_with_rank};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FitFormat {
+    Table,
+    Json,
+}
+
+/// Regimes answered when none is given.
+pub const DEFAULT_FIT_REGIMES: &[&str] = &["full-ft", "lora:r=8", "qlora:r=8", "dora:r=8"];
 
 #[derive(Args)]
-pub struct FitArgs {}
+pub struct FitArgs {
+    /// A preset name (see `ftbudget presets`) or a path to a model description
+    #[arg(long, default_value = "minigpt")]
+    pub model: String,
+    /// GPU memory: a preset (rtx-3090, rtx-4090, l4, a100-40g, a100-80g, h100-80g, h200) or an
+    /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30)
+    #[arg(long)]
+    pub gpu: String,
+    /// Regime specs to answer for (default: full-ft, lora:r=8, qlora:r=8, dora:r=8)
+    #[arg(long = "regime")]
+    pub regimes: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: FitFormat,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
 
-pub fn run(_args: FitArgs) -> Result<()> {
-    bail!("fit is not implemented yet")
+#[derive(Serialize)]
+struct FitReport {
+    model: String,
+    gpu: String,
+    capacity_bytes: u64,
+    gpus: u64,
+    zero_stage: u8,
+    answers: Vec<FitAnswer>,
+}
+
+pub fn run(args: FitArgs) -> Result<()> {
+    let settings = args.memory.settings()?;
+    let gpu = parse_gpu(&args.gpu)?;
+    let model =
+        ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
+    let registry = ftbudget_roster::registry()?;
+    let specs: Vec<String> = if args.regimes.is_empty() {
+        DEFAULT_FIT_REGIMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.regimes.clone()
+    };
+    let query = FitQuery {
+        model: &model,
+        settings: settings.clone(),
+        capacity: gpu.bytes,
+        max_batch: MAX_BATCH,
+        max_seq: MAX_SEQ,
+    };
+    let mut answers = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let regime = registry.build(spec)?;
+        let name = spec.split(':').next().unwrap_or(spec).trim();
+        let has_rank = registry.get(name)?.options.iter().any(|o| o.key == "r");
+        let build = |r: u64| -> Result<_, ftbudget_sweep::SweepError> {
+            let text = spec_with_rank(spec, r)?;
+            registry.build(&text).map_err(|e| match e {
+                ftbudget_core::RegistryError::Regime(e) => e.into(),
+                other => ftbudget_sweep::SweepError::Gpu {
+                    reason: other.to_string(),
+                },
+            })
+        };
+        let search = has_rank.then_some(RankSearch {
+            max: MAX_RANK,
+            build: &build,
+        });
+        answers.push(query.answer(regime.as_ref(), search)?);
+    }
+    let report = FitReport {
+        model: model.name.clone(),
+        gpu: gpu.name.clone(),
+        capacity_bytes: gpu.bytes,
+        gpus: settings.sharding.gpus,
+        zero_stage: settings.sharding.zero_stage,
+        answers,
+    };
+    let text = match args.format {
+        FitFormat::Json => serde_json::to_string_pretty(&report)?,
+        FitFormat::Table => render(&report, &settings),
+    };
+    crate::output::emit(&text)
+}
+
+fn signed_binary(bytes: i128) -> String {
+    let magnitude = u64::try_from(bytes.unsigned_abs()).unwrap_or(u64::MAX);
+    if bytes < 0 {
+        format!("-{}", units::binary(magnitude))
+    } else {
+        units::binary(magnitude)
+    }
+}
+
+fn limit(l: &Option<Limit>, applies: bool) -> String {
+    match (applies, l) {
+        (false, _) => "n/a".into(),
+        (true, None) => "none fits".into(),
+        (true, Some(l)) => format!(
+            "{}{} ({} free)",
+            if l.capped { ">= " } else { "" },
+            group_digits(l.value),
+            units::binary(l.headroom_bytes)
+        ),
+    }
+}
+
+fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> String {
+    let w = settings.workload;
+    let mut out = format!(
+        "{} on {} ({} = {} B per GPU{}), batch {}, seq {}, {}, {}\n",
+        report.model,
+        report.gpu,
+        units::binary(report.capacity_bytes),
+        group_digits(report.capacity_bytes),
+        if report.gpus > 1 {
+            format!(", {} GPUs, ZeRO-{}", report.gpus, report.zero_stage)
+        } else {
+            String::new()
+        },
+        w.batch,
+        w.seq,
+        settings.precision,
+        settings.optimizer,
+    );
+    let header = [
+        "Regime".to_string(),
+        "Total".into(),
+        "Fits".into(),
+        "Headroom".into(),
+        format!("Max batch (seq {})", w.seq),
+        format!("Max seq (batch {})", w.batch),
+        "Max rank".into(),
+    ];
+    let rows: Vec<[String; 7]> = report
+        .answers
+        .iter()
+        .map(|a| {
+            [
+                a.label.clone(),
+                units::binary(a.total_bytes),
+                if a.fits { "yes" } else { "no" }.into(),
+                signed_binary(a.headroom_bytes),
+                limit(&a.max_batch, true),
+                limit(&a.max_seq, true),
+                limit(&a.max_rank, a.has_rank),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i] - c.chars().count();
+            if i == 0 || i == 2 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+            s.push_str("  ");
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    out.push_str(&line(&header));
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
 }

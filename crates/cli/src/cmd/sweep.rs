@@ -1,9 +1,376 @@
-use anyhow::{Result, bail};
-use clap::Args;
+//! `ftbudget sweep`: one row per (width, layers, rank, batch, seq) point, as CSV or JSON lines.
+//! Every range is checked and every shape built before the first row; rows are computed on all
+//! cores (crates/sweep) and written in order. A progress bar appears on stderr only when the sweep
+//! runs longer than a second and stderr is a terminal.
 
+use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use ftbudget_core::RegimeSpec;
+use ftbudget_report::csv_field;
+use ftbudget_sweep::{
+    Grid, MAX_RANK, MAX_SHAPES, RegimePoint, Row, ScaledShape, SweepError, grid::checked_points,
+    parse_values, spec_with_rank,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SweepFormat {
+    Csv,
+    Jsonl,
+}
+
+/// The largest width and layer count a sweep accepts.
+pub const MAX_WIDTH: u64 = 1 << 20;
+pub const MAX_LAYERS: u64 = 1 << 12;
+
+/// Axes are lists: `8`, `1,2,4`, `1,2,4,...,1024` (continues the progression), `64..16384`
+/// (doubling), `1..64:+1` (step), `1..1000:*10` (factor).
 #[derive(Args)]
-pub struct SweepArgs {}
+#[command(
+    after_help = "Lists: 8 | 1,2,4 | 1,2,4,...,1024 (continues the progression) | 64..16384 (doubling) | 1..64:+1 (step) | 1..1000:*10 (factor).\nWidths keep the head dimension (heads = width / head_dim), the kv-head group and the MLP ratio (rounded up to 256 for LLaMA-style families).",
+    mut_arg("batch", |a| a.long("workload-batch").hide(true)),
+    mut_arg("seq", |a| a.long("workload-seq").hide(true))
+)]
+pub struct SweepArgs {
+    /// A preset name (widths and layers scale its family) or a path to a model description
+    #[arg(long, default_value = "minigpt")]
+    pub model: String,
+    /// The regime spec; its rank is set from --ranks (e.g. lora, qlora:double_quant=true, full-ft)
+    #[arg(long, default_value = "lora")]
+    pub regime: String,
+    /// LoRA ranks (default: the spec's r)
+    #[arg(long, value_name = "LIST")]
+    pub ranks: Option<String>,
+    /// Hidden sizes; heads, kv heads and the MLP width follow the family's ratios (default: the
+    /// model's)
+    #[arg(long, value_name = "LIST")]
+    pub widths: Option<String>,
+    /// Layer counts (default: the model's)
+    #[arg(long, value_name = "LIST")]
+    pub layers: Option<String>,
+    /// Micro-batch sizes per GPU (default: the conventions')
+    #[arg(long = "batch", id = "batch_values", value_name = "LIST")]
+    pub batches: Option<String>,
+    /// Sequence lengths (default: the conventions')
+    #[arg(long = "seq", id = "seq_values", value_name = "LIST")]
+    pub seqs: Option<String>,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: SweepFormat,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+}
 
-pub fn run(_args: SweepArgs) -> Result<()> {
-    bail!("sweep is not implemented yet")
+/// CSV columns (JSON lines use the same keys).
+pub const COLUMNS: &[&str] = &[
+    "model",
+    "family",
+    "width",
+    "layers",
+    "heads",
+    "kv_heads",
+    "intermediate",
+    "regime",
+    "rank",
+    "batch",
+    "seq",
+    "base_params",
+    "trainable_params",
+    "frozen_params",
+    "all_params",
+    "trainable_fraction",
+    "weights_bytes",
+    "gradients_bytes",
+    "optimizer_bytes",
+    "activations_bytes",
+    "weight_casts_bytes",
+    "total_bytes",
+];
+
+fn axis(flag: &'static str, text: &Option<String>, default: u64, max: u64) -> Result<Vec<u64>> {
+    Ok(match text {
+        None => vec![default],
+        Some(t) => parse_values(flag, t, max)?,
+    })
+}
+
+/// Build the grid: every check happens here, before any row is computed.
+pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
+    let settings = args.memory.settings()?;
+    let registry = ftbudget_roster::registry()?;
+    let spec: RegimeSpec = args.regime.parse()?;
+    let registration = registry.get(&spec.name)?;
+    let rank_option = registration.options.iter().find(|o| o.key == "r");
+    let given_rank = spec.options.iter().find(|(k, _)| k == "r");
+    let ranks: Vec<Option<u64>> = match (&args.ranks, rank_option) {
+        (Some(_), None) => bail!("--ranks: regime `{}` has no rank", spec.name),
+        (Some(_), Some(_)) if given_rank.is_some() => {
+            bail!(
+                "--ranks: the spec `{}` already sets r; give the ranks in one place",
+                args.regime
+            )
+        }
+        (Some(text), Some(_)) => parse_values("--ranks", text, MAX_RANK)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        (None, None) => vec![None],
+        (None, Some(doc)) => {
+            let r = given_rank.map(|(_, v)| v.as_str()).unwrap_or(doc.default);
+            vec![r.parse().ok()]
+        }
+    };
+
+    let base = ftbudget_models::presets::spec(&args.model);
+    let (widths, layers, batches, seqs);
+    let shapes = match &base {
+        Some(base) => {
+            widths = axis("--widths", &args.widths, base.hidden, MAX_WIDTH)?;
+            layers = axis("--layers", &args.layers, base.layers, MAX_LAYERS)?;
+            batches = axis("--batch", &args.batches, settings.workload.batch, MAX_BATCH)?;
+            seqs = axis("--seq", &args.seqs, settings.workload.seq, MAX_SEQ)?;
+            let shapes = widths.len() as u128 * layers.len() as u128;
+            if shapes > u128::from(MAX_SHAPES) {
+                return Err(SweepError::TooManyShapes {
+                    shapes,
+                    limit: MAX_SHAPES,
+                }
+                .into());
+            }
+            checked_points(&[
+                shapes as u64,
+                ranks.len() as u64,
+                batches.len() as u64,
+                seqs.len() as u64,
+            ])?;
+            let mut out = Vec::with_capacity(shapes as usize);
+            for &w in &widths {
+                for &l in &layers {
+                    out.push(ScaledShape::build(base, w, l)?);
+                }
+            }
+            out
+        }
+        None => {
+            if args.widths.is_some() || args.layers.is_some() {
+                bail!(
+                    "--widths/--layers: `{}` is not a preset, so there is no family to scale",
+                    args.model
+                );
+            }
+            let shape = ftbudget_models::load(&args.model)
+                .with_context(|| format!("--model {}", args.model))?;
+            batches = axis("--batch", &args.batches, settings.workload.batch, MAX_BATCH)?;
+            seqs = axis("--seq", &args.seqs, settings.workload.seq, MAX_SEQ)?;
+            vec![ScaledShape {
+                width: shape.dims.hidden,
+                layers: shape.dims.layers,
+                shape,
+            }]
+        }
+    };
+    let regimes = ranks
+        .iter()
+        .map(|&rank| {
+            let text = match rank {
+                Some(r) if args.ranks.is_some() => spec_with_rank(&args.regime, r)?,
+                _ => args.regime.clone(),
+            };
+            Ok(RegimePoint {
+                rank,
+                regime: registry.build(&text)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Plan every (shape, regime) pair once up front: an adapter that cannot apply to some shape is
+    // an error before any output.
+    for s in &shapes {
+        for r in &regimes {
+            r.regime.plan(&s.shape)?;
+        }
+    }
+    Ok(Grid::new(shapes, regimes, batches, seqs, settings)?)
+}
+
+/// Per-shape and per-regime text, formatted once.
+struct Prefixes {
+    /// Text up to `intermediate`, and the base parameter count.
+    shapes: Vec<(String, u64)>,
+    regimes: Vec<String>,
+}
+
+impl Prefixes {
+    fn new(grid: &Grid, format: SweepFormat) -> Self {
+        let shapes = grid
+            .shapes
+            .iter()
+            .map(|s| {
+                let d = s.shape.dims;
+                let total = s.shape.total_params();
+                let text = match format {
+                    SweepFormat::Csv => format!(
+                        "{},{},{},{},{},{},{}",
+                        csv_field(&s.shape.name),
+                        s.shape.family.name(),
+                        s.width,
+                        s.layers,
+                        d.heads,
+                        d.kv_heads,
+                        d.intermediate
+                    ),
+                    SweepFormat::Jsonl => format!(
+                        "{{\"model\":{},\"family\":\"{}\",\"width\":{},\"layers\":{},\"heads\":{},\"kv_heads\":{},\"intermediate\":{}",
+                        serde_json::to_string(&s.shape.name).unwrap_or_default(),
+                        s.shape.family.name(),
+                        s.width,
+                        s.layers,
+                        d.heads,
+                        d.kv_heads,
+                        d.intermediate
+                    ),
+                };
+                (text, total)
+            })
+            .collect();
+        let regimes = grid
+            .regimes
+            .iter()
+            .map(|r| {
+                let spec = r.regime.spec();
+                let rank = r.rank.map(|v| v.to_string());
+                match format {
+                    SweepFormat::Csv => {
+                        format!("{},{}", csv_field(&spec), rank.unwrap_or_default())
+                    }
+                    SweepFormat::Jsonl => format!(
+                        "\"regime\":{},\"rank\":{}",
+                        serde_json::to_string(&spec).unwrap_or_default(),
+                        rank.unwrap_or_else(|| "null".into())
+                    ),
+                }
+            })
+            .collect();
+        Prefixes { shapes, regimes }
+    }
+}
+
+fn render(prefixes: &Prefixes, format: SweepFormat, rows: &[Row]) -> Vec<u8> {
+    let mut out = String::with_capacity(rows.len() * 220);
+    for row in rows {
+        let (shape, base_params) = &prefixes.shapes[row.shape];
+        let regime = &prefixes.regimes[row.regime];
+        let e = &row.estimate;
+        let m = &e.memory;
+        let _ = match format {
+            SweepFormat::Csv => writeln!(
+                out,
+                "{shape},{regime},{},{},{base_params},{},{},{},{},{},{},{},{},{},{}",
+                row.batch,
+                row.seq,
+                e.trainable_params,
+                e.frozen_params,
+                e.all_params,
+                e.trainable_fraction,
+                m.weights,
+                m.gradients,
+                m.optimizer,
+                m.activations,
+                m.weight_casts,
+                m.total
+            ),
+            SweepFormat::Jsonl => writeln!(
+                out,
+                "{shape},{regime},\"batch\":{},\"seq\":{},\"base_params\":{base_params},\"trainable_params\":{},\"frozen_params\":{},\"all_params\":{},\"trainable_fraction\":{},\"weights_bytes\":{},\"gradients_bytes\":{},\"optimizer_bytes\":{},\"activations_bytes\":{},\"weight_casts_bytes\":{},\"total_bytes\":{}}}",
+                row.batch,
+                row.seq,
+                e.trainable_params,
+                e.frozen_params,
+                e.all_params,
+                e.trainable_fraction,
+                m.weights,
+                m.gradients,
+                m.optimizer,
+                m.activations,
+                m.weight_casts,
+                m.total
+            ),
+        };
+    }
+    out.into_bytes()
+}
+
+enum Stop {
+    /// The reader went away (`| head`): end quietly.
+    ClosedPipe,
+    Failed(anyhow::Error),
+}
+
+impl From<SweepError> for Stop {
+    fn from(e: SweepError) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<(), Stop> {
+    out.write_all(bytes).map_err(|e| {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Stop::ClosedPipe
+        } else {
+            Stop::Failed(e.into())
+        }
+    })
+}
+
+/// Points per chunk handed to one worker.
+const CHUNK: u64 = 8192;
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    let grid = build_grid(&args)?;
+    let prefixes = Prefixes::new(&grid, args.format);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let bar = ProgressBar::with_draw_target(Some(grid.len()), ProgressDrawTarget::hidden());
+    let show_bar = io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut shown = false;
+    let format = args.format;
+    let result = (|| -> Result<(), Stop> {
+        if let SweepFormat::Csv = format {
+            write_out(&mut out, (COLUMNS.join(",") + "\n").as_bytes())?;
+        }
+        grid.run(
+            CHUNK,
+            |_, rows| render(&prefixes, format, rows),
+            |bytes, done| {
+                write_out(&mut out, &bytes)?;
+                if show_bar && !shown && started.elapsed() > Duration::from_secs(1) {
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:40} {pos}/{len} points, {per_sec}, eta {eta}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                    shown = true;
+                }
+                bar.set_position(done);
+                Ok::<(), Stop>(())
+            },
+        )?;
+        out.flush().map_err(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                Stop::ClosedPipe
+            } else {
+                Stop::Failed(e.into())
+            }
+        })
+    })();
+    bar.finish_and_clear();
+    match result {
+        Ok(()) | Err(Stop::ClosedPipe) => Ok(()),
+        Err(Stop::Failed(e)) => Err(e),
+    }
 }

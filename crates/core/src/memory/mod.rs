@@ -322,29 +322,55 @@ pub fn estimate_memory(
     settings: &MemorySettings,
 ) -> Result<MemoryEstimate, CountError> {
     let precision = settings.precision;
-    let mut model_weights: u128 = 0;
-    let mut master: u128 = 0;
-    let mut grads: u128 = 0;
-    let mut states: u128 = 0;
-    let mut steps: u128 = 0;
+    // Sums over groups first, bytes per element once: every bucket but 8-bit optimizer state and
+    // non-policy storage is (elements or tensors) x (bytes per element), so this is exact.
+    let mut trainable_elements: u128 = 0;
+    let mut trainable_tensors: u128 = 0;
+    let mut trainable_policy: u128 = 0;
+    let mut frozen_policy: u128 = 0;
+    let mut fixed_storage: u128 = 0;
+    let mut eight_bit_states: u128 = 0;
+    let eight_bit = settings.optimizer == Optimizer::AdamW8bit;
     for g in &plan.groups {
-        model_weights += storage_bytes(g, settings);
+        let n = u128::from(g.numel) * u128::from(g.count);
+        match g.storage {
+            Storage::Policy if g.trainable => trainable_policy += n,
+            Storage::Policy => frozen_policy += n,
+            _ => fixed_storage += storage_bytes(g, settings),
+        }
         if !g.trainable {
             continue;
         }
-        let n = u128::from(g.numel) * u128::from(g.count);
-        if let Some(m) = precision.master_dtype() {
-            master += n * u128::from(m.bytes());
-        }
-        grads += n * u128::from(precision.gradient_dtype().bytes());
-        states += u128::from(g.count)
-            * settings
-                .optimizer
-                .state_bytes(g.numel, precision.optimizer_state_dtype());
-        if settings.step_counters {
-            steps += u128::from(g.count) * u128::from(settings.optimizer.step_bytes_per_tensor());
+        trainable_elements += n;
+        trainable_tensors += u128::from(g.count);
+        if eight_bit {
+            eight_bit_states += u128::from(g.count)
+                * settings
+                    .optimizer
+                    .state_bytes(g.numel, precision.optimizer_state_dtype());
         }
     }
+    let model_weights = fixed_storage
+        + trainable_policy * u128::from(precision.trainable_dtype().bytes())
+        + frozen_policy * u128::from(settings.frozen_dtype().bytes());
+    let master = precision
+        .master_dtype()
+        .map_or(0, |m| trainable_elements * u128::from(m.bytes()));
+    let grads = trainable_elements * u128::from(precision.gradient_dtype().bytes());
+    let states = if eight_bit {
+        eight_bit_states
+    } else {
+        // Linear in the element count for every other optimizer: state_bytes(1) per element.
+        trainable_elements
+            * settings
+                .optimizer
+                .state_bytes(1, precision.optimizer_state_dtype())
+    };
+    let steps = if settings.step_counters {
+        trainable_tensors * u128::from(settings.optimizer.step_bytes_per_tensor())
+    } else {
+        0
+    };
     let acts = activations::estimate_activations(model, plan, settings)?;
 
     let sharding = settings.sharding;

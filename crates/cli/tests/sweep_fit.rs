@@ -1,0 +1,197 @@
+//! End-to-end tests of `ftbudget sweep` and `ftbudget fit`. Expected numbers are the seed lab's
+//! hand arithmetic for MiniGPT (d_model 64, 4 layers, d_ff 256, vocab 512, tied): LoRA r trains
+//! 18 r d_model parameters per layer; under the seed conventions a trainable parameter costs
+//! 16 B, a frozen one 2 B, activations batch x seq x 64 x 4 x 16 B.
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn ftbudget() -> Command {
+    Command::cargo_bin("ftbudget").unwrap()
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let out = ftbudget().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn error_of(args: &[&str]) -> String {
+    let out = ftbudget().args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "{args:?} wrote rows before failing");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err.trim_end().to_string()
+}
+
+#[test]
+fn sweep_csv_has_one_row_per_point_with_hand_checked_figures() {
+    let text = stdout_of(&[
+        "sweep",
+        "--conventions",
+        "seed",
+        "--ranks",
+        "1,2,4,...,16",
+        "--widths",
+        "64..256",
+        "--batch",
+        "8,16",
+    ]);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // 5 ranks x 3 widths x 2 batches.
+    assert_eq!(rows.len(), 30);
+    for row in &rows {
+        let num = |name: &str| row[col(name)].parse::<u64>().unwrap();
+        let (w, r, b) = (num("width"), num("rank"), num("batch"));
+        assert_eq!(num("trainable_params"), 4 * 18 * r * w);
+        assert_eq!(num("intermediate"), 4 * w);
+        assert_eq!(num("activations_bytes"), b * 32 * w * 4 * 16);
+    }
+    // Width 64, r = 8, batch 16: 229,952 frozen x 2 B + 36,864 trainable x 16 B + 2,097,152 B.
+    let r8 = rows
+        .iter()
+        .find(|r| r[col("width")] == "64" && r[col("rank")] == "8" && r[col("batch")] == "16")
+        .unwrap();
+    assert_eq!(r8[col("total_bytes")], "3146880");
+    assert_eq!(r8[col("regime")], "lora:r=8");
+}
+
+#[test]
+fn sweep_jsonl_lines_parse_and_follow_the_grid_order() {
+    let text = stdout_of(&[
+        "sweep",
+        "--format",
+        "jsonl",
+        "--regime",
+        "qlora:double_quant=true",
+        "--ranks",
+        "4,8",
+        "--layers",
+        "2,4",
+        "--seq",
+        "16..64",
+    ]);
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 * 2 * 3);
+    let keys: Vec<(u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["layers"].as_u64().unwrap(),
+                r["rank"].as_u64().unwrap(),
+                r["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys[0], (2, 4, 16));
+    assert_eq!(keys[1], (2, 4, 32));
+    assert_eq!(keys[3], (2, 8, 16));
+    assert_eq!(keys[11], (4, 8, 64));
+    assert_eq!(rows[0]["regime"], "qlora:r=4,double_quant=true");
+    // 18 r d_model per layer.
+    assert_eq!(rows[11]["trainable_params"], 4 * 18 * 8 * 64);
+}
+
+#[test]
+fn bad_ranges_are_clear_errors_before_any_output() {
+    assert_eq!(
+        error_of(&["sweep", "--ranks", ""]),
+        "error: --ranks: the list is empty"
+    );
+    assert_eq!(
+        error_of(&["sweep", "--widths", "16384..64"]),
+        "error: --widths: range `16384..64` is reversed"
+    );
+    assert_eq!(
+        error_of(&["sweep", "--ranks", "0,8"]),
+        "error: --ranks: 0 is out of range (1 to 1048576)"
+    );
+    assert_eq!(
+        error_of(&["sweep", "--batch", "0"]),
+        "error: --batch: 0 is out of range (1 to 16777216)"
+    );
+    assert_eq!(
+        error_of(&["sweep", "--ranks", "1..1048576:+1", "--batch", "1..1024:+1"]),
+        "error: the sweep has 1073741824 points, more than the limit of 1000000000; narrow a range"
+    );
+    assert!(
+        error_of(&["sweep", "--widths", "100"])
+            .starts_with("error: --widths: 100 does not give minigpt a whole number of heads")
+    );
+    assert_eq!(
+        error_of(&["sweep", "--regime", "full-ft", "--ranks", "8"]),
+        "error: --ranks: regime `full-ft` has no rank"
+    );
+    assert_eq!(
+        error_of(&["sweep", "--regime", "lora:r=8", "--ranks", "8"]),
+        "error: --ranks: the spec `lora:r=8` already sets r; give the ranks in one place"
+    );
+}
+
+fn estimate_total(batch: u64, seq: u64) -> u64 {
+    let text = stdout_of(&[
+        "estimate",
+        "--conventions",
+        "seed",
+        "--regime",
+        "lora:r=8",
+        "--format",
+        "json",
+        "--batch",
+        &batch.to_string(),
+        "--seq",
+        &seq.to_string(),
+    ]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["rows"][0]["bytes"]["total"].as_u64().unwrap()
+}
+
+#[test]
+fn fit_answers_sit_on_the_boundary() {
+    let capacity = 10 * 1024 * 1024;
+    let text = stdout_of(&[
+        "fit",
+        "--gpu",
+        "10MiB",
+        "--conventions",
+        "seed",
+        "--regime",
+        "lora:r=8",
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["capacity_bytes"], capacity);
+    let a = &v["answers"][0];
+    // Static 1,049,728 B + 131,072 B per sequence of 32: 71 fit, 72 do not.
+    assert_eq!(a["max_batch"]["value"], 71);
+    assert_eq!(a["max_seq"]["value"], 143);
+    assert_eq!(a["max_rank"]["value"], 107);
+    assert_eq!(a["fits"], true);
+    assert_eq!(a["headroom_bytes"], capacity - 3_146_880);
+    assert_eq!(a["max_batch"]["headroom_bytes"], 129_920);
+    // Just below and above, through `estimate`.
+    assert!(estimate_total(71, 32) <= capacity && estimate_total(72, 32) > capacity);
+    assert!(estimate_total(16, 143) <= capacity && estimate_total(16, 144) > capacity);
+}
+
+#[test]
+fn fit_table_and_gpu_presets() {
+    let text = stdout_of(&["fit", "--gpu", "rtx-4090", "--regime", "full-ft"]);
+    assert!(text.starts_with("minigpt on rtx-4090 (24.00 GiB = 25,769,803,776 B per GPU)"));
+    assert!(text.contains("Full FT"));
+    assert!(
+        error_of(&["fit", "--gpu", "24XB"]).starts_with("error: --gpu: `24XB`: unknown unit `XB`")
+    );
+}

@@ -1,0 +1,71 @@
+//! One point: a regime on a model under memory settings, reduced to the figures a sweep row or a
+//! scaling experiment needs (parameter counts, trainable fraction, memory per bucket).
+
+use crate::error::SweepError;
+use ftbudget_core::{
+    MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan, estimate_memory,
+};
+use serde::Serialize;
+
+/// Counts and memory at one point.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PointEstimate {
+    pub trainable_params: u64,
+    pub frozen_params: u64,
+    /// peft's `all params` (base + adapters + saved copies).
+    pub all_params: u64,
+    /// trainable / all params.
+    pub trainable_fraction: f64,
+    pub memory: MemoryEstimate,
+}
+
+/// Counts and memory of `plan` (already planned for `model`) under `settings`.
+pub fn evaluate_into(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<PointEstimate, SweepError> {
+    let mut trainable: u64 = 0;
+    let mut frozen: u64 = 0;
+    for g in &plan.groups {
+        let total = g
+            .numel
+            .checked_mul(g.count)
+            .ok_or(ftbudget_core::CountError { what: "params" })?;
+        let slot = if g.trainable {
+            &mut trainable
+        } else {
+            &mut frozen
+        };
+        *slot = slot
+            .checked_add(total)
+            .ok_or(ftbudget_core::CountError { what: "params" })?;
+    }
+    let all = trainable
+        .checked_add(frozen)
+        .ok_or(ftbudget_core::CountError { what: "all_params" })?;
+    let memory = estimate_memory(model, plan, settings)?;
+    Ok(PointEstimate {
+        trainable_params: trainable,
+        frozen_params: frozen,
+        all_params: all,
+        trainable_fraction: if all == 0 {
+            0.0
+        } else {
+            trainable as f64 / all as f64
+        },
+        memory,
+    })
+}
+
+/// Plan `regime` on `model` (reusing `plan`'s buffers) and evaluate it.
+pub fn evaluate(
+    model: &ModelShape,
+    regime: &dyn Regime,
+    settings: &MemorySettings,
+    plan: &mut TrainingPlan,
+) -> Result<PointEstimate, SweepError> {
+    plan.clear();
+    regime.plan_into(model, plan)?;
+    evaluate_into(model, plan, settings)
+}
