@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use ftbudget_core::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, MemorySettings,
-    Optimizer, Precision, Sharding, Workload,
+    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision,
+    Sharding,
 };
 
 /// Which conventions fill the flags not given.
@@ -13,8 +13,8 @@ pub enum Conventions {
     /// The seed lab: seed-mixed precision, Adam without step counters, the rough activation rule
     /// (batch x seq x d_model x n_layer x 16 B), batch 16, seq 32
     Seed,
-    /// A PyTorch training step: amp-bf16, AdamW with step counters, the per-operation activation
-    /// model with sdpa attention, batch 1, seq 2048
+    /// A PyTorch training step: amp-bf16 with the frozen base in bf16, AdamW with step counters,
+    /// the per-operation activation model with sdpa attention, batch 1, seq 2048
     Pytorch,
 }
 
@@ -70,23 +70,7 @@ impl MemoryArgs {
     pub fn settings(&self) -> Result<MemorySettings> {
         let mut s = match self.conventions {
             Conventions::Seed => MemorySettings::seed(),
-            Conventions::Pytorch => MemorySettings {
-                precision: Precision::AmpBf16,
-                base_dtype: None,
-                optimizer: Optimizer::AdamW,
-                step_counters: true,
-                activations: ActivationSettings {
-                    model: ActivationModel::Model,
-                    attention: AttentionImpl::Sdpa,
-                    checkpointing: Checkpointing::None,
-                    dropout: None,
-                },
-                workload: Workload {
-                    batch: 1,
-                    seq: 2048,
-                },
-                sharding: Sharding::default(),
-            },
+            Conventions::Pytorch => MemorySettings::pytorch(),
         };
         if let Some(p) = self.precision {
             s.precision = p;

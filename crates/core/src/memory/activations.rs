@@ -6,7 +6,7 @@
 
 use super::MemorySettings;
 use crate::error::CountError;
-use crate::plan::{ActivationDtype, ParamOrigin, ParamSource, TrainingPlan};
+use crate::plan::{ActivationDtype, ParamOrigin, ParamSource, Storage, TrainingPlan};
 use crate::shape::{
     AttentionLayout, Family, MlpLayout, ModelShape, ModuleGroup, ParamKind, PositionKind,
 };
@@ -211,7 +211,7 @@ pub fn estimate_activations(
     br.regime = to_u64(parts.regime)?;
     let c = u128::from(settings.precision.compute_dtype().bytes());
     let weight_casts = if settings.precision.autocast() {
-        weight_cast_bytes(model, plan, c)
+        weight_cast_bytes(model, plan, settings, c)
     } else {
         0
     };
@@ -235,7 +235,15 @@ fn reads_attention_input(m: &crate::shape::LinearModule) -> bool {
 /// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With
 /// a frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
 /// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`.
-fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, c: u128) -> u128 {
+/// A weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it
+/// is: the saved tensor is the parameter itself, not a copy.
+fn weight_cast_bytes(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    c: u128,
+) -> u128 {
+    let compute = settings.precision.compute_dtype();
     let input_frozen = !plan
         .groups
         .iter()
@@ -243,6 +251,15 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, c: u128) -> u128 {
     let layers = model.dims.layers.max(1);
     let mut bytes = 0;
     for g in plan.groups.iter().filter(|g| g.matmul_weight) {
+        let stored = match g.storage {
+            Storage::Policy if g.trainable => settings.precision.trainable_dtype(),
+            Storage::Policy => settings.frozen_dtype(),
+            Storage::Dense { dtype } => dtype,
+            Storage::Nf4(_) => continue,
+        };
+        if stored == compute {
+            continue;
+        }
         let module = match g.source {
             ParamSource::Base { param } => match model.params[param].kind {
                 ParamKind::LinearWeight(i) => Some(i),

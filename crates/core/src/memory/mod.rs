@@ -258,6 +258,30 @@ impl MemorySettings {
         }
     }
 
+    /// One PyTorch training step as most fine-tuning scripts run it: bf16 autocast (fp32
+    /// trainable weights, gradients and AdamW state, with `step` counters), the frozen base
+    /// loaded in bf16 (`torch_dtype=torch.bfloat16`), sdpa attention, the per-operation
+    /// activation model, no dropout, batch 1, seq 2048.
+    pub fn pytorch() -> Self {
+        MemorySettings {
+            precision: Precision::AmpBf16,
+            base_dtype: Some(DType::BF16),
+            optimizer: Optimizer::AdamW,
+            step_counters: true,
+            activations: ActivationSettings {
+                model: ActivationModel::Model,
+                attention: AttentionImpl::Sdpa,
+                checkpointing: Checkpointing::None,
+                dropout: None,
+            },
+            workload: Workload {
+                batch: 1,
+                seq: 2048,
+            },
+            sharding: Sharding::default(),
+        }
+    }
+
     pub fn frozen_dtype(&self) -> DType {
         self.base_dtype
             .unwrap_or(self.precision.default_frozen_dtype())
