@@ -8,9 +8,11 @@
 //! - `properties`: proptest over random shapes of every family and random ranks: parameter
 //!   bookkeeping, LoRA linear in r, QLoRA < LoRA < full FT in weight bytes, DoRA = LoRA + one
 //!   magnitude per output feature.
+//! - `weight_casts`: autocast copies only weights not already in the compute dtype.
 
 mod properties;
 mod seed_hand_numbers;
+mod weight_casts;
 
 use ftbudget_core::{MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan};
 
