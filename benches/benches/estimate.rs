@@ -10,31 +10,13 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ftbudget_benches::{MODELS, REGIMES, shape, spec};
-use ftbudget_core::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemorySettings, Optimizer,
-    Precision, Sharding, TrainingPlan, Workload, estimate_memory,
-};
+use ftbudget_core::{MemorySettings, TrainingPlan, estimate_memory};
 use ftbudget_sweep::{Grid, RegimePoint, ScaledShape, parse_values, spec_with_rank};
 use std::hint::black_box;
 
+/// The CLI's default conventions: one PyTorch step (amp-bf16, bf16 frozen base, AdamW).
 fn pytorch_settings() -> MemorySettings {
-    MemorySettings {
-        precision: Precision::AmpBf16,
-        base_dtype: None,
-        optimizer: Optimizer::AdamW,
-        step_counters: true,
-        activations: ActivationSettings {
-            model: ActivationModel::Model,
-            attention: AttentionImpl::Sdpa,
-            checkpointing: Checkpointing::None,
-            dropout: None,
-        },
-        workload: Workload {
-            batch: 1,
-            seq: 2048,
-        },
-        sharding: Sharding::default(),
-    }
+    MemorySettings::pytorch()
 }
 
 fn single_estimate(c: &mut Criterion) {
