@@ -9,6 +9,7 @@
 
 pub mod config;
 mod lora_counts;
+mod memory_validation;
 mod production_scale;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -18,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Every experiment kind this xtask knows, for error messages.
-pub const KINDS: &[&str] = &["lora-counts", "production-scale"];
+pub const KINDS: &[&str] = &["lora-counts", "production-scale", "memory-validation"];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
 pub const TEMPLATE_FILE: &str = "REPORT.template.md";
@@ -42,6 +43,8 @@ impl OutputFile {
 
 /// One experiment folder, read: what a kind module works from.
 pub struct Experiment {
+    /// The workspace root, for data files an experiment names (paths relative to it).
+    pub root: PathBuf,
     /// The folder relative to the workspace root (`experiments/28-lora-counts`).
     pub dir: PathBuf,
     pub config_text: String,
@@ -55,6 +58,7 @@ impl Experiment {
             fs::read_to_string(root.join(&path)).with_context(|| format!("{}", path.display()))
         };
         Ok(Experiment {
+            root: root.to_path_buf(),
             dir: dir.to_path_buf(),
             config_text: read(CONFIG_FILE)?,
             template: read(TEMPLATE_FILE)?,
@@ -137,6 +141,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
     let outputs = match kind.as_str() {
         "lora-counts" => lora_counts::generate(&exp)?,
         "production-scale" => production_scale::generate(&exp)?,
+        "memory-validation" => memory_validation::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -202,7 +207,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
