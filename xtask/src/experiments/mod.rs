@@ -11,6 +11,7 @@ pub mod config;
 mod lora_counts;
 mod memory_validation;
 mod production_scale;
+mod scaling;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ftbudget_report::template::{self, Values};
@@ -19,7 +20,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Every experiment kind this xtask knows, for error messages.
-pub const KINDS: &[&str] = &["lora-counts", "production-scale", "memory-validation"];
+pub const KINDS: &[&str] = &[
+    "lora-counts",
+    "production-scale",
+    "memory-validation",
+    "scaling",
+];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
 pub const TEMPLATE_FILE: &str = "REPORT.template.md";
@@ -142,6 +148,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "lora-counts" => lora_counts::generate(&exp)?,
         "production-scale" => production_scale::generate(&exp)?,
         "memory-validation" => memory_validation::generate(&exp)?,
+        "scaling" => scaling::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -207,7 +214,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
