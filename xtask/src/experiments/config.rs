@@ -184,6 +184,26 @@ impl MemoryKeys {
     }
 }
 
+impl MemoryKeys {
+    /// The settings as a Markdown list, one `- \`--flag value\`: meaning` line each.
+    pub fn markdown_list(&self) -> String {
+        self.flags()
+            .into_iter()
+            .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The regimes as a Markdown list, one `- label: \`--regime spec\`` line each.
+pub fn regime_list(entries: &[RegimeEntry]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("- {}: `--regime {}`", e.label, e.spec))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn default_width() -> u32 {
     Size::default().width
 }

@@ -75,7 +75,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("chart_file", config.chart.file.clone())
         .set("model_description", describe_model(&model))
         .set("regime_list", regime_list(&config.regimes, &cmp))
-        .set("settings", settings_list(&config.memory))
+        .set("settings", config.memory.markdown_list())
         .set("command", command(&config))
         .set("batch", settings.workload.batch.to_string())
         .set("seq", settings.workload.seq.to_string());
@@ -164,15 +164,6 @@ fn regime_list(entries: &[RegimeEntry], cmp: &Comparison) -> String {
         .iter()
         .zip(&cmp.rows)
         .map(|(e, r)| format!("- {}: `--regime {}`", e.label, r.regime))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn settings_list(memory: &MemoryKeys) -> String {
-    memory
-        .flags()
-        .into_iter()
-        .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

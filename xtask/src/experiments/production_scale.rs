@@ -87,8 +87,8 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("memory_table", memory.trim_end())
         .set("chart_file", config.chart.file.clone())
         .set("models", model_list(&evaluated))
-        .set("regimes", regime_list(&config.regimes))
-        .set("settings", settings_list(&config.memory))
+        .set("regimes", super::config::regime_list(&config.regimes))
+        .set("settings", config.memory.markdown_list())
         .set("focus_rank", config.focus_rank.to_string());
     fill_discussion(&mut values, &config, &settings, &evaluated, focus);
 
@@ -235,23 +235,6 @@ fn model_list(evaluated: &[Evaluated]) -> String {
                 group_digits(e.model.total_params())
             )
         })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn regime_list(entries: &[RegimeEntry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("- {}: `--regime {}`", e.label, e.spec))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn settings_list(memory: &MemoryKeys) -> String {
-    memory
-        .flags()
-        .into_iter()
-        .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -293,7 +293,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("memory_table", memory.trim_end())
         .set("memory_chart", m.chart.file.clone())
         .set("settings", settings_list(&config.memory))
-        .set("regimes", regime_list(&config.regimes));
+        .set("regimes", super::config::regime_list(&config.regimes));
     fill_scaling(&mut values, f, &base, step, &shapes, &grid, &reals)?;
     fill_memory(&mut values, &config, &model, &settings, &totals, &fits);
 
@@ -437,14 +437,6 @@ fn memory_table(config: &Config, totals: &[Vec<u64>], fits: &[Vec<Option<u64>>])
         out.push('\n');
     }
     out
-}
-
-fn regime_list(entries: &[RegimeEntry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("- {}: `--regime {}`", e.label, e.spec))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn settings_list(memory: &MemoryKeys) -> String {
