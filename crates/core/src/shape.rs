@@ -258,6 +258,29 @@ impl ModelShape {
         self.params.iter().map(ParamGroup::total).sum()
     }
 
+    /// The longest sequence the model can take: the size of a learned position table (GPT-2's
+    /// `n_positions`); `None` for rotary positions, which have no table.
+    pub fn position_limit(&self) -> Option<u64> {
+        match self.positions {
+            PositionKind::Learned => Some(self.dims.max_positions),
+            PositionKind::Rotary => None,
+        }
+    }
+
+    /// An error naming `flag` when `seq` is longer than [`ModelShape::position_limit`].
+    pub fn check_seq(&self, flag: &'static str, seq: u64) -> Result<(), ShapeError> {
+        match self.position_limit() {
+            Some(limit) if seq > limit => Err(ShapeError::Inconsistent {
+                field: flag,
+                reason: format!(
+                    "{seq} tokens exceed {}'s learned position table (max_position_embeddings {limit})",
+                    self.name
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Parameters of Linear weights inside the blocks (what LoRA papers call "the weights").
     pub fn block_linear_weight_params(&self) -> u64 {
         self.modules

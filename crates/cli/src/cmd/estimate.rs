@@ -40,6 +40,7 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     let settings = args.memory.settings()?;
     let model =
         ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
+    model.check_seq("--seq", settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
     let specs: Vec<String> = if args.regimes.is_empty() {
         DEFAULT_REGIMES.iter().map(|s| s.to_string()).collect()

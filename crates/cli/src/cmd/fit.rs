@@ -50,6 +50,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let gpu = parse_gpu(&args.gpu)?;
     let model =
         ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
+    model.check_seq("--seq", settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
     let specs: Vec<String> = if args.regimes.is_empty() {
         DEFAULT_FIT_REGIMES.iter().map(|s| s.to_string()).collect()
@@ -61,7 +62,9 @@ pub fn run(args: FitArgs) -> Result<()> {
         settings: settings.clone(),
         capacity: gpu.bytes,
         max_batch: MAX_BATCH,
-        max_seq: MAX_SEQ,
+        max_seq: model
+            .position_limit()
+            .map_or(MAX_SEQ, |limit| limit.min(MAX_SEQ)),
     };
     let mut answers = Vec::with_capacity(specs.len());
     for spec in &specs {

@@ -187,7 +187,9 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
         .collect::<Result<Vec<_>>>()?;
     // Plan every (shape, regime) pair once up front: an adapter that cannot apply to some shape is
     // an error before any output.
+    let longest = seqs.iter().copied().max().unwrap_or(0);
     for s in &shapes {
+        s.shape.check_seq("--seq", longest)?;
         for r in &regimes {
             r.regime.plan(&s.shape)?;
         }
