@@ -781,20 +781,14 @@ impl ShapeAssembler {
         group: ModuleGroup,
     ) -> usize {
         let index = self.modules.len();
-        let name = path.rsplit('.').next().unwrap_or(path).to_string();
-        self.modules.push(LinearModule {
-            path: path.to_string(),
-            target_names: vec![name.clone()],
-            name,
-            in_features,
-            out_features,
+        self.modules.push(LinearModule::new(
+            path,
+            (in_features, out_features),
             bias,
             count,
             layout,
             group,
-            weight_tied: false,
-            host: AdapterHost::Module,
-        });
+        ));
         self.param(
             &format!("{path}.weight"),
             in_features * out_features,
