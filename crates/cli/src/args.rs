@@ -125,3 +125,20 @@ pub fn check_range(flag: &str, value: u64, max: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--model` as a preset or a path, checked against the workload's sequence length.
+pub fn load_model(model: &str, seq: u64) -> Result<ftbudget_core::ModelShape> {
+    use anyhow::Context;
+    let shape = ftbudget_models::load(model).with_context(|| format!("--model {model}"))?;
+    shape.check_seq("--seq", seq)?;
+    Ok(shape)
+}
+
+/// The `--regime` specs given, or `defaults` when none is.
+pub fn regime_specs(given: &[String], defaults: &[&str]) -> Vec<String> {
+    if given.is_empty() {
+        defaults.iter().map(|s| s.to_string()).collect()
+    } else {
+        given.to_vec()
+    }
+}

@@ -1,5 +1,5 @@
 use crate::args::MemoryArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_report::{TableStyle, compare, render_csv, render_json, render_table};
 
@@ -38,15 +38,9 @@ pub struct EstimateArgs {
 
 pub fn run(args: EstimateArgs) -> Result<()> {
     let settings = args.memory.settings()?;
-    let model =
-        ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
-    model.check_seq("--seq", settings.workload.seq)?;
+    let model = crate::args::load_model(&args.model, settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
-    let specs: Vec<String> = if args.regimes.is_empty() {
-        DEFAULT_REGIMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.regimes.clone()
-    };
+    let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
     let regimes = specs
         .iter()
         .map(|s| registry.build(s))

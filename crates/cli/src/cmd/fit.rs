@@ -2,7 +2,7 @@
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_report::{group_digits, units};
 use ftbudget_sweep::{FitAnswer, FitQuery, Limit, MAX_RANK, RankSearch, parse_gpu, spec_with_rank};
@@ -48,15 +48,9 @@ struct FitReport {
 pub fn run(args: FitArgs) -> Result<()> {
     let settings = args.memory.settings()?;
     let gpu = parse_gpu(&args.gpu)?;
-    let model =
-        ftbudget_models::load(&args.model).with_context(|| format!("--model {}", args.model))?;
-    model.check_seq("--seq", settings.workload.seq)?;
+    let model = crate::args::load_model(&args.model, settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
-    let specs: Vec<String> = if args.regimes.is_empty() {
-        DEFAULT_FIT_REGIMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.regimes.clone()
-    };
+    let specs = crate::args::regime_specs(&args.regimes, DEFAULT_FIT_REGIMES);
     let query = FitQuery {
         model: &model,
         settings: settings.clone(),
