@@ -24,16 +24,17 @@ pub use memory::{
     MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,
 };
 pub use plan::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, Nf4Layout, ParamOrigin,
-    ParamSource, PlannedParams, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, BaseTraining, BaseTreatment,
+    Nf4Layout, ParamOrigin, ParamSource, PlanTotals, PlannedParams, Storage, TrainingPlan,
+    first_block_elements,
 };
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;
 pub use shape::{
     AdapterHost, AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape,
-    ModuleGroup, NormKind, ParamGroup, ParamKind, PositionKind, TransformerSpec,
+    ModuleGroup, NormKind, ParamGroup, ParamKind, ParamSums, PositionKind, TransformerSpec,
 };
-pub use targets::TargetSpec;
+pub use targets::{TargetSpec, names_select};
 
 /// Re-exported so regime crates can `ftbudget_core::inventory::submit!` without their own
 /// dependency line drifting from the core's version.

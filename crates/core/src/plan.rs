@@ -4,7 +4,7 @@
 
 use crate::dtype::DType;
 use crate::error::CountError;
-use crate::shape::ModelShape;
+use crate::shape::{ModelShape, ModuleGroup, ParamKind};
 use serde::Serialize;
 
 /// Where a parameter group comes from; peft's `all params` counts every origin.
@@ -147,15 +147,108 @@ impl PlannedParams {
     }
 }
 
-/// A Linear module with an adapter, for the activation model.
+/// A Linear module with a low-rank adapter (`x A B`, peft's `lora.Linear` and relatives). A site
+/// stands for its parameter groups ([`AdapterSite::groups`]: lora_A `rank x in`, lora_B
+/// `out x rank`, and when asked a lora_B bias and a DoRA magnitude of `out` each; all trainable,
+/// `count` of each) and for the activation every low-rank adapter saves: `x A`, `rank` elements
+/// per token in the compute dtype, for B's backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AdapterSite {
     pub module: usize,
     pub in_features: u64,
     pub out_features: u64,
     pub count: u64,
+    /// The adapter's rank (peft's `r` times the host's rank factor).
     pub rank: u64,
+    /// DoRA: one trainable magnitude per output feature.
     pub dora: bool,
+    /// A trainable bias on lora_B (peft's `lora_bias`).
+    pub lora_bias: bool,
+}
+
+impl AdapterSite {
+    /// The parameter groups the site stands for, in peft's order.
+    pub fn groups(&self) -> impl Iterator<Item = PlannedParams> + use<> {
+        let site = *self;
+        let group = move |source: ParamSource, numel: u64, matmul_weight: bool| PlannedParams {
+            source,
+            numel,
+            count: site.count,
+            trainable: true,
+            origin: ParamOrigin::Adapter,
+            storage: Storage::Policy,
+            matmul_weight,
+        };
+        let module = site.module;
+        let out = site.out_features;
+        [
+            Some(group(
+                ParamSource::LoraA { module },
+                site.rank.saturating_mul(site.in_features),
+                true,
+            )),
+            Some(group(
+                ParamSource::LoraB { module },
+                site.rank.saturating_mul(out),
+                true,
+            )),
+            site.lora_bias
+                .then(|| group(ParamSource::LoraBBias { module }, out, false)),
+            site.dora
+                .then(|| group(ParamSource::DoraMagnitude { module }, out, false)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Which base parameters a [`BaseTreatment`] trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaseTraining {
+    /// None: the base is frozen.
+    Frozen,
+    /// Every base parameter (full fine-tuning).
+    All,
+    /// Every bias, norm biases included (peft's `bias="all"`).
+    Biases,
+}
+
+/// How a plan treats the base model's own parameters, one rule for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BaseTreatment {
+    pub training: BaseTraining,
+    /// How Linear weights inside the blocks are stored (QLoRA: NF4); every other base parameter
+    /// follows the precision policy.
+    pub block_linear_storage: Storage,
+}
+
+impl BaseTreatment {
+    /// The planned group of `model.params[param]`.
+    pub fn group(&self, model: &ModelShape, param: usize) -> PlannedParams {
+        let p = &model.params[param];
+        let trainable = match self.training {
+            BaseTraining::Frozen => false,
+            BaseTraining::All => true,
+            BaseTraining::Biases => p.kind.is_bias(),
+        };
+        let (storage, matmul_weight) = match p.kind {
+            ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => (
+                self.block_linear_storage,
+                !matches!(self.block_linear_storage, Storage::Nf4(_)),
+            ),
+            kind => (Storage::Policy, model.is_matmul_weight(kind)),
+        };
+        PlannedParams {
+            source: ParamSource::Base { param },
+            numel: p.numel,
+            count: p.count,
+            trainable,
+            origin: ParamOrigin::Base,
+            storage,
+            matmul_weight,
+        }
+    }
 }
 
 /// The dtype an activation term is stored in.
@@ -167,12 +260,10 @@ pub enum ActivationDtype {
     Dense(DType),
 }
 
-/// What an activation term a regime adds is.
+/// What an activation term a regime adds is (LoRA's `x A` comes with each [`AdapterSite`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ActivationTermKind {
-    /// LoRA's `x A` saved for B's backward, for `model.modules[module]`.
-    LoraIntermediate { module: usize },
     /// DoRA's weight-sized temporaries.
     DoraWeightNorm { module: usize },
     /// QLoRA's dequantized weight.
@@ -190,81 +281,424 @@ pub struct ActivationTerm {
     pub dtype: ActivationDtype,
 }
 
-/// What a regime decides for one model.
+/// What a regime decides for one model: a [`BaseTreatment`] for the base model's parameters,
+/// [`AdapterSite`]s, further parameter groups (`modules_to_save` copies, or base parameters
+/// planned one by one) and further activation terms. Every push keeps running [`PlanTotals`], so
+/// counting and the memory model cost the same whatever the model's depth, and planning costs
+/// one step per adapted module kind (the base treatment reads the shape's [`ParamSums`]).
+///
+/// A plan describes one model: every push takes the model its indices refer to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TrainingPlan {
-    pub groups: Vec<PlannedParams>,
-    pub adapters: Vec<AdapterSite>,
-    pub activation_terms: Vec<ActivationTerm>,
+    base: Option<BaseTreatment>,
+    adapters: Vec<AdapterSite>,
+    groups: Vec<PlannedParams>,
+    activation_terms: Vec<ActivationTerm>,
+    #[serde(skip)]
+    totals: PlanTotals,
 }
 
-fn sum(what: &'static str, mut it: impl Iterator<Item = u64>) -> Result<u64, CountError> {
-    it.try_fold(0u64, |acc, x| acc.checked_add(x))
-        .ok_or(CountError { what })
+/// Running sums over a plan: everything the counts and the memory model need, independent of the
+/// memory settings. A sum that would overflow `u64` sets `overflow` instead, and every figure read
+/// from the plan then fails with a [`CountError`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanTotals {
+    pub trainable_params: u64,
+    pub frozen_params: u64,
+    /// Parameters of the base model (origin [`ParamOrigin::Base`]).
+    pub base_params: u64,
+    /// Trainable tensors (the optimizer keeps a `step` per tensor).
+    pub trainable_tensors: u64,
+    /// Elements stored as the precision policy says, trainable and frozen.
+    pub trainable_policy_elements: u64,
+    pub frozen_policy_elements: u64,
+    /// Bytes of groups with a fixed storage (dense dtype or NF4).
+    pub fixed_storage_bytes: u64,
+    /// Elements of matmul weights stored as the policy says, trainable and frozen (what autocast
+    /// casts when the policy dtype is not the compute dtype), each with the part in the first
+    /// block's attention-input projections ([`first_block_elements`]).
+    pub trainable_matmul: [u64; 2],
+    pub frozen_matmul: [u64; 2],
+    /// A matmul weight has a fixed dense storage: the memory model then looks at each group.
+    pub dense_matmul: bool,
+    /// Some base parameter is trained (so the embedding output needs a gradient).
+    pub base_trainable: bool,
+    /// An adapter sits on an attention Linear that does not read the block input (the output
+    /// projection).
+    pub adapts_attention_output: bool,
+    /// Activation terms in the compute dtype, in elements: per token and fixed.
+    pub compute_terms: [u64; 2],
+    /// Activation terms in a fixed dtype, in bytes: per token and fixed.
+    pub dense_term_bytes: [u64; 2],
+    pub overflow: bool,
+}
+
+/// Elements of a matmul weight group that sit in the first block's q, k, v (or fused qkv), base
+/// weights and LoRA A: with a frozen embedding nothing upstream of them needs a gradient, so
+/// autocast does not save their 16-bit copies.
+pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
+    let module = match group.source {
+        ParamSource::Base { param } => match model.params[param].kind {
+            ParamKind::LinearWeight(i) => i,
+            _ => return 0,
+        },
+        ParamSource::LoraA { module } => module,
+        _ => return 0,
+    };
+    let m = &model.modules[module];
+    if !m.reads_attention_input {
+        return 0;
+    }
+    group
+        .numel
+        .saturating_mul(group.count.min(m.count / model.dims.layers.max(1)))
+}
+
+impl PlanTotals {
+    fn add(&mut self, slot: fn(&mut PlanTotals) -> &mut u64, value: Option<u64>) {
+        match value.and_then(|v| slot(self).checked_add(v)) {
+            Some(sum) => *slot(self) = sum,
+            None => self.overflow = true,
+        }
+    }
+
+    /// Account for one parameter group, whatever its kind: the reference every faster path
+    /// ([`TrainingPlan::set_base`], [`TrainingPlan::push_adapter`]) must agree with.
+    pub fn add_group(&mut self, model: &ModelShape, group: &PlannedParams) {
+        let n = group.numel.checked_mul(group.count);
+        if group.trainable {
+            self.add(|t| &mut t.trainable_params, n);
+            self.add(|t| &mut t.trainable_tensors, Some(group.count));
+            self.base_trainable |= group.origin == ParamOrigin::Base;
+        } else {
+            self.add(|t| &mut t.frozen_params, n);
+        }
+        if group.origin == ParamOrigin::Base {
+            self.add(|t| &mut t.base_params, n);
+        }
+        let first_block = Some(first_block_elements(model, group));
+        match group.storage {
+            Storage::Policy if group.trainable => {
+                self.add(|t| &mut t.trainable_policy_elements, n);
+                if group.matmul_weight {
+                    self.add(|t| &mut t.trainable_matmul[0], n);
+                    self.add(|t| &mut t.trainable_matmul[1], first_block);
+                }
+            }
+            Storage::Policy => {
+                self.add(|t| &mut t.frozen_policy_elements, n);
+                if group.matmul_weight {
+                    self.add(|t| &mut t.frozen_matmul[0], n);
+                    self.add(|t| &mut t.frozen_matmul[1], first_block);
+                }
+            }
+            Storage::Dense { dtype } => {
+                let bytes = n.and_then(|n| n.checked_mul(dtype.bytes()));
+                self.add(|t| &mut t.fixed_storage_bytes, bytes);
+                self.dense_matmul |= group.matmul_weight;
+            }
+            Storage::Nf4(layout) => {
+                let bytes = group.count.checked_mul(layout.tensor_bytes(group.numel));
+                self.add(|t| &mut t.fixed_storage_bytes, bytes);
+            }
+        }
+    }
+
+    /// Account for one activation term.
+    pub fn add_activation_term(&mut self, term: &ActivationTerm) {
+        let (slot, scale): (fn(&mut PlanTotals) -> &mut [u64; 2], u64) = match term.dtype {
+            ActivationDtype::Compute => (|t| &mut t.compute_terms, 1),
+            ActivationDtype::Dense(dtype) => (|t| &mut t.dense_term_bytes, dtype.bytes()),
+        };
+        for (i, v) in [term.per_token, term.fixed].into_iter().enumerate() {
+            match v
+                .checked_mul(scale)
+                .and_then(|v| slot(self)[i].checked_add(v))
+            {
+                Some(sum) => slot(self)[i] = sum,
+                None => self.overflow = true,
+            }
+        }
+    }
+}
+
+fn sum(what: &'static str, total: u64, overflow: bool) -> Result<u64, CountError> {
+    if overflow {
+        Err(CountError { what })
+    } else {
+        Ok(total)
+    }
 }
 
 impl TrainingPlan {
     /// Empty the plan, keeping its allocations (for sweeps that plan millions of times).
     pub fn clear(&mut self) {
-        self.groups.clear();
+        self.base = None;
         self.adapters.clear();
+        self.groups.clear();
         self.activation_terms.clear();
+        self.totals = PlanTotals::default();
+    }
+
+    /// Plan every base parameter of `model` by one rule. At most once per plan; base parameters
+    /// that need different rules are pushed one by one with [`TrainingPlan::push_group`] instead.
+    pub fn set_base(&mut self, model: &ModelShape, base: BaseTreatment) {
+        debug_assert!(self.base.is_none(), "set_base called twice on one plan");
+        let sums = &model.sums;
+        let (trained, trained_tensors) = match base.training {
+            BaseTraining::Frozen => (0, 0),
+            BaseTraining::All => (sums.params, sums.tensors),
+            BaseTraining::Biases => (sums.bias_params, sums.bias_tensors),
+        };
+        let frozen = sums.params - trained;
+        let t = &mut self.totals;
+        t.add(|t| &mut t.trainable_params, Some(trained));
+        t.add(|t| &mut t.trainable_tensors, Some(trained_tensors));
+        t.add(|t| &mut t.frozen_params, Some(frozen));
+        t.add(|t| &mut t.base_params, Some(sums.params));
+        t.base_trainable |= trained > 0;
+        // Matmul weights: every Linear weight and a tied embedding; biases never are. Block
+        // Linears (all the first block's q, k, v among them) may have their own storage.
+        let (matmul_all, matmul_first) = (sums.matmul_params, sums.first_block_attention_params);
+        let (policy_matmul, policy_first, moved) = match base.block_linear_storage {
+            Storage::Policy => (matmul_all, matmul_first, 0),
+            _ => (
+                matmul_all - sums.block_linear_params,
+                0,
+                sums.block_linear_params,
+            ),
+        };
+        let trained_matmul = base.training == BaseTraining::All;
+        let (policy_trained, policy_frozen) = if trained_matmul {
+            (trained - moved, frozen)
+        } else {
+            (trained, frozen - moved)
+        };
+        t.add(|t| &mut t.trainable_policy_elements, Some(policy_trained));
+        t.add(|t| &mut t.frozen_policy_elements, Some(policy_frozen));
+        let matmul = if trained_matmul {
+            &mut t.trainable_matmul
+        } else {
+            &mut t.frozen_matmul
+        };
+        let mut overflow = false;
+        for (slot, v) in matmul.iter_mut().zip([policy_matmul, policy_first]) {
+            match slot.checked_add(v) {
+                Some(sum) => *slot = sum,
+                None => overflow = true,
+            }
+        }
+        t.overflow |= overflow;
+        match base.block_linear_storage {
+            Storage::Policy => {}
+            Storage::Dense { dtype } => {
+                let bytes = sums.block_linear_params.checked_mul(dtype.bytes());
+                t.add(|t| &mut t.fixed_storage_bytes, bytes);
+                t.dense_matmul |= sums.block_linear_params > 0;
+            }
+            Storage::Nf4(layout) => {
+                // Each tensor has its own absmax blocks and codebooks: one term per kind.
+                for p in &model.params {
+                    if let ParamKind::LinearWeight(i) = p.kind
+                        && model.modules[i].in_blocks()
+                    {
+                        let bytes = p.count.checked_mul(layout.tensor_bytes(p.numel));
+                        t.add(|t| &mut t.fixed_storage_bytes, bytes);
+                    }
+                }
+            }
+        }
+        self.base = Some(base);
+    }
+
+    /// Add a parameter group planned for `model` (its `source` indexes `model`).
+    pub fn push_group(&mut self, model: &ModelShape, group: PlannedParams) {
+        self.totals.add_group(model, &group);
+        self.groups.push(group);
+    }
+
+    /// Add an adapter on `model.modules[site.module]`: its parameter groups and its `x A`.
+    /// Fails, naming the size, when one of its tensors has more than `u64::MAX` elements.
+    #[inline]
+    pub fn push_adapter(
+        &mut self,
+        model: &ModelShape,
+        site: AdapterSite,
+    ) -> Result<(), CountError> {
+        let size = |what: &'static str, v: Option<u64>| v.ok_or(CountError { what });
+        let a = size("lora_A size", site.rank.checked_mul(site.in_features))?;
+        let b = size("lora_B size", site.rank.checked_mul(site.out_features))?;
+        let saved = size("activation size", site.rank.checked_mul(site.count))?;
+        let m = &model.modules[site.module];
+        let t = &mut self.totals;
+        let extra = u64::from(site.lora_bias) + u64::from(site.dora);
+        let ab = a.checked_add(b);
+        let per_module = ab
+            .zip(site.out_features.checked_mul(extra))
+            .and_then(|(ab, extra)| ab.checked_add(extra));
+        let elements = per_module.and_then(|e| e.checked_mul(site.count));
+        let matmul = ab.and_then(|ab| ab.checked_mul(site.count));
+        t.add(|t| &mut t.trainable_params, elements);
+        t.add(|t| &mut t.trainable_policy_elements, elements);
+        t.add(
+            |t| &mut t.trainable_tensors,
+            site.count.checked_mul(2 + extra),
+        );
+        t.add(|t| &mut t.trainable_matmul[0], matmul);
+        if m.reads_attention_input {
+            let layers = model.dims.layers.max(1);
+            let per_layer = if m.count == layers {
+                1
+            } else {
+                m.count / layers
+            };
+            let first = a.checked_mul(site.count.min(per_layer));
+            t.add(|t| &mut t.trainable_matmul[1], first);
+        }
+        t.add(|t| &mut t.compute_terms[0], Some(saved));
+        t.adapts_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        self.adapters.push(site);
+        Ok(())
+    }
+
+    /// Add activation memory the regime needs.
+    pub fn push_activation_term(&mut self, term: ActivationTerm) {
+        self.totals.add_activation_term(&term);
+        self.activation_terms.push(term);
+    }
+
+    /// The base treatment, if the regime set one.
+    pub fn base(&self) -> Option<&BaseTreatment> {
+        self.base.as_ref()
+    }
+
+    /// The adapted Linear modules.
+    pub fn adapters(&self) -> &[AdapterSite] {
+        &self.adapters
+    }
+
+    /// Parameter groups pushed one by one (beyond the base treatment and the adapters).
+    pub fn extra_groups(&self) -> &[PlannedParams] {
+        &self.groups
+    }
+
+    /// Activation terms pushed one by one (beyond the adapters' `x A`).
+    pub fn activation_terms(&self) -> &[ActivationTerm] {
+        &self.activation_terms
+    }
+
+    pub fn totals(&self) -> &PlanTotals {
+        &self.totals
+    }
+
+    /// Every parameter group of the plan on `model`: the base treatment's (one per base
+    /// parameter), each adapter's, then the extra groups.
+    pub fn groups<'a>(&'a self, model: &'a ModelShape) -> impl Iterator<Item = PlannedParams> + 'a {
+        let base = self
+            .base
+            .iter()
+            .flat_map(move |b| (0..model.params.len()).map(move |i| b.group(model, i)));
+        base.chain(self.adapters.iter().flat_map(AdapterSite::groups))
+            .chain(self.groups.iter().cloned())
+    }
+
+    /// The totals recomputed group by group through [`PlanTotals::add_group`] (the reference the
+    /// running totals are tested against).
+    pub fn recount(&self, model: &ModelShape) -> PlanTotals {
+        let mut totals = PlanTotals::default();
+        for g in self.groups(model) {
+            totals.add_group(model, &g);
+        }
+        for site in &self.adapters {
+            let m = &model.modules[site.module];
+            totals.add_activation_term(&ActivationTerm {
+                kind: ActivationTermKind::Other { name: "x A" },
+                per_token: site.rank.saturating_mul(site.count),
+                fixed: 0,
+                dtype: ActivationDtype::Compute,
+            });
+            totals.adapts_attention_output |=
+                m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        }
+        for term in &self.activation_terms {
+            totals.add_activation_term(term);
+        }
+        totals
     }
 
     /// Parameters updated by the optimizer.
     pub fn trainable_params(&self) -> Result<u64, CountError> {
-        sum(
-            "trainable_params",
-            self.groups
-                .iter()
-                .filter(|g| g.trainable)
-                .map(PlannedParams::total),
-        )
+        let t = &self.totals;
+        sum("trainable_params", t.trainable_params, t.overflow)
     }
 
     /// Parameters held but not updated.
     pub fn frozen_params(&self) -> Result<u64, CountError> {
-        sum(
-            "frozen_params",
-            self.groups
-                .iter()
-                .filter(|g| !g.trainable)
-                .map(PlannedParams::total),
-        )
+        let t = &self.totals;
+        sum("frozen_params", t.frozen_params, t.overflow)
     }
 
     /// peft's `all params`: base model + adapters + `modules_to_save` copies, every tensor at its
     /// logical (unpacked) size.
     pub fn all_params(&self) -> Result<u64, CountError> {
-        sum("all_params", self.groups.iter().map(PlannedParams::total))
+        let t = &self.totals;
+        let all = t.trainable_params.checked_add(t.frozen_params);
+        sum("all_params", all.unwrap_or(0), t.overflow || all.is_none())
     }
 
     /// The base model's own parameters.
     pub fn base_params(&self) -> Result<u64, CountError> {
-        sum(
-            "base_params",
-            self.groups
-                .iter()
-                .filter(|g| g.origin == ParamOrigin::Base)
-                .map(PlannedParams::total),
-        )
+        let t = &self.totals;
+        sum("base_params", t.base_params, t.overflow)
     }
 
     /// Parameters added by the regime (adapters and saved copies).
     pub fn added_params(&self) -> Result<u64, CountError> {
-        sum(
-            "added_params",
-            self.groups
-                .iter()
-                .filter(|g| g.origin != ParamOrigin::Base)
-                .map(PlannedParams::total),
-        )
+        Ok(self.all_params()? - self.base_params()?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_base_treatment_matches_a_recount() {
+        use crate::shape::TransformerSpec;
+        // Biases, LayerNorm biases and an untied lm_head as well.
+        let biased = TransformerSpec {
+            qkv_bias: true,
+            mlp_bias: true,
+            tied_embeddings: false,
+            norm: crate::shape::NormKind::LayerNorm { bias: true },
+            ..TransformerSpec::minigpt()
+        };
+        for model in [
+            TransformerSpec::minigpt().build().unwrap(),
+            biased.build().unwrap(),
+        ] {
+            for training in [
+                BaseTraining::Frozen,
+                BaseTraining::All,
+                BaseTraining::Biases,
+            ] {
+                for block_linear_storage in [
+                    Storage::Policy,
+                    Storage::Dense { dtype: DType::U8 },
+                    Storage::Nf4(Nf4Layout::bitsandbytes(true)),
+                ] {
+                    let mut plan = TrainingPlan::default();
+                    let base = BaseTreatment {
+                        training,
+                        block_linear_storage,
+                    };
+                    plan.set_base(&model, base);
+                    assert_eq!(*plan.totals(), plan.recount(&model), "{base:?}");
+                    assert_eq!(plan.groups(&model).count(), model.params.len());
+                }
+            }
+        }
+    }
 
     #[test]
     fn nf4_bytes_match_bitsandbytes_for_64x64() {

@@ -144,7 +144,22 @@ pub struct LinearModule {
     /// The names peft's `target_modules` use to select this module. Usually just `name`; a fused
     /// expert weight lists the modules it was fused from (`w1`, `w3`), all of which must be named.
     pub target_names: Vec<String>,
+    /// Reads the block's normalized input to attention (q, k, v or a fused qkv): the matmuls whose
+    /// input needs no gradient in the first block when the embedding is frozen. Set by
+    /// [`LinearModule::new`] from the name and group.
+    pub reads_attention_input: bool,
 }
+
+/// The names of Linears that read the attention block's normalized input.
+const ATTENTION_INPUT_NAMES: &[&str] = &[
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "c_attn",
+    "qkv_proj",
+    "query_key_value",
+    "Wqkv",
+];
 
 impl LinearModule {
     /// An `nn.Linear`-like module named by the last component of `path`.
@@ -159,6 +174,8 @@ impl LinearModule {
         let path = path.into();
         let name = path.rsplit('.').next().unwrap_or(&path).to_string();
         LinearModule {
+            reads_attention_input: group == ModuleGroup::Attention
+                && ATTENTION_INPUT_NAMES.contains(&name.as_str()),
             target_names: vec![name.clone()],
             name,
             path,
@@ -246,6 +263,57 @@ pub struct ModelShape {
     pub tied_embeddings: bool,
     pub modules: Vec<LinearModule>,
     pub params: Vec<ParamGroup>,
+    /// Sums over `params` that plans start from, computed by [`ModelShape::from_parts`] (the
+    /// one constructor). A shape is not edited after construction.
+    pub sums: ParamSums,
+}
+
+/// Sums over a shape's parameters, so that a regime's treatment of the whole base model costs
+/// one step (see `TrainingPlan::set_base`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ParamSums {
+    /// Every parameter (each tied tensor once) and tensor.
+    pub params: u64,
+    pub tensors: u64,
+    /// Biases, norm biases included.
+    pub bias_params: u64,
+    pub bias_tensors: u64,
+    /// Weights a matmul consumes: every Linear weight, and the embedding when the lm_head is tied.
+    pub matmul_params: u64,
+    /// Linear weights inside the blocks (what QLoRA quantizes).
+    pub block_linear_params: u64,
+    /// The first block's attention-input weights (q, k, v or fused qkv).
+    pub first_block_attention_params: u64,
+}
+
+impl ParamSums {
+    /// The sums of `shape` (whose totals are already checked against [`MAX_TOTAL_PARAMS`]).
+    pub fn of(shape: &ModelShape) -> Self {
+        let mut sums = ParamSums::default();
+        let layers = shape.dims.layers.max(1);
+        for p in &shape.params {
+            let n = p.numel * p.count;
+            sums.params += n;
+            sums.tensors += p.count;
+            if p.kind.is_bias() {
+                sums.bias_params += n;
+                sums.bias_tensors += p.count;
+            }
+            if shape.is_matmul_weight(p.kind) {
+                sums.matmul_params += n;
+            }
+            if let ParamKind::LinearWeight(i) = p.kind {
+                let m = &shape.modules[i];
+                if m.in_blocks() {
+                    sums.block_linear_params += n;
+                }
+                if m.reads_attention_input {
+                    sums.first_block_attention_params += p.numel * p.count.min(m.count / layers);
+                }
+            }
+        }
+        sums
+    }
 }
 
 /// The largest parameter total a shape may have: leaves headroom so that byte counts
@@ -255,7 +323,17 @@ pub const MAX_TOTAL_PARAMS: u128 = 1 << 52;
 impl ModelShape {
     /// Every parameter, each tied tensor once (what `model.num_parameters()` reports).
     pub fn total_params(&self) -> u64 {
-        self.params.iter().map(ParamGroup::total).sum()
+        self.sums.params
+    }
+
+    /// Weights that a matmul consumes (Linear weights, and the embedding when the lm_head is
+    /// tied).
+    pub fn is_matmul_weight(&self, kind: ParamKind) -> bool {
+        match kind {
+            ParamKind::LinearWeight(_) => true,
+            ParamKind::Embedding => self.tied_embeddings,
+            _ => false,
+        }
     }
 
     /// The longest sequence the model can take: the size of a learned position table (GPT-2's
@@ -312,7 +390,8 @@ impl ModelShape {
         modules: Vec<LinearModule>,
         params: Vec<ParamGroup>,
     ) -> Result<Self, ShapeError> {
-        let shape = ModelShape {
+        let mut shape = ModelShape {
+            sums: ParamSums::default(),
             name: name.into(),
             family,
             dims,
@@ -325,6 +404,7 @@ impl ModelShape {
             params,
         };
         shape.check_totals()?;
+        shape.sums = ParamSums::of(&shape);
         Ok(shape)
     }
 
@@ -820,6 +900,7 @@ impl ShapeAssembler {
                 weight_tied: true,
                 host: AdapterHost::Module,
                 target_names: vec![path.to_string()],
+                reads_attention_input: false,
             });
         } else {
             self.linear(

@@ -78,62 +78,88 @@ fn module_matches(module: &LinearModule, name: &str) -> bool {
         .any(|alias| alias_matches(module, alias, name))
 }
 
+impl TargetSpec {
+    /// Does this selection take `module`? Allocation-free, for the hot path of sweeps; a model's
+    /// selection must have passed [`ModelShape::check_targets`] first (which rejects unknown
+    /// names, fused modules named in part, and empty selections).
+    #[inline]
+    pub fn selects(&self, module: &LinearModule) -> bool {
+        match self {
+            TargetSpec::AllLinear => module.group != ModuleGroup::Output,
+            TargetSpec::Attention => module.group == ModuleGroup::Attention,
+            TargetSpec::Mlp => module.group == ModuleGroup::Mlp,
+            TargetSpec::Names(names) => names_select(names, module),
+        }
+    }
+}
+
+/// Does any of `names` select `module` (through any of its target names)?
+pub fn names_select(names: &[String], module: &LinearModule) -> bool {
+    module
+        .target_names
+        .iter()
+        .any(|alias| names.iter().any(|n| alias_matches(module, alias, n)))
+}
+
 impl ModelShape {
-    /// Indices into [`ModelShape::modules`] selected by `spec`, in module order.
-    pub fn resolve_targets(&self, spec: &TargetSpec) -> Result<Vec<usize>, ShapeError> {
-        let selected: Vec<usize> = match spec {
-            TargetSpec::AllLinear => self.indices(|m| m.group != ModuleGroup::Output),
-            TargetSpec::Attention => self.indices(|m| m.group == ModuleGroup::Attention),
-            TargetSpec::Mlp => self.indices(|m| m.group == ModuleGroup::Mlp),
-            TargetSpec::Names(names) => {
-                for name in names {
-                    if !self.modules.iter().any(|m| module_matches(m, name)) {
-                        return Err(ShapeError::UnknownTarget {
-                            name: name.clone(),
-                            available: self.module_names().join(", "),
-                        });
-                    }
-                }
-                let mut selected = Vec::new();
-                for (i, m) in self.modules.iter().enumerate() {
-                    let named: Vec<&String> = m
-                        .target_names
-                        .iter()
-                        .filter(|t| names.iter().any(|n| alias_matches(m, t, n)))
-                        .collect();
-                    if named.is_empty() {
-                        continue;
-                    }
-                    if named.len() < m.target_names.len() {
-                        return Err(ShapeError::Inconsistent {
-                            field: "targets",
-                            reason: format!(
-                                "{} are fused into `{}`; target all of them or none",
-                                m.target_names.join(" and "),
-                                m.name
-                            ),
-                        });
-                    }
-                    selected.push(i);
-                }
-                selected
-            }
-        };
-        if selected.is_empty() {
+    /// Check `spec` against this model: every name must select some module, a fused module must
+    /// be named in full or not at all, and the selection must not be empty.
+    pub fn check_targets(&self, spec: &TargetSpec) -> Result<(), ShapeError> {
+        if let TargetSpec::Names(names) = spec {
+            self.check_names(names)?;
+        }
+        if !self.modules.iter().any(|m| spec.selects(m)) {
             return Err(ShapeError::NoTargets {
                 spec: spec.to_string(),
             });
         }
-        Ok(selected)
+        Ok(())
     }
 
-    fn indices(&self, keep: impl Fn(&LinearModule) -> bool) -> Vec<usize> {
-        self.modules
+    /// The name checks of [`ModelShape::check_targets`], for a list of module names
+    /// (`modules_to_save` too). An empty list selects nothing and passes.
+    pub fn check_names(&self, names: &[String]) -> Result<(), ShapeError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        for name in names {
+            if !self.modules.iter().any(|m| module_matches(m, name)) {
+                return Err(ShapeError::UnknownTarget {
+                    name: name.clone(),
+                    available: self.module_names().join(", "),
+                });
+            }
+        }
+        for m in &self.modules {
+            let named = m
+                .target_names
+                .iter()
+                .filter(|t| names.iter().any(|n| alias_matches(m, t, n)))
+                .count();
+            if named != 0 && named < m.target_names.len() {
+                return Err(ShapeError::Inconsistent {
+                    field: "targets",
+                    reason: format!(
+                        "{} are fused into `{}`; target all of them or none",
+                        m.target_names.join(" and "),
+                        m.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Indices into [`ModelShape::modules`] selected by `spec`, in module order.
+    pub fn resolve_targets(&self, spec: &TargetSpec) -> Result<Vec<usize>, ShapeError> {
+        self.check_targets(spec)?;
+        Ok(self
+            .modules
             .iter()
             .enumerate()
-            .filter(|(_, m)| keep(m))
+            .filter(|(_, m)| spec.selects(m))
             .map(|(i, _)| i)
-            .collect()
+            .collect())
     }
 }
 

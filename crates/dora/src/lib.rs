@@ -24,17 +24,17 @@ impl Regime for Dora {
     }
 
     fn plan_into(&self, model: &ModelShape, plan: &mut TrainingPlan) -> Result<(), RegimeError> {
-        adapter_plan_into(NAME, model, &self.config, |_| Storage::Policy, plan)?;
+        adapter_plan_into(NAME, model, &self.config, Storage::Policy, plan)?;
         // Measured (peft 0.21, `fixtures/memory`): DoRA feeds `eye(in)` through lora_A and
         // lora_B to get the LoRA weight (saving `in x in` and `in x r`), saves the base and LoRA
         // outputs for the magnitude scaling (`2 T out`), and a few fp32 `out`-sized norms.
-        for i in 0..plan.adapters.len() {
-            let site = plan.adapters[i];
+        for i in 0..plan.adapters().len() {
+            let site = plan.adapters()[i];
             let fixed = site.in_features * (site.in_features + site.rank) * site.count;
             let conv1d = model.modules[site.module].layout == ftbudget_core::LinearLayout::Conv1D;
             // With Conv1D one of the two saved outputs stays fp32 under autocast.
             let outputs_in_compute = if conv1d { 1 } else { 2 };
-            plan.activation_terms.push(ActivationTerm {
+            plan.push_activation_term(ActivationTerm {
                 kind: ActivationTermKind::DoraWeightNorm {
                     module: site.module,
                 },
@@ -42,7 +42,7 @@ impl Regime for Dora {
                 fixed,
                 dtype: ActivationDtype::Compute,
             });
-            plan.activation_terms.push(ActivationTerm {
+            plan.push_activation_term(ActivationTerm {
                 kind: ActivationTermKind::Other {
                     name: "dora weight norm",
                 },
@@ -52,7 +52,7 @@ impl Regime for Dora {
             });
             // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
             if conv1d {
-                plan.activation_terms.push(ActivationTerm {
+                plan.push_activation_term(ActivationTerm {
                     kind: ActivationTermKind::Other {
                         name: "dora transposed weight",
                     },

@@ -3,8 +3,8 @@
 //! and fp32 Adam moments: 16 bytes per parameter, the ZeRO paper's figure).
 
 use ftbudget_core::{
-    ModelShape, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams, Regime,
-    RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    BaseTraining, BaseTreatment, ModelShape, OptionReader, Regime, RegimeError, RegimeRegistration,
+    RegimeSpec, Storage, TrainingPlan,
 };
 
 pub const NAME: &str = "full-ft";
@@ -22,26 +22,14 @@ impl Regime for FullFineTuning {
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
         out.clear();
-        out.groups
-            .extend(model.params.iter().enumerate().map(|(i, p)| PlannedParams {
-                source: ParamSource::Base { param: i },
-                numel: p.numel,
-                count: p.count,
-                trainable: true,
-                origin: ParamOrigin::Base,
-                storage: Storage::Policy,
-                matmul_weight: is_matmul_weight(model, p.kind),
-            }));
+        out.set_base(
+            model,
+            BaseTreatment {
+                training: BaseTraining::All,
+                block_linear_storage: Storage::Policy,
+            },
+        );
         Ok(())
-    }
-}
-
-/// Weights that a matmul consumes (Linear weights, and the embedding when the lm_head is tied).
-pub fn is_matmul_weight(model: &ModelShape, kind: ParamKind) -> bool {
-    match kind {
-        ParamKind::LinearWeight(_) => true,
-        ParamKind::Embedding => model.tied_embeddings,
-        _ => false,
     }
 }
 

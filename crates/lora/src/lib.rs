@@ -5,10 +5,9 @@
 //! [`LoraConfig`] and [`adapter_plan`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterHost, AdapterSite, CountError,
-    LinearModule, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource,
-    PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, Storage,
-    TargetSpec, TrainingPlan,
+    AdapterHost, AdapterSite, BaseTraining, BaseTreatment, CountError, ModelShape, OptionDoc,
+    OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams, Regime, RegimeError,
+    RegimeRegistration, RegimeSpec, ShapeError, Storage, TargetSpec, TrainingPlan, names_select,
 };
 use std::str::FromStr;
 
@@ -168,13 +167,13 @@ fn checked(regime: &str, what: &'static str, v: Option<u64>) -> Result<u64, Regi
 }
 
 /// The plan of a LoRA-family regime, written into `plan` (cleared first).
-/// `base_linear_storage` decides how each block Linear weight is stored (dense for LoRA, NF4 for
-/// QLoRA).
+/// `block_linear_storage` is how the base's Linear weights inside the blocks are stored (the
+/// policy for LoRA, NF4 for QLoRA).
 pub fn adapter_plan_into(
     regime: &str,
     model: &ModelShape,
     config: &LoraConfig,
-    base_linear_storage: impl Fn(&LinearModule) -> Storage,
+    block_linear_storage: Storage,
     plan: &mut TrainingPlan,
 ) -> Result<(), RegimeError> {
     plan.clear();
@@ -187,44 +186,42 @@ pub fn adapter_plan_into(
             expected: "false: peft does not support lora_bias with DoRA".into(),
         });
     }
-    let targets = model
-        .resolve_targets(&config.targets)
+    // Checked once; then `selects` answers per module without allocating (sweeps plan millions
+    // of times).
+    model
+        .check_targets(&config.targets)
         .map_err(shape_err(regime))?;
-    let saved: Vec<usize> = if config.modules_to_save.is_empty() {
-        Vec::new()
-    } else {
-        model
-            .resolve_targets(&TargetSpec::Names(config.modules_to_save.clone()))
-            .map_err(shape_err(regime))?
+    model
+        .check_names(&config.modules_to_save)
+        .map_err(shape_err(regime))?;
+    let frozen = BaseTreatment {
+        training: BaseTraining::Frozen,
+        block_linear_storage,
     };
-    for (index, p) in model.params.iter().enumerate() {
-        let trainable = match (config.bias, p.kind) {
-            (BiasMode::All, kind) => kind.is_bias(),
-            (BiasMode::LoraOnly, ParamKind::LinearBias(i)) => targets.contains(&i),
-            _ => false,
-        };
-        let (storage, matmul) = match p.kind {
-            ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => {
-                let storage = base_linear_storage(&model.modules[i]);
-                (storage, !matches!(storage, Storage::Nf4(_)))
+    match config.bias {
+        BiasMode::None => plan.set_base(model, frozen),
+        BiasMode::All => plan.set_base(
+            model,
+            BaseTreatment {
+                training: BaseTraining::Biases,
+                ..frozen
+            },
+        ),
+        // Only the biases of adapted modules: base parameters one by one.
+        BiasMode::LoraOnly => {
+            for (index, p) in model.params.iter().enumerate() {
+                let mut group = frozen.group(model, index);
+                if let ParamKind::LinearBias(i) = p.kind {
+                    group.trainable = config.targets.selects(&model.modules[i]);
+                }
+                plan.push_group(model, group);
             }
-            kind => (
-                Storage::Policy,
-                ftbudget_full_ft::is_matmul_weight(model, kind),
-            ),
-        };
-        plan.groups.push(PlannedParams {
-            source: ParamSource::Base { param: index },
-            numel: p.numel,
-            count: p.count,
-            trainable,
-            origin: ParamOrigin::Base,
-            storage,
-            matmul_weight: matmul,
-        });
+        }
     }
-    for &i in &targets {
-        let m = &model.modules[i];
+    for (i, m) in model.modules.iter().enumerate() {
+        if !config.targets.selects(m) {
+            continue;
+        }
         if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
             // peft's lora.ParamWrapper refuses both.
             let option = if config.dora { "DoRA" } else { "lora_bias" };
@@ -242,69 +239,51 @@ pub fn adapter_plan_into(
             "lora rank",
             config.rank.checked_mul(m.host.rank_factor()),
         )?;
-        let a = checked(regime, "lora_A size", r.checked_mul(m.in_features))?;
-        let b = checked(regime, "lora_B size", r.checked_mul(m.out_features))?;
-        let adapter = |source: ParamSource, numel: u64| PlannedParams {
-            source,
-            numel,
-            count: m.count,
-            trainable: true,
-            origin: ParamOrigin::Adapter,
-            storage: Storage::Policy,
-            matmul_weight: true,
-        };
-        plan.groups
-            .push(adapter(ParamSource::LoraA { module: i }, a));
-        plan.groups
-            .push(adapter(ParamSource::LoraB { module: i }, b));
-        if config.lora_bias {
-            let mut bias = adapter(ParamSource::LoraBBias { module: i }, m.out_features);
-            bias.matmul_weight = false;
-            plan.groups.push(bias);
-        }
-        if config.dora {
-            let mut magnitude = adapter(ParamSource::DoraMagnitude { module: i }, m.out_features);
-            magnitude.matmul_weight = false;
-            plan.groups.push(magnitude);
-        }
-        plan.adapters.push(AdapterSite {
-            module: i,
-            in_features: m.in_features,
-            out_features: m.out_features,
-            count: m.count,
-            rank: r,
-            dora: config.dora,
-        });
-        // x A (b x s x r) is saved for B's backward.
-        plan.activation_terms.push(ActivationTerm {
-            kind: ActivationTermKind::LoraIntermediate { module: i },
-            per_token: checked(regime, "activation size", r.checked_mul(m.count))?,
-            fixed: 0,
-            dtype: ActivationDtype::Compute,
-        });
+        plan.push_adapter(
+            model,
+            AdapterSite {
+                module: i,
+                in_features: m.in_features,
+                out_features: m.out_features,
+                count: m.count,
+                rank: r,
+                dora: config.dora,
+                lora_bias: config.lora_bias,
+            },
+        )
+        .map_err(|cause| RegimeError::Count {
+            regime: regime.to_string(),
+            cause,
+        })?;
     }
-    for &i in &saved {
-        let m = &model.modules[i];
-        let copy = |source: ParamSource, numel: u64, matmul: bool| PlannedParams {
-            source,
-            numel,
-            count: m.count,
-            trainable: true,
-            origin: ParamOrigin::SavedCopy,
-            storage: Storage::Policy,
-            matmul_weight: matmul,
-        };
-        plan.groups.push(copy(
-            ParamSource::SavedWeight { module: i },
-            m.weight_numel(),
-            true,
-        ));
-        if m.bias {
-            plan.groups.push(copy(
-                ParamSource::SavedBias { module: i },
-                m.out_features,
-                false,
-            ));
+    if !config.modules_to_save.is_empty() {
+        for (i, m) in model.modules.iter().enumerate() {
+            if !names_select(&config.modules_to_save, m) {
+                continue;
+            }
+            let copy = |source: ParamSource, numel: u64, matmul: bool| PlannedParams {
+                source,
+                numel,
+                count: m.count,
+                trainable: true,
+                origin: ParamOrigin::SavedCopy,
+                storage: Storage::Policy,
+                matmul_weight: matmul,
+            };
+            plan.push_group(
+                model,
+                copy(
+                    ParamSource::SavedWeight { module: i },
+                    m.weight_numel(),
+                    true,
+                ),
+            );
+            if m.bias {
+                plan.push_group(
+                    model,
+                    copy(ParamSource::SavedBias { module: i }, m.out_features, false),
+                );
+            }
         }
     }
     Ok(())
@@ -324,7 +303,7 @@ impl Regime for Lora {
     }
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
-        adapter_plan_into(NAME, model, &self.config, |_| Storage::Policy, out)
+        adapter_plan_into(NAME, model, &self.config, Storage::Policy, out)
     }
 }
 

@@ -1,13 +1,16 @@
 //! Published memory anchors.
 
 use ftbudget_core::{
-    ActivationModel, ActivationSettings, MemorySettings, Optimizer, ParamOrigin, ParamSource,
-    PlannedParams, Precision, Sharding, Storage, TrainingPlan, TransformerSpec,
+    ActivationModel, ActivationSettings, MemorySettings, ModelShape, Optimizer, ParamOrigin,
+    ParamSource, PlannedParams, Precision, Sharding, Storage, TrainingPlan, TransformerSpec,
 };
 
-fn dense_plan(params: u64) -> TrainingPlan {
-    TrainingPlan {
-        groups: vec![PlannedParams {
+/// One trainable tensor of `params` elements (standing for a whole model; activations are off).
+fn dense_plan(model: &ModelShape, params: u64) -> TrainingPlan {
+    let mut plan = TrainingPlan::default();
+    plan.push_group(
+        model,
+        PlannedParams {
             source: ParamSource::Base { param: 0 },
             numel: params,
             count: 1,
@@ -15,9 +18,9 @@ fn dense_plan(params: u64) -> TrainingPlan {
             origin: ParamOrigin::Base,
             storage: Storage::Policy,
             matmul_weight: true,
-        }],
-        ..TrainingPlan::default()
-    }
+        },
+    );
+    plan
 }
 
 fn mixed_adam(gpus: u64, zero_stage: u8) -> MemorySettings {
@@ -39,7 +42,7 @@ fn mixed_adam(gpus: u64, zero_stage: u8) -> MemorySettings {
 #[test]
 fn zero_paper_7_5b_on_64_gpus() {
     let model = TransformerSpec::minigpt().build().unwrap();
-    let plan = dense_plan(7_500_000_000);
+    let plan = dense_plan(&model, 7_500_000_000);
     for (stage, gb) in [(0u8, 120.0), (1, 31.4), (2, 16.6), (3, 1.9)] {
         let e = ftbudget_core::estimate_memory(&model, &plan, &mixed_adam(64, stage)).unwrap();
         let got = e.total as f64 / 1e9;
@@ -58,7 +61,8 @@ fn zero_paper_7_5b_on_64_gpus() {
 fn mixed_precision_adam_is_16_bytes_per_param() {
     let model = TransformerSpec::minigpt().build().unwrap();
     let n = 1_234_567;
-    let e = ftbudget_core::estimate_memory(&model, &dense_plan(n), &mixed_adam(1, 0)).unwrap();
+    let e =
+        ftbudget_core::estimate_memory(&model, &dense_plan(&model, n), &mixed_adam(1, 0)).unwrap();
     assert_eq!(e.total, 16 * n);
     assert_eq!(e.weights, 6 * n);
     assert_eq!(e.gradients, 2 * n);

@@ -70,7 +70,7 @@ impl Regime for Qlora {
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
         let layout = self.layout;
-        adapter_plan_into(NAME, model, &self.config, |_| Storage::Nf4(layout), out)?;
+        adapter_plan_into(NAME, model, &self.config, Storage::Nf4(layout), out)?;
         // bitsandbytes dequantizes one NF4 weight at a time to the compute dtype (forward and
         // again in backward) and frees it after the matmul: one largest-weight buffer.
         let largest = model
@@ -80,7 +80,7 @@ impl Regime for Qlora {
             .filter(|(_, m)| m.in_blocks())
             .max_by_key(|(_, m)| m.in_features * m.out_features);
         if let Some((module, m)) = largest {
-            out.activation_terms.push(ActivationTerm {
+            out.push_activation_term(ActivationTerm {
                 kind: ActivationTermKind::Dequantized { module },
                 per_token: 0,
                 fixed: m.in_features * m.out_features,

@@ -25,25 +25,9 @@ pub fn evaluate_into(
     plan: &TrainingPlan,
     settings: &MemorySettings,
 ) -> Result<PointEstimate, SweepError> {
-    let mut trainable: u64 = 0;
-    let mut frozen: u64 = 0;
-    for g in &plan.groups {
-        let total = g
-            .numel
-            .checked_mul(g.count)
-            .ok_or(ftbudget_core::CountError { what: "params" })?;
-        let slot = if g.trainable {
-            &mut trainable
-        } else {
-            &mut frozen
-        };
-        *slot = slot
-            .checked_add(total)
-            .ok_or(ftbudget_core::CountError { what: "params" })?;
-    }
-    let all = trainable
-        .checked_add(frozen)
-        .ok_or(ftbudget_core::CountError { what: "all_params" })?;
+    let trainable = plan.trainable_params()?;
+    let frozen = plan.frozen_params()?;
+    let all = plan.all_params()?;
     let memory = estimate_memory(model, plan, settings)?;
     Ok(PointEstimate {
         trainable_params: trainable,

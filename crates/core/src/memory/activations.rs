@@ -5,11 +5,10 @@
 //! 16-bit activations; to be corrected from measurements).
 
 use super::MemorySettings;
+use crate::dtype::DType;
 use crate::error::CountError;
-use crate::plan::{ActivationDtype, ParamOrigin, ParamSource, Storage, TrainingPlan};
-use crate::shape::{
-    AttentionLayout, Family, MlpLayout, ModelShape, ModuleGroup, ParamKind, PositionKind,
-};
+use crate::plan::{Storage, TrainingPlan, first_block_elements};
+use crate::shape::{AttentionLayout, Family, MlpLayout, ModelShape, PositionKind};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -166,6 +165,7 @@ fn to_u64(v: u128) -> Result<u64, CountError> {
     })
 }
 
+/// Activation bytes (and autocast's weight copies) of one micro-batch.
 pub fn estimate_activations(
     model: &ModelShape,
     plan: &TrainingPlan,
@@ -209,12 +209,7 @@ pub fn estimate_activations(
     br.embeddings = to_u64(parts.embeddings)?;
     br.logits_loss = to_u64(parts.logits_loss)?;
     br.regime = to_u64(parts.regime)?;
-    let c = u128::from(settings.precision.compute_dtype().bytes());
-    let weight_casts = if settings.precision.autocast() {
-        weight_cast_bytes(model, plan, settings, c)
-    } else {
-        0
-    };
+    let weight_casts = weight_cast_bytes(model, plan, settings);
     Ok(ActivationResult {
         total: to_u64(total)?,
         weight_casts: to_u64(weight_casts)?,
@@ -222,62 +217,44 @@ pub fn estimate_activations(
     })
 }
 
-/// Does this Linear read the block's normalized input (q, k, v or a fused qkv)?
-fn reads_attention_input(m: &crate::shape::LinearModule) -> bool {
-    m.group == ModuleGroup::Attention
-        && matches!(
-            m.name.as_str(),
-            "q_proj" | "k_proj" | "v_proj" | "c_attn" | "qkv_proj" | "query_key_value" | "Wqkv"
-        )
-}
-
 /// Autocast's 16-bit weight copies that matmuls save: a weight's copy is saved when the matmul
-/// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With
-/// a frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
-/// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`.
-/// A weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it
-/// is: the saved tensor is the parameter itself, not a copy.
-fn weight_cast_bytes(
+/// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With a
+/// frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
+/// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`. A
+/// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
+/// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
+pub fn weight_cast_bytes(
     model: &ModelShape,
     plan: &TrainingPlan,
     settings: &MemorySettings,
-    c: u128,
 ) -> u128 {
-    let compute = settings.precision.compute_dtype();
-    let input_frozen = !plan
-        .groups
-        .iter()
-        .any(|g| g.trainable && g.origin == ParamOrigin::Base);
-    let layers = model.dims.layers.max(1);
-    let mut bytes = 0;
-    for g in plan.groups.iter().filter(|g| g.matmul_weight) {
-        let stored = match g.storage {
-            Storage::Policy if g.trainable => settings.precision.trainable_dtype(),
-            Storage::Policy => settings.frozen_dtype(),
-            Storage::Dense { dtype } => dtype,
-            Storage::Nf4(_) => continue,
-        };
-        if stored == compute {
-            continue;
-        }
-        let module = match g.source {
-            ParamSource::Base { param } => match model.params[param].kind {
-                ParamKind::LinearWeight(i) => Some(i),
-                _ => None,
-            },
-            ParamSource::LoraA { module } => Some(module),
-            _ => None,
-        };
-        let mut count = g.count;
-        if let Some(m) = module.map(|i| &model.modules[i])
-            && input_frozen
-            && reads_attention_input(m)
-        {
-            count = count.saturating_sub(m.count / layers);
-        }
-        bytes += u128::from(g.numel) * u128::from(count) * c;
+    let precision = settings.precision;
+    if !precision.autocast() || settings.activations.model != ActivationModel::Model {
+        return 0;
     }
-    bytes
+    let totals = plan.totals();
+    let compute = precision.compute_dtype();
+    let skip_first_block = !totals.base_trainable;
+    let cast =
+        |all: u128, first_block: u128, stored: DType| match (stored == compute, skip_first_block) {
+            (true, _) => 0,
+            (false, true) => all - first_block,
+            (false, false) => all,
+        };
+    let [trainable, trainable_first] = totals.trainable_matmul.map(u128::from);
+    let [frozen, frozen_first] = totals.frozen_matmul.map(u128::from);
+    let mut elements = cast(trainable, trainable_first, precision.trainable_dtype())
+        + cast(frozen, frozen_first, settings.frozen_dtype());
+    if totals.dense_matmul {
+        // Fixed dense storage is rare: look at each group.
+        for g in plan.groups(model).filter(|g| g.matmul_weight) {
+            if let Storage::Dense { dtype } = g.storage {
+                let all = u128::from(g.numel) * u128::from(g.count);
+                elements += cast(all, u128::from(first_block_elements(model, &g)), dtype);
+            }
+        }
+    }
+    elements * u128::from(compute.bytes())
 }
 
 /// Activation bytes per component, before conversion to `u64`.
@@ -317,6 +294,7 @@ struct Parts {
 /// embedding makes the first norm save nothing. Regime terms come from the plan (LoRA's `x A`:
 /// `c T r` per adapted module; DoRA's identity input, base and LoRA outputs).
 fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Parts {
+    let totals = plan.totals();
     let act = settings.activations;
     let precision = settings.precision;
     let d = model.dims;
@@ -335,15 +313,17 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let c = u128::from(precision.compute_dtype().bytes());
     let autocast = precision.autocast();
     let resid = if autocast { 4 } else { c };
-    let base_trainable = plan
-        .groups
-        .iter()
-        .any(|g| g.trainable && g.origin == ParamOrigin::Base);
-    let block_inputs_saved = base_trainable || !plan.adapters.is_empty();
+    let base_trainable = totals.base_trainable;
+    let block_inputs_saved = base_trainable || !plan.adapters().is_empty();
     let masks = act.dropout_masks();
     let eager = act.attention == AttentionImpl::Eager;
     let gpt2 = model.family == Family::Gpt2;
-    let probs = a * s * s * b * if autocast { 4 + c } else { 4 };
+    // Eager attention's softmax probabilities (fp32, plus their 16-bit cast under autocast).
+    let probs = if eager {
+        a * s * s * b * if autocast { 4 + c } else { 4 }
+    } else {
+        0
+    };
 
     // One block.
     let (attn, mlp, norms, first_norm) = if gpt2 {
@@ -402,13 +382,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     // Measured: under autocast with sdpa, peft casts an adapted output projection's 16-bit input
     // up to the adapter's fp32 and autocast casts it back down, so lora_A saves a fresh copy
     // (`c T h`) instead of sharing the attention output's storage.
-    if autocast
-        && !eager
-        && plan.adapters.iter().any(|site| {
-            let m = &model.modules[site.module];
-            m.group == ModuleGroup::Attention && !reads_attention_input(m)
-        })
-    {
+    if autocast && !eager && totals.adapts_attention_output {
         attn_block += c * t * h;
     }
     let mut mlp_block = mlp;
@@ -449,13 +423,9 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     if !gpt2 && matches!(model.positions, PositionKind::Rotary) {
         parts.attention += 2 * 4 * s * dh;
     }
-    for term in &plan.activation_terms {
-        let bytes = match term.dtype {
-            ActivationDtype::Compute => c,
-            ActivationDtype::Dense(dt) => u128::from(dt.bytes()),
-        };
-        parts.regime += (u128::from(term.per_token) * t + u128::from(term.fixed)) * bytes;
-    }
+    let [per_token, fixed] = totals.compute_terms.map(u128::from);
+    let [per_token_bytes, fixed_bytes] = totals.dense_term_bytes.map(u128::from);
+    parts.regime = (per_token * t + fixed) * c + per_token_bytes * t + fixed_bytes;
     parts
 }
 
@@ -480,24 +450,22 @@ mod tests {
     }
 
     fn full_plan(model: &ModelShape) -> TrainingPlan {
-        let groups = model
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| crate::plan::PlannedParams {
-                source: crate::plan::ParamSource::Base { param: i },
-                numel: p.numel,
-                count: p.count,
-                trainable: true,
-                origin: ParamOrigin::Base,
-                storage: crate::plan::Storage::Policy,
-                matmul_weight: false,
-            })
-            .collect();
-        TrainingPlan {
-            groups,
-            ..TrainingPlan::default()
+        let mut plan = TrainingPlan::default();
+        for (i, p) in model.params.iter().enumerate() {
+            plan.push_group(
+                model,
+                crate::plan::PlannedParams {
+                    source: crate::plan::ParamSource::Base { param: i },
+                    numel: p.numel,
+                    count: p.count,
+                    trainable: true,
+                    origin: crate::plan::ParamOrigin::Base,
+                    storage: crate::plan::Storage::Policy,
+                    matmul_weight: false,
+                },
+            );
         }
+        plan
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub use activations::{
 
 use crate::dtype::DType;
 use crate::error::CountError;
-use crate::plan::{PlannedParams, Storage, TrainingPlan};
+use crate::plan::TrainingPlan;
 use crate::shape::ModelShape;
 use serde::Serialize;
 use std::fmt;
@@ -322,23 +322,6 @@ fn to_u64(what: &'static str, v: u128) -> Result<u64, CountError> {
     u64::try_from(v).map_err(|_| CountError { what })
 }
 
-/// Bytes of a parameter group's working copy.
-fn storage_bytes(group: &PlannedParams, settings: &MemorySettings) -> u128 {
-    let count = u128::from(group.count);
-    match group.storage {
-        Storage::Nf4(layout) => count * u128::from(layout.tensor_bytes(group.numel)),
-        Storage::Dense { dtype } => count * u128::from(group.numel) * u128::from(dtype.bytes()),
-        Storage::Policy => {
-            let dtype = if group.trainable {
-                settings.precision.trainable_dtype()
-            } else {
-                settings.frozen_dtype()
-            };
-            count * u128::from(group.numel) * u128::from(dtype.bytes())
-        }
-    }
-}
-
 /// Estimate the memory of one training step of `plan` on `model`.
 pub fn estimate_memory(
     model: &ModelShape,
@@ -346,52 +329,37 @@ pub fn estimate_memory(
     settings: &MemorySettings,
 ) -> Result<MemoryEstimate, CountError> {
     let precision = settings.precision;
-    // Sums over groups first, bytes per element once: every bucket but 8-bit optimizer state and
-    // non-policy storage is (elements or tensors) x (bytes per element), so this is exact.
-    let mut trainable_elements: u128 = 0;
-    let mut trainable_tensors: u128 = 0;
-    let mut trainable_policy: u128 = 0;
-    let mut frozen_policy: u128 = 0;
-    let mut fixed_storage: u128 = 0;
-    let mut eight_bit_states: u128 = 0;
-    let eight_bit = settings.optimizer == Optimizer::AdamW8bit;
-    for g in &plan.groups {
-        let n = u128::from(g.numel) * u128::from(g.count);
-        match g.storage {
-            Storage::Policy if g.trainable => trainable_policy += n,
-            Storage::Policy => frozen_policy += n,
-            _ => fixed_storage += storage_bytes(g, settings),
-        }
-        if !g.trainable {
-            continue;
-        }
-        trainable_elements += n;
-        trainable_tensors += u128::from(g.count);
-        if eight_bit {
-            eight_bit_states += u128::from(g.count)
-                * settings
-                    .optimizer
-                    .state_bytes(g.numel, precision.optimizer_state_dtype());
-        }
+    // The plan keeps running sums (`PlanTotals`): every bucket but 8-bit optimizer state is
+    // (elements or tensors) x (bytes per element), so bytes per element apply once, exactly.
+    let totals = plan.totals();
+    if totals.overflow {
+        return Err(CountError {
+            what: "parameter counts",
+        });
     }
-    let model_weights = fixed_storage
-        + trainable_policy * u128::from(precision.trainable_dtype().bytes())
-        + frozen_policy * u128::from(settings.frozen_dtype().bytes());
+    let trainable_elements = u128::from(totals.trainable_params);
+    let model_weights = u128::from(totals.fixed_storage_bytes)
+        + u128::from(totals.trainable_policy_elements)
+            * u128::from(precision.trainable_dtype().bytes())
+        + u128::from(totals.frozen_policy_elements) * u128::from(settings.frozen_dtype().bytes());
     let master = precision
         .master_dtype()
         .map_or(0, |m| trainable_elements * u128::from(m.bytes()));
     let grads = trainable_elements * u128::from(precision.gradient_dtype().bytes());
-    let states = if eight_bit {
-        eight_bit_states
+    let state_dtype = precision.optimizer_state_dtype();
+    let states = if settings.optimizer == Optimizer::AdamW8bit {
+        // Per tensor: small tensors keep 32-bit state, large ones block-wise 8-bit.
+        plan.groups(model)
+            .filter(|g| g.trainable)
+            .map(|g| u128::from(g.count) * settings.optimizer.state_bytes(g.numel, state_dtype))
+            .sum()
     } else {
         // Linear in the element count for every other optimizer: state_bytes(1) per element.
-        trainable_elements
-            * settings
-                .optimizer
-                .state_bytes(1, precision.optimizer_state_dtype())
+        trainable_elements * settings.optimizer.state_bytes(1, state_dtype)
     };
     let steps = if settings.step_counters {
-        trainable_tensors * u128::from(settings.optimizer.step_bytes_per_tensor())
+        u128::from(totals.trainable_tensors)
+            * u128::from(settings.optimizer.step_bytes_per_tensor())
     } else {
         0
     };

@@ -175,6 +175,16 @@ proptest! {
     }
 
     #[test]
+    fn running_totals_match_a_group_by_group_recount(model in model(), r in 1u64..=64) {
+        // Plans keep running sums (base treatments from the shape's sums, adapters in one step
+        // each); recounting every materialized group one by one must give the same figures.
+        for spec in regimes(r, &model) {
+            let p = plan(&spec, &model);
+            prop_assert_eq!(*p.totals(), p.recount(&model), "{}", spec);
+        }
+    }
+
+    #[test]
     fn lora_trainable_is_linear_in_r(model in model(), r in 1u64..=64) {
         // r * sum over adapted modules of (in + out) * count: every Linear of the blocks (peft
         // doubles the rank on a fused expert weight: `rank_factor`).
