@@ -62,9 +62,33 @@ pub struct RecordOptimizer {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RecordActivations {
+    /// Every storage packed for backward by the step's saved-tensor hook during the forward,
+    /// counted once, parameters excluded. With gradient checkpointing the hook sees only what
+    /// lies outside the checkpointed blocks and the blocks' saved inputs.
     pub activation_bytes_dedup: u64,
     pub weight_cast_bytes_dedup: u64,
     pub activation_bytes_dedup_excl_weight_casts: u64,
+    /// Lifetime-tracked figures (records made with checkpointing, dropout or `--lifetimes`).
+    #[serde(default)]
+    pub peak: Option<RecordPeak>,
+}
+
+/// The peak over the whole step (forward and backward, recomputation included) of the bytes
+/// kept for backward, each storage counted while it is alive (`tools/measure-memory/README.md`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordPeak {
+    /// Parameters and autocast's weight casts excluded.
+    pub saved_bytes_excl_weight_casts: u64,
+    /// The weight casts alive at that moment.
+    pub weight_cast_bytes_at_peak: u64,
+    /// The peak of the weight casts alone.
+    pub weight_cast_bytes_peak: u64,
+    /// The peak of saved bytes and weight casts together.
+    pub saved_bytes_incl_weight_casts_peak: u64,
+    /// `forward` or `backward`.
+    pub phase: String,
+    /// Saved bytes alive when the forward returns.
+    pub forward_end_saved_bytes_excl_weight_casts: u64,
 }
 
 /// One measured training step (see `fixtures/memory/README.md`).
@@ -73,7 +97,8 @@ pub struct MemoryRecord {
     pub id: String,
     pub model: String,
     pub shape: RecordShape,
-    /// `full`, `lora-r{r}` or `dora-r{r}` (peft, all-linear, bias none, dropout 0).
+    /// `full`, `lora-r{r}` or `dora-r{r}` (peft, all-linear, bias none, `lora_dropout` =
+    /// [`MemoryRecord::dropout`]).
     pub regime: String,
     /// `fp32` or `autocast-bf16`.
     pub dtype_mode: String,
@@ -84,6 +109,12 @@ pub struct MemoryRecord {
     pub grads: RecordGrads,
     pub optimizer: RecordOptimizer,
     pub activations: RecordActivations,
+    /// `model.gradient_checkpointing_enable()` (non-reentrant); missing in older records: off.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    /// Every dropout probability of the config and peft's `lora_dropout`; missing: 0.
+    #[serde(default)]
+    pub dropout: f64,
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -167,7 +198,7 @@ pub fn regime_spec(r: &MemoryRecord) -> Result<String, MeasurementError> {
 }
 
 /// The memory settings the record was measured under: torch AdamW with step counters, the
-/// per-operation activation model, dropout 0, one GPU.
+/// per-operation activation model, the record's checkpointing and dropout, one GPU.
 pub fn settings(r: &MemoryRecord) -> Result<MemorySettings, MeasurementError> {
     let precision = match r.dtype_mode.as_str() {
         "fp32" => Precision::Fp32,
@@ -186,8 +217,12 @@ pub fn settings(r: &MemoryRecord) -> Result<MemorySettings, MeasurementError> {
         activations: ActivationSettings {
             model: ActivationModel::Model,
             attention,
-            checkpointing: Checkpointing::None,
-            dropout: None,
+            checkpointing: if r.gradient_checkpointing {
+                Checkpointing::Full
+            } else {
+                Checkpointing::None
+            },
+            dropout: (r.dropout > 0.0).then_some(r.dropout),
         },
         workload: Workload {
             batch: r.batch,
@@ -228,9 +263,22 @@ pub fn predict(r: &MemoryRecord) -> Result<MemoryEstimate, MeasurementError> {
     })
 }
 
+/// The measured activation bytes ftbudget's activation bucket stands for, weight casts
+/// excluded: with gradient checkpointing the peak over the step of the live saved bytes (the
+/// checkpoints plus one block's recomputation, or the forward's end if larger); without it every
+/// storage the forward packs (the convention of the original records, which also counts DoRA's
+/// weight-norm graph that peft drops during the forward). A checkpointed record without the
+/// lifetime-tracked figures falls back to the packed bytes.
+pub fn measured_activations(r: &MemoryRecord) -> u64 {
+    match &r.activations.peak {
+        Some(peak) if r.gradient_checkpointing => peak.saved_bytes_excl_weight_casts,
+        _ => r.activations.activation_bytes_dedup_excl_weight_casts,
+    }
+}
+
 /// Relative activation error of the prediction, `(predicted - measured) / measured`
-/// (activations excluding weight casts).
+/// (activations excluding weight casts, see [`measured_activations`]).
 pub fn activation_error(r: &MemoryRecord, e: &MemoryEstimate) -> f64 {
-    let measured = r.activations.activation_bytes_dedup_excl_weight_casts as f64;
+    let measured = measured_activations(r) as f64;
     (e.activations as f64 - measured) / measured
 }

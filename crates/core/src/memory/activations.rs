@@ -7,8 +7,8 @@
 use super::MemorySettings;
 use crate::dtype::DType;
 use crate::error::CountError;
-use crate::plan::{Storage, TrainingPlan, first_block_elements};
-use crate::shape::{AttentionLayout, Family, MlpLayout, ModelShape, PositionKind};
+use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
+use crate::shape::{AttentionLayout, Family, MlpLayout, ModelShape, ModuleGroup, PositionKind};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -95,8 +95,12 @@ impl FromStr for AttentionImpl {
 #[serde(rename_all = "kebab-case")]
 pub enum Checkpointing {
     None,
-    /// Full activation recomputation: each block keeps only its input, plus one block's worth
-    /// while it is recomputed.
+    /// Full activation recomputation (transformers' `gradient_checkpointing_enable()`,
+    /// non-reentrant): each block keeps only its input (and, with eager attention, its mask);
+    /// the step peaks while the backward recomputes the last block, or at the forward's end when
+    /// the logits and loss outweigh one block. Measured in
+    /// `fixtures/memory/measured_memory_ckpt_dropout.json`. Autocast's weight casts are still
+    /// counted for every layer (see `weight_cast_bytes`), which over-predicts them.
     Full,
 }
 
@@ -118,7 +122,12 @@ pub struct ActivationSettings {
     pub model: ActivationModel,
     pub attention: AttentionImpl,
     pub checkpointing: Checkpointing,
-    /// Dropout probability; above 0, 1-byte masks are saved. `None`: no dropout.
+    /// Dropout probability, applied to every dropout the implementation has (the config's
+    /// residual, embedding and attention dropouts, and peft's `lora_dropout`); above 0, the GPU
+    /// kernels' 1-byte masks are saved, plus the copies dropout makes where a matmul saves its
+    /// dropped input (eager attention's probabilities, LoRA's `lora_A` input without autocast).
+    /// sdpa and flash draw attention dropout inside the kernel and save no mask. Llama-style
+    /// blocks have no residual dropout. `None`: no dropout.
     pub dropout: Option<f64>,
 }
 
@@ -386,9 +395,81 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         attn_block += c * t * h;
     }
     let mut mlp_block = mlp;
+    // Dropout, measured in `fixtures/memory/measured_memory_ckpt_dropout.json` with the GPU
+    // kernels (`native_dropout`, whose backward keeps a 1-byte mask; fused sdpa, which keeps only
+    // an RNG seed and offset). Full fine-tuning matches these terms to the byte.
+    // Outside the blocks (GPT-2's embedding dropout), and LoRA's dropout (all layers).
+    let mut dropout_outside_blocks = 0;
+    let mut adapter_dropout = 0;
     if masks {
-        attn_block += t * h + if eager { a * s * s * b } else { 0 };
-        mlp_block += t * h;
+        // Residual dropout after the attention and the MLP: only GPT-2-style blocks (and Phi-3)
+        // have it. Llama, Mistral, Qwen2, Gemma and Mixtral drop nothing in the residual stream:
+        // measured 0 bytes with sdpa on llama and mistral, where the old `2 T h` per layer was
+        // all error.
+        if matches!(
+            model.family,
+            Family::Gpt2 | Family::Phi3 | Family::MiniGpt | Family::Custom
+        ) {
+            attn_block += t * h;
+            mlp_block += t * h;
+        }
+        // Eager attention drops the probabilities: a 1-byte mask, and the matmul with V saves
+        // the dropped probabilities instead of what it read before. Under autocast that was the
+        // 16-bit cast, which is no longer saved (same size): `+1` byte per element. Without a
+        // cast it was the softmax output itself, still saved for the softmax's backward: `+1+c`.
+        // Measured on gpt2, llama, mistral: +5 B (fp32), +1 B (autocast) x b a s^2 per layer.
+        if eager {
+            attn_block += a * s * s * b * (1 + if autocast { 0 } else { c });
+        }
+        // GPT-2 drops the embedding output (`T h` mask) when anything upstream needs its
+        // gradient: a trained embedding, or checkpointing (transformers then makes the
+        // embedding output require grad).
+        if gpt2 && (base_trainable || act.checkpointing == Checkpointing::Full) {
+            dropout_outside_blocks += t * h;
+        }
+        // peft's `lora_dropout` drops each adapted module's input on its own: a 1-byte mask
+        // per module (none when the input needs no gradient: the first block's q, k, v with a
+        // frozen embedding and no checkpointing), and lora_A saves its own dropped copy. Under
+        // autocast lora_A saved its own 16-bit cast already, so only the mask is new. Without
+        // autocast each copy (`c T in`) is new, and the undropped inputs that were saved only
+        // for the adapters (frozen base) are saved by nobody now: the attention input, the MLP
+        // inputs and, with eager attention, the merged attention output read by o_proj (sdpa
+        // keeps its output for its own backward). Measured exactly for LoRA on gpt2, llama and
+        // mistral (for instance llama fp32 sdpa: +4 fp32 `T h` copies and 7 masks per layer, less
+        // the first block's 3).
+        let first_block_input_frozen = !base_trainable && act.checkpointing == Checkpointing::None;
+        for site in plan.adapters() {
+            let m = &model.modules[site.module];
+            let per_module = u128::from(site.in_features) * t;
+            let count = u128::from(site.count);
+            let mut masked = count;
+            if first_block_input_frozen && m.reads_attention_input {
+                masked = masked.saturating_sub(u128::from(m.count / d.layers.max(1)));
+            }
+            adapter_dropout += per_module * masked;
+            if !autocast {
+                adapter_dropout += c * per_module * count;
+            }
+        }
+        if !autocast && !base_trainable && !plan.adapters().is_empty() {
+            let adapted = |f: &dyn Fn(&crate::shape::LinearModule) -> bool| {
+                plan.adapters()
+                    .iter()
+                    .any(|site| f(&model.modules[site.module]))
+            };
+            let mut unsaved = 0;
+            if adapted(&|m| m.reads_attention_input) {
+                unsaved += c * t * h;
+            }
+            if adapted(&|m| m.group == ModuleGroup::Mlp) {
+                unsaved += c * t * h + c * t * i;
+            }
+            if eager && adapted(&|m| m.group == ModuleGroup::Attention && !m.reads_attention_input)
+            {
+                unsaved += c * t * h;
+            }
+            adapter_dropout = adapter_dropout.saturating_sub(unsaved * layers);
+        }
     }
     let mut parts = Parts::default();
     match act.checkpointing {
@@ -397,11 +478,8 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             parts.mlp = mlp_block * layers;
             parts.norms = norms * layers;
         }
-        Checkpointing::Full => {
-            parts.attention = attn_block;
-            parts.mlp = mlp_block;
-            parts.norms = norms + resid * t * h * layers;
-        }
+        // Assembled below, once the terms outside the blocks are known.
+        Checkpointing::Full => {}
     }
     // The first norm's input is the embedding output: nothing upstream needs its gradient when
     // the embedding is frozen.
@@ -426,6 +504,66 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let [per_token, fixed] = totals.compute_terms.map(u128::from);
     let [per_token_bytes, fixed_bytes] = totals.dense_term_bytes.map(u128::from);
     parts.regime = (per_token * t + fixed) * c + per_token_bytes * t + fixed_bytes;
+    parts.embeddings += dropout_outside_blocks;
+    parts.regime += adapter_dropout;
+    if act.checkpointing == Checkpointing::Full {
+        // transformers' `gradient_checkpointing_enable()` (non-reentrant `torch.utils.checkpoint`
+        // per decoder layer), measured as the peak over the whole step of the live saved bytes
+        // (`fixtures/memory/measured_memory_ckpt_dropout.json`). Each checkpoint keeps its
+        // block's input (`r T h`), and with eager attention its 4D float mask (`r b s^2`, bound
+        // into every block's arguments). The backward recomputes the last block first, while
+        // every checkpoint is still alive and the final norm's and the loss's tensors are
+        // already freed: the step peaks either there (one block's saved tensors, sharing the
+        // block input with the first norm when that norm saves the fp32 residual as it is) or
+        // at the end of the forward (checkpoints, final norm, logits and loss), whichever is
+        // larger: 133 of the 144 measured steps peak in the backward, mistral's 2048-token
+        // vocabulary under autocast at the forward's end, and this picks the same moment on
+        // every one (activations within 3.2% of the measured peak on all of them).
+        let rope = parts.attention;
+        let checkpoints = resid * t * h * layers + if eager { resid * b * s * s } else { 0 };
+        let shared_input = if gpt2 || resid == 4 { resid * t * h } else { 0 };
+        // transformers turns the KV cache off under checkpointing; GPT-2's sdpa path saved the
+        // cache's copies of k and v (`2 c T h` per layer; measured: the same non-checkpointed
+        // step with `use_cache=False` saves exactly that much less).
+        if gpt2 && !eager {
+            attn_block = attn_block.saturating_sub(2 * c * t * h);
+        }
+        // Regime terms per token are per layer: one layer's worth is recomputed. Their fixed
+        // parts are weight-sized temporaries (DoRA's `eye(in)` weight-norm graph, GPT-2's
+        // transposed weight) that live one module at a time: the peak holds the largest one
+        // (measured on DoRA: the block's last, largest module, down_proj or c_proj, adds its
+        // graph on top of the block while the recomputation runs).
+        let layers_or_one = layers.max(1);
+        // (Adapters' `x A` is per token only.)
+        let per_token_terms = (per_token * c + per_token_bytes) * t;
+        let largest_fixed = plan
+            .activation_terms()
+            .iter()
+            .map(|term| {
+                let bytes = match term.dtype {
+                    ActivationDtype::Compute => c,
+                    ActivationDtype::Dense(dt) => u128::from(dt.bytes()),
+                };
+                u128::from(term.fixed) * bytes
+            })
+            .max()
+            .unwrap_or(0);
+        let block_regime = (per_token_terms + largest_fixed + adapter_dropout) / layers_or_one;
+        let block = (attn_block + mlp_block + norms + block_regime).saturating_sub(shared_input);
+        let tail = final_norm + parts.logits_loss;
+        if block >= tail {
+            parts.attention = rope + attn_block;
+            parts.mlp = mlp_block;
+            parts.norms = (norms + checkpoints).saturating_sub(shared_input);
+            parts.logits_loss = 0;
+            parts.regime = block_regime;
+        } else {
+            parts.attention = rope;
+            parts.mlp = 0;
+            parts.norms = checkpoints + final_norm;
+            parts.regime = 0;
+        }
+    }
     parts
 }
 
