@@ -147,17 +147,15 @@ impl PlannedParams {
     }
 }
 
-/// A Linear module with a low-rank adapter (`x A B`, peft's `lora.Linear` and relatives). A site
-/// stands for its parameter groups ([`AdapterSite::groups`]: lora_A `rank x in`, lora_B
-/// `out x rank`, and when asked a lora_B bias and a DoRA magnitude of `out` each; all trainable,
-/// `count` of each) and for the activation every low-rank adapter saves: `x A`, `rank` elements
-/// per token in the compute dtype, for B's backward.
+/// A low-rank adapter (`x A B`, peft's `lora.Linear` and relatives) on `model.modules[module]`,
+/// whose sizes it takes. A site stands for its parameter groups ([`AdapterSite::groups`]:
+/// lora_A `rank x in`, lora_B `out x rank`, and when asked a lora_B bias and a DoRA magnitude of
+/// `out` each; all trainable, one of each per module instance) and for the activation every
+/// low-rank adapter saves: `x A`, `rank` elements per token and instance in the compute dtype,
+/// for B's backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AdapterSite {
     pub module: usize,
-    pub in_features: u64,
-    pub out_features: u64,
-    pub count: u64,
     /// The adapter's rank (peft's `r` times the host's rank factor).
     pub rank: u64,
     /// DoRA: one trainable magnitude per output feature.
@@ -167,24 +165,25 @@ pub struct AdapterSite {
 }
 
 impl AdapterSite {
-    /// The parameter groups the site stands for, in peft's order.
-    pub fn groups(&self) -> impl Iterator<Item = PlannedParams> + use<> {
+    /// The parameter groups the site stands for on `model`, in peft's order.
+    pub fn groups(&self, model: &ModelShape) -> impl Iterator<Item = PlannedParams> + use<> {
         let site = *self;
+        let m = &model.modules[site.module];
+        let (in_features, out, count) = (m.in_features, m.out_features, m.count);
         let group = move |source: ParamSource, numel: u64, matmul_weight: bool| PlannedParams {
             source,
             numel,
-            count: site.count,
+            count,
             trainable: true,
             origin: ParamOrigin::Adapter,
             storage: Storage::Policy,
             matmul_weight,
         };
         let module = site.module;
-        let out = site.out_features;
         [
             Some(group(
                 ParamSource::LoraA { module },
-                site.rank.saturating_mul(site.in_features),
+                site.rank.saturating_mul(in_features),
                 true,
             )),
             Some(group(
@@ -309,9 +308,10 @@ pub struct PlanTotals {
     pub base_params: u64,
     /// Trainable tensors (the optimizer keeps a `step` per tensor).
     pub trainable_tensors: u64,
-    /// Elements stored as the precision policy says, trainable and frozen.
-    pub trainable_policy_elements: u64,
-    pub frozen_policy_elements: u64,
+    /// Elements with a fixed storage (dense dtype or NF4), trainable and frozen; the rest are
+    /// stored as the precision policy says.
+    pub trainable_fixed_elements: u64,
+    pub frozen_fixed_elements: u64,
     /// Bytes of groups with a fixed storage (dense dtype or NF4).
     pub fixed_storage_bytes: u64,
     /// Elements of matmul weights stored as the policy says, trainable and frozen (what autocast
@@ -355,6 +355,7 @@ pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
 }
 
 impl PlanTotals {
+    #[inline(always)]
     fn add(&mut self, slot: fn(&mut PlanTotals) -> &mut u64, value: Option<u64>) {
         match value.and_then(|v| slot(self).checked_add(v)) {
             Some(sum) => *slot(self) = sum,
@@ -379,28 +380,36 @@ impl PlanTotals {
         let first_block = Some(first_block_elements(model, group));
         match group.storage {
             Storage::Policy if group.trainable => {
-                self.add(|t| &mut t.trainable_policy_elements, n);
                 if group.matmul_weight {
                     self.add(|t| &mut t.trainable_matmul[0], n);
                     self.add(|t| &mut t.trainable_matmul[1], first_block);
                 }
             }
             Storage::Policy => {
-                self.add(|t| &mut t.frozen_policy_elements, n);
                 if group.matmul_weight {
                     self.add(|t| &mut t.frozen_matmul[0], n);
                     self.add(|t| &mut t.frozen_matmul[1], first_block);
                 }
             }
             Storage::Dense { dtype } => {
+                self.add_fixed(group.trainable, n);
                 let bytes = n.and_then(|n| n.checked_mul(dtype.bytes()));
                 self.add(|t| &mut t.fixed_storage_bytes, bytes);
                 self.dense_matmul |= group.matmul_weight;
             }
             Storage::Nf4(layout) => {
+                self.add_fixed(group.trainable, n);
                 let bytes = group.count.checked_mul(layout.tensor_bytes(group.numel));
                 self.add(|t| &mut t.fixed_storage_bytes, bytes);
             }
+        }
+    }
+
+    fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
+        if trainable {
+            self.add(|t| &mut t.trainable_fixed_elements, elements);
+        } else {
+            self.add(|t| &mut t.frozen_fixed_elements, elements);
         }
     }
 
@@ -469,13 +478,7 @@ impl TrainingPlan {
             ),
         };
         let trained_matmul = base.training == BaseTraining::All;
-        let (policy_trained, policy_frozen) = if trained_matmul {
-            (trained - moved, frozen)
-        } else {
-            (trained, frozen - moved)
-        };
-        t.add(|t| &mut t.trainable_policy_elements, Some(policy_trained));
-        t.add(|t| &mut t.frozen_policy_elements, Some(policy_frozen));
+        t.add_fixed(trained_matmul, Some(moved));
         let matmul = if trained_matmul {
             &mut t.trainable_matmul
         } else {
@@ -519,32 +522,30 @@ impl TrainingPlan {
 
     /// Add an adapter on `model.modules[site.module]`: its parameter groups and its `x A`.
     /// Fails, naming the size, when one of its tensors has more than `u64::MAX` elements.
-    #[inline]
+    #[inline(always)]
     pub fn push_adapter(
         &mut self,
         model: &ModelShape,
         site: AdapterSite,
     ) -> Result<(), CountError> {
         let size = |what: &'static str, v: Option<u64>| v.ok_or(CountError { what });
-        let a = size("lora_A size", site.rank.checked_mul(site.in_features))?;
-        let b = size("lora_B size", site.rank.checked_mul(site.out_features))?;
-        let saved = size("activation size", site.rank.checked_mul(site.count))?;
         let m = &model.modules[site.module];
+        let a = size("lora_A size", site.rank.checked_mul(m.in_features))?;
+        let b = size("lora_B size", site.rank.checked_mul(m.out_features))?;
+        let saved = size("activation size", site.rank.checked_mul(m.count))?;
         let t = &mut self.totals;
+        // In u128 every product below is exact; each sum is checked once, into u64.
         let extra = u64::from(site.lora_bias) + u64::from(site.dora);
-        let ab = a.checked_add(b);
-        let per_module = ab
-            .zip(site.out_features.checked_mul(extra))
-            .and_then(|(ab, extra)| ab.checked_add(extra));
-        let elements = per_module.and_then(|e| e.checked_mul(site.count));
-        let matmul = ab.and_then(|ab| ab.checked_mul(site.count));
+        let count = u128::from(m.count);
+        let matmul_per_module = u128::from(a) + u128::from(b);
+        let per_module = matmul_per_module + u128::from(m.out_features) * u128::from(extra);
+        let elements = u64::try_from(per_module * count).ok();
         t.add(|t| &mut t.trainable_params, elements);
-        t.add(|t| &mut t.trainable_policy_elements, elements);
+        t.add(|t| &mut t.trainable_tensors, m.count.checked_mul(2 + extra));
         t.add(
-            |t| &mut t.trainable_tensors,
-            site.count.checked_mul(2 + extra),
+            |t| &mut t.trainable_matmul[0],
+            u64::try_from(matmul_per_module * count).ok(),
         );
-        t.add(|t| &mut t.trainable_matmul[0], matmul);
         if m.reads_attention_input {
             let layers = model.dims.layers.max(1);
             let per_layer = if m.count == layers {
@@ -552,7 +553,7 @@ impl TrainingPlan {
             } else {
                 m.count / layers
             };
-            let first = a.checked_mul(site.count.min(per_layer));
+            let first = a.checked_mul(m.count.min(per_layer));
             t.add(|t| &mut t.trainable_matmul[1], first);
         }
         t.add(|t| &mut t.compute_terms[0], Some(saved));
@@ -598,8 +599,12 @@ impl TrainingPlan {
             .base
             .iter()
             .flat_map(move |b| (0..model.params.len()).map(move |i| b.group(model, i)));
-        base.chain(self.adapters.iter().flat_map(AdapterSite::groups))
-            .chain(self.groups.iter().cloned())
+        base.chain(
+            self.adapters
+                .iter()
+                .flat_map(move |site| site.groups(model)),
+        )
+        .chain(self.groups.iter().cloned())
     }
 
     /// The totals recomputed group by group through [`PlanTotals::add_group`] (the reference the
@@ -613,7 +618,7 @@ impl TrainingPlan {
             let m = &model.modules[site.module];
             totals.add_activation_term(&ActivationTerm {
                 kind: ActivationTermKind::Other { name: "x A" },
-                per_token: site.rank.saturating_mul(site.count),
+                per_token: site.rank.saturating_mul(m.count),
                 fixed: 0,
                 dtype: ActivationDtype::Compute,
             });

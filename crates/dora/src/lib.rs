@@ -3,8 +3,8 @@
 //! `W + B A`, a weight-sized temporary per adapted module, which this regime adds to activations.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, ModelShape, OptionReader, Regime,
-    RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, ActivationTermKind, CountError, ModelShape, OptionReader,
+    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
 use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
 
@@ -30,15 +30,28 @@ impl Regime for Dora {
         // outputs for the magnitude scaling (`2 T out`), and a few fp32 `out`-sized norms.
         for i in 0..plan.adapters().len() {
             let site = plan.adapters()[i];
-            let fixed = site.in_features * (site.in_features + site.rank) * site.count;
-            let conv1d = model.modules[site.module].layout == ftbudget_core::LinearLayout::Conv1D;
+            let m = &model.modules[site.module];
+            // (`out x count` and `in x out x count` are bounded by the shape's checks; this
+            // product is not.)
+            let fixed = m
+                .in_features
+                .checked_add(site.rank)
+                .and_then(|n| n.checked_mul(m.in_features))
+                .and_then(|n| n.checked_mul(m.count))
+                .ok_or_else(|| RegimeError::Count {
+                    regime: NAME.to_string(),
+                    cause: CountError {
+                        what: "dora weight-norm activation size",
+                    },
+                })?;
+            let conv1d = m.layout == ftbudget_core::LinearLayout::Conv1D;
             // With Conv1D one of the two saved outputs stays fp32 under autocast.
             let outputs_in_compute = if conv1d { 1 } else { 2 };
             plan.push_activation_term(ActivationTerm {
                 kind: ActivationTermKind::DoraWeightNorm {
                     module: site.module,
                 },
-                per_token: outputs_in_compute * site.out_features * site.count,
+                per_token: outputs_in_compute * m.out_features * m.count,
                 fixed,
                 dtype: ActivationDtype::Compute,
             });
@@ -46,8 +59,8 @@ impl Regime for Dora {
                 kind: ActivationTermKind::Other {
                     name: "dora weight norm",
                 },
-                per_token: (2 - outputs_in_compute) * site.out_features * site.count,
-                fixed: 3 * site.out_features * site.count,
+                per_token: (2 - outputs_in_compute) * m.out_features * m.count,
+                fixed: 3 * m.out_features * m.count,
                 dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
             });
             // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
@@ -57,7 +70,7 @@ impl Regime for Dora {
                         name: "dora transposed weight",
                     },
                     per_token: 0,
-                    fixed: site.in_features * site.out_features * site.count,
+                    fixed: m.in_features * m.out_features * m.count,
                     dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
                 });
             }

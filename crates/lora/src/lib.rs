@@ -234,27 +234,22 @@ pub fn adapter_plan_into(
             }));
         }
         // Fused expert weights share one adapter of rank `fused * r`.
-        let r = checked(
+        let rank = checked(
             regime,
             "lora rank",
             config.rank.checked_mul(m.host.rank_factor()),
         )?;
-        plan.push_adapter(
-            model,
-            AdapterSite {
-                module: i,
-                in_features: m.in_features,
-                out_features: m.out_features,
-                count: m.count,
-                rank: r,
-                dora: config.dora,
-                lora_bias: config.lora_bias,
-            },
-        )
-        .map_err(|cause| RegimeError::Count {
-            regime: regime.to_string(),
-            cause,
-        })?;
+        let site = AdapterSite {
+            module: i,
+            rank,
+            dora: config.dora,
+            lora_bias: config.lora_bias,
+        };
+        plan.push_adapter(model, site)
+            .map_err(|cause| RegimeError::Count {
+                regime: regime.to_string(),
+                cause,
+            })?;
     }
     if !config.modules_to_save.is_empty() {
         for (i, m) in model.modules.iter().enumerate() {

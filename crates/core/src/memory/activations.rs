@@ -5,6 +5,7 @@
 //! 16-bit activations; to be corrected from measurements).
 
 use super::MemorySettings;
+use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::CountError;
 use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
@@ -212,15 +213,20 @@ pub fn estimate_activations(
         + parts.embeddings
         + parts.logits_loss
         + parts.regime;
-    br.attention = to_u64(parts.attention)?;
-    br.mlp = to_u64(parts.mlp)?;
-    br.norms = to_u64(parts.norms)?;
-    br.embeddings = to_u64(parts.embeddings)?;
-    br.logits_loss = to_u64(parts.logits_loss)?;
-    br.regime = to_u64(parts.regime)?;
+    let bytes = |v: Exact| {
+        v.get().ok_or(CountError {
+            what: "activation bytes",
+        })
+    };
+    br.attention = bytes(parts.attention)?;
+    br.mlp = bytes(parts.mlp)?;
+    br.norms = bytes(parts.norms)?;
+    br.embeddings = bytes(parts.embeddings)?;
+    br.logits_loss = bytes(parts.logits_loss)?;
+    br.regime = bytes(parts.regime)?;
     let weight_casts = weight_cast_bytes(model, plan, settings);
     Ok(ActivationResult {
-        total: to_u64(total)?,
+        total: bytes(total)?,
         weight_casts: to_u64(weight_casts)?,
         breakdown: br,
     })
@@ -269,12 +275,12 @@ pub fn weight_cast_bytes(
 /// Activation bytes per component, before conversion to `u64`.
 #[derive(Default)]
 struct Parts {
-    attention: u128,
-    mlp: u128,
-    norms: u128,
-    embeddings: u128,
-    logits_loss: u128,
-    regime: u128,
+    attention: Exact,
+    mlp: Exact,
+    norms: Exact,
+    embeddings: Exact,
+    logits_loss: Exact,
+    regime: Exact,
 }
 
 /// The per-operation model of the Hugging Face implementations (transformers 5, torch 2.15),
@@ -307,21 +313,21 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let act = settings.activations;
     let precision = settings.precision;
     let d = model.dims;
-    let b = u128::from(settings.workload.batch);
-    let s = u128::from(settings.workload.seq);
+    let b = Exact::from(settings.workload.batch);
+    let s = Exact::from(settings.workload.seq);
     let t = b * s;
     let (h, layers, i, v) = (
-        u128::from(d.hidden),
-        u128::from(d.layers),
-        u128::from(d.intermediate),
-        u128::from(d.vocab),
+        Exact::from(d.hidden),
+        Exact::from(d.layers),
+        Exact::from(d.intermediate),
+        Exact::from(d.vocab),
     );
-    let a = u128::from(d.heads);
-    let kv = u128::from(d.kv_heads);
-    let dh = u128::from(d.head_dim);
-    let c = u128::from(precision.compute_dtype().bytes());
+    let a = Exact::from(d.heads);
+    let kv = Exact::from(d.kv_heads);
+    let dh = Exact::from(d.head_dim);
+    let c = Exact::from(precision.compute_dtype().bytes());
     let autocast = precision.autocast();
-    let resid = if autocast { 4 } else { c };
+    let resid = if autocast { Exact::new(4) } else { c };
     let base_trainable = totals.base_trainable;
     let block_inputs_saved = base_trainable || !plan.adapters().is_empty();
     let masks = act.dropout_masks();
@@ -329,9 +335,9 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let gpt2 = model.family == Family::Gpt2;
     // Eager attention's softmax probabilities (fp32, plus their 16-bit cast under autocast).
     let probs = if eager {
-        a * s * s * b * if autocast { 4 + c } else { 4 }
+        a * s * s * b * if autocast { 4 + c } else { Exact::new(4) }
     } else {
-        0
+        Exact::ZERO
     };
 
     // One block.
@@ -340,7 +346,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         let (attn_in, mlp_in) = if block_inputs_saved {
             (c * t * h, c * t * h + c * t * i)
         } else {
-            (0, 0)
+            (Exact::ZERO, Exact::ZERO)
         };
         let mlp = 4 * c * t * i;
         let attn = if eager {
@@ -350,7 +356,11 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         };
         (attn + attn_in, mlp + mlp_in, 2 * ln, ln)
     } else {
-        let normalized = if base_trainable { resid * t * h } else { 0 };
+        let normalized = if base_trainable {
+            resid * t * h
+        } else {
+            Exact::ZERO
+        };
         let rms = 4 * t * h + 4 * t + normalized;
         let (attn_casts, mlp_casts) = if autocast {
             let qkv = match model.attention {
@@ -368,7 +378,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         let (attn_in, mlp_in) = if block_inputs_saved {
             (attn_casts * c * t * h, mlp_casts * c * t * h + c * t * i)
         } else {
-            (0, 0)
+            (Exact::ZERO, Exact::ZERO)
         };
         // Mixture of experts: every token runs through `top_k` gated experts (the router's
         // logits, `E` per token, are small and left out).
@@ -376,7 +386,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             MlpLayout::Plain => (2 * c * t * i, mlp_in),
             MlpLayout::Gated | MlpLayout::FusedGated => (3 * c * t * i, mlp_in),
             MlpLayout::Experts { top_k, .. } => {
-                let k = u128::from(top_k);
+                let k = Exact::from(top_k);
                 (3 * c * t * i * k, mlp_in * k)
             }
         };
@@ -399,8 +409,8 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     // kernels (`native_dropout`, whose backward keeps a 1-byte mask; fused sdpa, which keeps only
     // an RNG seed and offset). Full fine-tuning matches these terms to the byte.
     // Outside the blocks (GPT-2's embedding dropout), and LoRA's dropout (all layers).
-    let mut dropout_outside_blocks = 0;
-    let mut adapter_dropout = 0;
+    let mut dropout_outside_blocks = Exact::ZERO;
+    let mut adapter_dropout = Exact::ZERO;
     if masks {
         // Residual dropout after the attention and the MLP: only GPT-2-style blocks (and Phi-3)
         // have it. Llama, Mistral, Qwen2, Gemma and Mixtral drop nothing in the residual stream:
@@ -419,7 +429,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // cast it was the softmax output itself, still saved for the softmax's backward: `+1+c`.
         // Measured on gpt2, llama, mistral: +5 B (fp32), +1 B (autocast) x b a s^2 per layer.
         if eager {
-            attn_block += a * s * s * b * (1 + if autocast { 0 } else { c });
+            attn_block += a * s * s * b * (1 + if autocast { Exact::ZERO } else { c });
         }
         // GPT-2 drops the embedding output (`T h` mask) when anything upstream needs its
         // gradient: a trained embedding, or checkpointing (transformers then makes the
@@ -440,11 +450,11 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         let first_block_input_frozen = !base_trainable && act.checkpointing == Checkpointing::None;
         for site in plan.adapters() {
             let m = &model.modules[site.module];
-            let per_module = u128::from(site.in_features) * t;
-            let count = u128::from(site.count);
+            let per_module = Exact::from(m.in_features) * t;
+            let count = Exact::from(m.count);
             let mut masked = count;
             if first_block_input_frozen && m.reads_attention_input {
-                masked = masked.saturating_sub(u128::from(m.count / d.layers.max(1)));
+                masked = masked.saturating_sub(Exact::from(m.count / d.layers.max(1)));
             }
             adapter_dropout += per_module * masked;
             if !autocast {
@@ -457,7 +467,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
                     .iter()
                     .any(|site| f(&model.modules[site.module]))
             };
-            let mut unsaved = 0;
+            let mut unsaved = Exact::ZERO;
             if adapted(&|m| m.reads_attention_input) {
                 unsaved += c * t * h;
             }
@@ -490,19 +500,29 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let final_norm = if gpt2 {
         resid * t * h + 8 * t
     } else {
-        4 * t * h + 4 * t + if base_trainable { resid * t * h } else { 0 }
+        4 * t * h
+            + 4 * t
+            + if base_trainable {
+                resid * t * h
+            } else {
+                Exact::ZERO
+            }
     };
     parts.norms += final_norm;
-    let lm_head_input = if base_trainable { c * t * h } else { 0 };
+    let lm_head_input = if base_trainable {
+        c * t * h
+    } else {
+        Exact::ZERO
+    };
     parts.logits_loss = 4 * t * v + 8 * t + 4 + lm_head_input;
     if base_trainable {
-        parts.embeddings = 8 * t + if gpt2 { 8 * s } else { 0 };
+        parts.embeddings = 8 * t + if gpt2 { 8 * s } else { Exact::ZERO };
     }
     if !gpt2 && matches!(model.positions, PositionKind::Rotary) {
         parts.attention += 2 * 4 * s * dh;
     }
-    let [per_token, fixed] = totals.compute_terms.map(u128::from);
-    let [per_token_bytes, fixed_bytes] = totals.dense_term_bytes.map(u128::from);
+    let [per_token, fixed] = totals.compute_terms.map(Exact::new);
+    let [per_token_bytes, fixed_bytes] = totals.dense_term_bytes.map(Exact::new);
     parts.regime = (per_token * t + fixed) * c + per_token_bytes * t + fixed_bytes;
     parts.embeddings += dropout_outside_blocks;
     parts.regime += adapter_dropout;
@@ -520,8 +540,17 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // vocabulary under autocast at the forward's end, and this picks the same moment on
         // every one (activations within 3.2% of the measured peak on all of them).
         let rope = parts.attention;
-        let checkpoints = resid * t * h * layers + if eager { resid * b * s * s } else { 0 };
-        let shared_input = if gpt2 || resid == 4 { resid * t * h } else { 0 };
+        let checkpoints = resid * t * h * layers
+            + if eager {
+                resid * b * s * s
+            } else {
+                Exact::ZERO
+            };
+        let shared_input = if gpt2 || resid == Exact::new(4) {
+            resid * t * h
+        } else {
+            Exact::ZERO
+        };
         // transformers turns the KV cache off under checkpointing; GPT-2's sdpa path saved the
         // cache's copies of k and v (`2 c T h` per layer; measured: the same non-checkpointed
         // step with `use_cache=False` saves exactly that much less).
@@ -533,7 +562,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // transposed weight) that live one module at a time: the peak holds the largest one
         // (measured on DoRA: the block's last, largest module, down_proj or c_proj, adds its
         // graph on top of the block while the recomputation runs).
-        let layers_or_one = layers.max(1);
+        let layers_or_one = layers.max(Exact::new(1));
         // (Adapters' `x A` is per token only.)
         let per_token_terms = (per_token * c + per_token_bytes) * t;
         let largest_fixed = plan
@@ -542,12 +571,12 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             .map(|term| {
                 let bytes = match term.dtype {
                     ActivationDtype::Compute => c,
-                    ActivationDtype::Dense(dt) => u128::from(dt.bytes()),
+                    ActivationDtype::Dense(dt) => Exact::from(dt.bytes()),
                 };
-                u128::from(term.fixed) * bytes
+                Exact::from(term.fixed) * bytes
             })
             .max()
-            .unwrap_or(0);
+            .unwrap_or(Exact::ZERO);
         let block_regime = (per_token_terms + largest_fixed + adapter_dropout) / layers_or_one;
         let block = (attn_block + mlp_block + norms + block_regime).saturating_sub(shared_input);
         let tail = final_norm + parts.logits_loss;
@@ -555,13 +584,13 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             parts.attention = rope + attn_block;
             parts.mlp = mlp_block;
             parts.norms = (norms + checkpoints).saturating_sub(shared_input);
-            parts.logits_loss = 0;
+            parts.logits_loss = Exact::ZERO;
             parts.regime = block_regime;
         } else {
             parts.attention = rope;
-            parts.mlp = 0;
+            parts.mlp = Exact::ZERO;
             parts.norms = checkpoints + final_norm;
-            parts.regime = 0;
+            parts.regime = Exact::ZERO;
         }
     }
     parts

@@ -5,6 +5,7 @@
 //! activation model lives in [`activations`].
 
 pub mod activations;
+pub mod exact;
 
 pub use activations::{
     ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
@@ -339,9 +340,16 @@ pub fn estimate_memory(
     }
     let trainable_elements = u128::from(totals.trainable_params);
     let model_weights = u128::from(totals.fixed_storage_bytes)
-        + u128::from(totals.trainable_policy_elements)
-            * u128::from(precision.trainable_dtype().bytes())
-        + u128::from(totals.frozen_policy_elements) * u128::from(settings.frozen_dtype().bytes());
+        + u128::from(
+            totals
+                .trainable_params
+                .saturating_sub(totals.trainable_fixed_elements),
+        ) * u128::from(precision.trainable_dtype().bytes())
+        + u128::from(
+            totals
+                .frozen_params
+                .saturating_sub(totals.frozen_fixed_elements),
+        ) * u128::from(settings.frozen_dtype().bytes());
     let master = precision
         .master_dtype()
         .map_or(0, |m| trainable_elements * u128::from(m.bytes()));
