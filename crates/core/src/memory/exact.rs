@@ -10,29 +10,54 @@ use std::ops::{Add, AddAssign, Div, Mul};
 /// A `u64` or "overflowed". Every operation on an overflowed value stays overflowed; an
 /// overflowed value compares greater than every number, so choosing the larger of two figures
 /// never drops an overflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exact(Option<u64>);
+#[derive(Debug, Clone, Copy)]
+pub struct Exact {
+    value: u64,
+    /// Some step overflowed (`value` is then meaningless). Kept as a flag rather than an
+    /// `Option` so that every operation is branch-free.
+    overflowed: bool,
+}
 
 impl Exact {
-    pub const ZERO: Exact = Exact(Some(0));
+    pub const ZERO: Exact = Exact::new(0);
+    const OVERFLOWED: Exact = Exact {
+        value: 0,
+        overflowed: true,
+    };
 
     pub const fn new(value: u64) -> Self {
-        Exact(Some(value))
+        Exact {
+            value,
+            overflowed: false,
+        }
     }
 
     /// The value, or `None` when some step overflowed.
     pub const fn get(self) -> Option<u64> {
-        self.0
+        if self.overflowed {
+            None
+        } else {
+            Some(self.value)
+        }
     }
 
     /// `self - other`, or 0 when `other` is larger.
+    #[inline]
     pub fn saturating_sub(self, other: Exact) -> Exact {
-        match (self.0, other.0) {
-            (Some(a), Some(b)) => Exact(Some(a.saturating_sub(b))),
-            _ => Exact(None),
+        Exact {
+            value: self.value.saturating_sub(other.value),
+            overflowed: self.overflowed | other.overflowed,
         }
     }
 }
+
+impl PartialEq for Exact {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Exact {}
 
 impl Default for Exact {
     fn default() -> Self {
@@ -42,13 +67,13 @@ impl Default for Exact {
 
 impl From<u64> for Exact {
     fn from(value: u64) -> Self {
-        Exact(Some(value))
+        Exact::new(value)
     }
 }
 
 impl Ord for Exact {
     fn cmp(&self, other: &Self) -> Ordering {
-        match (self.0, other.0) {
+        match (self.get(), other.get()) {
             (Some(a), Some(b)) => a.cmp(&b),
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
@@ -64,14 +89,15 @@ impl PartialOrd for Exact {
 }
 
 macro_rules! checked_op {
-    ($trait:ident, $method:ident, $checked:ident) => {
+    ($trait:ident, $method:ident, $overflowing:ident) => {
         impl $trait for Exact {
             type Output = Exact;
             #[inline]
             fn $method(self, rhs: Exact) -> Exact {
-                match (self.0, rhs.0) {
-                    (Some(a), Some(b)) => Exact(a.$checked(b)),
-                    _ => Exact(None),
+                let (value, overflowed) = self.value.$overflowing(rhs.value);
+                Exact {
+                    value,
+                    overflowed: overflowed | self.overflowed | rhs.overflowed,
                 }
             }
         }
@@ -92,9 +118,35 @@ macro_rules! checked_op {
     };
 }
 
-checked_op!(Add, add, checked_add);
-checked_op!(Mul, mul, checked_mul);
-checked_op!(Div, div, checked_div);
+checked_op!(Add, add, overflowing_add);
+checked_op!(Mul, mul, overflowing_mul);
+
+impl Div<u64> for Exact {
+    type Output = Exact;
+    /// Division by zero counts as an overflow.
+    #[inline]
+    fn div(self, rhs: u64) -> Exact {
+        match self.value.checked_div(rhs) {
+            Some(value) => Exact {
+                value,
+                overflowed: self.overflowed,
+            },
+            None => Exact::OVERFLOWED,
+        }
+    }
+}
+
+impl Div for Exact {
+    type Output = Exact;
+    #[inline]
+    fn div(self, rhs: Exact) -> Exact {
+        let quotient = self / rhs.value;
+        Exact {
+            overflowed: quotient.overflowed | rhs.overflowed,
+            ..quotient
+        }
+    }
+}
 
 impl AddAssign for Exact {
     #[inline]
