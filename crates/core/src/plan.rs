@@ -528,34 +528,36 @@ impl TrainingPlan {
         model: &ModelShape,
         site: AdapterSite,
     ) -> Result<(), CountError> {
-        let size = |what: &'static str, v: Option<u64>| v.ok_or(CountError { what });
         let m = &model.modules[site.module];
-        let a = size("lora_A size", site.rank.checked_mul(m.in_features))?;
-        let b = size("lora_B size", site.rank.checked_mul(m.out_features))?;
-        let saved = size("activation size", site.rank.checked_mul(m.count))?;
-        let t = &mut self.totals;
-        // In u128 every product below is exact; each sum is checked once, into u64.
+        let units = m.adapter_units;
         let extra = u64::from(site.lora_bias) + u64::from(site.dora);
-        let count = u128::from(m.count);
-        let matmul_per_module = u128::from(a) + u128::from(b);
-        let per_module = matmul_per_module + u128::from(m.out_features) * u128::from(extra);
-        let elements = u64::try_from(per_module * count).ok();
+        let r = site.rank;
+        let (elements, matmul, saved, first_block) = if r <= units.max_rank {
+            // Below max_rank none of these products can overflow (see AdapterUnits).
+            let ab = r * units.in_plus_out_count;
+            (
+                Some(ab + extra * units.out_count),
+                Some(ab),
+                r * m.count,
+                Some(r * units.first_block_in),
+            )
+        } else {
+            // A rank this large may still fit; check every size, naming the first too large.
+            let size = |what: &'static str, v: Option<u64>| v.ok_or(CountError { what });
+            let a = size("lora_A size", r.checked_mul(m.in_features))?;
+            size("lora_B size", r.checked_mul(m.out_features))?;
+            let saved = size("activation size", r.checked_mul(m.count))?;
+            let ab = r.checked_mul(units.in_plus_out_count);
+            let extras = extra.checked_mul(units.out_count);
+            let elements = ab.zip(extras).and_then(|(ab, e)| ab.checked_add(e));
+            let per_layer = units.first_block_in / m.in_features.max(1);
+            (elements, ab, saved, a.checked_mul(per_layer))
+        };
+        let t = &mut self.totals;
         t.add(|t| &mut t.trainable_params, elements);
-        t.add(|t| &mut t.trainable_tensors, m.count.checked_mul(2 + extra));
-        t.add(
-            |t| &mut t.trainable_matmul[0],
-            u64::try_from(matmul_per_module * count).ok(),
-        );
-        if m.reads_attention_input {
-            let layers = model.dims.layers.max(1);
-            let per_layer = if m.count == layers {
-                1
-            } else {
-                m.count / layers
-            };
-            let first = a.checked_mul(m.count.min(per_layer));
-            t.add(|t| &mut t.trainable_matmul[1], first);
-        }
+        t.add(|t| &mut t.trainable_tensors, Some(m.count * (2 + extra)));
+        t.add(|t| &mut t.trainable_matmul[0], matmul);
+        t.add(|t| &mut t.trainable_matmul[1], first_block);
         t.add(|t| &mut t.compute_terms[0], Some(saved));
         t.adapts_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
@@ -703,6 +705,86 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A legal but absurd module (2^26 x 2^26, once) puts huge ranks at and past the unchecked
+    /// fast path: at its bound the figures are exact, past it a sum too large for u64 fails as a
+    /// count error and a tensor too large is named.
+    #[test]
+    fn adapters_at_and_beyond_the_fast_path() {
+        use crate::shape::{
+            AttentionLayout, Dims, Family, LinearLayout, LinearModule, MlpLayout, ModelShape,
+            ModuleGroup, NormKind, ParamGroup, PositionKind,
+        };
+        let side = 1u64 << 26;
+        let model = ModelShape::from_parts(
+            "wide",
+            Family::Custom,
+            Dims {
+                hidden: 1,
+                layers: 1,
+                heads: 1,
+                kv_heads: 1,
+                head_dim: 1,
+                intermediate: 1,
+                vocab: 1,
+                max_positions: 1,
+            },
+            (
+                NormKind::RmsNorm,
+                AttentionLayout::Separate,
+                MlpLayout::Plain,
+                PositionKind::Rotary,
+            ),
+            false,
+            vec![LinearModule::new(
+                "layers.*.mlp.down_proj",
+                (side, side),
+                false,
+                1,
+                LinearLayout::Linear,
+                ModuleGroup::Mlp,
+            )],
+            vec![ParamGroup {
+                name: "layers.*.mlp.down_proj.weight".into(),
+                numel: side * side,
+                count: 1,
+                kind: ParamKind::LinearWeight(0),
+            }],
+        )
+        .unwrap();
+        let max_rank = model.modules[0].adapter_units.max_rank;
+        // (2^64 - 1 - 2^27) / 2^27, by hand.
+        assert_eq!(max_rank, (1 << 37) - 2);
+        let site = AdapterSite {
+            module: 0,
+            rank: max_rank,
+            dora: true,
+            lora_bias: false,
+        };
+        let mut plan = TrainingPlan::default();
+        plan.push_adapter(&model, site).unwrap();
+        assert_eq!(plan.trainable_params().unwrap(), max_rank * 2 * side + side);
+        assert_eq!(*plan.totals(), plan.recount(&model));
+
+        // lora_A and lora_B fit, their sum does not.
+        let mut plan = TrainingPlan::default();
+        let past = AdapterSite {
+            rank: (1 << 37) + 1,
+            ..site
+        };
+        plan.push_adapter(&model, past).unwrap();
+        assert!(plan.trainable_params().is_err());
+        assert!(plan.recount(&model).overflow);
+
+        let too_large = AdapterSite {
+            rank: 1 << 38,
+            ..site
+        };
+        assert_eq!(
+            plan.push_adapter(&model, too_large).unwrap_err().what,
+            "lora_A size"
+        );
     }
 
     #[test]

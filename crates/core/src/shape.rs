@@ -148,6 +148,46 @@ pub struct LinearModule {
     /// input needs no gradient in the first block when the embedding is frozen. Set by
     /// [`LinearModule::new`] from the name and group.
     pub reads_attention_input: bool,
+    /// Per-instance figures an adapter on this module scales by its rank, filled in by
+    /// [`ModelShape::from_parts`].
+    pub adapter_units: AdapterUnits,
+}
+
+/// What a rank-`r` adapter on one module kind costs, per unit of rank, precomputed so that
+/// planning an adapter is a few multiplications without overflow checks: below `max_rank` none of
+/// them can overflow `u64`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AdapterUnits {
+    /// `(in + out) x count`: lora_A and lora_B elements per unit of rank.
+    pub in_plus_out_count: u64,
+    /// `out x count`: a lora_B bias or a DoRA magnitude.
+    pub out_count: u64,
+    /// `in x` the instances in the first block, when the module reads the attention input
+    /// (lora_A elements per unit of rank whose autocast copy a frozen embedding spares).
+    pub first_block_in: u64,
+    /// The largest rank for which `rank x in_plus_out_count + 2 x out_count` fits in `u64`.
+    pub max_rank: u64,
+}
+
+impl AdapterUnits {
+    /// The units of `module` in a model of `layers` layers (sizes already checked against
+    /// [`MAX_TOTAL_PARAMS`], so nothing here overflows).
+    pub fn of(module: &LinearModule, layers: u64) -> Self {
+        let m = module;
+        let in_plus_out_count = (m.in_features + m.out_features) * m.count;
+        let out_count = m.out_features * m.count;
+        let first_block_in = if m.reads_attention_input {
+            m.in_features * m.count.min(m.count / layers.max(1))
+        } else {
+            0
+        };
+        AdapterUnits {
+            in_plus_out_count,
+            out_count,
+            first_block_in,
+            max_rank: (u64::MAX - 2 * out_count) / in_plus_out_count.max(1),
+        }
+    }
 }
 
 /// The names of Linears that read the attention block's normalized input.
@@ -174,6 +214,7 @@ impl LinearModule {
         let path = path.into();
         let name = path.rsplit('.').next().unwrap_or(&path).to_string();
         LinearModule {
+            adapter_units: AdapterUnits::default(),
             reads_attention_input: group == ModuleGroup::Attention
                 && ATTENTION_INPUT_NAMES.contains(&name.as_str()),
             target_names: vec![name.clone()],
@@ -405,6 +446,10 @@ impl ModelShape {
         };
         shape.check_totals()?;
         shape.sums = ParamSums::of(&shape);
+        let layers = shape.dims.layers;
+        for m in &mut shape.modules {
+            m.adapter_units = AdapterUnits::of(m, layers);
+        }
         Ok(shape)
     }
 
@@ -901,6 +946,7 @@ impl ShapeAssembler {
                 host: AdapterHost::Module,
                 target_names: vec![path.to_string()],
                 reads_attention_input: false,
+                adapter_units: AdapterUnits::default(),
             });
         } else {
             self.linear(
