@@ -31,7 +31,6 @@ fn single_estimate(c: &mut Criterion) {
             let mut plan = TrainingPlan::default();
             group.bench_with_input(BenchmarkId::from_parameter(id), &model, |b, model| {
                 b.iter(|| {
-                    plan.clear();
                     regime.plan_into(black_box(model), &mut plan).unwrap();
                     let estimate = estimate_memory(model, &plan, black_box(&settings));
                     // The whole estimate is materialized; handing criterion a reference
@@ -53,7 +52,6 @@ fn peft_equivalent_counts(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("llama-2-7b/lora-r8-qv", |b| {
         b.iter(|| {
-            plan.clear();
             regime.plan_into(black_box(&model), &mut plan).unwrap();
             (plan.trainable_params().unwrap(), plan.all_params().unwrap())
         })

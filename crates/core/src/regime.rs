@@ -14,8 +14,9 @@ pub trait Regime: Send + Sync {
     /// A short human label for tables (`LoRA r=8`).
     fn label(&self) -> String;
 
-    /// Write the plan for one model into `out` (cleared first by the caller or by [`Regime::plan`]).
-    /// Reusing `out` keeps sweeps free of allocation.
+    /// Write the plan for one model into `out`, starting with `out.clear()`: callers reuse one
+    /// plan across millions of points, which keeps sweeps free of allocation (the roster tests
+    /// that every regime clears).
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError>;
 
     /// The plan for one model.

@@ -53,6 +53,29 @@ mod tests {
         assert_eq!(err.to_string(), "regime `twin` is registered twice");
     }
 
+    /// `Regime::plan_into` starts by clearing the plan it is given (callers reuse one plan
+    /// across millions of points): planning twice, or over another regime's plan, must give the
+    /// fresh plan.
+    #[test]
+    fn every_regime_clears_the_plan_it_writes() {
+        use ftbudget_core::{TrainingPlan, TransformerSpec};
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let registry = registry().unwrap();
+        let regimes: Vec<_> = registry
+            .names()
+            .into_iter()
+            .map(|name| registry.build(name).unwrap())
+            .collect();
+        for regime in &regimes {
+            let fresh = regime.plan(&model).unwrap();
+            for other in &regimes {
+                let mut reused = other.plan(&model).unwrap();
+                regime.plan_into(&model, &mut reused).unwrap();
+                assert_eq!(reused, fresh, "{} over {}", regime.spec(), other.spec());
+            }
+        }
+    }
+
     #[test]
     fn unknown_regime_lists_the_registered_ones() {
         let err = registry().unwrap().build("lorra:r=8").err().unwrap();

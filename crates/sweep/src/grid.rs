@@ -130,7 +130,6 @@ impl Grid {
             let (s, r, b, q) = self.decode(index);
             let model = &self.shapes[s].shape;
             if planned != Some((s, r)) {
-                plan.clear();
                 self.regimes[r].regime.plan_into(model, &mut plan)?;
                 planned = Some((s, r));
             }

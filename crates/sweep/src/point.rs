@@ -49,7 +49,6 @@ pub fn evaluate(
     settings: &MemorySettings,
     plan: &mut TrainingPlan,
 ) -> Result<PointEstimate, SweepError> {
-    plan.clear();
     regime.plan_into(model, plan)?;
     evaluate_into(model, plan, settings)
 }

@@ -238,6 +238,7 @@ pub fn estimate_activations(
 /// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`. A
 /// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
 /// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
+#[inline]
 pub fn weight_cast_bytes(
     model: &ModelShape,
     plan: &TrainingPlan,
