@@ -58,7 +58,7 @@ mod tests {
     /// fresh plan.
     #[test]
     fn every_regime_clears_the_plan_it_writes() {
-        use ftbudget_core::{TrainingPlan, TransformerSpec};
+        use ftbudget_core::TransformerSpec;
         let model = TransformerSpec::minigpt().build().unwrap();
         let registry = registry().unwrap();
         let regimes: Vec<_> = registry
