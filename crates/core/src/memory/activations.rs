@@ -327,6 +327,10 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let kv = Exact::from(d.kv_heads);
     let dh = Exact::from(d.head_dim);
     let c = Exact::from(precision.compute_dtype().bytes());
+    // Shared products (token x hidden, in the compute dtype).
+    let th = t * h;
+    let cth = c * th;
+    let cti = c * t * i;
     let autocast = precision.autocast();
     let resid = if autocast { Exact::new(4) } else { c };
     let base_trainable = totals.base_trainable;
@@ -343,26 +347,26 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
 
     // One block.
     let (attn, mlp, norms, first_norm) = if gpt2 {
-        let ln = resid * t * h + 8 * t;
+        let ln = resid * th + 8 * t;
         let (attn_in, mlp_in) = if block_inputs_saved {
-            (c * t * h, c * t * h + c * t * i)
+            (cth, cth + cti)
         } else {
             (Exact::ZERO, Exact::ZERO)
         };
-        let mlp = 4 * c * t * i;
+        let mlp = 4 * cti;
         let attn = if eager {
-            4 * c * t * h + probs
+            4 * cth + probs
         } else {
-            6 * c * t * h + 4 * b * a * s
+            6 * cth + 4 * b * a * s
         };
         (attn + attn_in, mlp + mlp_in, 2 * ln, ln)
     } else {
         let normalized = if base_trainable {
-            resid * t * h
+            resid * th
         } else {
             Exact::ZERO
         };
-        let rms = 4 * t * h + 4 * t + normalized;
+        let rms = 4 * th + 4 * t + normalized;
         let (attn_casts, mlp_casts) = if autocast {
             let qkv = match model.attention {
                 AttentionLayout::Separate => 3,
@@ -377,22 +381,22 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             (1, 1)
         };
         let (attn_in, mlp_in) = if block_inputs_saved {
-            (attn_casts * c * t * h, mlp_casts * c * t * h + c * t * i)
+            (attn_casts * cth, mlp_casts * cth + cti)
         } else {
             (Exact::ZERO, Exact::ZERO)
         };
         // Mixture of experts: every token runs through `top_k` gated experts (the router's
         // logits, `E` per token, are small and left out).
         let (mlp, mlp_in) = match model.mlp {
-            MlpLayout::Plain => (2 * c * t * i, mlp_in),
-            MlpLayout::Gated | MlpLayout::FusedGated => (3 * c * t * i, mlp_in),
+            MlpLayout::Plain => (2 * cti, mlp_in),
+            MlpLayout::Gated | MlpLayout::FusedGated => (3 * cti, mlp_in),
             MlpLayout::Experts { top_k, .. } => {
                 let k = Exact::from(top_k);
-                (3 * c * t * i * k, mlp_in * k)
+                (3 * cti * k, mlp_in * k)
             }
         };
         let attn = if eager {
-            3 * c * t * a * dh + probs + c * t * h
+            3 * c * t * a * dh + probs + cth
         } else {
             c * t * (2 * a * dh + 2 * kv * dh) + 4 * b * a * s
         };
@@ -403,7 +407,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     // up to the adapter's fp32 and autocast casts it back down, so lora_A saves a fresh copy
     // (`c T h`) instead of sharing the attention output's storage.
     if autocast && !eager && totals.adapts_attention_output {
-        attn_block += c * t * h;
+        attn_block += cth;
     }
     let mut mlp_block = mlp;
     // Dropout, measured in `fixtures/memory/measured_memory_ckpt_dropout.json` with the GPU
@@ -421,8 +425,8 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             model.family,
             Family::Gpt2 | Family::Phi3 | Family::MiniGpt | Family::Custom
         ) {
-            attn_block += t * h;
-            mlp_block += t * h;
+            attn_block += th;
+            mlp_block += th;
         }
         // Eager attention drops the probabilities: a 1-byte mask, and the matmul with V saves
         // the dropped probabilities instead of what it read before. Under autocast that was the
@@ -436,7 +440,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // gradient: a trained embedding, or checkpointing (transformers then makes the
         // embedding output require grad).
         if gpt2 && (base_trainable || act.checkpointing == Checkpointing::Full) {
-            dropout_outside_blocks += t * h;
+            dropout_outside_blocks += th;
         }
         // peft's `lora_dropout` drops each adapted module's input on its own: a 1-byte mask
         // per module (none when the input needs no gradient: the first block's q, k, v with a
@@ -470,14 +474,14 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             };
             let mut unsaved = Exact::ZERO;
             if adapted(&|m| m.reads_attention_input) {
-                unsaved += c * t * h;
+                unsaved += cth;
             }
             if adapted(&|m| m.group == ModuleGroup::Mlp) {
-                unsaved += c * t * h + c * t * i;
+                unsaved += cth + cti;
             }
             if eager && adapted(&|m| m.group == ModuleGroup::Attention && !m.reads_attention_input)
             {
-                unsaved += c * t * h;
+                unsaved += cth;
             }
             adapter_dropout = adapter_dropout.saturating_sub(unsaved * layers);
         }
@@ -499,22 +503,18 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     }
     // Final norm, lm_head input, loss.
     let final_norm = if gpt2 {
-        resid * t * h + 8 * t
+        resid * th + 8 * t
     } else {
-        4 * t * h
+        4 * th
             + 4 * t
             + if base_trainable {
-                resid * t * h
+                resid * th
             } else {
                 Exact::ZERO
             }
     };
     parts.norms += final_norm;
-    let lm_head_input = if base_trainable {
-        c * t * h
-    } else {
-        Exact::ZERO
-    };
+    let lm_head_input = if base_trainable { cth } else { Exact::ZERO };
     parts.logits_loss = 4 * t * v + 8 * t + 4 + lm_head_input;
     if base_trainable {
         parts.embeddings = 8 * t + if gpt2 { 8 * s } else { Exact::ZERO };
@@ -541,14 +541,14 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // vocabulary under autocast at the forward's end, and this picks the same moment on
         // every one (activations within 3.2% of the measured peak on all of them).
         let rope = parts.attention;
-        let checkpoints = resid * t * h * layers
+        let checkpoints = resid * th * layers
             + if eager {
                 resid * b * s * s
             } else {
                 Exact::ZERO
             };
         let shared_input = if gpt2 || resid == Exact::new(4) {
-            resid * t * h
+            resid * th
         } else {
             Exact::ZERO
         };
@@ -556,7 +556,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         // cache's copies of k and v (`2 c T h` per layer; measured: the same non-checkpointed
         // step with `use_cache=False` saves exactly that much less).
         if gpt2 && !eager {
-            attn_block = attn_block.saturating_sub(2 * c * t * h);
+            attn_block = attn_block.saturating_sub(2 * cth);
         }
         // Regime terms per token are per layer: one layer's worth is recomputed. Their fixed
         // parts are weight-sized temporaries (DoRA's `eye(in)` weight-norm graph, GPT-2's

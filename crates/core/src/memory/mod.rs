@@ -393,20 +393,30 @@ pub fn estimate_memory(
     let activations = u128::from(acts.total);
     let casts = u128::from(acts.weight_casts);
     let total = weights + grads + optimizer + activations + casts;
+    // Every figure below is at most `total`, and `total` at most the total over all GPUs: once
+    // those two fit in u64, the rest do.
+    let total_all_gpus = total.checked_mul(gpus);
+    let total = to_u64("total bytes", total)?;
+    let total_all_gpus = total_all_gpus
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .ok_or(CountError {
+            what: "total bytes over all GPUs",
+        })?;
+    let narrow = |bytes: u128| bytes as u64;
     Ok(MemoryEstimate {
-        weights: to_u64("weights bytes", weights)?,
-        gradients: to_u64("gradient bytes", grads)?,
-        optimizer: to_u64("optimizer bytes", optimizer)?,
-        activations: to_u64("activation bytes", activations)?,
-        weight_casts: to_u64("weight cast bytes", casts)?,
-        total: to_u64("total bytes", total)?,
+        weights: narrow(weights),
+        gradients: narrow(grads),
+        optimizer: narrow(optimizer),
+        activations: narrow(activations),
+        weight_casts: narrow(casts),
+        total,
         gpus: sharding.gpus.max(1),
-        total_all_gpus: to_u64("total bytes over all GPUs", total * gpus)?,
+        total_all_gpus,
         detail: MemoryDetail {
-            model_weights: to_u64("weights bytes", model_weights)?,
-            master_weights: to_u64("master weight bytes", master)?,
-            optimizer_states: to_u64("optimizer bytes", states)?,
-            step_counters: to_u64("optimizer bytes", steps)?,
+            model_weights: narrow(model_weights),
+            master_weights: narrow(master),
+            optimizer_states: narrow(states),
+            step_counters: narrow(steps),
             activations: acts.breakdown,
         },
     })
