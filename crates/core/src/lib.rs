@@ -35,7 +35,7 @@ pub use shape::{
     ModelShape, ModuleGroup, NormKind, ParamGroup, ParamKind, ParamSums, PositionKind,
     TransformerSpec,
 };
-pub use targets::{TargetSpec, names_select};
+pub use targets::{TargetSelection, TargetSpec, names_select};
 
 /// Re-exported so regime crates can `ftbudget_core::inventory::submit!` without their own
 /// dependency line drifting from the core's version.

@@ -71,6 +71,17 @@ fn alias_matches(module: &LinearModule, alias: &str, name: &str) -> bool {
     path_matches(&path, name)
 }
 
+fn fused_in_part(m: &LinearModule) -> ShapeError {
+    ShapeError::Inconsistent {
+        field: "targets",
+        reason: format!(
+            "{} are fused into `{}`; target all of them or none",
+            m.target_names.join(" and "),
+            m.name
+        ),
+    }
+}
+
 fn module_matches(module: &LinearModule, name: &str) -> bool {
     module
         .target_names
@@ -101,7 +112,83 @@ pub fn names_select(names: &[String], module: &LinearModule) -> bool {
         .any(|alias| names.iter().any(|n| alias_matches(module, alias, n)))
 }
 
+/// The modules a target selection takes on one model, resolved once: what a regime's hot loop
+/// asks per module. Groups (`all-linear`, `attn`, `mlp`) are answered per module; names are
+/// matched once into a bitmask (up to 128 module kinds and names; past that, per module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetSelection<'a> {
+    /// Answered per module by [`TargetSpec::selects`].
+    Spec(&'a TargetSpec),
+    /// Bit `i` set: `modules[i]` is selected.
+    Mask(u128),
+}
+
+impl TargetSelection<'_> {
+    /// Is `modules[index]` (that is, `module`) selected?
+    #[inline]
+    pub fn contains(&self, index: usize, module: &LinearModule) -> bool {
+        match self {
+            TargetSelection::Spec(spec) => spec.selects(module),
+            TargetSelection::Mask(bits) => (bits >> index) & 1 == 1,
+        }
+    }
+}
+
 impl ModelShape {
+    /// Check `spec` against this model (as [`ModelShape::check_targets`]) and resolve it, in one
+    /// pass over the names.
+    pub fn select_targets<'a>(
+        &self,
+        spec: &'a TargetSpec,
+    ) -> Result<TargetSelection<'a>, ShapeError> {
+        let TargetSpec::Names(names) = spec else {
+            self.check_targets(spec)?;
+            return Ok(TargetSelection::Spec(spec));
+        };
+        if self.modules.len() > 128 || names.len() > 128 {
+            self.check_targets(spec)?;
+            return Ok(TargetSelection::Spec(spec));
+        }
+        let mut mask = 0u128;
+        let mut matched_names = 0u128;
+        let mut partly_named = None;
+        for (i, m) in self.modules.iter().enumerate() {
+            let mut named = 0;
+            for alias in &m.target_names {
+                let mut hit = false;
+                for (j, name) in names.iter().enumerate() {
+                    if alias_matches(m, alias, name) {
+                        matched_names |= 1 << j;
+                        hit = true;
+                    }
+                }
+                named += usize::from(hit);
+            }
+            if named > 0 {
+                mask |= 1 << i;
+                if named < m.target_names.len() && partly_named.is_none() {
+                    partly_named = Some(m);
+                }
+            }
+        }
+        // The errors of `check_names`, in its order: an unknown name first.
+        if let Some(j) = (0..names.len()).find(|j| (matched_names >> j) & 1 == 0) {
+            return Err(ShapeError::UnknownTarget {
+                name: names[j].clone(),
+                available: self.module_names().join(", "),
+            });
+        }
+        if let Some(m) = partly_named {
+            return Err(fused_in_part(m));
+        }
+        if mask == 0 {
+            return Err(ShapeError::NoTargets {
+                spec: spec.to_string(),
+            });
+        }
+        Ok(TargetSelection::Mask(mask))
+    }
+
     /// Check `spec` against this model: every name must select some module, a fused module must
     /// be named in full or not at all, and the selection must not be empty.
     pub fn check_targets(&self, spec: &TargetSpec) -> Result<(), ShapeError> {
@@ -142,14 +229,7 @@ impl ModelShape {
                 .filter(|t| names.iter().any(|n| alias_matches(m, t, n)))
                 .count();
             if named != 0 && named < m.target_names.len() {
-                return Err(ShapeError::Inconsistent {
-                    field: "targets",
-                    reason: format!(
-                        "{} are fused into `{}`; target all of them or none",
-                        m.target_names.join(" and "),
-                        m.name
-                    ),
-                });
+                return Err(fused_in_part(m));
             }
         }
         Ok(())
@@ -178,6 +258,31 @@ mod tests {
         assert!(path_matches("transformer.h.*.attn.c_proj", "c_proj"));
         assert!(path_matches("transformer.h.*.attn.c_proj", "attn.c_proj"));
         assert!(!path_matches("transformer.h.*.attn.c_proj", "proj"));
+    }
+
+    #[test]
+    fn one_pass_selection_agrees_with_the_checks() {
+        let shape = TransformerSpec::minigpt().build().unwrap();
+        for spec in [
+            "q_proj+v_proj",
+            "o_proj",
+            "lm_head",
+            "all-linear",
+            "mlp",
+            "q_proj+nope",
+        ] {
+            let spec: TargetSpec = spec.parse().unwrap();
+            match (shape.select_targets(&spec), shape.resolve_targets(&spec)) {
+                (Ok(selection), Ok(indices)) => {
+                    let selected: Vec<usize> = (0..shape.modules.len())
+                        .filter(|&i| selection.contains(i, &shape.modules[i]))
+                        .collect();
+                    assert_eq!(selected, indices, "{spec}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{spec}: {a:?} vs {b:?}"),
+            }
+        }
     }
 
     #[test]

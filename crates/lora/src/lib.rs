@@ -186,10 +186,10 @@ pub fn adapter_plan_into(
             expected: "false: peft does not support lora_bias with DoRA".into(),
         });
     }
-    // Checked once; then `selects` answers per module without allocating (sweeps plan millions
-    // of times).
-    model
-        .check_targets(&config.targets)
+    // Checked and resolved once; then `contains` answers per module without allocating (sweeps
+    // plan millions of times).
+    let targets = model
+        .select_targets(&config.targets)
         .map_err(shape_err(regime))?;
     model
         .check_names(&config.modules_to_save)
@@ -212,14 +212,14 @@ pub fn adapter_plan_into(
             for (index, p) in model.params.iter().enumerate() {
                 let mut group = frozen.group(model, index);
                 if let ParamKind::LinearBias(i) = p.kind {
-                    group.trainable = config.targets.selects(&model.modules[i]);
+                    group.trainable = targets.contains(i, &model.modules[i]);
                 }
                 plan.push_group(model, group);
             }
         }
     }
     for (i, m) in model.modules.iter().enumerate() {
-        if !config.targets.selects(m) {
+        if !targets.contains(i, m) {
             continue;
         }
         if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
