@@ -262,15 +262,27 @@ pub fn weight_cast_bytes(
     let mut elements = cast(trainable, trainable_first, precision.trainable_dtype())
         + cast(frozen, frozen_first, settings.frozen_dtype());
     if totals.dense_matmul {
-        // Fixed dense storage is rare: look at each group.
-        for g in plan.groups(model).filter(|g| g.matmul_weight) {
-            if let Storage::Dense { dtype } = g.storage {
-                let all = u128::from(g.numel) * u128::from(g.count);
-                elements += cast(all, u128::from(first_block_elements(model, &g)), dtype);
-            }
-        }
+        elements += dense_cast_elements(model, plan, &cast);
     }
     elements * u128::from(compute.bytes())
+}
+
+/// Fixed dense storage is rare: look at each group (kept out of the hot path).
+#[cold]
+#[inline(never)]
+fn dense_cast_elements(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    cast: &dyn Fn(u128, u128, DType) -> u128,
+) -> u128 {
+    let mut elements = 0;
+    for g in plan.groups(model).filter(|g| g.matmul_weight) {
+        if let Storage::Dense { dtype } = g.storage {
+            let all = u128::from(g.numel) * u128::from(g.count);
+            elements += cast(all, u128::from(first_block_elements(model, &g)), dtype);
+        }
+    }
+    elements
 }
 
 /// Activation bytes per component, before conversion to `u64`.
