@@ -345,13 +345,8 @@ pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
         ParamSource::LoraA { module } => module,
         _ => return 0,
     };
-    let m = &model.modules[module];
-    if !m.reads_attention_input {
-        return 0;
-    }
-    group
-        .numel
-        .saturating_mul(group.count.min(m.count / model.dims.layers.max(1)))
+    let first_block = model.modules[module].first_block_instances(model.dims.layers);
+    group.numel.saturating_mul(group.count.min(first_block))
 }
 
 impl PlanTotals {
@@ -550,8 +545,8 @@ impl TrainingPlan {
             let ab = r.checked_mul(units.in_plus_out_count);
             let extras = extra.checked_mul(units.out_count);
             let elements = ab.zip(extras).and_then(|(ab, e)| ab.checked_add(e));
-            let per_layer = units.first_block_in / m.in_features.max(1);
-            (elements, ab, saved, a.checked_mul(per_layer))
+            let first_block = m.first_block_instances(model.dims.layers);
+            (elements, ab, saved, a.checked_mul(first_block))
         };
         let t = &mut self.totals;
         t.add(|t| &mut t.trainable_params, elements);

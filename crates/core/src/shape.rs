@@ -176,11 +176,7 @@ impl AdapterUnits {
         let m = module;
         let in_plus_out_count = (m.in_features + m.out_features) * m.count;
         let out_count = m.out_features * m.count;
-        let first_block_in = if m.reads_attention_input {
-            m.in_features * m.count.min(m.count / layers.max(1))
-        } else {
-            0
-        };
+        let first_block_in = m.in_features * m.first_block_instances(layers);
         AdapterUnits {
             in_plus_out_count,
             out_count,
@@ -233,6 +229,17 @@ impl LinearModule {
 
     pub fn weight_numel(&self) -> u64 {
         self.in_features * self.out_features
+    }
+
+    /// Instances of this module in the first block that read the block's attention input (q, k,
+    /// v or a fused qkv: `count / layers`), 0 for every other module. With a frozen embedding
+    /// nothing upstream of them needs a gradient.
+    pub fn first_block_instances(&self, layers: u64) -> u64 {
+        if self.reads_attention_input {
+            self.count / layers.max(1)
+        } else {
+            0
+        }
     }
 
     /// True for Linears inside the transformer blocks (what QLoRA quantizes).
@@ -348,9 +355,8 @@ impl ParamSums {
                 if m.in_blocks() {
                     sums.block_linear_params += n;
                 }
-                if m.reads_attention_input {
-                    sums.first_block_attention_params += p.numel * p.count.min(m.count / layers);
-                }
+                sums.first_block_attention_params +=
+                    p.numel * p.count.min(m.first_block_instances(layers));
             }
         }
         sums

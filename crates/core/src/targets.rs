@@ -82,13 +82,6 @@ fn fused_in_part(m: &LinearModule) -> ShapeError {
     }
 }
 
-fn module_matches(module: &LinearModule, name: &str) -> bool {
-    module
-        .target_names
-        .iter()
-        .any(|alias| alias_matches(module, alias, name))
-}
-
 impl TargetSpec {
     /// Does this selection take `module`? Allocation-free, for the hot path of sweeps; a model's
     /// selection must have passed [`ModelShape::check_targets`] first (which rejects unknown
@@ -145,48 +138,16 @@ impl ModelShape {
             self.check_targets(spec)?;
             return Ok(TargetSelection::Spec(spec));
         };
-        if self.modules.len() > 128 || names.len() > 128 {
-            self.check_targets(spec)?;
-            return Ok(TargetSelection::Spec(spec));
-        }
-        let mut mask = 0u128;
-        let mut matched_names = 0u128;
-        let mut partly_named = None;
-        for (i, m) in self.modules.iter().enumerate() {
-            let mut named = 0;
-            for alias in &m.target_names {
-                let mut hit = false;
-                for (j, name) in names.iter().enumerate() {
-                    if alias_matches(m, alias, name) {
-                        matched_names |= 1 << j;
-                        hit = true;
-                    }
-                }
-                named += usize::from(hit);
-            }
-            if named > 0 {
-                mask |= 1 << i;
-                if named < m.target_names.len() && partly_named.is_none() {
-                    partly_named = Some(m);
-                }
-            }
-        }
-        // The errors of `check_names`, in its order: an unknown name first.
-        if let Some(j) = (0..names.len()).find(|j| (matched_names >> j) & 1 == 0) {
-            return Err(ShapeError::UnknownTarget {
-                name: names[j].clone(),
-                available: self.module_names().join(", "),
-            });
-        }
-        if let Some(m) = partly_named {
-            return Err(fused_in_part(m));
-        }
-        if mask == 0 {
-            return Err(ShapeError::NoTargets {
+        match self.match_names(names)? {
+            Some(0) => Err(ShapeError::NoTargets {
                 spec: spec.to_string(),
-            });
+            }),
+            Some(mask) => Ok(TargetSelection::Mask(mask)),
+            None => {
+                self.check_targets(spec)?;
+                Ok(TargetSelection::Spec(spec))
+            }
         }
-        Ok(TargetSelection::Mask(mask))
     }
 
     /// Check `spec` against this model: every name must select some module, a fused module must
@@ -214,25 +175,56 @@ impl ModelShape {
     }
 
     fn check_some_names(&self, names: &[String]) -> Result<(), ShapeError> {
-        for name in names {
-            if !self.modules.iter().any(|m| module_matches(m, name)) {
-                return Err(ShapeError::UnknownTarget {
-                    name: name.clone(),
-                    available: self.module_names().join(", "),
-                });
+        self.match_names(names).map(|_| ())
+    }
+
+    /// One pass over the modules: checks `names` (an unknown name first, then a fused module
+    /// named in part) and returns the selected modules as a bitmask when the model has at most
+    /// 128 module kinds (`None` past that).
+    fn match_names(&self, names: &[String]) -> Result<Option<u128>, ShapeError> {
+        // Which names matched: bits for the first 128, a vector past that (never in practice).
+        let mut matched_first = 0u128;
+        let mut matched_rest = vec![false; names.len().saturating_sub(128)];
+        let mut mask = 0u128;
+        let mut partly_named = None;
+        for (i, m) in self.modules.iter().enumerate() {
+            let mut named = 0;
+            for alias in &m.target_names {
+                let mut hit = false;
+                for (j, name) in names.iter().enumerate() {
+                    if alias_matches(m, alias, name) {
+                        match j {
+                            0..128 => matched_first |= 1 << j,
+                            _ => matched_rest[j - 128] = true,
+                        }
+                        hit = true;
+                    }
+                }
+                named += usize::from(hit);
+            }
+            if named > 0 {
+                if i < 128 {
+                    mask |= 1 << i;
+                }
+                if named < m.target_names.len() && partly_named.is_none() {
+                    partly_named = Some(m);
+                }
             }
         }
-        for m in &self.modules {
-            let named = m
-                .target_names
-                .iter()
-                .filter(|t| names.iter().any(|n| alias_matches(m, t, n)))
-                .count();
-            if named != 0 && named < m.target_names.len() {
-                return Err(fused_in_part(m));
-            }
+        let matched = |j: usize| match j {
+            0..128 => (matched_first >> j) & 1 == 1,
+            _ => matched_rest[j - 128],
+        };
+        if let Some(j) = (0..names.len()).find(|&j| !matched(j)) {
+            return Err(ShapeError::UnknownTarget {
+                name: names[j].clone(),
+                available: self.module_names().join(", "),
+            });
         }
-        Ok(())
+        if let Some(m) = partly_named {
+            return Err(fused_in_part(m));
+        }
+        Ok((self.modules.len() <= 128).then_some(mask))
     }
 
     /// Indices into [`ModelShape::modules`] selected by `spec`, in module order.

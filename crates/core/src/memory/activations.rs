@@ -470,8 +470,8 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             let per_module = Exact::from(m.in_features) * t;
             let count = Exact::from(m.count);
             let mut masked = count;
-            if first_block_input_frozen && m.reads_attention_input {
-                masked = masked.saturating_sub(Exact::from(m.count / d.layers.max(1)));
+            if first_block_input_frozen {
+                masked = masked.saturating_sub(Exact::from(m.first_block_instances(d.layers)));
             }
             adapter_dropout += per_module * masked;
             if !autocast {
