@@ -5,6 +5,8 @@
 //! and dropout terms were derived from; `measured_memory_ckpt_dropout_heldout.json` was measured
 //! afterwards on other models, shapes, rank and dropout probability, and checks them.
 
+mod common;
+
 use ftbudget_measurements::{
     MemoryRecord, activation_error, measured_activations, parse_records, predict,
 };
@@ -94,18 +96,7 @@ fn check(records: &[MemoryRecord], known_gap: impl Fn(&MemoryRecord) -> Option<(
     let mut failures = Vec::new();
     for r in records {
         let e = predict(r).unwrap();
-        assert_eq!(e.weights, r.params.total_bytes, "{} weights", r.id);
-        assert_eq!(e.gradients, r.grads.bytes, "{} gradients", r.id);
-        assert_eq!(
-            e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
-            "{} optimizer states",
-            r.id
-        );
-        assert_eq!(
-            e.detail.step_counters, r.optimizer.step_bytes,
-            "{} steps",
-            r.id
-        );
+        common::assert_state_buckets_exact(r, &e);
         // Weight casts: exact without checkpointing (the packed-bytes convention), apart from
         // DoRA's second base cast under dropout. With checkpointing see
         // `checkpointing_keeps_one_block_of_weight_casts`.

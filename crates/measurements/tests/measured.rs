@@ -1,6 +1,8 @@
 //! ftbudget against measured PyTorch training steps: weights, gradients and optimizer state
 //! exactly, activations within 10% on every record.
 
+mod common;
+
 use ftbudget_measurements::{activation_error, parse_records, predict};
 use std::collections::BTreeMap;
 
@@ -17,18 +19,7 @@ fn every_measured_record_matches() {
     let mut failures = Vec::new();
     for r in &records {
         let e = predict(r).unwrap();
-        assert_eq!(e.weights, r.params.total_bytes, "{} weights", r.id);
-        assert_eq!(e.gradients, r.grads.bytes, "{} gradients", r.id);
-        assert_eq!(
-            e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
-            "{} optimizer states",
-            r.id
-        );
-        assert_eq!(
-            e.detail.step_counters, r.optimizer.step_bytes,
-            "{} steps",
-            r.id
-        );
+        common::assert_state_buckets_exact(r, &e);
         assert_eq!(
             e.weight_casts, r.activations.weight_cast_bytes_dedup,
             "{} weight casts",
