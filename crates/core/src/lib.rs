@@ -31,9 +31,9 @@ pub use plan::{
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;
 pub use shape::{
-    AdapterHost, AdapterUnits, AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout,
-    ModelShape, ModuleGroup, NormKind, ParamGroup, ParamKind, ParamSums, PositionKind,
-    TransformerSpec,
+    AdapterHost, AdapterUnits, AttentionLayout, Family, GroupAdapterUnits, LinearLayout,
+    LinearModule, MlpLayout, ModelShape, ModuleGroup, NormKind, ParamGroup, ParamKind, ParamSums,
+    PositionKind, TransformerSpec,
 };
 pub use targets::{TargetSelection, TargetSpec, names_select};
 

@@ -4,7 +4,7 @@
 
 use crate::dtype::DType;
 use crate::error::CountError;
-use crate::shape::{ModelShape, ModuleGroup, ParamKind};
+use crate::shape::{GroupAdapterUnits, ModelShape, ModuleGroup, ParamKind};
 use serde::Serialize;
 
 /// Where a parameter group comes from; peft's `all params` counts every origin.
@@ -557,6 +557,53 @@ impl TrainingPlan {
         t.adapts_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
         Ok(())
+    }
+
+    /// Add a rank-`rank` adapter on every module of a target group in one step, from the sums
+    /// the shape precomputed. Returns `false`, adding nothing, when the group holds a parameter
+    /// host (whose rank differs) or `rank` is past the group's `max_rank`: push those adapters
+    /// one by one with [`TrainingPlan::push_adapter`].
+    pub fn try_push_group_adapters(
+        &mut self,
+        units: &GroupAdapterUnits,
+        rank: u64,
+        dora: bool,
+        lora_bias: bool,
+    ) -> bool {
+        if !units.module_hosts_only || rank > units.max_rank {
+            return false;
+        }
+        let mut modules = units.mask;
+        while modules != 0 {
+            let module = modules.trailing_zeros() as usize;
+            modules &= modules - 1;
+            self.adapters.push(AdapterSite {
+                module,
+                rank,
+                dora,
+                lora_bias,
+            });
+        }
+        // Below max_rank none of these products can overflow (see GroupAdapterUnits).
+        let extra = u64::from(lora_bias) + u64::from(dora);
+        let ab = rank * units.in_plus_out_count;
+        let t = &mut self.totals;
+        t.add(
+            |t| &mut t.trainable_params,
+            Some(ab + extra * units.out_count),
+        );
+        t.add(
+            |t| &mut t.trainable_tensors,
+            Some(units.count * (2 + extra)),
+        );
+        t.add(|t| &mut t.trainable_matmul[0], Some(ab));
+        t.add(
+            |t| &mut t.trainable_matmul[1],
+            Some(rank * units.first_block_in),
+        );
+        t.add(|t| &mut t.compute_terms[0], Some(rank * units.count));
+        t.adapts_attention_output |= units.has_attention_output;
+        true
     }
 
     /// Add activation memory the regime needs.

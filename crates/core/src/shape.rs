@@ -314,6 +314,52 @@ pub struct ModelShape {
     /// Sums over `params` that plans start from, computed by [`ModelShape::from_parts`] (the
     /// one constructor). A shape is not edited after construction.
     pub sums: ParamSums,
+    /// The adapter units of `all-linear`, `attn` and `mlp` summed over their modules (in that
+    /// order), computed by [`ModelShape::from_parts`]; `None` past 128 module kinds.
+    pub group_adapter_units: Option<[GroupAdapterUnits; 3]>,
+}
+
+/// What a rank-`r` adapter on every module of a target group costs per unit of rank: the sums of
+/// the modules' [`AdapterUnits`], so that adapting a whole group is one step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupAdapterUnits {
+    /// Bit `i` set: `modules[i]` is in the group.
+    pub mask: u128,
+    pub in_plus_out_count: u64,
+    pub out_count: u64,
+    pub first_block_in: u64,
+    /// Module instances in the group.
+    pub count: u64,
+    /// The largest rank for which `rank x in_plus_out_count + 2 x out_count` fits in `u64` (and
+    /// with it every per-module size).
+    pub max_rank: u64,
+    /// Every module of the group is an `nn.Linear`-like host (rank factor 1, DoRA allowed).
+    pub module_hosts_only: bool,
+    /// The group holds an attention Linear that does not read the block input.
+    pub has_attention_output: bool,
+}
+
+impl GroupAdapterUnits {
+    /// The sums over the modules `spec` selects (at most 128 of them, sizes already checked, so
+    /// nothing here overflows).
+    fn of(modules: &[LinearModule], spec: &crate::TargetSpec) -> Self {
+        let mut g = GroupAdapterUnits {
+            module_hosts_only: true,
+            ..GroupAdapterUnits::default()
+        };
+        for (i, m) in modules.iter().enumerate().filter(|(_, m)| spec.selects(m)) {
+            let u = m.adapter_units;
+            g.mask |= 1 << i;
+            g.in_plus_out_count += u.in_plus_out_count;
+            g.out_count += u.out_count;
+            g.first_block_in += u.first_block_in;
+            g.count += m.count;
+            g.module_hosts_only &= m.host == AdapterHost::Module;
+            g.has_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        }
+        g.max_rank = (u64::MAX - 2 * g.out_count) / g.in_plus_out_count.max(1);
+        g
+    }
 }
 
 /// Sums over a shape's parameters, so that a regime's treatment of the whole base model costs
@@ -371,6 +417,18 @@ impl ModelShape {
     /// Every parameter, each tied tensor once (what `model.num_parameters()` reports).
     pub fn total_params(&self) -> u64 {
         self.sums.params
+    }
+
+    /// The precomputed adapter units of a group target (`all-linear`, `attn`, `mlp`); `None`
+    /// for names and past 128 module kinds.
+    pub fn group_adapter_units(&self, spec: &crate::TargetSpec) -> Option<&GroupAdapterUnits> {
+        let index = match spec {
+            crate::TargetSpec::AllLinear => 0,
+            crate::TargetSpec::Attention => 1,
+            crate::TargetSpec::Mlp => 2,
+            crate::TargetSpec::Names(_) => return None,
+        };
+        self.group_adapter_units.as_ref().map(|units| &units[index])
     }
 
     /// Weights that a matmul consumes (Linear weights, and the embedding when the lm_head is
@@ -439,6 +497,7 @@ impl ModelShape {
     ) -> Result<Self, ShapeError> {
         let mut shape = ModelShape {
             sums: ParamSums::default(),
+            group_adapter_units: None,
             name: name.into(),
             family,
             dims,
@@ -455,6 +514,13 @@ impl ModelShape {
         let layers = shape.dims.layers;
         for m in &mut shape.modules {
             m.adapter_units = AdapterUnits::of(m, layers);
+        }
+        if shape.modules.len() <= 128 {
+            use crate::TargetSpec::{AllLinear, Attention, Mlp};
+            shape.group_adapter_units = Some(
+                [AllLinear, Attention, Mlp]
+                    .map(|spec| GroupAdapterUnits::of(&shape.modules, &spec)),
+            );
         }
         Ok(shape)
     }

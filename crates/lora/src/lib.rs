@@ -218,38 +218,47 @@ pub fn adapter_plan_into(
             }
         }
     }
-    for (i, m) in model.modules.iter().enumerate() {
-        if !targets.contains(i, m) {
-            continue;
+    // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
+    // otherwise module by module.
+    let whole_group = model
+        .group_adapter_units(&config.targets)
+        .is_some_and(|units| {
+            plan.try_push_group_adapters(units, config.rank, config.dora, config.lora_bias)
+        });
+    if !whole_group {
+        for (i, m) in model.modules.iter().enumerate() {
+            if !targets.contains(i, m) {
+                continue;
+            }
+            if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
+                // peft's lora.ParamWrapper refuses both.
+                let option = if config.dora { "DoRA" } else { "lora_bias" };
+                return Err(shape_err(regime)(ShapeError::Inconsistent {
+                    field: "targets",
+                    reason: format!(
+                        "`{}` is adapted through peft's target_parameters (lora.ParamWrapper), which does not support {option}",
+                        m.target_names.join("+")
+                    ),
+                }));
+            }
+            // Fused expert weights share one adapter of rank `fused * r`.
+            let rank = checked(
+                regime,
+                "lora rank",
+                config.rank.checked_mul(m.host.rank_factor()),
+            )?;
+            let site = AdapterSite {
+                module: i,
+                rank,
+                dora: config.dora,
+                lora_bias: config.lora_bias,
+            };
+            plan.push_adapter(model, site)
+                .map_err(|cause| RegimeError::Count {
+                    regime: regime.to_string(),
+                    cause,
+                })?;
         }
-        if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
-            // peft's lora.ParamWrapper refuses both.
-            let option = if config.dora { "DoRA" } else { "lora_bias" };
-            return Err(shape_err(regime)(ShapeError::Inconsistent {
-                field: "targets",
-                reason: format!(
-                    "`{}` is adapted through peft's target_parameters (lora.ParamWrapper), which does not support {option}",
-                    m.target_names.join("+")
-                ),
-            }));
-        }
-        // Fused expert weights share one adapter of rank `fused * r`.
-        let rank = checked(
-            regime,
-            "lora rank",
-            config.rank.checked_mul(m.host.rank_factor()),
-        )?;
-        let site = AdapterSite {
-            module: i,
-            rank,
-            dora: config.dora,
-            lora_bias: config.lora_bias,
-        };
-        plan.push_adapter(model, site)
-            .map_err(|cause| RegimeError::Count {
-                regime: regime.to_string(),
-                cause,
-            })?;
     }
     if !config.modules_to_save.is_empty() {
         for (i, m) in model.modules.iter().enumerate() {

@@ -144,6 +144,11 @@ fn regimes(r: u64, model: &ModelShape) -> Vec<String> {
         format!("qlora:r={r},double_quant=true"),
         format!("qlora:r={r},codebooks=false"),
         format!("dora:r={r},targets={dora_targets}"),
+        // By name: planned module by module rather than from the shape's group sums.
+        format!(
+            "lora:r={r},targets={}",
+            model.modules[0].target_names.join("+")
+        ),
     ]
 }
 
