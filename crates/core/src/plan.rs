@@ -50,9 +50,9 @@ impl Nf4Layout {
     /// Exact bytes of one quantized tensor of `numel` elements.
     pub fn tensor_bytes(&self, numel: u64) -> u64 {
         let packed = numel.div_ceil(2);
-        let blocks = numel.div_ceil(self.blocksize.max(1));
+        let blocks = div_ceil(numel, self.blocksize.max(1));
         let stats = if self.double_quant {
-            let nested = blocks.div_ceil(self.nested_blocksize.max(1));
+            let nested = div_ceil(blocks, self.nested_blocksize.max(1));
             blocks + 4 * nested + 4
         } else {
             blocks * self.absmax_dtype.bytes()
@@ -63,6 +63,17 @@ impl Nf4Layout {
             (true, true) => 16 * 4 + 256 * 4,
         };
         packed + stats + codebooks
+    }
+}
+
+/// `n.div_ceil(d)`, by a shift when `d` is a power of two (bitsandbytes' block sizes are): a
+/// division by a value known only at run time is the slowest step of planning QLoRA.
+#[inline]
+fn div_ceil(n: u64, d: u64) -> u64 {
+    if d.is_power_of_two() {
+        (n >> d.trailing_zeros()) + u64::from(n & (d - 1) != 0)
+    } else {
+        n.div_ceil(d)
     }
 }
 
@@ -612,19 +623,9 @@ impl TrainingPlan {
         self.activation_terms.push(term);
     }
 
-    /// The base treatment, if the regime set one.
-    pub fn base(&self) -> Option<&BaseTreatment> {
-        self.base.as_ref()
-    }
-
     /// The adapted Linear modules.
     pub fn adapters(&self) -> &[AdapterSite] {
         &self.adapters
-    }
-
-    /// Parameter groups pushed one by one (beyond the base treatment and the adapters).
-    pub fn extra_groups(&self) -> &[PlannedParams] {
-        &self.groups
     }
 
     /// Activation terms pushed one by one (beyond the adapters' `x A`).
@@ -827,6 +828,26 @@ mod tests {
             plan.push_adapter(&model, too_large).unwrap_err().what,
             "lora_A size"
         );
+    }
+
+    #[test]
+    fn shift_division_rounds_up_like_div_ceil() {
+        for d in [1u64, 2, 3, 64, 100, 256, 1 << 20] {
+            for n in [
+                0u64,
+                1,
+                63,
+                64,
+                65,
+                4095,
+                4096,
+                4097,
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
+                assert_eq!(div_ceil(n, d), n.div_ceil(d), "{n} / {d}");
+            }
+        }
     }
 
     #[test]
