@@ -294,8 +294,9 @@ pub struct ActivationTerm {
 /// What a regime decides for one model: a [`BaseTreatment`] for the base model's parameters,
 /// [`AdapterSite`]s, further parameter groups (`modules_to_save` copies, or base parameters
 /// planned one by one) and further activation terms. Every push keeps running [`PlanTotals`], so
-/// counting and the memory model cost the same whatever the model's depth, and planning costs
-/// one step per adapted module kind (the base treatment reads the shape's [`ParamSums`]).
+/// counting and the memory model cost the same whatever the model's depth. Planning costs one
+/// step for the base (from the shape's [`crate::ParamSums`]), one for a whole adapter group
+/// (from its [`crate::GroupAdapterUnits`]) or one per adapted module kind otherwise.
 ///
 /// A plan describes one model: every push takes the model its indices refer to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -2,7 +2,7 @@
 //! `A (r x in)` and `B (out x r)`, `r (in + out)` trainable parameters. The counting rules are
 //! peft's (`bias=`, `modules_to_save`, `lora_bias`, DoRA magnitudes), so trainable and all-params
 //! figures match `get_nb_trainable_parameters()` to the parameter. QLoRA and DoRA reuse
-//! [`LoraConfig`] and [`adapter_plan`]; they differ only in base storage and magnitudes.
+//! [`LoraConfig`] and [`adapter_plan_into`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
     AdapterHost, AdapterSite, BaseTraining, BaseTreatment, CountError, ModelShape, OptionDoc,
