@@ -108,7 +108,7 @@ fn bad_config_files_are_one_line_errors() {
     );
     fails_with(
         &tmp("bert.json", br#"{"model_type": "bert"}"#),
-        "supported: llama, mistral, qwen2, gemma, gpt2, phi3, mixtral",
+        "unsupported model_type `bert` (supported: llama, exaone, mistral",
     );
 }
 

@@ -15,6 +15,7 @@ pub mod plan;
 pub mod regime;
 pub mod registry;
 pub mod shape;
+pub mod spec;
 pub mod targets;
 
 pub use dtype::DType;
@@ -31,10 +32,12 @@ pub use plan::{
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;
 pub use shape::{
-    AdapterHost, AdapterUnits, AttentionLayout, Family, GroupAdapterUnits, LinearLayout,
-    LinearModule, MlpLayout, ModelShape, ModuleGroup, NormKind, ParamGroup, ParamKind, ParamSums,
-    PositionKind, TransformerSpec,
+    ActivationRecipe, AdapterHost, AdapterUnits, Architecture, AttentionLayout, BlockSpec, Dims,
+    ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits, LatentAttention,
+    LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup, NormKind, NormPlacement,
+    ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts, SlidingWindow,
 };
+pub use spec::{Naming, TransformerSpec};
 pub use targets::{TargetSelection, TargetSpec, names_select};
 
 /// Re-exported so regime crates can `ftbudget_core::inventory::submit!` without their own

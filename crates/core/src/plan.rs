@@ -715,7 +715,7 @@ mod tests {
 
     #[test]
     fn every_base_treatment_matches_a_recount() {
-        use crate::shape::TransformerSpec;
+        use crate::spec::TransformerSpec;
         // Biases, LayerNorm biases and an untied lm_head as well.
         let biased = TransformerSpec {
             qkv_bias: true,
@@ -763,7 +763,7 @@ mod tests {
         let side = 1u64 << 26;
         let model = ModelShape::from_parts(
             "wide",
-            Family::Custom,
+            Family::new("custom"),
             Dims {
                 hidden: 1,
                 layers: 1,
@@ -774,12 +774,13 @@ mod tests {
                 vocab: 1,
                 max_positions: 1,
             },
-            (
-                NormKind::RmsNorm,
-                AttentionLayout::Separate,
-                MlpLayout::Plain,
-                PositionKind::Rotary,
-            ),
+            crate::shape::Architecture {
+                norm: NormKind::RmsNorm,
+                attention: AttentionLayout::Separate,
+                mlp: MlpLayout::Plain,
+                positions: PositionKind::Rotary,
+                block: crate::shape::BlockSpec::DECODER,
+            },
             false,
             vec![LinearModule::new(
                 "layers.*.mlp.down_proj",

@@ -8,36 +8,32 @@
 use crate::error::ShapeError;
 use serde::Serialize;
 
-/// The implementation family: decides module names and, for activations, which operations run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// The course's MiniGPT (section A13): q/k/v/o + a plain two-Linear MLP.
-    MiniGpt,
-    Gpt2,
-    Llama,
-    Mistral,
-    Qwen2,
-    Gemma,
-    Phi3,
-    Mixtral,
-    /// Assembled from a tensor inventory whose implementation is not known.
-    Custom,
-}
+/// The family a shape was read as (`llama`, `qwen3`, `gpt2`, or `custom` for a tensor inventory):
+/// a label for reports. Behaviour never depends on it: what a block computes is its
+/// [`BlockSpec`] and layouts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Family(std::borrow::Cow<'static, str>);
 
 impl Family {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Family::MiniGpt => "minigpt",
-            Family::Gpt2 => "gpt2",
-            Family::Llama => "llama",
-            Family::Mistral => "mistral",
-            Family::Qwen2 => "qwen2",
-            Family::Gemma => "gemma",
-            Family::Phi3 => "phi3",
-            Family::Mixtral => "mixtral",
-            Family::Custom => "custom",
-        }
+    /// A family named by a static string (family tables, presets).
+    pub const fn new(name: &'static str) -> Self {
+        Family(std::borrow::Cow::Borrowed(name))
+    }
+
+    /// A family named at run time (a `model_type` read from a file).
+    pub fn owned(name: String) -> Self {
+        Family(std::borrow::Cow::Owned(name))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -66,6 +62,120 @@ pub enum AttentionLayout {
     Separate,
     /// One fused `qkv_proj` (Phi-3) or `c_attn` (GPT-2) and an output projection.
     FusedQkv,
+    /// Multi-head latent attention (DeepSeek-V2/V3): low-rank query and key/value projections
+    /// with their norms.
+    Latent(LatentAttention),
+}
+
+/// The dimensions of multi-head latent attention (`q_lora_rank: None` projects queries
+/// directly, as DeepSeek-V2-Lite does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LatentAttention {
+    pub q_lora_rank: Option<u64>,
+    pub kv_lora_rank: u64,
+    pub qk_nope_head_dim: u64,
+    pub qk_rope_head_dim: u64,
+    pub v_head_dim: u64,
+}
+
+/// Norms of the queries and keys inside attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QkNorm {
+    None,
+    /// One norm of `head_dim` shared by every head (Qwen3, Gemma 3).
+    HeadDim,
+    /// One norm over all heads (`heads x head_dim`, and `kv_heads x head_dim` for keys: OLMo 2,
+    /// Cohere).
+    AllHeads,
+    /// One `head_dim` norm tensor per head (StableLM's per-head LayerNorm).
+    OneTensorPerHead,
+}
+
+/// Where a block's norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NormPlacement {
+    /// Before attention and before the MLP (LLaMA, GPT-2).
+    Pre,
+    /// Before and after each of attention and the MLP (Gemma 2/3, GLM-4).
+    Sandwich,
+    /// After attention and after the MLP only (OLMo 2).
+    Post,
+    /// Attention and MLP read the same normalized input (Phi, Falcon, Cohere, GPT-NeoX's
+    /// parallel residual): one norm, or one per branch.
+    Parallel,
+}
+
+/// Which per-operation activation recipe the memory model applies to a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActivationRecipe {
+    /// transformers' GPT-2 (Conv1D, merged heads, its own sdpa path), measured.
+    Gpt2,
+    /// transformers' LLaMA-style decoder layer and its relatives, measured on llama, mistral and
+    /// qwen2; the building blocks (q/k norms, extra norms, experts, latent attention) follow the
+    /// same per-operation rules.
+    Decoder,
+    /// An architecture known only from its tensors: the decoder rules applied to the modules
+    /// found, stated as an approximation wherever it is reported.
+    Generic,
+}
+
+/// The building blocks of one transformer block, beyond its attention and MLP layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BlockSpec {
+    /// Norms per block (1 to 4), named by the family's `Naming::block_norms`.
+    pub norms: u8,
+    pub norm_placement: NormPlacement,
+    pub qk_norm: QkNorm,
+    /// Dropout on the residual stream after attention and after the MLP (GPT-2, Phi-3).
+    pub residual_dropout: bool,
+    /// GPT-2's `Conv1D` Linears (weight `[in, out]`).
+    pub conv1d: bool,
+    /// gpt-oss's learned attention sinks: one parameter per head and layer.
+    pub attention_sinks: bool,
+    /// Rotary dimensions per head when only part of the head rotates (GPT-NeoX, Phi, StableLM);
+    /// `None`: the whole head.
+    pub rotary_dim: Option<u64>,
+    /// Gemma 2's attention-logit soft-capping (eager attention saves the capped scores too).
+    pub logit_softcap: bool,
+    /// Sliding-window attention: the window and how many of the layers use it.
+    pub sliding_window: Option<SlidingWindow>,
+    pub recipe: ActivationRecipe,
+}
+
+/// Layers whose attention sees only the last `window` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlidingWindow {
+    pub window: u64,
+    pub layers: u64,
+}
+
+impl BlockSpec {
+    /// A LLaMA-style decoder block: two pre-norms, no q/k norm.
+    pub const DECODER: BlockSpec = BlockSpec {
+        norms: 2,
+        norm_placement: NormPlacement::Pre,
+        qk_norm: QkNorm::None,
+        residual_dropout: false,
+        conv1d: false,
+        attention_sinks: false,
+        rotary_dim: None,
+        logit_softcap: false,
+        sliding_window: None,
+        recipe: ActivationRecipe::Decoder,
+    };
+}
+
+/// The architecture choices a shape carries for the memory model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Architecture {
+    pub norm: NormKind,
+    pub attention: AttentionLayout,
+    pub mlp: MlpLayout,
+    pub positions: PositionKind,
+    pub block: BlockSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,8 +187,61 @@ pub enum MlpLayout {
     Gated,
     /// One fused gate_up projection (Phi-3).
     FusedGated,
-    /// Mixture of experts: a router and `experts` gated MLPs, `top_k` active per token.
-    Experts { experts: u64, top_k: u64 },
+    /// Mixture of experts: a router and `experts` gated MLPs, `top_k` active per token, with
+    /// optional shared experts and dense layers.
+    Experts(ExpertsSpec),
+}
+
+/// A mixture-of-experts MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExpertsSpec {
+    pub experts: u64,
+    pub top_k: u64,
+    /// Each expert's MLP width (`moe_intermediate_size`).
+    pub intermediate: u64,
+    /// Layers with experts; the others have a dense gated MLP of the spec's `intermediate`
+    /// (DeepSeek's `first_k_dense_replace`, Qwen's `mlp_only_layers`).
+    pub sparse_layers: u64,
+    pub layout: ExpertLayout,
+    pub router_bias: bool,
+    pub shared: Option<SharedExperts>,
+    /// How peft reaches the experts, when it does: transformers 5 fused them into 3-D
+    /// parameters and peft 0.21 converts the transformers-4 target names of some model types
+    /// (`peft/utils/transformers_weight_conversion.py`); other types' experts and routers are not
+    /// adaptable (`all-linear` skips them).
+    pub peft_targets: Option<ExpertTargets>,
+}
+
+/// The transformers-4 names peft converts into the fused experts' parameters. Every Linear module
+/// with one of these names loses its adapter (peft moves the name from `target_modules` to
+/// `target_parameters`): dense MLPs and shared experts named `gate_proj`, `up_proj`, `down_proj`
+/// are not adapted on these models, `all-linear` included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExpertTargets {
+    /// The router (`gate`).
+    pub router: &'static str,
+    /// The names fused into `gate_up_proj` (Mixtral's `w1`, `w3`; `gate_proj`, `up_proj`).
+    pub gate_up: &'static [&'static str],
+    /// The name of `down_proj` (`w2`, `down_proj`).
+    pub down: &'static [&'static str],
+}
+
+/// How the experts' weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpertLayout {
+    /// transformers 5: two 3-D parameters per layer, `gate_up_proj` `[E, 2I, H]` and `down_proj`
+    /// `[E, H, I]`, with per-expert biases when `bias` (gpt-oss).
+    Fused { bias: bool },
+}
+
+/// Experts every token passes through, beside the routed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SharedExperts {
+    /// Their combined MLP width.
+    pub intermediate: u64,
+    /// A sigmoid gate `hidden -> 1` on their output (Qwen2-MoE).
+    pub gate: bool,
 }
 
 /// How a Linear stores its weight.
@@ -148,9 +311,12 @@ pub struct LinearModule {
     /// input needs no gradient in the first block when the embedding is frozen. Set by
     /// [`LinearModule::new`] from the name and group.
     pub reads_attention_input: bool,
+    /// peft's `all-linear` takes this module (every Linear but the output layer, and parameters
+    /// peft converts such as MoE experts; not a custom router module).
+    pub in_all_linear: bool,
     /// Per-instance figures an adapter on this module scales by its rank, filled in by
     /// [`ModelShape::from_parts`].
-    pub adapter_units: AdapterUnits,
+    pub(crate) adapter_units: AdapterUnits,
 }
 
 /// What a rank-`r` adapter on one module kind costs, per unit of rank, precomputed so that
@@ -195,6 +361,8 @@ const ATTENTION_INPUT_NAMES: &[&str] = &[
     "qkv_proj",
     "query_key_value",
     "Wqkv",
+    "q_a_proj",
+    "kv_a_proj_with_mqa",
 ];
 
 impl LinearModule {
@@ -214,6 +382,7 @@ impl LinearModule {
             reads_attention_input: group == ModuleGroup::Attention
                 && ATTENTION_INPUT_NAMES.contains(&name.as_str()),
             target_names: vec![name.clone()],
+            in_all_linear: group != ModuleGroup::Output,
             name,
             path,
             in_features,
@@ -308,15 +477,16 @@ pub struct ModelShape {
     pub attention: AttentionLayout,
     pub mlp: MlpLayout,
     pub positions: PositionKind,
+    pub block: BlockSpec,
     pub tied_embeddings: bool,
     pub modules: Vec<LinearModule>,
     pub params: Vec<ParamGroup>,
     /// Sums over `params` that plans start from, computed by [`ModelShape::from_parts`] (the
     /// one constructor). A shape is not edited after construction.
-    pub sums: ParamSums,
+    pub(crate) sums: ParamSums,
     /// The adapter units of `all-linear`, `attn` and `mlp` summed over their modules (in that
     /// order), computed by [`ModelShape::from_parts`]; `None` past 128 module kinds.
-    pub group_adapter_units: Option<[GroupAdapterUnits; 3]>,
+    pub(crate) group_adapter_units: Option<[GroupAdapterUnits; 3]>,
 }
 
 /// What a rank-`r` adapter on every module of a target group costs per unit of rank: the sums of
@@ -419,6 +589,16 @@ impl ModelShape {
         self.sums.params
     }
 
+    /// The precomputed sums over the parameters.
+    pub fn sums(&self) -> &ParamSums {
+        &self.sums
+    }
+
+    /// The precomputed adapter units of `modules[index]`.
+    pub fn adapter_units(&self, index: usize) -> AdapterUnits {
+        self.modules[index].adapter_units
+    }
+
     /// The precomputed adapter units of a group target (`all-linear`, `attn`, `mlp`); `None`
     /// for names and past 128 module kinds.
     pub fn group_adapter_units(&self, spec: &crate::TargetSpec) -> Option<&GroupAdapterUnits> {
@@ -490,7 +670,7 @@ impl ModelShape {
         name: impl Into<String>,
         family: Family,
         dims: Dims,
-        arch: (NormKind, AttentionLayout, MlpLayout, PositionKind),
+        arch: Architecture,
         tied_embeddings: bool,
         modules: Vec<LinearModule>,
         params: Vec<ParamGroup>,
@@ -501,10 +681,11 @@ impl ModelShape {
             name: name.into(),
             family,
             dims,
-            norm: arch.0,
-            attention: arch.1,
-            mlp: arch.2,
-            positions: arch.3,
+            norm: arch.norm,
+            attention: arch.attention,
+            mlp: arch.mlp,
+            positions: arch.positions,
+            block: arch.block,
             tied_embeddings,
             modules,
             params,
@@ -546,588 +727,5 @@ impl ModelShape {
             }
         }
         Ok(())
-    }
-}
-
-/// The resolved fields of a model config, before expansion into modules and parameters.
-/// `kv_heads` and `head_dim` default to `heads` and `hidden / heads`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TransformerSpec {
-    pub name: String,
-    pub family: Family,
-    pub hidden: u64,
-    pub layers: u64,
-    pub heads: u64,
-    pub kv_heads: Option<u64>,
-    pub head_dim: Option<u64>,
-    pub intermediate: u64,
-    pub vocab: u64,
-    pub max_positions: u64,
-    pub tied_embeddings: bool,
-    /// Bias on q, k, v (and o, unless `o_bias` says otherwise).
-    pub qkv_bias: bool,
-    pub o_bias: bool,
-    pub mlp_bias: bool,
-    pub norm: NormKind,
-    pub positions: PositionKind,
-    pub attention: AttentionLayout,
-    pub mlp: MlpLayout,
-}
-
-fn nonzero(field: &'static str, value: u64) -> Result<u64, ShapeError> {
-    if value == 0 {
-        Err(ShapeError::Zero { field, value })
-    } else {
-        Ok(value)
-    }
-}
-
-/// Checked product for shape fields; the limit keeps later byte arithmetic exact.
-fn product(field: &'static str, factors: &[u64]) -> Result<u64, ShapeError> {
-    let mut acc: u128 = 1;
-    for &f in factors {
-        acc *= u128::from(f);
-        if acc > MAX_TOTAL_PARAMS {
-            return Err(ShapeError::Overflow { field });
-        }
-    }
-    Ok(acc as u64)
-}
-
-impl TransformerSpec {
-    /// The course's MiniGPT, section-A13 defaults: n_layer 4, n_head 4, d_model 64, d_ff 256,
-    /// vocab 512, tied embedding/lm_head, RoPE, no biases, RMSNorm.
-    pub fn minigpt() -> Self {
-        TransformerSpec {
-            name: "minigpt".into(),
-            family: Family::MiniGpt,
-            hidden: 64,
-            layers: 4,
-            heads: 4,
-            kv_heads: None,
-            head_dim: None,
-            intermediate: 256,
-            vocab: 512,
-            max_positions: 32,
-            tied_embeddings: true,
-            qkv_bias: false,
-            o_bias: false,
-            mlp_bias: false,
-            norm: NormKind::RmsNorm,
-            positions: PositionKind::Rotary,
-            attention: AttentionLayout::Separate,
-            mlp: MlpLayout::Plain,
-        }
-    }
-
-    /// Expand into modules and parameter groups, validating every dimension.
-    pub fn build(&self) -> Result<ModelShape, ShapeError> {
-        let hidden = nonzero("hidden_size", self.hidden)?;
-        let layers = nonzero("num_hidden_layers", self.layers)?;
-        let heads = nonzero("num_attention_heads", self.heads)?;
-        let intermediate = nonzero("intermediate_size", self.intermediate)?;
-        let vocab = nonzero("vocab_size", self.vocab)?;
-        let kv_heads = nonzero("num_key_value_heads", self.kv_heads.unwrap_or(heads))?;
-        if heads % kv_heads != 0 {
-            return Err(ShapeError::Inconsistent {
-                field: "num_key_value_heads",
-                reason: format!("{kv_heads} does not divide num_attention_heads {heads}"),
-            });
-        }
-        let head_dim = match self.head_dim {
-            Some(d) => nonzero("head_dim", d)?,
-            None => {
-                if hidden % heads != 0 {
-                    return Err(ShapeError::Inconsistent {
-                        field: "num_attention_heads",
-                        reason: format!(
-                            "{heads} does not divide hidden_size {hidden} and no head_dim is given"
-                        ),
-                    });
-                }
-                hidden / heads
-            }
-        };
-        let max_positions = match self.positions {
-            PositionKind::Learned => nonzero("max_position_embeddings", self.max_positions)?,
-            PositionKind::Rotary => self.max_positions,
-        };
-        // Guard every product used below.
-        product("hidden_size", &[vocab, hidden])?;
-        product("max_position_embeddings", &[max_positions, hidden])?;
-        let q_out = product("num_attention_heads", &[heads, head_dim])?;
-        let kv_out = product("num_key_value_heads", &[kv_heads, head_dim])?;
-        product("hidden_size", &[hidden, q_out, layers])?;
-        product("intermediate_size", &[hidden, intermediate, layers, 3])?;
-        if let MlpLayout::Experts { experts, top_k } = self.mlp {
-            nonzero("num_local_experts", experts)?;
-            nonzero("num_experts_per_tok", top_k)?;
-            if top_k > experts {
-                return Err(ShapeError::Inconsistent {
-                    field: "num_experts_per_tok",
-                    reason: format!("{top_k} is more than num_local_experts {experts}"),
-                });
-            }
-            product(
-                "num_local_experts",
-                &[hidden, intermediate, layers, 3, experts],
-            )?;
-        }
-
-        let mut b = ShapeAssembler::default();
-        let dims = Dims {
-            hidden,
-            layers,
-            heads,
-            kv_heads,
-            head_dim,
-            intermediate,
-            vocab,
-            max_positions,
-        };
-        let (embed_name, pos_name, layer_prefix, final_norm) = match self.family {
-            Family::Gpt2 => (
-                "transformer.wte.weight",
-                "transformer.wpe.weight",
-                "transformer.h.*",
-                "transformer.ln_f",
-            ),
-            _ => (
-                "model.embed_tokens.weight",
-                "model.embed_positions.weight",
-                "model.layers.*",
-                "model.norm",
-            ),
-        };
-        b.param(embed_name, vocab * hidden, 1, ParamKind::Embedding);
-        if self.positions == PositionKind::Learned {
-            b.param(
-                pos_name,
-                max_positions * hidden,
-                1,
-                ParamKind::PositionEmbedding,
-            );
-        }
-        let norm = |b: &mut ShapeAssembler, path: &str, count: u64| {
-            b.param(
-                &format!("{path}.weight"),
-                hidden,
-                count,
-                ParamKind::NormWeight,
-            );
-            if let NormKind::LayerNorm { bias: true } = self.norm {
-                b.param(&format!("{path}.bias"), hidden, count, ParamKind::NormBias);
-            }
-        };
-
-        if self.family == Family::Gpt2 {
-            let p = layer_prefix;
-            let conv = LinearLayout::Conv1D;
-            norm(&mut b, &format!("{p}.ln_1"), layers);
-            b.linear(
-                &format!("{p}.attn.c_attn"),
-                hidden,
-                q_out + 2 * kv_out,
-                self.qkv_bias,
-                layers,
-                conv,
-                ModuleGroup::Attention,
-            );
-            b.linear(
-                &format!("{p}.attn.c_proj"),
-                q_out,
-                hidden,
-                self.o_bias,
-                layers,
-                conv,
-                ModuleGroup::Attention,
-            );
-            norm(&mut b, &format!("{p}.ln_2"), layers);
-            b.linear(
-                &format!("{p}.mlp.c_fc"),
-                hidden,
-                intermediate,
-                self.mlp_bias,
-                layers,
-                conv,
-                ModuleGroup::Mlp,
-            );
-            b.linear(
-                &format!("{p}.mlp.c_proj"),
-                intermediate,
-                hidden,
-                self.mlp_bias,
-                layers,
-                conv,
-                ModuleGroup::Mlp,
-            );
-        } else {
-            let p = layer_prefix;
-            let lin = LinearLayout::Linear;
-            let attn = if self.family == Family::MiniGpt {
-                "attn"
-            } else {
-                "self_attn"
-            };
-            norm(&mut b, &format!("{p}.input_layernorm"), layers);
-            match self.attention {
-                AttentionLayout::Separate => {
-                    b.linear(
-                        &format!("{p}.{attn}.q_proj"),
-                        hidden,
-                        q_out,
-                        self.qkv_bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Attention,
-                    );
-                    b.linear(
-                        &format!("{p}.{attn}.k_proj"),
-                        hidden,
-                        kv_out,
-                        self.qkv_bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Attention,
-                    );
-                    b.linear(
-                        &format!("{p}.{attn}.v_proj"),
-                        hidden,
-                        kv_out,
-                        self.qkv_bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Attention,
-                    );
-                }
-                AttentionLayout::FusedQkv => {
-                    b.linear(
-                        &format!("{p}.{attn}.qkv_proj"),
-                        hidden,
-                        q_out + 2 * kv_out,
-                        self.qkv_bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Attention,
-                    );
-                }
-            }
-            b.linear(
-                &format!("{p}.{attn}.o_proj"),
-                q_out,
-                hidden,
-                self.o_bias,
-                layers,
-                lin,
-                ModuleGroup::Attention,
-            );
-            norm(&mut b, &format!("{p}.post_attention_layernorm"), layers);
-            let m = format!("{p}.mlp");
-            let bias = self.mlp_bias;
-            match self.mlp {
-                MlpLayout::Plain => {
-                    b.linear(
-                        &format!("{m}.up_proj"),
-                        hidden,
-                        intermediate,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.linear(
-                        &format!("{m}.down_proj"),
-                        intermediate,
-                        hidden,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                }
-                MlpLayout::Gated => {
-                    b.linear(
-                        &format!("{m}.gate_proj"),
-                        hidden,
-                        intermediate,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.linear(
-                        &format!("{m}.up_proj"),
-                        hidden,
-                        intermediate,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.linear(
-                        &format!("{m}.down_proj"),
-                        intermediate,
-                        hidden,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                }
-                MlpLayout::FusedGated => {
-                    b.linear(
-                        &format!("{m}.gate_up_proj"),
-                        hidden,
-                        2 * intermediate,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.linear(
-                        &format!("{m}.down_proj"),
-                        intermediate,
-                        hidden,
-                        bias,
-                        layers,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                }
-                MlpLayout::Experts { experts, .. } => {
-                    // transformers 5 layout, what peft wraps: a router module `gate` and the
-                    // experts' weights as 3-D parameters, w1 and w3 fused into `gate_up_proj`.
-                    let n = layers * experts;
-                    let router = b.linear(
-                        &format!("{m}.gate"),
-                        hidden,
-                        experts,
-                        false,
-                        layers,
-                        lin,
-                        ModuleGroup::Router,
-                    );
-                    b.modules[router].host = AdapterHost::Parameter { fused: 1 };
-                    let gate_up = b.linear(
-                        &format!("{m}.experts.gate_up_proj"),
-                        hidden,
-                        2 * intermediate,
-                        bias,
-                        n,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.modules[gate_up].host = AdapterHost::Parameter { fused: 2 };
-                    b.modules[gate_up].target_names = vec!["w1".into(), "w3".into()];
-                    let down = b.linear(
-                        &format!("{m}.experts.down_proj"),
-                        intermediate,
-                        hidden,
-                        bias,
-                        n,
-                        lin,
-                        ModuleGroup::Mlp,
-                    );
-                    b.modules[down].host = AdapterHost::Parameter { fused: 1 };
-                    b.modules[down].target_names = vec!["w2".into()];
-                }
-            }
-        }
-        norm(&mut b, final_norm, 1);
-        let lm_head = b.modules.len();
-        b.linear_tied("lm_head", hidden, vocab, self.tied_embeddings);
-        debug_assert_eq!(b.modules[lm_head].group, ModuleGroup::Output);
-
-        ModelShape::from_parts(
-            self.name.clone(),
-            self.family,
-            dims,
-            (self.norm, self.attention, self.mlp, self.positions),
-            self.tied_embeddings,
-            b.modules,
-            b.params,
-        )
-    }
-}
-
-#[derive(Default)]
-struct ShapeAssembler {
-    modules: Vec<LinearModule>,
-    params: Vec<ParamGroup>,
-}
-
-impl ShapeAssembler {
-    fn param(&mut self, name: &str, numel: u64, count: u64, kind: ParamKind) {
-        self.params.push(ParamGroup {
-            name: name.to_string(),
-            numel,
-            count,
-            kind,
-        });
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn linear(
-        &mut self,
-        path: &str,
-        in_features: u64,
-        out_features: u64,
-        bias: bool,
-        count: u64,
-        layout: LinearLayout,
-        group: ModuleGroup,
-    ) -> usize {
-        let index = self.modules.len();
-        self.modules.push(LinearModule::new(
-            path,
-            (in_features, out_features),
-            bias,
-            count,
-            layout,
-            group,
-        ));
-        self.param(
-            &format!("{path}.weight"),
-            in_features * out_features,
-            count,
-            ParamKind::LinearWeight(index),
-        );
-        if bias {
-            self.param(
-                &format!("{path}.bias"),
-                out_features,
-                count,
-                ParamKind::LinearBias(index),
-            );
-        }
-        index
-    }
-
-    fn linear_tied(&mut self, path: &str, in_features: u64, out_features: u64, tied: bool) {
-        if tied {
-            self.modules.push(LinearModule {
-                path: path.to_string(),
-                name: path.to_string(),
-                in_features,
-                out_features,
-                bias: false,
-                count: 1,
-                layout: LinearLayout::Linear,
-                group: ModuleGroup::Output,
-                weight_tied: true,
-                host: AdapterHost::Module,
-                target_names: vec![path.to_string()],
-                reads_attention_input: false,
-                adapter_units: AdapterUnits::default(),
-            });
-        } else {
-            self.linear(
-                path,
-                in_features,
-                out_features,
-                false,
-                1,
-                LinearLayout::Linear,
-                ModuleGroup::Output,
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minigpt_linear_weights_per_layer_match_the_seed() {
-        let shape = TransformerSpec::minigpt().build().unwrap();
-        // Seed Block A: 4 * 64 * 64 + 64 * 256 + 256 * 64 = 49,152 per layer.
-        assert_eq!(shape.block_linear_weight_params(), 4 * 49_152);
-        // vocab 512 x 64 tied embedding, 2 RMSNorms per layer + final, no biases.
-        assert_eq!(
-            shape.total_params(),
-            4 * 49_152 + 512 * 64 + (2 * 4 + 1) * 64
-        );
-    }
-
-    #[test]
-    fn llama_2_7b_has_its_published_parameter_count() {
-        let spec = TransformerSpec {
-            name: "llama-2-7b".into(),
-            family: Family::Llama,
-            hidden: 4096,
-            layers: 32,
-            heads: 32,
-            kv_heads: Some(32),
-            head_dim: None,
-            intermediate: 11008,
-            vocab: 32000,
-            max_positions: 4096,
-            tied_embeddings: false,
-            qkv_bias: false,
-            o_bias: false,
-            mlp_bias: false,
-            norm: NormKind::RmsNorm,
-            positions: PositionKind::Rotary,
-            attention: AttentionLayout::Separate,
-            mlp: MlpLayout::Gated,
-        };
-        assert_eq!(spec.build().unwrap().total_params(), 6_738_415_616);
-    }
-
-    #[test]
-    fn zero_and_indivisible_dimensions_are_named_errors() {
-        let mut spec = TransformerSpec::minigpt();
-        spec.hidden = 0;
-        assert_eq!(
-            spec.build().unwrap_err().to_string(),
-            "hidden_size must be at least 1 (got 0)"
-        );
-        let mut spec = TransformerSpec::minigpt();
-        spec.heads = 5;
-        assert!(
-            spec.build()
-                .unwrap_err()
-                .to_string()
-                .starts_with("num_attention_heads")
-        );
-        let mut spec = TransformerSpec::minigpt();
-        spec.hidden = 1 << 40;
-        assert!(matches!(spec.build(), Err(ShapeError::Overflow { .. })));
-    }
-
-    /// transformers 5.24 `MixtralForCausalLM` (hidden 64, intermediate 96, 4 experts, 2 layers)
-    /// has `mlp.gate.weight [4, 64]`, `mlp.experts.gate_up_proj [4, 192, 64]` and
-    /// `mlp.experts.down_proj [4, 64, 96]` per layer: w1 and w3 are one fused parameter.
-    #[test]
-    fn mixtral_experts_follow_the_transformers_5_layout() {
-        let mut spec = TransformerSpec::minigpt();
-        spec.family = Family::Mixtral;
-        spec.intermediate = 96;
-        spec.layers = 2;
-        spec.mlp = MlpLayout::Experts {
-            experts: 4,
-            top_k: 2,
-        };
-        let shape = spec.build().unwrap();
-        let find = |name: &str| shape.modules.iter().find(|m| m.name == name).unwrap();
-        let gate = find("gate");
-        assert_eq!(
-            (gate.in_features, gate.out_features, gate.count),
-            (64, 4, 2)
-        );
-        let gate_up = find("gate_up_proj");
-        assert_eq!(
-            (gate_up.in_features, gate_up.out_features, gate_up.count),
-            (64, 192, 8)
-        );
-        assert_eq!(gate_up.host, AdapterHost::Parameter { fused: 2 });
-        assert_eq!(gate_up.target_names, ["w1", "w3"]);
-        let down = find("down_proj");
-        assert_eq!(
-            (down.in_features, down.out_features, down.count),
-            (96, 64, 8)
-        );
-        assert_eq!(down.target_names, ["w2"]);
     }
 }

@@ -8,7 +8,8 @@ use std::str::FromStr;
 /// A target selection as written in a regime spec (`targets=...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
-    /// peft's `all-linear`: every Linear (and GPT-2 Conv1D) except the output layer.
+    /// peft's `all-linear`: every Linear (and GPT-2 Conv1D) except the output layer, and the
+    /// MoE parameters peft converts ([`LinearModule::in_all_linear`]).
     AllLinear,
     /// Every Linear of the attention blocks.
     Attention,
@@ -89,9 +90,11 @@ impl TargetSpec {
     #[inline]
     pub fn selects(&self, module: &LinearModule) -> bool {
         match self {
-            TargetSpec::AllLinear => module.group != ModuleGroup::Output,
-            TargetSpec::Attention => module.group == ModuleGroup::Attention,
-            TargetSpec::Mlp => module.group == ModuleGroup::Mlp,
+            TargetSpec::AllLinear => module.in_all_linear,
+            TargetSpec::Attention => {
+                module.group == ModuleGroup::Attention && !module.target_names.is_empty()
+            }
+            TargetSpec::Mlp => module.group == ModuleGroup::Mlp && !module.target_names.is_empty(),
             TargetSpec::Names(names) => names_select(names, module),
         }
     }

@@ -4,9 +4,8 @@
 //! prediction beside the measurement.
 
 use ftbudget_core::{
-    ActivationModel, ActivationSettings, AttentionImpl, AttentionLayout, Checkpointing, Family,
-    MemoryEstimate, MemorySettings, MlpLayout, ModelShape, NormKind, Optimizer, PositionKind,
-    Precision, Sharding, TrainingPlan, TransformerSpec, Workload,
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
+    MemorySettings, ModelShape, Optimizer, Precision, Sharding, TrainingPlan, Workload,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,6 +36,9 @@ pub struct RecordShape {
     pub vocab_size: u64,
     pub max_position_embeddings: u64,
     pub tie_word_embeddings: bool,
+    /// The keyword arguments the config class was built with (the rest are its defaults).
+    #[serde(default)]
+    pub config_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,54 +133,30 @@ fn unsupported(r: &MemoryRecord, field: &'static str, value: &str) -> Measuremen
     }
 }
 
-/// The model shape the record was measured on.
+/// The model shape the record was measured on, read as a `config.json` (the family's
+/// `model_type` and the config kwargs the record was built with) by the models crate, so every
+/// family it reads can be measured.
 pub fn shape(r: &MemoryRecord) -> Result<ModelShape, MeasurementError> {
     let sh = &r.shape;
-    let family = match sh.family.as_str() {
-        "gpt2" => Family::Gpt2,
-        "llama" => Family::Llama,
-        "mistral" => Family::Mistral,
-        "qwen2" => Family::Qwen2,
-        other => return Err(unsupported(r, "shape.family", other)),
-    };
-    let gpt2 = family == Family::Gpt2;
-    let spec = TransformerSpec {
-        name: r.model.clone(),
-        family,
-        hidden: sh.hidden_size,
-        layers: sh.num_hidden_layers,
-        heads: sh.num_attention_heads,
-        kv_heads: Some(sh.num_key_value_heads),
-        head_dim: Some(sh.head_dim),
-        intermediate: sh.intermediate_size,
-        vocab: sh.vocab_size,
-        max_positions: sh.max_position_embeddings,
-        tied_embeddings: sh.tie_word_embeddings,
-        qkv_bias: gpt2 || family == Family::Qwen2,
-        o_bias: gpt2,
-        mlp_bias: gpt2,
-        norm: if gpt2 {
-            NormKind::LayerNorm { bias: true }
-        } else {
-            NormKind::RmsNorm
-        },
-        positions: if gpt2 {
-            PositionKind::Learned
-        } else {
-            PositionKind::Rotary
-        },
-        attention: if gpt2 {
-            AttentionLayout::FusedQkv
-        } else {
-            AttentionLayout::Separate
-        },
-        mlp: if gpt2 {
-            MlpLayout::Plain
-        } else {
-            MlpLayout::Gated
-        },
-    };
-    spec.build().map_err(|e| MeasurementError::Model {
+    let mut config = sh.config_kwargs.clone();
+    config.insert("model_type".into(), sh.family.clone().into());
+    let resolved = [
+        ("hidden_size", sh.hidden_size),
+        ("num_hidden_layers", sh.num_hidden_layers),
+        ("num_attention_heads", sh.num_attention_heads),
+        ("num_key_value_heads", sh.num_key_value_heads),
+        ("intermediate_size", sh.intermediate_size),
+        ("vocab_size", sh.vocab_size),
+        ("max_position_embeddings", sh.max_position_embeddings),
+    ];
+    for (key, value) in resolved {
+        config.entry(key).or_insert(value.into());
+    }
+    config
+        .entry("tie_word_embeddings")
+        .or_insert(sh.tie_word_embeddings.into());
+    let text = serde_json::Value::Object(config).to_string();
+    ftbudget_models::from_config_json(&text, &r.model).map_err(|e| MeasurementError::Model {
         id: r.id.clone(),
         message: e.to_string(),
     })

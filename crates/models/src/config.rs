@@ -1,43 +1,46 @@
-//! Hugging Face `config.json` -> [`TransformerSpec`], with the defaults of transformers 5 for
-//! every optional field of each supported `model_type`.
+//! Hugging Face `config.json` -> [`TransformerSpec`]: the JSON and its fields, the nesting of
+//! multimodal configs (`text_config`), and the dispatch to the family that reads each
+//! `model_type` (see [`crate::families`]).
 
 use crate::ModelError;
-use ftbudget_core::{AttentionLayout, Family, MlpLayout, NormKind, PositionKind, TransformerSpec};
+use crate::families;
+use ftbudget_core::{
+    AttentionLayout, BlockSpec, Family, MlpLayout, Naming, NormKind, PositionKind, TransformerSpec,
+};
 use serde_json::{Map, Value};
 
 /// The `model_type` values understood, in the order error messages list them.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
-    "llama", "mistral", "qwen2", "gemma", "gpt2", "phi3", "mixtral",
-];
-
-/// The library defaults of one model type (transformers 5.24 `*Config()` values).
-struct Defaults {
-    hidden: u64,
-    intermediate: Option<u64>,
-    layers: u64,
-    heads: u64,
-    /// `None`: as many as `num_attention_heads`.
-    kv_heads: Option<u64>,
-    head_dim: Option<u64>,
-    vocab: u64,
-    max_positions: u64,
-    tied: bool,
+pub fn supported_model_types() -> Vec<&'static str> {
+    families::supported_model_types()
 }
 
-fn field_err(field: &str, reason: impl Into<String>) -> ModelError {
+/// A config read into a spec, with what the reader wants the user told (a vision tower left out).
+#[derive(Debug, Clone)]
+pub struct ReadConfig {
+    pub spec: TransformerSpec,
+    pub notes: Vec<String>,
+}
+
+pub(crate) fn field_err(field: &str, reason: impl Into<String>) -> ModelError {
     ModelError::Field {
         field: field.to_string(),
         reason: reason.into(),
     }
 }
 
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
+/// Typed access to a config object's fields; every error names the field.
+pub struct Fields<'a> {
+    pub(crate) map: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
+    /// Is the field present and not null?
+    pub fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
+    }
+
     /// A positive integer field; `null` or absent takes `default` (an error when there is none).
-    fn positive(&self, key: &str, default: Option<u64>) -> Result<u64, ModelError> {
+    pub fn positive(&self, key: &str, default: Option<u64>) -> Result<u64, ModelError> {
         match self.map.get(key) {
             None | Some(Value::Null) => default.ok_or_else(|| field_err(key, "is missing")),
             Some(v) => match v.as_u64() {
@@ -51,24 +54,178 @@ impl Fields<'_> {
         }
     }
 
-    fn optional(&self, key: &str) -> Result<Option<u64>, ModelError> {
+    /// A non-negative integer field (0 allowed).
+    pub fn count(&self, key: &str, default: u64) -> Result<u64, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| field_err(key, format!("must be a non-negative integer (got {v})"))),
+        }
+    }
+
+    pub fn optional(&self, key: &str) -> Result<Option<u64>, ModelError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(_) => self.positive(key, None).map(Some),
         }
     }
 
-    fn flag(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ModelError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => Err(field_err(key, format!("must be true or false (got {v})"))),
         }
     }
+
+    /// A number in `[0, 1]` (a fraction such as `partial_rotary_factor`).
+    pub fn fraction(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+                _ => Err(field_err(
+                    key,
+                    format!("must be a number from 0 to 1 (got {v})"),
+                )),
+            },
+        }
+    }
+
+    /// A string field, if present.
+    pub fn string(&self, key: &str) -> Result<Option<&str>, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(field_err(key, format!("must be a string (got {v})"))),
+        }
+    }
+
+    /// A list of strings (`layer_types`), if present.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<&str>>, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str().ok_or_else(|| {
+                        field_err(key, format!("must be a list of strings (got {v})"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(v) => Err(field_err(key, format!("must be a list (got {v})"))),
+        }
+    }
+
+    /// A list of non-negative integers (`mlp_only_layers`), empty when absent.
+    pub fn integers(&self, key: &str) -> Result<Vec<u64>, ModelError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_u64().ok_or_else(|| {
+                        field_err(key, format!("must be a list of integers (got {v})"))
+                    })
+                })
+                .collect(),
+            Some(v) => Err(field_err(key, format!("must be a list (got {v})"))),
+        }
+    }
+}
+
+/// The library defaults of one model type (transformers 5.24 `*Config()` values).
+pub struct Defaults {
+    pub hidden: u64,
+    pub intermediate: Option<u64>,
+    pub layers: u64,
+    pub heads: u64,
+    /// `None`: as many as `num_attention_heads`.
+    pub kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub vocab: u64,
+    pub max_positions: u64,
+    pub tied: bool,
+}
+
+impl Defaults {
+    /// LlamaConfig's.
+    pub const LLAMA: Defaults = Defaults {
+        hidden: 4096,
+        intermediate: Some(11008),
+        layers: 32,
+        heads: 32,
+        kv_heads: None,
+        head_dim: None,
+        vocab: 32000,
+        max_positions: 2048,
+        tied: false,
+    };
+}
+
+/// The fields every LLaMA-like config has, read with `d` for absent ones, into a LLaMA-style
+/// spec (RMSNorm, RoPE, separate q/k/v/o, gated MLP, no biases) that the family then adjusts.
+pub fn decoder(
+    f: &Fields<'_>,
+    name: &str,
+    family: &'static str,
+    d: &Defaults,
+) -> Result<TransformerSpec, ModelError> {
+    let heads = f.positive("num_attention_heads", Some(d.heads))?;
+    // Absent: the config class default. Null: transformers sets one per attention head.
+    let kv_heads = match f.map.get("num_key_value_heads") {
+        None => d.kv_heads.unwrap_or(heads),
+        Some(_) => f.optional("num_key_value_heads")?.unwrap_or(heads),
+    };
+    Ok(TransformerSpec {
+        name: name.to_string(),
+        family: Family::new(family),
+        hidden: f.positive("hidden_size", Some(d.hidden))?,
+        layers: f.positive("num_hidden_layers", Some(d.layers))?,
+        heads,
+        kv_heads: Some(kv_heads),
+        head_dim: f.optional("head_dim")?.or(d.head_dim),
+        intermediate: f.positive("intermediate_size", d.intermediate)?,
+        vocab: f.positive("vocab_size", Some(d.vocab))?,
+        max_positions: f.positive("max_position_embeddings", Some(d.max_positions))?,
+        tied_embeddings: f.flag("tie_word_embeddings", d.tied)?,
+        qkv_bias: false,
+        o_bias: false,
+        mlp_bias: false,
+        lm_head_bias: false,
+        norm: NormKind::RmsNorm,
+        positions: PositionKind::Rotary,
+        attention: AttentionLayout::Separate,
+        mlp: MlpLayout::Gated,
+        block: BlockSpec::DECODER,
+        names: Naming::LLAMA,
+        intermediate_multiple: 256,
+    })
+}
+
+/// The rotary dimensions of a partially rotary head (`partial_rotary_factor`), `None` when the
+/// whole head rotates.
+pub fn rotary_dim(head_dim: u64, factor: f64) -> Option<u64> {
+    let dim = (head_dim as f64 * factor) as u64;
+    (dim < head_dim).then_some(dim)
+}
+
+/// The head dimension a spec resolves to (for partial rotary).
+pub fn head_dim_of(spec: &TransformerSpec) -> u64 {
+    spec.head_dim
+        .unwrap_or(spec.hidden / spec.heads.max(1))
+        .max(1)
 }
 
 /// Parse the text of a `config.json`; `name` labels the model in reports.
 pub fn spec_from_config_json(text: &str, name: &str) -> Result<TransformerSpec, ModelError> {
+    read_config_json(text, name).map(|r| r.spec)
+}
+
+/// Parse the text of a `config.json` with the notes the reader wants shown.
+pub fn read_config_json(text: &str, name: &str) -> Result<ReadConfig, ModelError> {
     let value: Value = serde_json::from_str(text).map_err(|e| ModelError::Json {
         what: "config.json".into(),
         reason: e.to_string(),
@@ -76,194 +233,62 @@ pub fn spec_from_config_json(text: &str, name: &str) -> Result<TransformerSpec, 
     let map = value
         .as_object()
         .ok_or_else(|| field_err("config.json", "must be a JSON object"))?;
-    let f = Fields { map };
-    let model_type = match map.get("model_type") {
-        Some(Value::String(s)) => s.as_str(),
-        None => return Err(field_err("model_type", "is missing")),
-        Some(v) => {
-            return Err(field_err(
-                "model_type",
-                format!("must be a string (got {v})"),
-            ));
+    let mut notes = Vec::new();
+    let model_type = model_type(map, "model_type")?;
+    if families::reader(model_type).is_none()
+        && let Some(Value::Object(text_config)) = map.get("text_config")
+    {
+        // A multimodal config (gemma3, mistral3, llava, ...): its language model.
+        let inner = model_type_or(text_config, model_type)?;
+        notes.push(format!(
+            "{name}: `{model_type}` is multimodal; read its language model (`text_config`, \
+             model_type `{inner}`): the vision tower and projector are not counted (safetensors \
+             headers count everything)"
+        ));
+        let mut spec = read_family(text_config, inner, name)?;
+        // The tie flag of a multimodal model sits on the outer config.
+        if !text_config.contains_key("tie_word_embeddings")
+            && let Some(Value::Bool(tied)) = map.get("tie_word_embeddings")
+        {
+            spec.tied_embeddings = *tied;
         }
-    };
-    let family = match model_type {
-        "llama" => Family::Llama,
-        "mistral" => Family::Mistral,
-        "qwen2" => Family::Qwen2,
-        "gemma" => Family::Gemma,
-        "gpt2" => Family::Gpt2,
-        "phi3" => Family::Phi3,
-        "mixtral" => Family::Mixtral,
-        other => {
-            return Err(ModelError::UnknownModelType {
-                model_type: other.to_string(),
-                supported: SUPPORTED_MODEL_TYPES.join(", "),
-            });
-        }
-    };
-    if family == Family::Gpt2 {
-        return gpt2(&f, name);
+        return Ok(ReadConfig { spec, notes });
     }
-    let d = match family {
-        Family::Llama => Defaults {
-            hidden: 4096,
-            intermediate: Some(11008),
-            layers: 32,
-            heads: 32,
-            kv_heads: None,
-            head_dim: None,
-            vocab: 32000,
-            max_positions: 2048,
-            tied: false,
-        },
-        Family::Mistral => Defaults {
-            hidden: 4096,
-            intermediate: Some(14336),
-            layers: 32,
-            heads: 32,
-            kv_heads: Some(8),
-            head_dim: None,
-            vocab: 32000,
-            max_positions: 131072,
-            tied: false,
-        },
-        Family::Qwen2 => Defaults {
-            hidden: 4096,
-            intermediate: Some(22016),
-            layers: 32,
-            heads: 32,
-            kv_heads: Some(32),
-            head_dim: None,
-            vocab: 151936,
-            max_positions: 32768,
-            tied: false,
-        },
-        Family::Gemma => Defaults {
-            hidden: 3072,
-            intermediate: Some(24576),
-            layers: 28,
-            heads: 16,
-            kv_heads: Some(16),
-            head_dim: Some(256),
-            vocab: 256000,
-            max_positions: 8192,
-            tied: true,
-        },
-        Family::Phi3 => Defaults {
-            hidden: 3072,
-            intermediate: Some(8192),
-            layers: 32,
-            heads: 32,
-            kv_heads: None,
-            head_dim: None,
-            vocab: 32064,
-            max_positions: 4096,
-            tied: false,
-        },
-        _ => Defaults {
-            // Mixtral.
-            hidden: 4096,
-            intermediate: Some(14336),
-            layers: 32,
-            heads: 32,
-            kv_heads: Some(8),
-            head_dim: None,
-            vocab: 32000,
-            max_positions: 131072,
-            tied: false,
-        },
-    };
-    let heads = f.positive("num_attention_heads", Some(d.heads))?;
-    // Absent: the config class default. Null: transformers sets one per attention head.
-    let kv_heads = match map.get("num_key_value_heads") {
-        None => d.kv_heads.unwrap_or(heads),
-        Some(_) => f.optional("num_key_value_heads")?.unwrap_or(heads),
-    };
-    let head_dim = f.optional("head_dim")?.or(d.head_dim);
-    // Bias switches as each implementation reads them (hard-coded ones are not config fields).
-    let (qkv_bias, o_bias, mlp_bias) = match family {
-        Family::Llama => {
-            let attn = f.flag("attention_bias", false)?;
-            (attn, attn, f.flag("mlp_bias", false)?)
-        }
-        Family::Gemma => {
-            let attn = f.flag("attention_bias", false)?;
-            (attn, attn, false)
-        }
-        Family::Qwen2 => (true, false, false),
-        _ => (false, false, false),
-    };
-    let mlp = match family {
-        Family::Phi3 => MlpLayout::FusedGated,
-        Family::Mixtral => MlpLayout::Experts {
-            experts: f.positive("num_local_experts", Some(8))?,
-            top_k: f.positive("num_experts_per_tok", Some(2))?,
-        },
-        _ => MlpLayout::Gated,
-    };
-    Ok(TransformerSpec {
-        name: name.to_string(),
-        family,
-        hidden: f.positive("hidden_size", Some(d.hidden))?,
-        layers: f.positive("num_hidden_layers", Some(d.layers))?,
-        heads,
-        kv_heads: Some(kv_heads),
-        head_dim,
-        intermediate: f.positive("intermediate_size", d.intermediate)?,
-        vocab: f.positive("vocab_size", Some(d.vocab))?,
-        max_positions: f.positive("max_position_embeddings", Some(d.max_positions))?,
-        tied_embeddings: f.flag("tie_word_embeddings", d.tied)?,
-        qkv_bias,
-        o_bias,
-        mlp_bias,
-        norm: NormKind::RmsNorm,
-        positions: PositionKind::Rotary,
-        attention: if family == Family::Phi3 {
-            AttentionLayout::FusedQkv
-        } else {
-            AttentionLayout::Separate
-        },
-        mlp,
+    let spec = read_family(map, model_type, name)?;
+    Ok(ReadConfig { spec, notes })
+}
+
+fn model_type<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a str, ModelError> {
+    match map.get(key) {
+        Some(Value::String(s)) => Ok(s.as_str()),
+        None => Err(field_err(key, "is missing")),
+        Some(v) => Err(field_err(key, format!("must be a string (got {v})"))),
+    }
+}
+
+/// A nested `text_config`'s model type: its own, or the text model of the outer type.
+fn model_type_or<'a>(map: &'a Map<String, Value>, outer: &'a str) -> Result<&'a str, ModelError> {
+    if map.contains_key("model_type") {
+        return model_type(map, "model_type");
+    }
+    Ok(match outer {
+        "gemma3" => "gemma3_text",
+        "mistral3" | "llava" | "llava_next" => "llama",
+        other => other,
     })
 }
 
-/// GPT-2: `n_embd`, `n_layer`, `n_head`, `n_inner` (null: 4 x n_embd), `n_positions`; Conv1D
-/// layers with biases, LayerNorm with bias, learned positions, tied lm_head by default.
-fn gpt2(f: &Fields<'_>, name: &str) -> Result<TransformerSpec, ModelError> {
-    // GPT2Config maps hidden_size etc. onto the n_* fields; accept either spelling.
-    let pick = |key: &str, alias: &str, default: u64| -> Result<u64, ModelError> {
-        if f.map.get(key).is_some_and(|v| !v.is_null()) {
-            f.positive(key, None)
-        } else {
-            f.positive(alias, Some(default))
-        }
+fn read_family(
+    map: &Map<String, Value>,
+    model_type: &str,
+    name: &str,
+) -> Result<TransformerSpec, ModelError> {
+    let f = Fields { map };
+    let Some((reader, static_type)) = families::reader(model_type) else {
+        return Err(ModelError::UnknownModelType {
+            model_type: model_type.to_string(),
+            supported: supported_model_types().join(", "),
+        });
     };
-    let hidden = pick("n_embd", "hidden_size", 768)?;
-    let intermediate = match f.optional("n_inner")? {
-        Some(n) => n,
-        None => hidden
-            .checked_mul(4)
-            .ok_or_else(|| field_err("n_embd", "size overflows"))?,
-    };
-    Ok(TransformerSpec {
-        name: name.to_string(),
-        family: Family::Gpt2,
-        hidden,
-        layers: pick("n_layer", "num_hidden_layers", 12)?,
-        heads: pick("n_head", "num_attention_heads", 12)?,
-        kv_heads: None,
-        head_dim: None,
-        intermediate,
-        vocab: f.positive("vocab_size", Some(50257))?,
-        max_positions: pick("n_positions", "max_position_embeddings", 1024)?,
-        tied_embeddings: f.flag("tie_word_embeddings", true)?,
-        qkv_bias: true,
-        o_bias: true,
-        mlp_bias: true,
-        norm: NormKind::LayerNorm { bias: true },
-        positions: PositionKind::Learned,
-        attention: AttentionLayout::FusedQkv,
-        mlp: MlpLayout::Plain,
-    })
+    (reader.read)(&f, name, static_type)
 }

@@ -2,11 +2,12 @@
 //! and the JSON header of each file are read; the `safetensors` crate parses the header and the
 //! data offsets are checked against the file length, so tensor data is never touched.
 
+use crate::LoadedModel;
 use crate::ModelError;
-use ftbudget_core::shape::Dims;
 use ftbudget_core::{
-    AdapterHost, AttentionLayout, Family, LinearLayout, LinearModule, MlpLayout, ModelShape,
-    ModuleGroup, NormKind, ParamGroup, ParamKind, PositionKind,
+    ActivationRecipe, AdapterHost, Architecture, AttentionLayout, BlockSpec, Dims, Family,
+    LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup, NormKind, ParamGroup,
+    ParamKind, PositionKind,
 };
 use safetensors::tensor::Metadata;
 use std::collections::BTreeMap;
@@ -196,24 +197,69 @@ fn is_norm(path: &str) -> bool {
     last.contains("norm") || last.starts_with("ln")
 }
 
+/// Why a tensor in a checkpoint is not a model parameter, if it is not: quantization state
+/// (bitsandbytes, GPTQ, AWQ, FP8 scales, gpt-oss's MXFP4 blocks and scales), buffers
+/// (`e_score_correction_bias`, GPT-2's causal masks, rotary tables).
+fn non_parameter(t: &TensorEntry) -> Option<&'static str> {
+    let name = t.name.as_str();
+    let last = name.rsplit('.').next().unwrap_or(name);
+    if t.shape.len() == 4 && (name.ends_with("attn.bias") || name.ends_with("attn.masked_bias")) {
+        return Some("attention mask buffers");
+    }
+    if name.contains(".quant_state.")
+        || matches!(
+            last,
+            "absmax" | "quant_map" | "nested_absmax" | "nested_quant_map" | "SCB" | "weight_format"
+        )
+    {
+        return Some("bitsandbytes quantization state");
+    }
+    if matches!(last, "qweight" | "qzeros" | "scales" | "g_idx") {
+        return Some("GPTQ/AWQ packed weights and scales");
+    }
+    if last.ends_with("_scale_inv") || last.ends_with("weight_scale") || last == "input_scale" {
+        return Some("FP8 scale tensors");
+    }
+    if last.ends_with("_blocks") || last.ends_with("_scales") {
+        return Some("MXFP4 blocks and scales");
+    }
+    if last == "e_score_correction_bias" || last == "inv_freq" {
+        return Some("buffers");
+    }
+    None
+}
+
+/// Classify an inventory into a shape (see [`model_from_inventory`]).
+pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<ModelShape, ModelError> {
+    model_from_inventory(name, tensors).map(|m| m.shape)
+}
+
 /// Classify an inventory into a shape: 2-D `.weight` tensors are Linears (GPT-2's Conv1D ones are
 /// `[in, out]`), their `.bias` siblings Linear biases, 1-D tensors of norms norm parameters,
 /// embeddings by name. Tensors with the same name pattern and shape become one group with a count.
-pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<ModelShape, ModelError> {
+/// Tensors that are not parameters (quantization state, buffers) are counted apart, in a note.
+/// The head count is inferred where a tensor records it (per-head q/k norms, attention sinks);
+/// otherwise a head dimension is assumed and the note says so.
+pub fn model_from_inventory(
+    name: &str,
+    tensors: &[TensorEntry],
+) -> Result<LoadedModel, ModelError> {
     if tensors.is_empty() {
         return Err(ModelError::Field {
             field: "safetensors".into(),
             reason: "the header lists no tensors".into(),
         });
     }
+    let mut notes = Vec::new();
+    let mut skipped: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     // (pattern, shape) -> count, in first-seen order.
     let mut groups: Vec<(String, Vec<u64>, u64)> = Vec::new();
     let mut index: BTreeMap<(String, Vec<u64>), usize> = BTreeMap::new();
     for t in tensors {
-        // Old GPT-2 checkpoints store the causal mask buffers; they are not parameters.
-        if t.shape.len() == 4
-            && (t.name.ends_with("attn.bias") || t.name.ends_with("attn.masked_bias"))
-        {
+        if let Some(why) = non_parameter(t) {
+            let entry = skipped.entry(why).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(t.numel());
             continue;
         }
         let key = (pattern(&t.name), t.shape.clone());
@@ -225,6 +271,12 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
             }
         }
     }
+    for (why, (count, elements)) in &skipped {
+        notes.push(format!(
+            "{name}: {count} tensors ({elements} elements) of {why} are not model parameters: \
+             counted apart, neither trainable nor frozen"
+        ));
+    }
     let conv1d = tensors.iter().any(|t| t.name.contains("transformer.h."))
         && tensors
             .iter()
@@ -232,6 +284,7 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
     let mut modules: Vec<LinearModule> = Vec::new();
     let mut params: Vec<ParamGroup> = Vec::new();
     let mut embed: Option<(u64, u64)> = None;
+    let mut positions_table: Option<u64> = None;
     let mut layers = 1;
     for (pat, shape, count) in &groups {
         let (path, leaf) = pat.rsplit_once('.').unwrap_or(("", pat.as_str()));
@@ -253,8 +306,9 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
             layers = layers.max(*count);
         }
         let kind = if let Some(kind) = is_embedding(path).filter(|_| shape.len() == 2) {
-            if kind == ParamKind::Embedding {
-                embed = Some((shape[0], shape[1]));
+            match kind {
+                ParamKind::Embedding => embed = Some((shape[0], shape[1])),
+                _ => positions_table = Some(shape[0]),
             }
             kind
         } else if leaf == "weight" && shape.len() == 2 && !is_norm(path) {
@@ -291,7 +345,92 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
             kind,
         });
     }
-    // Link Linear biases to their modules.
+    link_biases(&mut modules, &mut params);
+    fold_v4_experts(&mut modules, &mut params);
+    let (vocab, hidden) = embed.unwrap_or((1, 1));
+    let tied = !modules.iter().any(|m| m.group == ModuleGroup::Output);
+    if tied && embed.is_some() {
+        let mut head = LinearModule::new(
+            "lm_head",
+            (hidden, vocab),
+            false,
+            1,
+            LinearLayout::Linear,
+            ModuleGroup::Output,
+        );
+        head.weight_tied = true;
+        head.in_all_linear = false;
+        modules.push(head);
+    }
+    let intermediate = modules
+        .iter()
+        .filter(|m| m.group == ModuleGroup::Mlp)
+        .map(|m| m.in_features.max(m.out_features))
+        .max()
+        .unwrap_or(hidden);
+    let (heads, kv_heads, head_dim) =
+        infer_heads(name, &modules, &params, hidden, conv1d, &mut notes);
+    let dims = Dims {
+        hidden,
+        layers,
+        heads,
+        kv_heads,
+        head_dim,
+        intermediate,
+        vocab,
+        max_positions: positions_table.unwrap_or(1),
+    };
+    let positions = if positions_table.is_some() {
+        PositionKind::Learned
+    } else {
+        PositionKind::Rotary
+    };
+    let norm = if params.iter().any(|p| p.kind == ParamKind::NormBias) {
+        NormKind::LayerNorm { bias: true }
+    } else {
+        NormKind::RmsNorm
+    };
+    let has = |leaf: &[&str]| modules.iter().any(|m| leaf.contains(&m.name.as_str()));
+    let attention = if has(&["c_attn", "qkv_proj", "query_key_value", "Wqkv"]) {
+        AttentionLayout::FusedQkv
+    } else {
+        AttentionLayout::Separate
+    };
+    let mlp = if has(&["gate_proj", "w1", "gate_up_proj"]) {
+        MlpLayout::Gated
+    } else {
+        MlpLayout::Plain
+    };
+    let block = BlockSpec {
+        residual_dropout: true,
+        conv1d,
+        recipe: if conv1d {
+            ActivationRecipe::Gpt2
+        } else {
+            ActivationRecipe::Generic
+        },
+        ..BlockSpec::DECODER
+    };
+    let shape = ModelShape::from_parts(
+        name,
+        Family::new(if conv1d { "gpt2" } else { "custom" }),
+        dims,
+        Architecture {
+            norm,
+            attention,
+            mlp,
+            positions,
+            block,
+        },
+        tied,
+        modules,
+        params,
+    )?;
+    Ok(LoadedModel { shape, notes })
+}
+
+/// Link Linear biases to their modules.
+fn link_biases(modules: &mut [LinearModule], params: &mut [ParamGroup]) {
     for p in params.iter_mut() {
         if p.kind != ParamKind::Other {
             continue;
@@ -307,59 +446,62 @@ pub fn shape_from_inventory(name: &str, tensors: &[TensorEntry]) -> Result<Model
             p.kind = ParamKind::LinearBias(i);
         }
     }
-    fold_v4_experts(&mut modules, &mut params);
-    let (vocab, hidden) = embed.unwrap_or((1, 1));
-    let tied = !modules.iter().any(|m| m.group == ModuleGroup::Output);
-    if tied && embed.is_some() {
-        let mut head = LinearModule::new(
-            "lm_head",
-            (hidden, vocab),
-            false,
-            1,
-            LinearLayout::Linear,
-            ModuleGroup::Output,
-        );
-        head.weight_tied = true;
-        modules.push(head);
-    }
-    let intermediate = modules
-        .iter()
-        .filter(|m| m.group == ModuleGroup::Mlp)
-        .map(|m| m.in_features.max(m.out_features))
-        .max()
-        .unwrap_or(hidden);
-    let dims = Dims {
-        hidden,
-        layers,
-        heads: 1,
-        kv_heads: 1,
-        head_dim: hidden,
-        intermediate,
-        vocab,
-        max_positions: 0,
+}
+
+/// Heads, key/value heads and head dimension, from what the tensors record: a per-head q norm
+/// (`head_dim` long) or attention sinks (one per head) fix them; otherwise a head dimension is
+/// assumed (64 for GPT-2's fused `c_attn`, else 128 where it divides the projections) and a
+/// note says so.
+fn infer_heads(
+    name: &str,
+    modules: &[LinearModule],
+    params: &[ParamGroup],
+    hidden: u64,
+    conv1d: bool,
+    notes: &mut Vec<String>,
+) -> (u64, u64, u64) {
+    let find = |leaf: &str| modules.iter().find(|m| m.name == leaf);
+    let q_out = find("q_proj").map(|m| m.out_features);
+    let kv_out = find("k_proj").map(|m| m.out_features);
+    let param = |suffix: &str| {
+        params
+            .iter()
+            .find(|p| p.name.ends_with(suffix))
+            .map(|p| p.numel)
     };
-    let positions = if params
-        .iter()
-        .any(|p| p.kind == ParamKind::PositionEmbedding)
+    let from_head_dim = |dh: u64| {
+        let q = q_out.unwrap_or(hidden);
+        let kv = kv_out.unwrap_or(q);
+        (q.is_multiple_of(dh) && kv.is_multiple_of(dh) && q >= dh)
+            .then(|| (q / dh, (kv / dh).max(1), dh))
+    };
+    if let Some(dh) = param("self_attn.q_norm.weight").filter(|d| *d > 0)
+        && let Some(found) = from_head_dim(dh)
     {
-        PositionKind::Learned
-    } else {
-        PositionKind::Rotary
-    };
-    let norm = if params.iter().any(|p| p.kind == ParamKind::NormBias) {
-        NormKind::LayerNorm { bias: true }
-    } else {
-        NormKind::RmsNorm
-    };
-    Ok(ModelShape::from_parts(
-        name,
-        Family::Custom,
-        dims,
-        (norm, AttentionLayout::Separate, MlpLayout::Gated, positions),
-        tied,
-        modules,
-        params,
-    )?)
+        return found;
+    }
+    if let Some(heads) = param("self_attn.sinks").filter(|h| *h > 0)
+        && let Some(q) = q_out
+        && q.is_multiple_of(heads)
+        && let Some(found) = from_head_dim(q / heads)
+    {
+        return found;
+    }
+    let assumed = if conv1d { 64 } else { 128 };
+    if let Some((heads, kv, dh)) = from_head_dim(assumed) {
+        notes.push(format!(
+            "{name}: the headers do not record the attention head count; assumed head_dim \
+             {dh} ({heads} heads, {kv} key/value heads); put the config.json beside the \
+             checkpoint for exact attention activations"
+        ));
+        return (heads, kv, dh);
+    }
+    notes.push(format!(
+        "{name}: the headers do not record the attention head count; assumed one head of \
+         {hidden} (attention activations are a lower bound); put the config.json beside the \
+         checkpoint"
+    ));
+    (1, 1, hidden)
 }
 
 /// A Mixtral checkpoint in the transformers-4 layout (`...experts.N.w1.weight`, one Linear per

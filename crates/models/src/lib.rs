@@ -9,6 +9,7 @@
 //! `config.json` in the folder to get both.
 
 pub mod config;
+pub mod families;
 pub mod inventory;
 pub mod presets;
 
@@ -42,6 +43,14 @@ pub fn from_config_json(text: &str, name: &str) -> Result<ModelShape, ModelError
     Ok(config::spec_from_config_json(text, name)?.build()?)
 }
 
+/// A model read for estimating: its shape and what the user should be told about how it was
+/// read (a vision tower left out, heads assumed from headers, ...), one line each.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    pub shape: ModelShape,
+    pub notes: Vec<String>,
+}
+
 fn file_stem(path: &Path) -> String {
     let base = if path.file_name().is_some_and(|f| {
         f == "config.json" || f == "model.safetensors" || f == "model.safetensors.index.json"
@@ -57,8 +66,16 @@ fn file_stem(path: &Path) -> String {
 /// A preset name, or a path to a `config.json`, a `.safetensors` file, a
 /// `model.safetensors.index.json`, or a folder holding one of them (config.json first).
 pub fn load(model: &str) -> Result<ModelShape, ModelError> {
+    load_model(model).map(|m| m.shape)
+}
+
+/// [`load`], with the notes to show the user.
+pub fn load_model(model: &str) -> Result<LoadedModel, ModelError> {
     if let Some(spec) = presets::spec(model) {
-        return Ok(spec.build()?);
+        return Ok(LoadedModel {
+            shape: spec.build()?,
+            notes: Vec::new(),
+        });
     }
     let path = Path::new(model);
     if !path.exists() {
@@ -77,23 +94,53 @@ pub fn load(model: &str) -> Result<ModelShape, ModelError> {
     } else {
         None
     };
-    if let Some(config) = config {
-        let text = std::fs::read_to_string(&config).map_err(|e| ModelError::Io {
+    let headers = if path.is_dir() || config.is_none() {
+        inventory::locate(path)
+    } else {
+        None
+    };
+    if let Some(config) = &config {
+        let text = std::fs::read_to_string(config).map_err(|e| ModelError::Io {
             path: config.display().to_string(),
             reason: e.to_string(),
         })?;
-        return from_config_json(&text, &name);
+        match config::read_config_json(&text, &name) {
+            Ok(read) => {
+                return Ok(LoadedModel {
+                    shape: read.spec.build()?,
+                    notes: read.notes,
+                });
+            }
+            // An architecture no family describes: its headers still count it exactly.
+            Err(ModelError::UnknownModelType { model_type, .. }) if headers.is_some() => {
+                let mut loaded = from_headers(headers.as_deref().unwrap_or(path), &name)?;
+                loaded.notes.insert(
+                    0,
+                    format!(
+                        "{name}: model_type `{model_type}` has no family description: parameters \
+                         counted from the safetensors headers, activations from a generic \
+                         decoder block (an approximation)"
+                    ),
+                );
+                return Ok(loaded);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let Some(file) = inventory::locate(path) else {
+    let Some(file) = headers else {
         return Err(ModelError::Io {
             path: model.to_string(),
             reason: "no config.json, model.safetensors or model.safetensors.index.json".into(),
         });
     };
+    from_headers(&file, &name)
+}
+
+fn from_headers(file: &Path, name: &str) -> Result<LoadedModel, ModelError> {
     let tensors = if file.to_string_lossy().ends_with(".index.json") {
-        inventory::read_index(&file)?
+        inventory::read_index(file)?
     } else {
-        inventory::read_file(&file)?
+        inventory::read_file(file)?
     };
-    inventory::shape_from_inventory(&name, &tensors)
+    inventory::model_from_inventory(name, &tensors)
 }

@@ -15,7 +15,7 @@ struct Outcome {
     checked: usize,
     refused: usize,
     models: BTreeSet<String>,
-    families: BTreeSet<&'static str>,
+    families: BTreeSet<String>,
 }
 
 fn check_file(file: &str, configs: &str) -> Outcome {
@@ -36,7 +36,7 @@ fn check_file(file: &str, configs: &str) -> Outcome {
         let model =
             ftbudget_models::load(config.to_str().unwrap()).unwrap_or_else(|e| panic!("{id}: {e}"));
         out.models.insert(model_name.to_string());
-        out.families.insert(model.family.name());
+        out.families.insert(model.family.name().to_string());
         assert_eq!(
             model.total_params(),
             record["base_params"].as_u64().unwrap(),

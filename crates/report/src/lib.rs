@@ -30,7 +30,7 @@ pub enum ReportError {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSummary {
     pub name: String,
-    pub family: &'static str,
+    pub family: String,
     pub hidden_size: u64,
     pub num_hidden_layers: u64,
     pub num_attention_heads: u64,
@@ -47,7 +47,7 @@ impl ModelSummary {
         let d = model.dims;
         ModelSummary {
             name: model.name.clone(),
-            family: model.family.name(),
+            family: model.family.name().to_string(),
             hidden_size: d.hidden,
             num_hidden_layers: d.layers,
             num_attention_heads: d.heads,

@@ -12,27 +12,14 @@
 //!   `kv_heads = heads / group`. When `heads` is not a multiple of `group` (small widths of a GQA
 //!   model), `kv_heads` is the largest divisor of `heads` not above `heads / group`, and at least 1.
 //! - MLP width: `intermediate = round(base_intermediate * width / base_hidden)`, then rounded up to
-//!   the family's multiple ([`family_multiple`]): 256 for LLaMA-style families (Meta's
+//!   the family's multiple (`TransformerSpec::intermediate_multiple`): 256 for LLaMA-style families (Meta's
 //!   `multiple_of`; LLaMA-2-7B's 11008 and 70B's 28672 are multiples of it, and 70B scaled to 4096
 //!   gives Mistral-7B's MLP width 14336), 1 for MiniGPT and GPT-2 (exactly 4x). If the base intermediate size
 //!   is not itself a multiple, the multiple is 1, so the base width maps to itself.
 //! - Experts (Mixtral): the expert count and top-k are kept; each expert scales like a gated MLP.
 
 use crate::error::SweepError;
-use ftbudget_core::{Family, ModelShape, TransformerSpec};
-
-/// The multiple the MLP width is rounded up to when a family is scaled.
-pub const fn family_multiple(family: Family) -> u64 {
-    match family {
-        Family::Llama
-        | Family::Mistral
-        | Family::Qwen2
-        | Family::Gemma
-        | Family::Phi3
-        | Family::Mixtral => 256,
-        Family::MiniGpt | Family::Gpt2 | Family::Custom => 1,
-    }
-}
+use ftbudget_core::{ModelShape, TransformerSpec};
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
@@ -76,7 +63,7 @@ pub fn scale_spec(
     while heads % kv != 0 {
         kv -= 1;
     }
-    let mut multiple = family_multiple(base.family);
+    let mut multiple = base.intermediate_multiple.max(1);
     if !base.intermediate.is_multiple_of(multiple) {
         multiple = 1;
     }
@@ -126,12 +113,12 @@ impl ScaledShape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ftbudget_core::{AttentionLayout, MlpLayout, NormKind, PositionKind};
+    use ftbudget_core::MlpLayout;
 
     fn llama(hidden: u64, layers: u64, heads: u64, kv: u64, inter: u64) -> TransformerSpec {
         TransformerSpec {
             name: "llama".into(),
-            family: Family::Llama,
+            family: ftbudget_core::Family::new("llama"),
             hidden,
             layers,
             heads,
@@ -141,13 +128,11 @@ mod tests {
             vocab: 32000,
             max_positions: 4096,
             tied_embeddings: false,
-            qkv_bias: false,
-            o_bias: false,
-            mlp_bias: false,
-            norm: NormKind::RmsNorm,
-            positions: PositionKind::Rotary,
-            attention: AttentionLayout::Separate,
             mlp: MlpLayout::Gated,
+            block: ftbudget_core::BlockSpec::DECODER,
+            names: ftbudget_core::Naming::LLAMA,
+            intermediate_multiple: 256,
+            ..TransformerSpec::minigpt()
         }
     }
 

@@ -9,7 +9,10 @@ use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::CountError;
 use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
-use crate::shape::{AttentionLayout, Family, MlpLayout, ModelShape, ModuleGroup, PositionKind};
+use crate::shape::{
+    ActivationRecipe, AttentionLayout, MlpLayout, ModelShape, ModuleGroup, NormPlacement,
+    PositionKind, QkNorm,
+};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -322,298 +325,537 @@ struct Parts {
 /// embedding makes the first norm save nothing. Regime terms come from the plan (LoRA's `x A`:
 /// `c T r` per adapted module; DoRA's identity input, base and LoRA outputs).
 fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Parts {
-    let totals = plan.totals();
-    let act = settings.activations;
-    let precision = settings.precision;
-    let d = model.dims;
-    let b = Exact::from(settings.workload.batch);
-    let s = Exact::from(settings.workload.seq);
-    let t = b * s;
-    let (h, layers, i, v) = (
-        Exact::from(d.hidden),
-        Exact::from(d.layers),
-        Exact::from(d.intermediate),
-        Exact::from(d.vocab),
-    );
-    let a = Exact::from(d.heads);
-    let kv = Exact::from(d.kv_heads);
-    let dh = Exact::from(d.head_dim);
-    let c = Exact::from(precision.compute_dtype().bytes());
-    // Shared products (token x hidden, in the compute dtype).
-    let th = t * h;
-    let cth = c * th;
-    let cti = c * t * i;
-    let autocast = precision.autocast();
-    let resid = if autocast { Exact::new(4) } else { c };
-    let base_trainable = totals.base_trainable;
-    let block_inputs_saved = base_trainable || !plan.adapters().is_empty();
-    let masks = act.dropout_masks();
-    let eager = act.attention == AttentionImpl::Eager;
-    let gpt2 = model.family == Family::Gpt2;
-    // Eager attention's softmax probabilities (fp32, plus their 16-bit cast under autocast).
-    let probs = if eager {
-        a * s * s * b * if autocast { 4 + c } else { Exact::new(4) }
-    } else {
-        Exact::ZERO
+    let x = Ctx::new(model, plan, settings);
+    let block = match model.block.recipe {
+        ActivationRecipe::Gpt2 => gpt2_block(&x),
+        ActivationRecipe::Decoder | ActivationRecipe::Generic => decoder_block(&x),
     };
-
-    // One block.
-    let (attn, mlp, norms, first_norm) = if gpt2 {
-        let ln = resid * th + 8 * t;
-        let (attn_in, mlp_in) = if block_inputs_saved {
-            (cth, cth + cti)
-        } else {
-            (Exact::ZERO, Exact::ZERO)
-        };
-        let mlp = 4 * cti;
-        let attn = if eager {
-            4 * cth + probs
-        } else {
-            6 * cth + 4 * b * a * s
-        };
-        (attn + attn_in, mlp + mlp_in, 2 * ln, ln)
-    } else {
-        let normalized = if base_trainable {
-            resid * th
-        } else {
-            Exact::ZERO
-        };
-        let rms = 4 * th + 4 * t + normalized;
-        let (attn_casts, mlp_casts) = if autocast {
-            let qkv = match model.attention {
-                AttentionLayout::Separate => 3,
-                AttentionLayout::FusedQkv => 1,
-            };
-            let up = match model.mlp {
-                MlpLayout::Gated | MlpLayout::Experts { .. } => 2,
-                MlpLayout::Plain | MlpLayout::FusedGated => 1,
-            };
-            (qkv, up)
-        } else {
-            (1, 1)
-        };
-        let (attn_in, mlp_in) = if block_inputs_saved {
-            (attn_casts * cth, mlp_casts * cth + cti)
-        } else {
-            (Exact::ZERO, Exact::ZERO)
-        };
-        // Mixture of experts: every token runs through `top_k` gated experts (the router's
-        // logits, `E` per token, are small and left out).
-        let (mlp, mlp_in) = match model.mlp {
-            MlpLayout::Plain => (2 * cti, mlp_in),
-            MlpLayout::Gated | MlpLayout::FusedGated => (3 * cti, mlp_in),
-            MlpLayout::Experts { top_k, .. } => {
-                let k = Exact::from(top_k);
-                (3 * cti * k, mlp_in * k)
-            }
-        };
-        let attn = if eager {
-            3 * c * t * a * dh + probs + cth
-        } else {
-            c * t * (2 * a * dh + 2 * kv * dh) + 4 * b * a * s
-        };
-        (attn + attn_in, mlp + mlp_in, 2 * rms, rms)
-    };
+    let Block {
+        attn,
+        mut mlp_dense,
+        mut mlp_sparse,
+        norms,
+        first_norm,
+    } = block;
     let mut attn_block = attn;
     // Measured: under autocast with sdpa, peft casts an adapted output projection's 16-bit input
     // up to the adapter's fp32 and autocast casts it back down, so lora_A saves a fresh copy
     // (`c T h`) instead of sharing the attention output's storage.
-    if autocast && !eager && totals.adapts_attention_output {
-        attn_block += cth;
+    if x.autocast && !x.eager && x.totals.adapts_attention_output {
+        attn_block += x.cth;
     }
-    let mut mlp_block = mlp;
-    // Dropout, measured in `fixtures/memory/measured_memory_ckpt_dropout.json` with the GPU
-    // kernels (`native_dropout`, whose backward keeps a 1-byte mask; fused sdpa, which keeps only
-    // an RNG seed and offset). Full fine-tuning matches these terms to the byte.
-    // Outside the blocks (GPT-2's embedding dropout), and LoRA's dropout (all layers).
-    let mut dropout_outside_blocks = Exact::ZERO;
-    let mut adapter_dropout = Exact::ZERO;
-    if masks {
-        // Residual dropout after the attention and the MLP: only GPT-2-style blocks (and Phi-3)
-        // have it. Llama, Mistral, Qwen2, Gemma and Mixtral drop nothing in the residual stream:
-        // measured 0 bytes with sdpa on llama and mistral, where the old `2 T h` per layer was
-        // all error.
-        if matches!(
-            model.family,
-            Family::Gpt2 | Family::Phi3 | Family::MiniGpt | Family::Custom
-        ) {
-            attn_block += th;
-            mlp_block += th;
-        }
-        // Eager attention drops the probabilities: a 1-byte mask, and the matmul with V saves
-        // the dropped probabilities instead of what it read before. Under autocast that was the
-        // 16-bit cast, which is no longer saved (same size): `+1` byte per element. Without a
-        // cast it was the softmax output itself, still saved for the softmax's backward: `+1+c`.
-        // Measured on gpt2, llama, mistral: +5 B (fp32), +1 B (autocast) x b a s^2 per layer.
-        if eager {
-            attn_block += a * s * s * b * (1 + if autocast { Exact::ZERO } else { c });
-        }
-        // GPT-2 drops the embedding output (`T h` mask) when anything upstream needs its
-        // gradient: a trained embedding, or checkpointing (transformers then makes the
-        // embedding output require grad).
-        if gpt2 && (base_trainable || act.checkpointing == Checkpointing::Full) {
-            dropout_outside_blocks += th;
-        }
-        // peft's `lora_dropout` drops each adapted module's input on its own: a 1-byte mask
-        // per module (none when the input needs no gradient: the first block's q, k, v with a
-        // frozen embedding and no checkpointing), and lora_A saves its own dropped copy. Under
-        // autocast lora_A saved its own 16-bit cast already, so only the mask is new. Without
-        // autocast each copy (`c T in`) is new, and the undropped inputs that were saved only
-        // for the adapters (frozen base) are saved by nobody now: the attention input, the MLP
-        // inputs and, with eager attention, the merged attention output read by o_proj (sdpa
-        // keeps its output for its own backward). Measured exactly for LoRA on gpt2, llama and
-        // mistral (for instance llama fp32 sdpa: +4 fp32 `T h` copies and 7 masks per layer, less
-        // the first block's 3).
-        let first_block_input_frozen = !base_trainable && act.checkpointing == Checkpointing::None;
-        for site in plan.adapters() {
-            let m = &model.modules[site.module];
-            let per_module = Exact::from(m.in_features) * t;
-            let count = Exact::from(m.count);
-            let mut masked = count;
-            if first_block_input_frozen {
-                masked = masked.saturating_sub(Exact::from(m.first_block_instances(d.layers)));
-            }
-            adapter_dropout += per_module * masked;
-            if !autocast {
-                adapter_dropout += c * per_module * count;
-            }
-        }
-        if !autocast && !base_trainable && !plan.adapters().is_empty() {
-            let adapted = |f: &dyn Fn(&crate::shape::LinearModule) -> bool| {
-                plan.adapters()
-                    .iter()
-                    .any(|site| f(&model.modules[site.module]))
-            };
-            let mut unsaved = Exact::ZERO;
-            if adapted(&|m| m.reads_attention_input) {
-                unsaved += cth;
-            }
-            if adapted(&|m| m.group == ModuleGroup::Mlp) {
-                unsaved += cth + cti;
-            }
-            if eager && adapted(&|m| m.group == ModuleGroup::Attention && !m.reads_attention_input)
-            {
-                unsaved += cth;
-            }
-            adapter_dropout = adapter_dropout.saturating_sub(unsaved * layers);
-        }
-    }
+    let drop = dropout_terms(&x);
+    attn_block += drop.attention;
+    mlp_dense += drop.mlp;
+    mlp_sparse += drop.mlp;
+    let (dense_layers, sparse_layers) = x.layer_kinds;
+    let mlp_layers = mlp_dense * dense_layers + mlp_sparse * sparse_layers;
     let mut parts = Parts::default();
-    match act.checkpointing {
-        Checkpointing::None => {
-            parts.attention = attn_block * layers;
-            parts.mlp = mlp_block * layers;
-            parts.norms = norms * layers;
+    if x.act.checkpointing == Checkpointing::None {
+        parts.attention = attn_block * x.layers;
+        parts.mlp = mlp_layers;
+        parts.norms = norms * x.layers;
+        // The first norm's input is the embedding output: nothing upstream needs its gradient
+        // when the embedding is frozen.
+        if !x.base_trainable {
+            parts.norms = parts.norms.saturating_sub(first_norm);
         }
-        // Assembled below, once the terms outside the blocks are known.
-        Checkpointing::Full => {}
-    }
-    // The first norm's input is the embedding output: nothing upstream needs its gradient when
-    // the embedding is frozen.
-    if !base_trainable && act.checkpointing == Checkpointing::None {
-        parts.norms = parts.norms.saturating_sub(first_norm);
     }
     // Final norm, lm_head input, loss.
-    let final_norm = if gpt2 {
-        resid * th + 8 * t
+    let final_norm = if x.gpt2 {
+        x.resid * x.th + 8 * x.t
     } else {
-        4 * th
-            + 4 * t
-            + if base_trainable {
-                resid * th
-            } else {
-                Exact::ZERO
-            }
+        4 * x.th + 4 * x.t + x.normalized()
     };
     parts.norms += final_norm;
-    let lm_head_input = if base_trainable { cth } else { Exact::ZERO };
-    parts.logits_loss = 4 * t * v + 8 * t + 4 + lm_head_input;
-    if base_trainable {
-        parts.embeddings = 8 * t + if gpt2 { 8 * s } else { Exact::ZERO };
+    let lm_head_input = if x.base_trainable { x.cth } else { Exact::ZERO };
+    parts.logits_loss = 4 * x.t * x.v + 8 * x.t + 4 + lm_head_input;
+    if x.base_trainable {
+        parts.embeddings = 8 * x.t + if x.gpt2 { 8 * x.s } else { Exact::ZERO };
     }
-    if !gpt2 && matches!(model.positions, PositionKind::Rotary) {
-        parts.attention += 2 * 4 * s * dh;
+    if !x.gpt2 && matches!(model.positions, PositionKind::Rotary) {
+        let rotary = Exact::from(model.block.rotary_dim.unwrap_or(model.dims.head_dim));
+        parts.attention += 2 * 4 * x.s * rotary;
     }
-    let [per_token, fixed] = totals.compute_terms.map(Exact::new);
-    let [per_token_bytes, fixed_bytes] = totals.dense_term_bytes.map(Exact::new);
-    parts.regime = (per_token * t + fixed) * c + per_token_bytes * t + fixed_bytes;
-    parts.embeddings += dropout_outside_blocks;
-    parts.regime += adapter_dropout;
-    if act.checkpointing == Checkpointing::Full {
-        // transformers' `gradient_checkpointing_enable()` (non-reentrant `torch.utils.checkpoint`
-        // per decoder layer), measured as the peak over the whole step of the live saved bytes
-        // (`fixtures/memory/measured_memory_ckpt_dropout.json`). Each checkpoint keeps its
-        // block's input (`r T h`), and with eager attention its 4D float mask (`r b s^2`, bound
-        // into every block's arguments). The backward recomputes the last block first, while
-        // every checkpoint is still alive and the final norm's and the loss's tensors are
-        // already freed: the step peaks either there (one block's saved tensors, sharing the
-        // block input with the first norm when that norm saves the fp32 residual as it is) or
-        // at the end of the forward (checkpoints, final norm, logits and loss), whichever is
-        // larger: 133 of the 144 measured steps peak in the backward, mistral's 2048-token
-        // vocabulary under autocast at the forward's end, and this picks the same moment on
-        // every one (activations within 3.2% of the measured peak on all of them).
-        let rope = parts.attention;
-        let checkpoints = resid * th * layers
-            + if eager {
-                resid * b * s * s
-            } else {
-                Exact::ZERO
-            };
-        let shared_input = if gpt2 || resid == Exact::new(4) {
-            resid * th
+    let [per_token, fixed] = x.totals.compute_terms.map(Exact::new);
+    let [per_token_bytes, fixed_bytes] = x.totals.dense_term_bytes.map(Exact::new);
+    parts.regime = (per_token * x.t + fixed) * x.c + per_token_bytes * x.t + fixed_bytes;
+    parts.embeddings += drop.outside_blocks;
+    parts.regime += drop.adapters;
+    if x.act.checkpointing == Checkpointing::Full {
+        let block = CheckpointedBlock {
+            attn: attn_block,
+            mlp: mlp_dense.max(mlp_sparse),
+            norms,
+            adapter_dropout: drop.adapters,
+            final_norm,
+        };
+        checkpointed(&x, plan, block, &mut parts);
+    }
+    parts
+}
+
+/// The quantities every term is built from, in bytes (`Exact`: u64 with an overflow flag).
+struct Ctx<'a> {
+    model: &'a ModelShape,
+    plan: &'a TrainingPlan,
+    totals: &'a crate::plan::PlanTotals,
+    act: ActivationSettings,
+    b: Exact,
+    s: Exact,
+    t: Exact,
+    h: Exact,
+    layers: Exact,
+    v: Exact,
+    a: Exact,
+    kv: Exact,
+    dh: Exact,
+    /// The compute dtype's size and the residual stream's (fp32 under autocast).
+    c: Exact,
+    resid: Exact,
+    th: Exact,
+    cth: Exact,
+    autocast: bool,
+    eager: bool,
+    gpt2: bool,
+    base_trainable: bool,
+    /// Some Linear's weight or an adapter needs the block's matmul inputs.
+    block_inputs_saved: bool,
+    /// Eager attention's softmax probabilities (fp32, plus their 16-bit cast under autocast).
+    probs: Exact,
+    /// Layers with a dense MLP and layers with experts.
+    layer_kinds: (Exact, Exact),
+}
+
+impl<'a> Ctx<'a> {
+    fn new(model: &'a ModelShape, plan: &'a TrainingPlan, settings: &MemorySettings) -> Self {
+        let totals = plan.totals();
+        let act = settings.activations;
+        let precision = settings.precision;
+        let d = model.dims;
+        let b = Exact::from(settings.workload.batch);
+        let s = Exact::from(settings.workload.seq);
+        let t = b * s;
+        let h = Exact::from(d.hidden);
+        let c = Exact::from(precision.compute_dtype().bytes());
+        let autocast = precision.autocast();
+        let eager = act.attention == AttentionImpl::Eager;
+        let a = Exact::from(d.heads);
+        let probs = if eager {
+            a * s * s * b * if autocast { 4 + c } else { Exact::new(4) }
         } else {
             Exact::ZERO
         };
-        // transformers turns the KV cache off under checkpointing; GPT-2's sdpa path saved the
-        // cache's copies of k and v (`2 c T h` per layer; measured: the same non-checkpointed
-        // step with `use_cache=False` saves exactly that much less).
-        if gpt2 && !eager {
-            attn_block = attn_block.saturating_sub(2 * cth);
-        }
-        // Regime terms per token are per layer: one layer's worth is recomputed. Their fixed
-        // parts are weight-sized temporaries (DoRA's `eye(in)` weight-norm graph, GPT-2's
-        // transposed weight) that live one module at a time: the peak holds the largest one
-        // (measured on DoRA: the block's last, largest module, down_proj or c_proj, adds its
-        // graph on top of the block while the recomputation runs).
-        let layers_or_one = layers.max(Exact::new(1));
-        // (Adapters' `x A` is per token only.)
-        let per_token_terms = (per_token * c + per_token_bytes) * t;
-        let largest_fixed = plan
-            .activation_terms()
-            .iter()
-            .map(|term| {
-                let bytes = match term.dtype {
-                    ActivationDtype::Compute => c,
-                    ActivationDtype::Dense(dt) => Exact::from(dt.bytes()),
-                };
-                Exact::from(term.fixed) * bytes
-            })
-            .max()
-            .unwrap_or(Exact::ZERO);
-        let block_regime = (per_token_terms + largest_fixed + adapter_dropout) / layers_or_one;
-        let block = (attn_block + mlp_block + norms + block_regime).saturating_sub(shared_input);
-        let tail = final_norm + parts.logits_loss;
-        if block >= tail {
-            parts.attention = rope + attn_block;
-            parts.mlp = mlp_block;
-            parts.norms = (norms + checkpoints).saturating_sub(shared_input);
-            parts.logits_loss = Exact::ZERO;
-            parts.regime = block_regime;
-        } else {
-            parts.attention = rope;
-            parts.mlp = Exact::ZERO;
-            parts.norms = checkpoints + final_norm;
-            parts.regime = Exact::ZERO;
+        let sparse = match model.mlp {
+            MlpLayout::Experts(e) => e.sparse_layers,
+            _ => 0,
+        };
+        Ctx {
+            model,
+            plan,
+            totals,
+            act,
+            b,
+            s,
+            t,
+            h,
+            layers: Exact::from(d.layers),
+            v: Exact::from(d.vocab),
+            a,
+            kv: Exact::from(d.kv_heads),
+            dh: Exact::from(d.head_dim),
+            c,
+            resid: if autocast { Exact::new(4) } else { c },
+            th: t * h,
+            cth: c * t * h,
+            autocast,
+            eager,
+            gpt2: model.block.recipe == ActivationRecipe::Gpt2,
+            base_trainable: totals.base_trainable,
+            block_inputs_saved: totals.base_trainable || !plan.adapters().is_empty(),
+            probs,
+            layer_kinds: (
+                Exact::from(d.layers - sparse.min(d.layers)),
+                Exact::from(sparse),
+            ),
         }
     }
-    parts
+
+    /// What a trained norm weight's backward keeps: the normalized input.
+    fn normalized(&self) -> Exact {
+        if self.base_trainable {
+            self.resid * self.th
+        } else {
+            Exact::ZERO
+        }
+    }
+
+    /// An RMSNorm over `width` features in `groups` groups per token: the fp32 input, the fp32
+    /// `rsqrt` per group, and (trained weight) the normalized input in `dtype_bytes`.
+    fn rms(&self, width: Exact, groups: Exact, dtype_bytes: Exact) -> Exact {
+        let normalized = if self.base_trainable {
+            dtype_bytes * self.t * width
+        } else {
+            Exact::ZERO
+        };
+        4 * self.t * width + 4 * self.t * groups + normalized
+    }
+}
+
+/// One block's saved bytes: attention, the MLP of a dense layer and of an expert layer, the
+/// norms, and the first norm (which saves nothing when the embedding is frozen).
+struct Block {
+    attn: Exact,
+    mlp_dense: Exact,
+    mlp_sparse: Exact,
+    norms: Exact,
+    first_norm: Exact,
+}
+
+/// GPT-2 (LayerNorm, Conv1D, gelu_new), measured.
+fn gpt2_block(x: &Ctx) -> Block {
+    let cti = x.c * x.t * Exact::from(x.model.dims.intermediate);
+    let ln = x.resid * x.th + 8 * x.t;
+    let (attn_in, mlp_in) = if x.block_inputs_saved {
+        (x.cth, x.cth + cti)
+    } else {
+        (Exact::ZERO, Exact::ZERO)
+    };
+    let attn = if x.eager {
+        4 * x.cth + x.probs
+    } else {
+        6 * x.cth + 4 * x.b * x.a * x.s
+    };
+    let mlp = 4 * cti + mlp_in;
+    Block {
+        attn: attn + attn_in,
+        mlp_dense: mlp,
+        mlp_sparse: mlp,
+        norms: 2 * ln,
+        first_norm: ln,
+    }
+}
+
+/// A LLaMA-style decoder block built from its parts: norms, q/k/v (separate, fused or latent),
+/// q/k norms, the attention kernel, and a plain, gated or mixture-of-experts MLP.
+fn decoder_block(x: &Ctx) -> Block {
+    let model = x.model;
+    let block = model.block;
+    let rms = x.rms(x.h, Exact::new(1), x.resid);
+    let norms = Exact::from(u64::from(block.norms.max(1))) * rms;
+    let attn = decoder_attention(x);
+    let (mlp_dense, mlp_sparse) = decoder_mlp(x);
+    // Parallel blocks without autocast: attention and the MLP save the same normalized input.
+    let shared = if block.norm_placement == NormPlacement::Parallel
+        && block.norms == 1
+        && !x.autocast
+        && x.block_inputs_saved
+    {
+        x.cth
+    } else {
+        Exact::ZERO
+    };
+    // Post-norm blocks (OLMo 2) normalize sublayer outputs: no norm reads the embedding.
+    let first_norm = if block.norm_placement == NormPlacement::Post {
+        Exact::ZERO
+    } else {
+        rms
+    };
+    Block {
+        attn: attn.saturating_sub(shared),
+        mlp_dense,
+        mlp_sparse,
+        norms,
+        first_norm,
+    }
+}
+
+/// Attention: input casts, projections, q/k norms and the kernel's saved tensors.
+fn decoder_attention(x: &Ctx) -> Exact {
+    let model = x.model;
+    let (c, t) = (x.c, x.t);
+    let casts = if x.autocast {
+        match model.attention {
+            AttentionLayout::Separate => 3,
+            AttentionLayout::FusedQkv => 1,
+            AttentionLayout::Latent(l) => 1 + u64::from(l.q_lora_rank.is_some()),
+        }
+    } else {
+        1
+    };
+    let input = if x.block_inputs_saved {
+        Exact::new(casts) * x.cth
+    } else {
+        Exact::ZERO
+    };
+    // Per head: the query/key width, the value width, and the kernel's key/value heads.
+    let (dq, dv, kv_heads, mut extra) = match model.attention {
+        AttentionLayout::Latent(l) => {
+            let (rope, nope) = (
+                Exact::from(l.qk_rope_head_dim),
+                Exact::from(l.qk_nope_head_dim),
+            );
+            let kvr = Exact::from(l.kv_lora_rank);
+            // The low-rank projections' norms and the inputs of q_b and kv_b.
+            let mut extra = x.rms(kvr, Exact::new(1), c);
+            if x.block_inputs_saved {
+                extra += c * t * kvr;
+            }
+            if let Some(q) = l.q_lora_rank {
+                let q = Exact::from(q);
+                extra += x.rms(q, Exact::new(1), c);
+                if x.block_inputs_saved {
+                    extra += c * t * q;
+                }
+            }
+            (rope + nope, Exact::from(l.v_head_dim), x.a, extra)
+        }
+        _ => (x.dh, x.dh, x.kv, Exact::ZERO),
+    };
+    let a = x.a;
+    extra += match model.block.qk_norm {
+        QkNorm::None => Exact::ZERO,
+        QkNorm::HeadDim | QkNorm::OneTensorPerHead => {
+            x.rms(a * dq, a, c) + x.rms(kv_heads * dq, kv_heads, c)
+        }
+        QkNorm::AllHeads => {
+            x.rms(a * dq, Exact::new(1), c) + x.rms(kv_heads * dq, Exact::new(1), c)
+        }
+    };
+    let kernel = if x.eager {
+        // q and the repeated k, v; the probabilities; the merged output read by o_proj; the
+        // soft-capped scores (Gemma 2: tanh keeps its output).
+        let capped = if model.block.logit_softcap {
+            c * a * x.s * x.s * x.b
+        } else {
+            Exact::ZERO
+        };
+        c * t * a * (2 * dq + dv) + x.probs + capped + c * t * a * dv
+    } else {
+        c * t * (a * (dq + dv) + kv_heads * (dq + dv)) + 4 * x.b * a * x.s
+    };
+    input + extra + kernel
+}
+
+/// The MLP of a dense layer and of a mixture-of-experts layer (routed experts per token, the
+/// router's logits, shared experts).
+fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
+    let model = x.model;
+    let (c, t) = (x.c, x.t);
+    let gated_casts = if x.autocast { 2 } else { 1 };
+    // A dense MLP of width `i`: its input (one cast per consuming Linear under autocast), the
+    // input of down, and what the activation keeps (gate, act(gate), up; or up and act(up)).
+    let dense = |layout: MlpLayout, i: Exact| {
+        let cti = c * t * i;
+        let (saved, casts) = match layout {
+            MlpLayout::Plain => (2 * cti, 1),
+            MlpLayout::FusedGated => (3 * cti, 1),
+            MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, gated_casts),
+        };
+        let input = if x.block_inputs_saved {
+            Exact::new(casts) * x.cth + cti
+        } else {
+            Exact::ZERO
+        };
+        saved + input
+    };
+    let inter = Exact::from(model.dims.intermediate);
+    match model.mlp {
+        MlpLayout::Experts(e) => {
+            // Every token runs through `top_k` gated experts.
+            let k = Exact::from(e.top_k);
+            let mut sparse = k * dense(MlpLayout::Gated, Exact::from(e.intermediate));
+            // The router's logits and routing weights (fp32 softmax): `E` per token, small.
+            sparse += 4 * t * Exact::from(e.experts);
+            if let Some(shared) = e.shared {
+                sparse += dense(MlpLayout::Gated, Exact::from(shared.intermediate));
+                if shared.gate {
+                    sparse += c * t;
+                }
+            }
+            (dense(MlpLayout::Gated, inter), sparse)
+        }
+        layout => {
+            let m = dense(layout, inter);
+            (m, m)
+        }
+    }
+}
+
+/// Dropout's saved bytes, measured in `fixtures/memory/measured_memory_ckpt_dropout.json` with
+/// the GPU kernels (`native_dropout`, whose backward keeps a 1-byte mask; fused sdpa, which keeps
+/// only an RNG seed and offset). Full fine-tuning matches these terms to the byte.
+#[derive(Default)]
+struct Dropout {
+    /// Per block.
+    attention: Exact,
+    mlp: Exact,
+    /// GPT-2's embedding dropout.
+    outside_blocks: Exact,
+    /// peft's `lora_dropout`, all layers.
+    adapters: Exact,
+}
+
+fn dropout_terms(x: &Ctx) -> Dropout {
+    let mut d = Dropout::default();
+    if !x.act.dropout_masks() {
+        return d;
+    }
+    // Residual dropout after the attention and the MLP: only GPT-2-style blocks (and Phi-3)
+    // have it. Llama, Mistral, Qwen2, Gemma and Mixtral drop nothing in the residual stream:
+    // measured 0 bytes with sdpa on llama and mistral.
+    if x.model.block.residual_dropout {
+        d.attention += x.th;
+        d.mlp += x.th;
+    }
+    // Eager attention drops the probabilities: a 1-byte mask, and the matmul with V saves the
+    // dropped probabilities instead of what it read before. Under autocast that was the 16-bit
+    // cast, which is no longer saved (same size): `+1` byte per element. Without a cast it was
+    // the softmax output itself, still saved for the softmax's backward: `+1+c`. Measured on
+    // gpt2, llama, mistral: +5 B (fp32), +1 B (autocast) x b a s^2 per layer.
+    if x.eager {
+        d.attention += x.a * x.s * x.s * x.b * (1 + if x.autocast { Exact::ZERO } else { x.c });
+    }
+    // GPT-2 drops the embedding output (`T h` mask) when anything upstream needs its gradient:
+    // a trained embedding, or checkpointing (transformers then makes the embedding output
+    // require grad).
+    if x.gpt2 && (x.base_trainable || x.act.checkpointing == Checkpointing::Full) {
+        d.outside_blocks += x.th;
+    }
+    d.adapters = adapter_dropout(x);
+    d
+}
+
+/// peft's `lora_dropout` drops each adapted module's input on its own: a 1-byte mask per module
+/// (none when the input needs no gradient: the first block's q, k, v with a frozen embedding and
+/// no checkpointing), and lora_A saves its own dropped copy. Under autocast lora_A saved its own
+/// 16-bit cast already, so only the mask is new. Without autocast each copy (`c T in`) is new,
+/// and the undropped inputs that were saved only for the adapters (frozen base) are saved by
+/// nobody now: the attention input, the MLP inputs and, with eager attention, the merged
+/// attention output read by o_proj (sdpa keeps its output for its own backward). Measured
+/// exactly for LoRA on gpt2, llama and mistral.
+fn adapter_dropout(x: &Ctx) -> Exact {
+    let (model, plan) = (x.model, x.plan);
+    let mut total = Exact::ZERO;
+    let first_block_input_frozen = !x.base_trainable && x.act.checkpointing == Checkpointing::None;
+    for site in plan.adapters() {
+        let m = &model.modules[site.module];
+        let per_module = Exact::from(m.in_features) * x.t;
+        let count = Exact::from(m.count);
+        let mut masked = count;
+        if first_block_input_frozen {
+            masked = masked.saturating_sub(Exact::from(m.first_block_instances(model.dims.layers)));
+        }
+        total += per_module * masked;
+        if !x.autocast {
+            total += x.c * per_module * count;
+        }
+    }
+    if !x.autocast && !x.base_trainable && !plan.adapters().is_empty() {
+        let adapted = |f: &dyn Fn(&crate::shape::LinearModule) -> bool| {
+            plan.adapters()
+                .iter()
+                .any(|site| f(&model.modules[site.module]))
+        };
+        let cti = x.c * x.t * Exact::from(model.dims.intermediate);
+        let mut unsaved = Exact::ZERO;
+        if adapted(&|m| m.reads_attention_input) {
+            unsaved += x.cth;
+        }
+        if adapted(&|m| m.group == ModuleGroup::Mlp) {
+            unsaved += x.cth + cti;
+        }
+        if x.eager && adapted(&|m| m.group == ModuleGroup::Attention && !m.reads_attention_input) {
+            unsaved += x.cth;
+        }
+        total = total.saturating_sub(unsaved * x.layers);
+    }
+    total
+}
+
+/// The largest block's terms, for the checkpointed step.
+struct CheckpointedBlock {
+    attn: Exact,
+    mlp: Exact,
+    norms: Exact,
+    adapter_dropout: Exact,
+    final_norm: Exact,
+}
+
+/// transformers' `gradient_checkpointing_enable()` (non-reentrant `torch.utils.checkpoint` per
+/// decoder layer), measured as the peak over the whole step of the live saved bytes
+/// (`fixtures/memory/measured_memory_ckpt_dropout.json`). Each checkpoint keeps its block's
+/// input (`r T h`), and with eager attention its 4D float mask (`r b s^2`, bound into every
+/// block's arguments). The backward recomputes the last block first, while every checkpoint is
+/// still alive and the final norm's and the loss's tensors are already freed: the step peaks
+/// either there (one block's saved tensors, sharing the block input with the first norm when that
+/// norm saves the fp32 residual as it is) or at the end of the forward (checkpoints, final norm,
+/// logits and loss), whichever is larger: 133 of the 144 measured steps peak in the backward,
+/// mistral's 2048-token vocabulary under autocast at the forward's end, and this picks the same
+/// moment on every one (activations within 3.2% of the measured peak on all of them).
+fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mut Parts) {
+    let rope = parts.attention;
+    let checkpoints = x.resid * x.th * x.layers
+        + if x.eager {
+            x.resid * x.b * x.s * x.s
+        } else {
+            Exact::ZERO
+        };
+    let shared_input = if x.gpt2 || x.resid == Exact::new(4) {
+        x.resid * x.th
+    } else {
+        Exact::ZERO
+    };
+    // transformers turns the KV cache off under checkpointing; GPT-2's sdpa path saved the
+    // cache's copies of k and v (`2 c T h` per layer; measured: the same non-checkpointed step
+    // with `use_cache=False` saves exactly that much less).
+    let mut attn_block = blk.attn;
+    if x.gpt2 && !x.eager {
+        attn_block = attn_block.saturating_sub(2 * x.cth);
+    }
+    // Regime terms per token are per layer: one layer's worth is recomputed. Their fixed parts
+    // are weight-sized temporaries (DoRA's `eye(in)` weight-norm graph, GPT-2's transposed
+    // weight) that live one module at a time: the peak holds the largest one (measured on DoRA:
+    // the block's last, largest module, down_proj or c_proj, adds its graph on top of the block
+    // while the recomputation runs).
+    let layers_or_one = x.layers.max(Exact::new(1));
+    let [per_token, _] = x.totals.compute_terms.map(Exact::new);
+    let [per_token_bytes, _] = x.totals.dense_term_bytes.map(Exact::new);
+    let per_token_terms = (per_token * x.c + per_token_bytes) * x.t;
+    let largest_fixed = plan
+        .activation_terms()
+        .iter()
+        .map(|term| {
+            let bytes = match term.dtype {
+                ActivationDtype::Compute => x.c,
+                ActivationDtype::Dense(dt) => Exact::from(dt.bytes()),
+            };
+            Exact::from(term.fixed) * bytes
+        })
+        .max()
+        .unwrap_or(Exact::ZERO);
+    let block_regime = (per_token_terms + largest_fixed + blk.adapter_dropout) / layers_or_one;
+    let block = (attn_block + blk.mlp + blk.norms + block_regime).saturating_sub(shared_input);
+    let tail = blk.final_norm + parts.logits_loss;
+    if block >= tail {
+        parts.attention = rope + attn_block;
+        parts.mlp = blk.mlp;
+        parts.norms = (blk.norms + checkpoints).saturating_sub(shared_input);
+        parts.logits_loss = Exact::ZERO;
+        parts.regime = block_regime;
+    } else {
+        parts.attention = rope;
+        parts.mlp = Exact::ZERO;
+        parts.norms = checkpoints + blk.final_norm;
+        parts.regime = Exact::ZERO;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::memory::{MemorySettings, Precision, Workload};
-    use crate::shape::TransformerSpec;
+    use crate::spec::TransformerSpec;
 
     fn settings(attention: AttentionImpl, checkpointing: Checkpointing) -> MemorySettings {
         MemorySettings {

@@ -4,28 +4,27 @@
 //! as in bitsandbytes).
 
 use super::{estimate, plan};
-use ftbudget_core::{
-    ActivationModel, AdapterHost, AttentionLayout, Family, MemorySettings, MlpLayout, ModelShape,
-    NormKind, PositionKind, TransformerSpec,
-};
+use ftbudget_core::{ActivationModel, AdapterHost, MemorySettings, ModelShape, TransformerSpec};
 use proptest::prelude::*;
 
-fn family() -> impl Strategy<Value = Family> {
-    prop_oneof![
-        Just(Family::MiniGpt),
-        Just(Family::Gpt2),
-        Just(Family::Llama),
-        Just(Family::Mistral),
-        Just(Family::Qwen2),
-        Just(Family::Gemma),
-        Just(Family::Phi3),
-        Just(Family::Mixtral),
-    ]
+/// Random dimensions every family reads (each ignores what it does not know).
+#[derive(Debug, Clone)]
+struct Dims {
+    head_dim: u64,
+    heads: u64,
+    kv_heads: u64,
+    layers: u64,
+    intermediate: u64,
+    vocab: u64,
+    tied: bool,
+    bias: bool,
+    experts: u64,
+    explicit_head_dim: bool,
+    variant: bool,
 }
 
 prop_compose! {
-    /// A random but buildable transformer of `family`, with that family's layout.
-    fn spec_of(family: Family)(
+    fn dims()(
         head_dim in prop_oneof![Just(16u64), Just(32), Just(64)],
         heads in 1u64..=8,
         kv_divisor in prop_oneof![Just(1u64), Just(2), Just(4), Just(8)],
@@ -33,73 +32,86 @@ prop_compose! {
         intermediate in 16u64..=512,
         vocab in 16u64..=2_000,
         tied in any::<bool>(),
-        qkv_bias in any::<bool>(),
-        mlp_bias in any::<bool>(),
+        bias in any::<bool>(),
         experts in 2u64..=8,
         explicit_head_dim in any::<bool>(),
-    ) -> TransformerSpec {
+        variant in any::<bool>(),
+    ) -> Dims {
         let kv_heads = if heads % kv_divisor == 0 { heads / kv_divisor } else { heads };
-        let hidden = heads * head_dim;
-        let (norm, positions, attention, mlp) = match family {
-            Family::Gpt2 => (
-                NormKind::LayerNorm { bias: true },
-                PositionKind::Learned,
-                AttentionLayout::FusedQkv,
-                MlpLayout::Plain,
-            ),
-            Family::MiniGpt => (
-                NormKind::RmsNorm,
-                PositionKind::Rotary,
-                AttentionLayout::Separate,
-                MlpLayout::Plain,
-            ),
-            Family::Phi3 => (
-                NormKind::RmsNorm,
-                PositionKind::Rotary,
-                AttentionLayout::FusedQkv,
-                MlpLayout::FusedGated,
-            ),
-            Family::Mixtral => (
-                NormKind::RmsNorm,
-                PositionKind::Rotary,
-                AttentionLayout::Separate,
-                MlpLayout::Experts { experts, top_k: 2 },
-            ),
-            _ => (
-                NormKind::RmsNorm,
-                PositionKind::Rotary,
-                AttentionLayout::Separate,
-                MlpLayout::Gated,
-            ),
-        };
-        TransformerSpec {
-            name: format!("random-{}", family.name()),
-            family,
-            // Gemma-style: head_dim given explicitly, hidden free of heads * head_dim.
-            hidden: if family == Family::Gemma && explicit_head_dim { hidden + 16 } else { hidden },
-            layers,
-            heads,
-            kv_heads: Some(kv_heads),
-            head_dim: (family == Family::Gemma && explicit_head_dim).then_some(head_dim),
-            intermediate,
-            vocab,
-            max_positions: 64,
-            tied_embeddings: tied,
-            qkv_bias,
-            o_bias: qkv_bias && family == Family::Gpt2,
-            mlp_bias: mlp_bias && family == Family::Gpt2,
-            norm,
-            positions,
-            attention,
-            mlp,
-        }
+        Dims { head_dim, heads, kv_heads, layers, intermediate, vocab, tied, bias, experts,
+               explicit_head_dim, variant }
     }
 }
 
+/// A random but buildable transformer of `model_type` (or the seed's MiniGPT), read through the
+/// models crate like a user's config.json.
+fn spec_of(model_type: &'static str, d: &Dims) -> TransformerSpec {
+    let hidden = d.heads * d.head_dim;
+    if model_type == "minigpt" {
+        return TransformerSpec {
+            hidden,
+            heads: d.heads,
+            layers: d.layers,
+            intermediate: d.intermediate,
+            vocab: d.vocab,
+            tied_embeddings: d.tied,
+            ..TransformerSpec::minigpt()
+        };
+    }
+    let config = serde_json::json!({
+        "model_type": model_type,
+        // An explicit head_dim that is not hidden / heads (Gemma-style).
+        "hidden_size": if d.explicit_head_dim { hidden + 16 * d.heads } else { hidden },
+        "head_dim": if d.explicit_head_dim { Some(d.head_dim) } else { None },
+        "num_hidden_layers": d.layers,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
+        "num_kv_heads": d.kv_heads,
+        "intermediate_size": d.intermediate,
+        "moe_intermediate_size": d.intermediate,
+        "shared_expert_intermediate_size": d.intermediate + 8,
+        "vocab_size": d.vocab,
+        "max_position_embeddings": 64,
+        "tie_word_embeddings": d.tied,
+        "attention_bias": d.bias,
+        "mlp_bias": d.bias,
+        "use_bias": d.bias,
+        "bias": d.bias,
+        "use_qkv_bias": d.bias,
+        "n_embd": hidden,
+        "n_layer": d.layers,
+        "n_head": d.heads,
+        "n_inner": d.intermediate,
+        "n_positions": 64,
+        "num_local_experts": d.experts,
+        "num_experts": d.experts,
+        "n_routed_experts": d.experts,
+        "num_experts_per_tok": 2,
+        "first_k_dense_replace": u64::from(d.variant),
+        "n_shared_experts": 1,
+        "q_lora_rank": if d.variant { Some(24) } else { None },
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 16,
+        "v_head_dim": 16,
+        "new_decoder_architecture": d.variant,
+        "parallel_attn": !d.variant,
+        "use_qk_norm": d.variant,
+        "qk_layernorm": d.variant,
+        "use_parallel_residual": d.variant,
+    });
+    ftbudget_models::config::spec_from_config_json(&config.to_string(), "random")
+        .unwrap_or_else(|e| panic!("{model_type}: {e}"))
+}
+
 fn model() -> impl Strategy<Value = ModelShape> {
-    family()
-        .prop_flat_map(spec_of)
-        .prop_map(|spec| spec.build().expect("generated shapes are valid"))
+    let mut types = ftbudget_models::config::supported_model_types();
+    types.push("minigpt");
+    (prop::sample::select(types), dims()).prop_map(|(model_type, d)| {
+        spec_of(model_type, &d)
+            .build()
+            .unwrap_or_else(|e| panic!("{model_type} {d:?}: {e}"))
+    })
 }
 
 /// Smallest side of any Linear inside the blocks (what bounds a sensible LoRA rank).
@@ -119,12 +131,17 @@ fn has_parameter_hosts(model: &ModelShape) -> bool {
     model
         .modules
         .iter()
-        .any(|m| matches!(m.host, AdapterHost::Parameter { .. }))
+        .any(|m| m.in_all_linear && matches!(m.host, AdapterHost::Parameter { .. }))
 }
 
 fn regimes(r: u64, model: &ModelShape) -> Vec<String> {
     // DoRA and lora_bias only where peft allows them (not on MoE expert/router parameters).
-    let module_targets = if has_parameter_hosts(model) {
+    let reachable_mlp = model.modules.iter().any(|m| {
+        m.group == ftbudget_core::ModuleGroup::Mlp
+            && m.host == AdapterHost::Module
+            && !m.target_names.is_empty()
+    });
+    let module_targets = if has_parameter_hosts(model) || !reachable_mlp {
         "attn"
     } else {
         "mlp"
@@ -196,7 +213,7 @@ proptest! {
         let per_rank: u64 = model
             .modules
             .iter()
-            .filter(|m| m.in_blocks())
+            .filter(|m| m.in_all_linear)
             .map(|m| (m.in_features + m.out_features) * m.count * m.host.rank_factor())
             .sum();
         let trainable = |r: u64| plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
@@ -215,7 +232,7 @@ proptest! {
         let magnitudes: u64 = model
             .modules
             .iter()
-            .filter(|m| m.in_blocks())
+            .filter(|m| m.in_all_linear)
             .map(|m| m.out_features * m.count)
             .sum();
         let lora = plan(&format!("lora:r={r}"), &model).trainable_params().unwrap();
@@ -226,7 +243,7 @@ proptest! {
         let attn_magnitudes: u64 = model
             .modules
             .iter()
-            .filter(|m| m.group == ftbudget_core::ModuleGroup::Attention)
+            .filter(|m| m.group == ftbudget_core::ModuleGroup::Attention && !m.target_names.is_empty())
             .map(|m| m.out_features * m.count)
             .sum();
         let lora = plan(&format!("lora:r={r},targets=attn"), &model).trainable_params().unwrap();

@@ -1,0 +1,81 @@
+//! Model families as data: one small description per family (or group of close relatives) that
+//! reads a `config.json` into a generic [`TransformerSpec`]: which modules a block has, what they
+//! are called, which norms, attention and MLP kinds. Adding a family is adding a file here and
+//! one line in [`FAMILIES`]; the core only knows generic building blocks.
+//!
+//! Defaults for absent fields are transformers 5.24's `*Config()` defaults of each model type.
+
+mod cohere;
+mod deepseek;
+mod falcon;
+mod gemma;
+mod glm;
+mod gpt2;
+mod gpt_neox;
+mod gpt_oss;
+mod granite;
+mod llama;
+mod olmo;
+mod phi;
+mod qwen;
+mod stablelm;
+mod starcoder2;
+
+use crate::ModelError;
+use crate::config::Fields;
+use ftbudget_core::TransformerSpec;
+
+/// Reads one or more `model_type`s.
+pub struct FamilyReader {
+    pub model_types: &'static [&'static str],
+    pub read: fn(&Fields<'_>, &str, &'static str) -> Result<TransformerSpec, ModelError>,
+}
+
+/// Every family, in the order error messages list their model types.
+pub const FAMILIES: &[&FamilyReader] = &[
+    &llama::LLAMA,
+    &llama::MISTRAL,
+    &llama::QWEN2,
+    &llama::SMOLLM3,
+    &llama::ERNIE4_5,
+    &llama::EXAONE4,
+    &granite::GRANITE,
+    &granite::GRANITEMOE,
+    &gemma::GEMMA,
+    &gemma::GEMMA2,
+    &gemma::GEMMA3_TEXT,
+    &gpt2::GPT2,
+    &phi::PHI3,
+    &phi::PHI,
+    &llama::MIXTRAL,
+    &qwen::QWEN3,
+    &qwen::QWEN3_MOE,
+    &qwen::QWEN2_MOE,
+    &gpt_oss::GPT_OSS,
+    &deepseek::DEEPSEEK,
+    &olmo::OLMO2,
+    &glm::GLM4,
+    &cohere::COHERE,
+    &falcon::FALCON,
+    &gpt_neox::GPT_NEOX,
+    &starcoder2::STARCODER2,
+    &stablelm::STABLELM,
+];
+
+/// The reader of `model_type`.
+pub fn reader(model_type: &str) -> Option<(&'static FamilyReader, &'static str)> {
+    FAMILIES.iter().find_map(|f| {
+        f.model_types
+            .iter()
+            .find(|t| **t == model_type)
+            .map(|t| (*f, *t))
+    })
+}
+
+/// Every supported `model_type`.
+pub fn supported_model_types() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.model_types.iter().copied())
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! Qwen3 (q/k norms per head), Qwen3-MoE (routed experts, some layers dense) and Qwen2-MoE (a
+//! shared expert with its own sigmoid gate).
+
+use super::FamilyReader;
+use crate::ModelError;
+use crate::config::{Defaults, Fields, decoder};
+use ftbudget_core::{
+    BlockSpec, ExpertLayout, ExpertTargets, ExpertsSpec, MlpLayout, QkNorm, SharedExperts,
+    TransformerSpec,
+};
+
+const QWEN3_DEFAULTS: Defaults = Defaults {
+    hidden: 4096,
+    intermediate: Some(22016),
+    layers: 32,
+    heads: 32,
+    kv_heads: Some(32),
+    head_dim: Some(128),
+    vocab: 151936,
+    max_positions: 32768,
+    tied: false,
+};
+
+fn qwen3(f: &Fields<'_>, name: &str, family: &'static str) -> Result<TransformerSpec, ModelError> {
+    let mut spec = decoder(f, name, family, &QWEN3_DEFAULTS)?;
+    let attn = f.flag("attention_bias", false)?;
+    (spec.qkv_bias, spec.o_bias) = (attn, attn);
+    spec.block = BlockSpec {
+        qk_norm: QkNorm::HeadDim,
+        ..BlockSpec::DECODER
+    };
+    Ok(spec)
+}
+
+pub const QWEN3: FamilyReader = FamilyReader {
+    model_types: &["qwen3"],
+    read: qwen3,
+};
+
+/// Layers with experts: layer `i` is sparse unless listed in `mlp_only_layers`, when
+/// `(i + 1) % decoder_sparse_step == 0` (transformers' Qwen MoE decoder layer).
+fn sparse_layers(f: &Fields<'_>, layers: u64, experts: u64) -> Result<u64, ModelError> {
+    let step = f.positive("decoder_sparse_step", Some(1))?;
+    let dense = f.integers("mlp_only_layers")?;
+    if experts == 0 {
+        return Ok(0);
+    }
+    Ok((0..layers)
+        .filter(|i| !dense.contains(i) && (i + 1).is_multiple_of(step))
+        .count() as u64)
+}
+
+/// The names peft 0.21 converts for model types whose transformers conversion pattern is
+/// `qwen2_moe` (qwen3_moe, deepseek_v2/v3, ernie4_5_moe, ...; not qwen2_moe itself).
+pub const QWEN2_MOE_CONVERSION: ExpertTargets = ExpertTargets {
+    router: "gate",
+    gate_up: &["gate_proj", "up_proj"],
+    down: &["down_proj"],
+};
+
+pub fn qwen_experts(
+    f: &Fields<'_>,
+    spec: &TransformerSpec,
+    shared: Option<SharedExperts>,
+    peft_targets: Option<ExpertTargets>,
+) -> Result<MlpLayout, ModelError> {
+    let experts = f.positive("num_experts", Some(128))?;
+    Ok(MlpLayout::Experts(ExpertsSpec {
+        experts,
+        top_k: f.positive("num_experts_per_tok", Some(8))?,
+        intermediate: f.positive("moe_intermediate_size", Some(768))?,
+        sparse_layers: sparse_layers(f, spec.layers, experts)?,
+        layout: ExpertLayout::Fused { bias: false },
+        router_bias: false,
+        shared,
+        peft_targets,
+    }))
+}
+
+pub const QWEN3_MOE: FamilyReader = FamilyReader {
+    model_types: &["qwen3_moe"],
+    read: |f, name, family| {
+        let mut spec = qwen3(f, name, family)?;
+        spec.mlp = qwen_experts(f, &spec, None, Some(QWEN2_MOE_CONVERSION))?;
+        Ok(spec)
+    },
+};
+
+pub const QWEN2_MOE: FamilyReader = FamilyReader {
+    model_types: &["qwen2_moe"],
+    read: |f, name, family| {
+        let d = Defaults {
+            hidden: 2048,
+            intermediate: Some(5632),
+            layers: 24,
+            heads: 16,
+            kv_heads: Some(16),
+            head_dim: None,
+            vocab: 151936,
+            max_positions: 32768,
+            tied: false,
+        };
+        let mut spec = decoder(f, name, family, &d)?;
+        spec.qkv_bias = f.flag("qkv_bias", true)?;
+        let shared = SharedExperts {
+            intermediate: f.positive("shared_expert_intermediate_size", Some(5632))?,
+            gate: true,
+        };
+        // peft has no conversion for qwen2_moe: its experts and router are not adaptable.
+        spec.mlp = qwen_experts(f, &spec, Some(shared), None)?;
+        spec.names.shared_experts = "shared_expert";
+        Ok(spec)
+    },
+};
