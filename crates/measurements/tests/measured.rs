@@ -19,6 +19,7 @@ const EXTRA: &str = include_str!("../../../fixtures/memory/measured_memory_extra
 /// Known gaps: GPT-2 with eager attention at batch 1 x 16 (the smallest step, where fixed costs
 /// the model leaves out weigh most: -6.3%, exact at 4 x 64); DoRA at the smallest shapes (qwen2
 /// under autocast -2.3%, gpt2 eager -1.1%).
+#[allow(clippy::approx_constant)] // -6.28 is a measured error in percent, not tau
 const ACTIVATIONS: &[Bound] = &[
     b("gpt2 dora eager", -1.09, 2.0),
     b("gpt2 dora sdpa", 0.04, 1.0),

@@ -4,10 +4,11 @@
 use super::Experiment;
 use anyhow::Result;
 use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision,
-    Regime, Registry, Sharding, Workload,
+    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, ModelShape, Optimizer,
+    Precision, Regime, Registry, Sharding, Workload,
 };
 use ftbudget_report::chart::Size;
+use ftbudget_report::{Comparison, compare};
 use serde::Deserialize;
 use std::str::FromStr;
 
@@ -37,6 +38,23 @@ pub fn build_regimes(
                 .map_err(|err| exp.key_error(&format!("regimes[{i}].spec"), err))
         })
         .collect()
+}
+
+/// Compare `regimes` (built from `entries`) on `model`, each row labelled with its entry's
+/// label; an error names config key `key`.
+pub fn labelled_comparison(
+    exp: &Experiment,
+    key: &str,
+    model: &ModelShape,
+    regimes: &[Box<dyn Regime>],
+    entries: &[RegimeEntry],
+    settings: &MemorySettings,
+) -> Result<Comparison> {
+    let mut cmp = compare(model, regimes, settings).map_err(|e| exp.key_error(key, e))?;
+    for (row, entry) in cmp.rows.iter_mut().zip(entries) {
+        row.label = entry.label.clone();
+    }
+    Ok(cmp)
 }
 
 fn default_gpus() -> u64 {

@@ -3,13 +3,14 @@
 //! the trainable fraction of each regime at each scale, the square-layer ratio 2r/h at each
 //! width, and the memory of one training step per model and regime.
 
-use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes};
+use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes, labelled_comparison};
+use super::format::{model_summary, percent, sorted_points, square_ratio_percent};
 use super::{Experiment, OutputFile};
 use anyhow::Result;
 use ftbudget_core::{MemorySettings, ModelShape};
 use ftbudget_report::chart::{Legend, LineChart, Scale, Series, line_chart};
 use ftbudget_report::template::Values;
-use ftbudget_report::{Comparison, compare, group_digits, units};
+use ftbudget_report::{Comparison, group_digits, units};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -58,11 +59,14 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     for (i, name) in config.models.iter().enumerate() {
         let model =
             ftbudget_models::load(name).map_err(|e| exp.key_error(&format!("models[{i}]"), e))?;
-        let mut cmp = compare(&model, &regimes, &settings)
-            .map_err(|e| exp.key_error(&format!("models[{i}]"), e))?;
-        for (row, entry) in cmp.rows.iter_mut().zip(&config.regimes) {
-            row.label = entry.label.clone();
-        }
+        let cmp = labelled_comparison(
+            exp,
+            &format!("models[{i}]"),
+            &model,
+            &regimes,
+            &config.regimes,
+            &settings,
+        )?;
         evaluated.push(Evaluated { model, cmp });
     }
 
@@ -96,21 +100,9 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     Ok(vec![
         OutputFile::text(&config.tables.fractions, fractions),
         OutputFile::text(&config.tables.memory, memory),
-        OutputFile {
-            name: config.chart.file.clone(),
-            bytes: chart,
-        },
+        OutputFile::chart(&config.chart, chart),
         report,
     ])
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    100.0 * part as f64 / whole as f64
-}
-
-/// `2r/h` in percent: the adapter-to-weight ratio of a square `h x h` layer.
-fn square_ratio_percent(rank: u64, hidden: u64) -> f64 {
-    100.0 * (2 * rank) as f64 / hidden as f64
 }
 
 fn header(evaluated: &[Evaluated], first: &str) -> String {
@@ -186,7 +178,7 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
         .enumerate()
         .filter(|(i, _)| evaluated[0].cmp.rows[*i].frozen_params > 0)
         .map(|(i, entry)| {
-            let mut points: Vec<(f64, f64)> = evaluated
+            let points: Vec<(f64, f64)> = evaluated
                 .iter()
                 .map(|e| {
                     let row = &e.cmp.rows[i];
@@ -196,10 +188,9 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
                     )
                 })
                 .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             Series {
                 name: entry.label.clone(),
-                points,
+                points: sorted_points(points),
             }
         })
         .collect();
@@ -220,18 +211,9 @@ fn model_list(evaluated: &[Evaluated]) -> String {
     evaluated
         .iter()
         .map(|e| {
-            let d = e.model.dims;
             format!(
-                "- `{}` ({}): h = {}, {} layers, {} heads ({} key/value heads), d_ff = {}, vocab {}, {}; {} parameters.",
-                e.model.name,
-                e.model.family.name(),
-                d.hidden,
-                d.layers,
-                d.heads,
-                d.kv_heads,
-                d.intermediate,
-                d.vocab,
-                if e.model.tied_embeddings { "tied embedding" } else { "untied lm_head" },
+                "- {}; {} parameters.",
+                model_summary(&e.model),
                 group_digits(e.model.total_params())
             )
         })
@@ -313,16 +295,4 @@ fn fill_discussion(
         )
         .set("batch", settings.workload.batch.to_string())
         .set("seq", settings.workload.seq.to_string());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn square_ratio_is_two_r_over_h() {
-        // The seed: (64 + 64) x 8 / 64^2 = 25%; LLaMA-7B width: 16 / 4096 = 0.390625%.
-        assert_eq!(square_ratio_percent(8, 64), 25.0);
-        assert_eq!(square_ratio_percent(8, 4096), 0.390625);
-    }
 }
