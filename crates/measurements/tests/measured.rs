@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Bound, Worst, regime_kind};
+use common::{Bound, Worst, bound, regime_kind};
 use ftbudget_measurements::{activation_error, parse_records, predict};
 
 const MEASURED: &str = include_str!("../../../fixtures/memory/measured_memory.json");
@@ -21,39 +21,31 @@ const EXTRA: &str = include_str!("../../../fixtures/memory/measured_memory_extra
 /// under autocast -2.3%, gpt2 eager -1.1%).
 #[allow(clippy::approx_constant)] // -6.28 is a measured error in percent, not tau
 const ACTIVATIONS: &[Bound] = &[
-    b("gpt2 dora eager", -1.09, 2.0),
-    b("gpt2 dora sdpa", 0.04, 1.0),
-    b("gpt2 full eager", -6.28, 7.0),
-    b("gpt2 full sdpa", 0.00, 1.0),
-    b("gpt2 lora eager", -6.34, 7.0),
-    b("gpt2 lora sdpa", 0.00, 1.0),
-    b("llama dora eager", 0.08, 1.0),
-    b("llama dora sdpa", 0.08, 1.0),
-    b("llama full eager", 0.00, 1.0),
-    b("llama full sdpa", 0.00, 1.0),
-    b("llama lora eager", 0.00, 1.0),
-    b("llama lora sdpa", 0.00, 1.0),
-    b("mistral dora eager", 0.04, 1.0),
-    b("mistral dora sdpa", 0.04, 1.0),
-    b("mistral full eager", 0.00, 1.0),
-    b("mistral full sdpa", 0.00, 1.0),
-    b("mistral lora eager", 0.00, 1.0),
-    b("mistral lora sdpa", 0.00, 1.0),
-    b("qwen2 dora eager", -2.03, 3.0),
-    b("qwen2 dora sdpa", -2.31, 3.0),
-    b("qwen2 full eager", 0.00, 1.0),
-    b("qwen2 full sdpa", 0.00, 1.0),
-    b("qwen2 lora eager", 0.00, 1.0),
-    b("qwen2 lora sdpa", 0.00, 1.0),
+    bound("gpt2 dora eager", -1.09, 2.0),
+    bound("gpt2 dora sdpa", 0.04, 1.0),
+    bound("gpt2 full eager", -6.28, 7.0),
+    bound("gpt2 full sdpa", 0.00, 1.0),
+    bound("gpt2 lora eager", -6.34, 7.0),
+    bound("gpt2 lora sdpa", 0.00, 1.0),
+    bound("llama dora eager", 0.08, 1.0),
+    bound("llama dora sdpa", 0.08, 1.0),
+    bound("llama full eager", 0.00, 1.0),
+    bound("llama full sdpa", 0.00, 1.0),
+    bound("llama lora eager", 0.00, 1.0),
+    bound("llama lora sdpa", 0.00, 1.0),
+    bound("mistral dora eager", 0.04, 1.0),
+    bound("mistral dora sdpa", 0.04, 1.0),
+    bound("mistral full eager", 0.00, 1.0),
+    bound("mistral full sdpa", 0.00, 1.0),
+    bound("mistral lora eager", 0.00, 1.0),
+    bound("mistral lora sdpa", 0.00, 1.0),
+    bound("qwen2 dora eager", -2.03, 3.0),
+    bound("qwen2 dora sdpa", -2.31, 3.0),
+    bound("qwen2 full eager", 0.00, 1.0),
+    bound("qwen2 full sdpa", 0.00, 1.0),
+    bound("qwen2 lora eager", 0.00, 1.0),
+    bound("qwen2 lora sdpa", 0.00, 1.0),
 ];
-
-const fn b(group: &'static str, worst_percent: f64, tolerance_percent: f64) -> Bound {
-    Bound {
-        group,
-        worst_percent,
-        tolerance_percent,
-    }
-}
 
 #[test]
 fn every_measured_record_matches() {

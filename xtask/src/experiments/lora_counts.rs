@@ -249,6 +249,30 @@ impl Scale {
             full_activations: cmp.rows[0].bytes.activations,
         })
     }
+
+    /// The figures both models report, each name prefixed with `prefix`.
+    fn fill(&self, v: &mut Values, prefix: &str) {
+        let gib = ftbudget_report::units::binary;
+        let mut set = |name: &str, value: String| {
+            v.set(&format!("{prefix}{name}"), value);
+        };
+        set("hidden", self.hidden.to_string());
+        set("base", group_digits(self.base));
+        set("trainable", group_digits(self.trainable));
+        set("frac_base", pct(self.trainable as f64 / self.base as f64));
+        set("frac_all", pct(self.trainable as f64 / self.all as f64));
+        set("square_ratio", pct(self.square_ratio));
+        set("lora_total", gib(self.lora_total));
+        set("full_total", gib(self.full_total));
+        set(
+            "total_ratio",
+            format!("{:.3}", self.lora_total as f64 / self.full_total as f64),
+        );
+        set(
+            "activation_share",
+            pct(self.activations as f64 / self.lora_total as f64),
+        );
+    }
 }
 
 /// Bytes of absmax statistics per weight for a large tensor (`4096 x 4096`): the packed half
@@ -327,46 +351,16 @@ impl Focus {
         let g = |n: u64| group_digits(n);
         let gib = |b: u64| ftbudget_report::units::binary(b);
         let (m, p) = (&self.mini, &self.prod);
+        m.fill(v, "mini_");
+        p.fill(v, "prod_");
         v.set("rank", self.rank.to_string())
-            .set("mini_hidden", m.hidden.to_string())
-            .set("mini_base", g(m.base))
-            .set("mini_trainable", g(m.trainable))
             .set("mini_all", g(m.all))
-            .set("mini_frac_base", pct(m.trainable as f64 / m.base as f64))
-            .set("mini_frac_all", pct(m.trainable as f64 / m.all as f64))
-            .set("mini_square_ratio", pct(m.square_ratio))
             .set("mini_embedding_share", pct(self.embedding_share))
-            .set("mini_lora_total", gib(m.lora_total))
             .set("mini_activations", gib(m.activations))
             .set("mini_full_state", gib(m.full_total - m.full_activations))
             .set("mini_lora_state", gib(m.lora_total - m.activations))
-            .set("mini_full_total", gib(m.full_total))
-            .set(
-                "mini_total_ratio",
-                format!("{:.3}", m.lora_total as f64 / m.full_total as f64),
-            )
-            .set(
-                "mini_activation_share",
-                pct(m.activations as f64 / m.lora_total as f64),
-            )
             .set("prod_name", p.name.clone())
-            .set("prod_hidden", p.hidden.to_string())
-            .set("prod_base", g(p.base))
-            .set("prod_trainable", g(p.trainable))
-            .set("prod_frac_base", pct(p.trainable as f64 / p.base as f64))
-            .set("prod_frac_all", pct(p.trainable as f64 / p.all as f64))
-            .set("prod_square_ratio", pct(p.square_ratio))
             .set("prod_r_over_h", pct(self.rank as f64 / p.hidden as f64))
-            .set("prod_lora_total", gib(p.lora_total))
-            .set("prod_full_total", gib(p.full_total))
-            .set(
-                "prod_total_ratio",
-                format!("{:.3}", p.lora_total as f64 / p.full_total as f64),
-            )
-            .set(
-                "prod_activation_share",
-                pct(p.activations as f64 / p.lora_total as f64),
-            )
             .set("prod_qv_trainable", g(self.prod_qv_trainable))
             .set("prod_qv_all", g(self.prod_qv_all))
             .set("nf4_seed_bytes", format!("{}", self.nf4_seed))

@@ -121,52 +121,56 @@ fn header(evaluated: &[Evaluated], first: &str) -> String {
     out
 }
 
+/// One table row: `label`, then one cell per model.
+fn table_row(
+    out: &mut String,
+    label: &str,
+    evaluated: &[Evaluated],
+    cell: impl Fn(&Evaluated) -> String,
+) {
+    out.push_str(&format!("| {label} |"));
+    for e in evaluated {
+        out.push_str(&format!(" {} |", cell(e)));
+    }
+    out.push('\n');
+}
+
 fn fractions_table(config: &Config, evaluated: &[Evaluated]) -> String {
     let mut out = header(evaluated, "Regime");
     for (i, entry) in config.regimes.iter().enumerate() {
-        out.push_str(&format!("| {} |", entry.label));
-        for e in evaluated {
+        table_row(&mut out, &entry.label, evaluated, |e| {
             let row = &e.cmp.rows[i];
-            out.push_str(&format!(
-                " {} ({:.3}%) |",
+            format!(
+                "{} ({:.3}%)",
                 group_digits(row.trainable_params),
                 percent(row.trainable_params, row.all_params)
-            ));
-        }
-        out.push('\n');
+            )
+        });
     }
-    out.push_str(&format!(
-        "| 2r/h, square layer, r = {} |",
-        config.focus_rank
-    ));
-    for e in evaluated {
-        out.push_str(&format!(
-            " {:.3}% |",
+    let label = format!("2r/h, square layer, r = {}", config.focus_rank);
+    table_row(&mut out, &label, evaluated, |e| {
+        format!(
+            "{:.3}%",
             square_ratio_percent(config.focus_rank, e.model.dims.hidden)
-        ));
-    }
-    out.push('\n');
-    out.push_str("| Base model parameters |");
-    for e in evaluated {
-        out.push_str(&format!(" {} |", group_digits(e.model.total_params())));
-    }
-    out.push('\n');
+        )
+    });
+    table_row(&mut out, "Base model parameters", evaluated, |e| {
+        group_digits(e.model.total_params())
+    });
     out
 }
 
 fn memory_table(config: &Config, evaluated: &[Evaluated]) -> String {
     let mut out = header(evaluated, "Regime: total per GPU (ratio vs first row)");
     for (i, entry) in config.regimes.iter().enumerate() {
-        out.push_str(&format!("| {} |", entry.label));
-        for e in evaluated {
+        table_row(&mut out, &entry.label, evaluated, |e| {
             let row = &e.cmp.rows[i];
-            out.push_str(&format!(
-                " {} ({:.3}) |",
+            format!(
+                "{} ({:.3})",
                 units::binary(row.bytes.total),
                 row.ratio_vs_baseline
-            ));
-        }
-        out.push('\n');
+            )
+        });
     }
     out
 }

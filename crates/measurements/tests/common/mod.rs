@@ -71,6 +71,15 @@ pub struct Bound {
     pub tolerance_percent: f64,
 }
 
+/// A table row: `bound(group, worst_percent, tolerance_percent)`.
+pub const fn bound(group: &'static str, worst_percent: f64, tolerance_percent: f64) -> Bound {
+    Bound {
+        group,
+        worst_percent,
+        tolerance_percent,
+    }
+}
+
 /// The error of largest magnitude in each group, signed, with its record.
 #[derive(Default)]
 pub struct Worst {
