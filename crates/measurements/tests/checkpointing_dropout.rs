@@ -67,12 +67,13 @@ const ACTIVATIONS_FITTED: &[Bound] = &[
 
 /// Held out: the same grouping. The file's 72 records without checkpointing or dropout repeat
 /// configurations of `measured.rs` (experiment 30 leaves them out of its held-out split); the
-/// others were never used to tune the model. Known gaps: DoRA on GPT-2 under checkpointing at the small
-/// shape (-24% under autocast, -13% in fp32; -0.3% at batch 4 x 64): while the recomputation
-/// builds a Conv1D module's weight norm, that module's `eye(in)` graph and its transposed fp32
-/// weight are alive together, and the regime terms do not say which module a fixed term belongs
-/// to, so the model keeps only the largest single term. GPT-2 eager at batch 1 x 16 (-6.3%, as
-/// in `measured.rs`); DoRA under checkpointing on the other families (-5.1% at most).
+/// others were never used to tune the model. Known gaps: DoRA on GPT-2 under checkpointing at
+/// the small shape (-24% under autocast, -13% in fp32; -0.3% at batch 4 x 64): while the
+/// recomputation builds a Conv1D module's weight norm, that module's `eye(in)` graph and its
+/// transposed fp32 weight are alive together, and the regime terms do not say which module a
+/// fixed term belongs to, so the model keeps only the largest single term. GPT-2 eager at batch
+/// 1 x 16 (-6.3%, as in `measured.rs`); DoRA under checkpointing on the other families (-5.1% at
+/// most).
 const ACTIVATIONS_HELD_OUT: &[Bound] = &[
     bound("gpt2 dora autocast ckpt", -23.62, 25.0),
     bound("gpt2 dora autocast no-ckpt", 2.31, 3.0),
