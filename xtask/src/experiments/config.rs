@@ -8,6 +8,7 @@ use ftbudget_core::{
     Precision, Regime, Registry, Sharding, Workload,
 };
 use ftbudget_report::chart::Size;
+use ftbudget_report::template::bullet_list;
 use ftbudget_report::{Comparison, compare};
 use serde::Deserialize;
 use std::str::FromStr;
@@ -205,21 +206,27 @@ impl MemoryKeys {
 impl MemoryKeys {
     /// The settings as a Markdown list, one `- \`--flag value\`: meaning` line each.
     pub fn markdown_list(&self) -> String {
-        self.flags()
-            .into_iter()
-            .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.markdown_list_except(&[])
+    }
+
+    /// [`MemoryKeys::markdown_list`] without the flags in `skip` (a setting a report varies).
+    pub fn markdown_list_except(&self, skip: &[&str]) -> String {
+        bullet_list(
+            self.flags()
+                .into_iter()
+                .filter(|(flag, _, _)| !skip.contains(flag))
+                .map(|(flag, value, meaning)| format!("`{flag} {value}`: {meaning}")),
+        )
     }
 }
 
 /// The regimes as a Markdown list, one `- label: \`--regime spec\`` line each.
 pub fn regime_list(entries: &[RegimeEntry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("- {}: `--regime {}`", e.label, e.spec))
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(
+        entries
+            .iter()
+            .map(|e| format!("{}: `--regime {}`", e.label, e.spec)),
+    )
 }
 
 fn default_width() -> u32 {

@@ -11,7 +11,7 @@ use ftbudget_core::{
     Registry,
 };
 use ftbudget_report::chart::{Segment, StackedBars, stacked_bars};
-use ftbudget_report::template::Values;
+use ftbudget_report::template::{Values, bullet_list};
 use ftbudget_report::{
     Comparison, Row, TableLabels, TableStyle, compare, group_digits, render_table_with,
 };
@@ -154,12 +154,12 @@ fn describe_model(model: &ModelShape) -> String {
 }
 
 fn regime_list(entries: &[RegimeEntry], cmp: &Comparison) -> String {
-    entries
-        .iter()
-        .zip(&cmp.rows)
-        .map(|(e, r)| format!("- {}: `--regime {}`", e.label, r.regime))
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(
+        entries
+            .iter()
+            .zip(&cmp.rows)
+            .map(|(e, r)| format!("{}: `--regime {}`", e.label, r.regime)),
+    )
 }
 
 fn command(config: &Config) -> String {
@@ -253,25 +253,23 @@ impl Scale {
     /// The figures both models report, each name prefixed with `prefix`.
     fn fill(&self, v: &mut Values, prefix: &str) {
         let gib = ftbudget_report::units::binary;
-        let mut set = |name: &str, value: String| {
-            v.set(&format!("{prefix}{name}"), value);
-        };
-        set("hidden", self.hidden.to_string());
-        set("base", group_digits(self.base));
-        set("trainable", group_digits(self.trainable));
-        set("frac_base", pct(self.trainable as f64 / self.base as f64));
-        set("frac_all", pct(self.trainable as f64 / self.all as f64));
-        set("square_ratio", pct(self.square_ratio));
-        set("lora_total", gib(self.lora_total));
-        set("full_total", gib(self.full_total));
-        set(
-            "total_ratio",
-            format!("{:.3}", self.lora_total as f64 / self.full_total as f64),
-        );
-        set(
-            "activation_share",
-            pct(self.activations as f64 / self.lora_total as f64),
-        );
+        v.prefixed(prefix)
+            .set("hidden", self.hidden.to_string())
+            .set("base", group_digits(self.base))
+            .set("trainable", group_digits(self.trainable))
+            .set("frac_base", pct(self.trainable as f64 / self.base as f64))
+            .set("frac_all", pct(self.trainable as f64 / self.all as f64))
+            .set("square_ratio", pct(self.square_ratio))
+            .set("lora_total", gib(self.lora_total))
+            .set("full_total", gib(self.full_total))
+            .set(
+                "total_ratio",
+                format!("{:.3}", self.lora_total as f64 / self.full_total as f64),
+            )
+            .set(
+                "activation_share",
+                pct(self.activations as f64 / self.lora_total as f64),
+            );
     }
 }
 

@@ -17,7 +17,7 @@ use ftbudget_measurements::{
     predict,
 };
 use ftbudget_report::chart::{Legend, Scatter, Series, scatter};
-use ftbudget_report::template::Values;
+use ftbudget_report::template::{Values, bullet_list};
 use ftbudget_report::units;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -216,12 +216,11 @@ impl Split {
         let overall = self.overall();
         let (worst, worst_index) = overall.worst.expect("a split has records");
         let within = evaluated.iter().filter(|e| e.error.abs() <= bound).count();
-        let fixtures = self
-            .files
-            .iter()
-            .map(|(path, n)| format!("- `{path}`: {n} records"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let fixtures = bullet_list(
+            self.files
+                .iter()
+                .map(|(path, n)| format!("`{path}`: {n} records")),
+        );
         let casts = match overall.worst_weight_casts {
             None => "every record's weight casts are exact".to_string(),
             Some((w, i)) => format!(
@@ -231,40 +230,39 @@ impl Split {
             ),
         };
         let families = self.grouped(|e| e.record.shape.family.clone());
-        let mut set = |name: &str, value: String| {
-            values.set(&format!("{prefix}{name}"), value);
-        };
-        set("records", evaluated.len().to_string());
-        set("fixtures", fixtures);
-        set("models", model_list(evaluated));
-        set("regimes", distinct(evaluated, |r| r.regime.clone()));
-        set("dtype_modes", distinct(evaluated, |r| r.dtype_mode.clone()));
-        set(
-            "attention_impls",
-            distinct(evaluated, |r| r.attn_implementation_used.clone()),
-        );
-        set(
-            "workloads",
-            distinct(evaluated, |r| format!("{}x{}", r.batch, r.seq)),
-        );
-        set(
-            "dropouts",
-            distinct(evaluated, |r| format!("{}", r.dropout)),
-        );
-        set("error_table", error_table(&self.groups()).trim_end().into());
-        set("worst_per_family", worst_list(evaluated, &families));
-        set("worst_error", signed_percent(worst));
-        set("worst_id", evaluated[worst_index].record.id.clone());
-        set(
-            "mean_abs_error",
-            format!("{:.2}%", 100.0 * overall.mean_abs_error()),
-        );
-        set("within_bound", within.to_string());
-        set("weights_exact", overall.weights.to_string());
-        set("gradients_exact", overall.gradients.to_string());
-        set("optimizer_exact", overall.optimizer.to_string());
-        set("weight_casts_exact", overall.weight_casts.to_string());
-        set("weight_casts_worst", casts);
+        values
+            .prefixed(prefix)
+            .set("records", evaluated.len().to_string())
+            .set("fixtures", fixtures)
+            .set("models", model_list(evaluated))
+            .set("regimes", distinct(evaluated, |r| r.regime.clone()))
+            .set("dtype_modes", distinct(evaluated, |r| r.dtype_mode.clone()))
+            .set(
+                "attention_impls",
+                distinct(evaluated, |r| r.attn_implementation_used.clone()),
+            )
+            .set(
+                "workloads",
+                distinct(evaluated, |r| format!("{}x{}", r.batch, r.seq)),
+            )
+            .set(
+                "dropouts",
+                distinct(evaluated, |r| format!("{}", r.dropout)),
+            )
+            .set("error_table", error_table(&self.groups()).trim_end())
+            .set("worst_per_family", worst_list(evaluated, &families))
+            .set("worst_error", signed_percent(worst))
+            .set("worst_id", evaluated[worst_index].record.id.clone())
+            .set(
+                "mean_abs_error",
+                format!("{:.2}%", 100.0 * overall.mean_abs_error()),
+            )
+            .set("within_bound", within.to_string())
+            .set("weights_exact", overall.weights.to_string())
+            .set("gradients_exact", overall.gradients.to_string())
+            .set("optimizer_exact", overall.optimizer.to_string())
+            .set("weight_casts_exact", overall.weight_casts.to_string())
+            .set("weight_casts_worst", casts);
     }
 }
 
@@ -403,37 +401,29 @@ fn model_list(evaluated: &[Evaluated]) -> String {
             .or_insert((&e.record, 0))
             .1 += 1;
     }
-    models
-        .into_values()
-        .map(|(r, count)| {
-            let summary = ftbudget_measurements::shape(r)
-                .map(|shape| model_summary(&shape))
-                .unwrap_or_else(|e| e.to_string());
-            format!("- {summary}; {count} records.")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(models.into_values().map(|(r, count)| {
+        let summary = ftbudget_measurements::shape(r)
+            .map(|shape| model_summary(&shape))
+            .unwrap_or_else(|e| e.to_string());
+        format!("{summary}; {count} records.")
+    }))
 }
 
 fn worst_list(evaluated: &[Evaluated], families: &BTreeMap<String, Group>) -> String {
-    families
-        .iter()
-        .map(|(family, g)| {
-            let (worst, index) = g.worst.expect("a family has records");
-            let e = &evaluated[index];
-            format!(
-                "- `{family}` ({} records): worst {} on `{}` (predicted {}, measured {}); mean \
-                 absolute error {:.2}%.",
-                g.records,
-                signed_percent(worst),
-                e.record.id,
-                units::binary(e.estimate.activations),
-                units::binary(e.measured_activations()),
-                100.0 * g.mean_abs_error(),
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(families.iter().map(|(family, g)| {
+        let (worst, index) = g.worst.expect("a family has records");
+        let e = &evaluated[index];
+        format!(
+            "`{family}` ({} records): worst {} on `{}` (predicted {}, measured {}); mean absolute \
+             error {:.2}%.",
+            g.records,
+            signed_percent(worst),
+            e.record.id,
+            units::binary(e.estimate.activations),
+            units::binary(e.measured_activations()),
+            100.0 * g.mean_abs_error(),
+        )
+    }))
 }
 
 #[cfg(test)]

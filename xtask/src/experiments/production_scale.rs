@@ -9,7 +9,7 @@ use super::{Experiment, OutputFile};
 use anyhow::Result;
 use ftbudget_core::{MemorySettings, ModelShape};
 use ftbudget_report::chart::{Legend, LineChart, Scale, Series, line_chart};
-use ftbudget_report::template::Values;
+use ftbudget_report::template::{Values, bullet_list};
 use ftbudget_report::{Comparison, group_digits, units};
 use serde::Deserialize;
 
@@ -212,17 +212,13 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
 }
 
 fn model_list(evaluated: &[Evaluated]) -> String {
-    evaluated
-        .iter()
-        .map(|e| {
-            format!(
-                "- {}; {} parameters.",
-                model_summary(&e.model),
-                group_digits(e.model.total_params())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(evaluated.iter().map(|e| {
+        format!(
+            "{}; {} parameters.",
+            model_summary(&e.model),
+            group_digits(e.model.total_params())
+        )
+    }))
 }
 
 fn fill_discussion(

@@ -284,7 +284,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("fractions_chart", f.chart.file.clone())
         .set("memory_table", memory.trim_end())
         .set("memory_chart", m.chart.file.clone())
-        .set("settings", settings_list(&config.memory))
+        .set("settings", config.memory.markdown_list_except(&["--seq"]))
         .set("regimes", super::config::regime_list(&config.regimes));
     fill_scaling(&mut values, f, &base, step, &shapes, &grid, &reals)?;
     fill_memory(&mut values, &config, &model, &settings, &totals, &fits);
@@ -423,16 +423,6 @@ fn memory_table(config: &Config, totals: &[Vec<u64>], fits: &[Vec<Option<u64>>])
         out.push('\n');
     }
     out
-}
-
-fn settings_list(memory: &MemoryKeys) -> String {
-    memory
-        .flags()
-        .into_iter()
-        .filter(|(flag, _, _)| *flag != "--seq")
-        .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn fill_scaling(
