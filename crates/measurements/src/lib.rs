@@ -254,6 +254,16 @@ pub fn measured_activations(r: &MemoryRecord) -> u64 {
     }
 }
 
+/// The measured autocast weight casts ftbudget's weight-cast bucket stands for: with gradient
+/// checkpointing those alive at the activation peak (see [`measured_activations`]), without it
+/// every cast the forward packs.
+pub fn measured_weight_casts(r: &MemoryRecord) -> u64 {
+    match &r.activations.peak {
+        Some(peak) if r.gradient_checkpointing => peak.weight_cast_bytes_at_peak,
+        _ => r.activations.weight_cast_bytes_dedup,
+    }
+}
+
 /// Relative activation error of the prediction, `(predicted - measured) / measured`
 /// (activations excluding weight casts, see [`measured_activations`]).
 pub fn activation_error(r: &MemoryRecord, e: &MemoryEstimate) -> f64 {

@@ -18,7 +18,6 @@ fn nf4_storage_matches_bitsandbytes_byte_for_byte() {
     for r in records {
         let numel = r["numel"].as_u64().unwrap();
         let double_quant = r["compress_statistics"].as_bool().unwrap();
-        assert_eq!(r["blocksize"].as_u64(), Some(64));
         let layout = Nf4Layout::bitsandbytes(double_quant);
         let total = r["total_in_memory_bytes"].as_u64().unwrap();
         assert_eq!(layout.tensor_bytes(numel), total, "{r}");
@@ -31,17 +30,26 @@ fn nf4_storage_matches_bitsandbytes_byte_for_byte() {
             r["total_excluding_codebooks_bytes"].as_u64().unwrap(),
             "{r}"
         );
-        // The parts, as bitsandbytes stores them.
-        assert_eq!(bytes(r, "packed_weight"), numel.div_ceil(2));
-        let blocks = numel.div_ceil(64);
+        // The layout's constants are bitsandbytes': the block sizes, the codebooks (16 fp32
+        // values, plus 256 with double quantization) and, without double quantization, fp32
+        // absmax statistics.
+        assert_eq!(r["blocksize"].as_u64(), Some(layout.blocksize));
         assert_eq!(
-            bytes(r, "absmax"),
-            if double_quant { blocks } else { 4 * blocks }
+            layout.tensor_bytes(numel) - without_codebooks.tensor_bytes(numel),
+            bytes(r, "code") + bytes(r, "nested_code"),
+            "{r}"
         );
         if double_quant {
-            assert_eq!(bytes(r, "nested_absmax"), 4 * blocks.div_ceil(256));
-            assert_eq!(bytes(r, "nested_code"), 1024);
-            assert_eq!(bytes(r, "offset"), 4);
+            assert_eq!(
+                r["nested_blocksize"].as_u64(),
+                Some(layout.nested_blocksize)
+            );
+        } else {
+            let absmax_elements = r["absmax"]["shape"][0].as_u64().unwrap();
+            assert_eq!(
+                bytes(r, "absmax"),
+                absmax_elements * layout.absmax_dtype.bytes()
+            );
         }
     }
 }

@@ -42,6 +42,39 @@ impl Values {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
+
+    /// A view that sets every name under `prefix` (`fitted_` and `records` set
+    /// `fitted_records`), so one function can fill the same figures for several parts of a
+    /// report.
+    pub fn prefixed<'a>(&'a mut self, prefix: &'a str) -> Prefixed<'a> {
+        Prefixed {
+            values: self,
+            prefix,
+        }
+    }
+}
+
+/// [`Values`] seen through a name prefix ([`Values::prefixed`]).
+pub struct Prefixed<'a> {
+    values: &'a mut Values,
+    prefix: &'a str,
+}
+
+impl Prefixed<'_> {
+    /// Set `prefix` + `name`.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
+        self.values.set(&format!("{}{name}", self.prefix), value);
+        self
+    }
+}
+
+/// A Markdown bullet list: one `- item` line per item.
+pub fn bullet_list(items: impl IntoIterator<Item = String>) -> String {
+    items
+        .into_iter()
+        .map(|item| format!("- {item}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn valid_name(name: &str) -> bool {
@@ -124,6 +157,21 @@ mod tests {
     fn unknown_placeholder_names_line_and_name() {
         let err = render("{{rank}} {{ratio}}\n\n{{rnak}}", &values()).unwrap_err();
         assert_eq!(err.to_string(), "line 3: unknown placeholder `{{rnak}}`");
+    }
+
+    #[test]
+    fn prefixed_values_and_bullet_lists() {
+        let mut v = Values::new();
+        v.prefixed("held_out_")
+            .set("records", "216")
+            .set("worst", "-23.62%");
+        assert_eq!(
+            v.names().collect::<Vec<_>>(),
+            ["held_out_records", "held_out_worst"]
+        );
+        assert_eq!(v.get("held_out_records"), Some("216"));
+        assert_eq!(bullet_list(["a".to_string(), "b".to_string()]), "- a\n- b");
+        assert_eq!(bullet_list(Vec::new()), "");
     }
 
     #[test]

@@ -4,10 +4,12 @@
 use super::Experiment;
 use anyhow::Result;
 use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision,
-    Regime, Registry, Sharding, Workload,
+    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, ModelShape, Optimizer,
+    Precision, Regime, Registry, Sharding, Workload,
 };
 use ftbudget_report::chart::Size;
+use ftbudget_report::template::bullet_list;
+use ftbudget_report::{Comparison, compare};
 use serde::Deserialize;
 use std::str::FromStr;
 
@@ -37,6 +39,23 @@ pub fn build_regimes(
                 .map_err(|err| exp.key_error(&format!("regimes[{i}].spec"), err))
         })
         .collect()
+}
+
+/// Compare `regimes` (built from `entries`) on `model`, each row labelled with its entry's
+/// label; an error names config key `key`.
+pub fn labelled_comparison(
+    exp: &Experiment,
+    key: &str,
+    model: &ModelShape,
+    regimes: &[Box<dyn Regime>],
+    entries: &[RegimeEntry],
+    settings: &MemorySettings,
+) -> Result<Comparison> {
+    let mut cmp = compare(model, regimes, settings).map_err(|e| exp.key_error(key, e))?;
+    for (row, entry) in cmp.rows.iter_mut().zip(entries) {
+        row.label = entry.label.clone();
+    }
+    Ok(cmp)
 }
 
 fn default_gpus() -> u64 {
@@ -187,21 +206,27 @@ impl MemoryKeys {
 impl MemoryKeys {
     /// The settings as a Markdown list, one `- \`--flag value\`: meaning` line each.
     pub fn markdown_list(&self) -> String {
-        self.flags()
-            .into_iter()
-            .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.markdown_list_except(&[])
+    }
+
+    /// [`MemoryKeys::markdown_list`] without the flags in `skip` (a setting a report varies).
+    pub fn markdown_list_except(&self, skip: &[&str]) -> String {
+        bullet_list(
+            self.flags()
+                .into_iter()
+                .filter(|(flag, _, _)| !skip.contains(flag))
+                .map(|(flag, value, meaning)| format!("`{flag} {value}`: {meaning}")),
+        )
     }
 }
 
 /// The regimes as a Markdown list, one `- label: \`--regime spec\`` line each.
 pub fn regime_list(entries: &[RegimeEntry]) -> String {
-    entries
-        .iter()
-        .map(|e| format!("- {}: `--regime {}`", e.label, e.spec))
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(
+        entries
+            .iter()
+            .map(|e| format!("{}: `--regime {}`", e.label, e.spec)),
+    )
 }
 
 fn default_width() -> u32 {

@@ -3,7 +3,7 @@
 //! production-scale comparison and the corrections of the seed's two slips included, comes from
 //! the code.
 
-use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes};
+use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes, labelled_comparison};
 use super::{Experiment, OutputFile};
 use anyhow::{Context, Result};
 use ftbudget_core::{
@@ -11,7 +11,7 @@ use ftbudget_core::{
     Registry,
 };
 use ftbudget_report::chart::{Segment, StackedBars, stacked_bars};
-use ftbudget_report::template::Values;
+use ftbudget_report::template::{Values, bullet_list};
 use ftbudget_report::{
     Comparison, Row, TableLabels, TableStyle, compare, group_digits, render_table_with,
 };
@@ -50,10 +50,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     let model = load_model(exp, "model", &config.model)?;
     let production = load_model(exp, "production_model", &config.production_model)?;
 
-    let mut cmp = compare(&model, &regimes, &settings).map_err(|e| exp.key_error("regimes", e))?;
-    for (row, entry) in cmp.rows.iter_mut().zip(&config.regimes) {
-        row.label = entry.label.clone();
-    }
+    let cmp = labelled_comparison(exp, "regimes", &model, &regimes, &config.regimes, &settings)?;
     let labels = TableLabels {
         optimizer: config.table.optimizer_header.clone(),
         ratio: config.table.ratio_header.clone(),
@@ -93,10 +90,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     let report = exp.render_report(&values)?;
     Ok(vec![
         OutputFile::text(&config.table.file, table),
-        OutputFile {
-            name: config.chart.file.clone(),
-            bytes: chart,
-        },
+        OutputFile::chart(&config.chart, chart),
         report,
     ])
 }
@@ -160,12 +154,12 @@ fn describe_model(model: &ModelShape) -> String {
 }
 
 fn regime_list(entries: &[RegimeEntry], cmp: &Comparison) -> String {
-    entries
-        .iter()
-        .zip(&cmp.rows)
-        .map(|(e, r)| format!("- {}: `--regime {}`", e.label, r.regime))
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(
+        entries
+            .iter()
+            .zip(&cmp.rows)
+            .map(|(e, r)| format!("{}: `--regime {}`", e.label, r.regime)),
+    )
 }
 
 fn command(config: &Config) -> String {
@@ -255,6 +249,28 @@ impl Scale {
             full_activations: cmp.rows[0].bytes.activations,
         })
     }
+
+    /// The figures both models report, each name prefixed with `prefix`.
+    fn fill(&self, v: &mut Values, prefix: &str) {
+        let gib = ftbudget_report::units::binary;
+        v.prefixed(prefix)
+            .set("hidden", self.hidden.to_string())
+            .set("base", group_digits(self.base))
+            .set("trainable", group_digits(self.trainable))
+            .set("frac_base", pct(self.trainable as f64 / self.base as f64))
+            .set("frac_all", pct(self.trainable as f64 / self.all as f64))
+            .set("square_ratio", pct(self.square_ratio))
+            .set("lora_total", gib(self.lora_total))
+            .set("full_total", gib(self.full_total))
+            .set(
+                "total_ratio",
+                format!("{:.3}", self.lora_total as f64 / self.full_total as f64),
+            )
+            .set(
+                "activation_share",
+                pct(self.activations as f64 / self.lora_total as f64),
+            );
+    }
 }
 
 /// Bytes of absmax statistics per weight for a large tensor (`4096 x 4096`): the packed half
@@ -333,46 +349,16 @@ impl Focus {
         let g = |n: u64| group_digits(n);
         let gib = |b: u64| ftbudget_report::units::binary(b);
         let (m, p) = (&self.mini, &self.prod);
+        m.fill(v, "mini_");
+        p.fill(v, "prod_");
         v.set("rank", self.rank.to_string())
-            .set("mini_hidden", m.hidden.to_string())
-            .set("mini_base", g(m.base))
-            .set("mini_trainable", g(m.trainable))
             .set("mini_all", g(m.all))
-            .set("mini_frac_base", pct(m.trainable as f64 / m.base as f64))
-            .set("mini_frac_all", pct(m.trainable as f64 / m.all as f64))
-            .set("mini_square_ratio", pct(m.square_ratio))
             .set("mini_embedding_share", pct(self.embedding_share))
-            .set("mini_lora_total", gib(m.lora_total))
             .set("mini_activations", gib(m.activations))
             .set("mini_full_state", gib(m.full_total - m.full_activations))
             .set("mini_lora_state", gib(m.lora_total - m.activations))
-            .set("mini_full_total", gib(m.full_total))
-            .set(
-                "mini_total_ratio",
-                format!("{:.3}", m.lora_total as f64 / m.full_total as f64),
-            )
-            .set(
-                "mini_activation_share",
-                pct(m.activations as f64 / m.lora_total as f64),
-            )
             .set("prod_name", p.name.clone())
-            .set("prod_hidden", p.hidden.to_string())
-            .set("prod_base", g(p.base))
-            .set("prod_trainable", g(p.trainable))
-            .set("prod_frac_base", pct(p.trainable as f64 / p.base as f64))
-            .set("prod_frac_all", pct(p.trainable as f64 / p.all as f64))
-            .set("prod_square_ratio", pct(p.square_ratio))
             .set("prod_r_over_h", pct(self.rank as f64 / p.hidden as f64))
-            .set("prod_lora_total", gib(p.lora_total))
-            .set("prod_full_total", gib(p.full_total))
-            .set(
-                "prod_total_ratio",
-                format!("{:.3}", p.lora_total as f64 / p.full_total as f64),
-            )
-            .set(
-                "prod_activation_share",
-                pct(p.activations as f64 / p.lora_total as f64),
-            )
             .set("prod_qv_trainable", g(self.prod_qv_trainable))
             .set("prod_qv_all", g(self.prod_qv_all))
             .set("nf4_seed_bytes", format!("{}", self.nf4_seed))
@@ -409,24 +395,6 @@ mod tests {
     /// against the code: LoRA r=8, all Linears, on MiniGPT under the seed's conventions.
     #[test]
     fn hand_worked_lora_r8_matches_the_code() {
-        // Per layer: 4 * (64 + 64) * 8 = 4,096 attention; (64 + 256) * 8 * 2 = 5,120 MLP.
-        let per_layer = 4_096 + 5_120;
-        let trainable = 4 * per_layer; // 36,864
-        // Frozen: 4 * 49,152 Linear weights + 512 * 64 tied embedding + 9 RMSNorms of 64.
-        let frozen = 196_608 + 32_768 + 576; // 229,952
-        let weights = frozen * 2 + trainable * (2 + 4); // fp16 base; fp16 + fp32 master
-        let grads = trainable * 2;
-        let adam = trainable * 8;
-        let activations = 16 * 32 * 64 * 4 * 16; // 2,097,152
-        let total = weights + grads + adam + activations;
-        let full_total = frozen * 16 + activations;
-        assert_eq!(
-            (trainable, frozen, weights, grads, adam, total, full_total),
-            (
-                36_864, 229_952, 681_088, 73_728, 294_912, 3_146_880, 5_776_384
-            )
-        );
-
         let model = ftbudget_models::load("minigpt").unwrap();
         let registry = ftbudget_roster::registry().unwrap();
         let regimes = vec![
@@ -435,14 +403,19 @@ mod tests {
         ];
         let cmp = compare(&model, &regimes, &MemorySettings::seed()).unwrap();
         let lora = &cmp.rows[1];
-        assert_eq!(lora.trainable_params, trainable);
-        assert_eq!(lora.frozen_params, frozen);
-        assert_eq!(lora.bytes.weights, weights);
-        assert_eq!(lora.bytes.gradients, grads);
-        assert_eq!(lora.bytes.optimizer, adam);
-        assert_eq!(lora.bytes.activations, activations);
-        assert_eq!(lora.bytes.total, total);
-        assert_eq!(cmp.rows[0].bytes.total, full_total);
+        // Per layer: 4 x (64 + 64) x 8 = 4,096 attention, 2 x (64 + 256) x 8 = 5,120 MLP.
+        assert_eq!(lora.trainable_params, 4 * (4_096 + 5_120)); // 36,864
+        // 4 x 49,152 Linear weights, the tied 512 x 64 embedding, 9 RMSNorms of 64.
+        assert_eq!(lora.frozen_params, 196_608 + 32_768 + 576); // 229,952
+        // fp16 base; adapters in fp16 plus the fp32 master copy.
+        assert_eq!(lora.bytes.weights, 229_952 * 2 + 36_864 * (2 + 4)); // 681,088
+        assert_eq!(lora.bytes.gradients, 36_864 * 2); // 73,728
+        assert_eq!(lora.bytes.optimizer, 36_864 * 8); // 294,912: Adam m and v in fp32
+        // batch 16 x seq 32 x d_model 64 x 4 layers x 16 B.
+        assert_eq!(lora.bytes.activations, 16 * 32 * 64 * 4 * 16); // 2,097,152
+        assert_eq!(lora.bytes.total, 3_146_880); // 681,088 + 73,728 + 294,912 + 2,097,152
+        // Full FT: 229,952 x 16 + 2,097,152.
+        assert_eq!(cmp.rows[0].bytes.total, 5_776_384);
     }
 
     /// The report says its `[memory]` table is `--conventions seed`; hold it to that.

@@ -5,9 +5,11 @@
 //! Adding a kind = one module here with
 //! `pub fn generate(exp: &Experiment) -> anyhow::Result<Vec<OutputFile>>`, one `match` arm in
 //! [`generate`] and one entry in [`KINDS`]. Shared TOML pieces (regimes, memory settings, chart
-//! size) live in [`config`].
+//! size) live in [`config`], shared formatting (percentages, model lines, chart points) in
+//! [`format`].
 
 pub mod config;
+mod format;
 mod lora_counts;
 mod memory_validation;
 mod production_scale;
@@ -43,6 +45,14 @@ impl OutputFile {
         OutputFile {
             name: name.to_string(),
             bytes: text.into_bytes(),
+        }
+    }
+
+    /// A rendered chart, named by its `[chart]` keys.
+    pub fn chart(keys: &config::ChartKeys, png: Vec<u8>) -> Self {
+        OutputFile {
+            name: keys.file.clone(),
+            bytes: png,
         }
     }
 }

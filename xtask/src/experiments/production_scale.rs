@@ -3,13 +3,14 @@
 //! the trainable fraction of each regime at each scale, the square-layer ratio 2r/h at each
 //! width, and the memory of one training step per model and regime.
 
-use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes};
+use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes, labelled_comparison};
+use super::format::{model_summary, percent, sorted_points, square_ratio_percent};
 use super::{Experiment, OutputFile};
 use anyhow::Result;
 use ftbudget_core::{MemorySettings, ModelShape};
 use ftbudget_report::chart::{Legend, LineChart, Scale, Series, line_chart};
-use ftbudget_report::template::Values;
-use ftbudget_report::{Comparison, compare, group_digits, units};
+use ftbudget_report::template::{Values, bullet_list};
+use ftbudget_report::{Comparison, group_digits, units};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -58,11 +59,14 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     for (i, name) in config.models.iter().enumerate() {
         let model =
             ftbudget_models::load(name).map_err(|e| exp.key_error(&format!("models[{i}]"), e))?;
-        let mut cmp = compare(&model, &regimes, &settings)
-            .map_err(|e| exp.key_error(&format!("models[{i}]"), e))?;
-        for (row, entry) in cmp.rows.iter_mut().zip(&config.regimes) {
-            row.label = entry.label.clone();
-        }
+        let cmp = labelled_comparison(
+            exp,
+            &format!("models[{i}]"),
+            &model,
+            &regimes,
+            &config.regimes,
+            &settings,
+        )?;
         evaluated.push(Evaluated { model, cmp });
     }
 
@@ -96,21 +100,9 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     Ok(vec![
         OutputFile::text(&config.tables.fractions, fractions),
         OutputFile::text(&config.tables.memory, memory),
-        OutputFile {
-            name: config.chart.file.clone(),
-            bytes: chart,
-        },
+        OutputFile::chart(&config.chart, chart),
         report,
     ])
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    100.0 * part as f64 / whole as f64
-}
-
-/// `2r/h` in percent: the adapter-to-weight ratio of a square `h x h` layer.
-fn square_ratio_percent(rank: u64, hidden: u64) -> f64 {
-    100.0 * (2 * rank) as f64 / hidden as f64
 }
 
 fn header(evaluated: &[Evaluated], first: &str) -> String {
@@ -129,52 +121,56 @@ fn header(evaluated: &[Evaluated], first: &str) -> String {
     out
 }
 
+/// One table row: `label`, then one cell per model.
+fn table_row(
+    out: &mut String,
+    label: &str,
+    evaluated: &[Evaluated],
+    cell: impl Fn(&Evaluated) -> String,
+) {
+    out.push_str(&format!("| {label} |"));
+    for e in evaluated {
+        out.push_str(&format!(" {} |", cell(e)));
+    }
+    out.push('\n');
+}
+
 fn fractions_table(config: &Config, evaluated: &[Evaluated]) -> String {
     let mut out = header(evaluated, "Regime");
     for (i, entry) in config.regimes.iter().enumerate() {
-        out.push_str(&format!("| {} |", entry.label));
-        for e in evaluated {
+        table_row(&mut out, &entry.label, evaluated, |e| {
             let row = &e.cmp.rows[i];
-            out.push_str(&format!(
-                " {} ({:.3}%) |",
+            format!(
+                "{} ({:.3}%)",
                 group_digits(row.trainable_params),
                 percent(row.trainable_params, row.all_params)
-            ));
-        }
-        out.push('\n');
+            )
+        });
     }
-    out.push_str(&format!(
-        "| 2r/h, square layer, r = {} |",
-        config.focus_rank
-    ));
-    for e in evaluated {
-        out.push_str(&format!(
-            " {:.3}% |",
+    let label = format!("2r/h, square layer, r = {}", config.focus_rank);
+    table_row(&mut out, &label, evaluated, |e| {
+        format!(
+            "{:.3}%",
             square_ratio_percent(config.focus_rank, e.model.dims.hidden)
-        ));
-    }
-    out.push('\n');
-    out.push_str("| Base model parameters |");
-    for e in evaluated {
-        out.push_str(&format!(" {} |", group_digits(e.model.total_params())));
-    }
-    out.push('\n');
+        )
+    });
+    table_row(&mut out, "Base model parameters", evaluated, |e| {
+        group_digits(e.model.total_params())
+    });
     out
 }
 
 fn memory_table(config: &Config, evaluated: &[Evaluated]) -> String {
     let mut out = header(evaluated, "Regime: total per GPU (ratio vs first row)");
     for (i, entry) in config.regimes.iter().enumerate() {
-        out.push_str(&format!("| {} |", entry.label));
-        for e in evaluated {
+        table_row(&mut out, &entry.label, evaluated, |e| {
             let row = &e.cmp.rows[i];
-            out.push_str(&format!(
-                " {} ({:.3}) |",
+            format!(
+                "{} ({:.3})",
                 units::binary(row.bytes.total),
                 row.ratio_vs_baseline
-            ));
-        }
-        out.push('\n');
+            )
+        });
     }
     out
 }
@@ -186,7 +182,7 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
         .enumerate()
         .filter(|(i, _)| evaluated[0].cmp.rows[*i].frozen_params > 0)
         .map(|(i, entry)| {
-            let mut points: Vec<(f64, f64)> = evaluated
+            let points: Vec<(f64, f64)> = evaluated
                 .iter()
                 .map(|e| {
                     let row = &e.cmp.rows[i];
@@ -196,10 +192,9 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
                     )
                 })
                 .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
             Series {
                 name: entry.label.clone(),
-                points,
+                points: sorted_points(points),
             }
         })
         .collect();
@@ -217,26 +212,13 @@ fn fraction_series(config: &Config, evaluated: &[Evaluated]) -> Vec<Series> {
 }
 
 fn model_list(evaluated: &[Evaluated]) -> String {
-    evaluated
-        .iter()
-        .map(|e| {
-            let d = e.model.dims;
-            format!(
-                "- `{}` ({}): h = {}, {} layers, {} heads ({} key/value heads), d_ff = {}, vocab {}, {}; {} parameters.",
-                e.model.name,
-                e.model.family.name(),
-                d.hidden,
-                d.layers,
-                d.heads,
-                d.kv_heads,
-                d.intermediate,
-                d.vocab,
-                if e.model.tied_embeddings { "tied embedding" } else { "untied lm_head" },
-                group_digits(e.model.total_params())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    bullet_list(evaluated.iter().map(|e| {
+        format!(
+            "{}; {} parameters.",
+            model_summary(&e.model),
+            group_digits(e.model.total_params())
+        )
+    }))
 }
 
 fn fill_discussion(
@@ -313,16 +295,4 @@ fn fill_discussion(
         )
         .set("batch", settings.workload.batch.to_string())
         .set("seq", settings.workload.seq.to_string());
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn square_ratio_is_two_r_over_h() {
-        // The seed: (64 + 64) x 8 / 64^2 = 25%; LLaMA-7B width: 16 / 4096 = 0.390625%.
-        assert_eq!(square_ratio_percent(8, 64), 25.0);
-        assert_eq!(square_ratio_percent(8, 4096), 0.390625);
-    }
 }

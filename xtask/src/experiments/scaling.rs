@@ -5,6 +5,7 @@
 //! regime and solves, exactly, the longest sequence that fits each GPU capacity.
 
 use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes};
+use super::format::{percent, square_ratio_percent};
 use super::{Experiment, OutputFile};
 use anyhow::Result;
 use ftbudget_core::{MemorySettings, ModelShape, Regime, TrainingPlan, Workload};
@@ -63,15 +64,6 @@ struct MemorySweepKeys {
     fit_max_seq: u64,
     table: String,
     chart: ChartKeys,
-}
-
-fn percent(part: u64, whole: u64) -> f64 {
-    100.0 * part as f64 / whole as f64
-}
-
-/// `2r/h` in percent: the adapter-to-weight ratio of a square `h x h` layer.
-fn square_ratio_percent(rank: u64, hidden: u64) -> f64 {
-    100.0 * (2 * rank) as f64 / hidden as f64
 }
 
 fn lora(exp: &Experiment, registry: &ftbudget_core::Registry, r: u64) -> Result<Box<dyn Regime>> {
@@ -292,7 +284,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("fractions_chart", f.chart.file.clone())
         .set("memory_table", memory.trim_end())
         .set("memory_chart", m.chart.file.clone())
-        .set("settings", settings_list(&config.memory))
+        .set("settings", config.memory.markdown_list_except(&["--seq"]))
         .set("regimes", super::config::regime_list(&config.regimes));
     fill_scaling(&mut values, f, &base, step, &shapes, &grid, &reals)?;
     fill_memory(&mut values, &config, &model, &settings, &totals, &fits);
@@ -300,15 +292,9 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     let report = exp.render_report(&values)?;
     Ok(vec![
         OutputFile::text(&f.table, fractions),
-        OutputFile {
-            name: f.chart.file.clone(),
-            bytes: fraction_chart,
-        },
+        OutputFile::chart(&f.chart, fraction_chart),
         OutputFile::text(&m.table, memory),
-        OutputFile {
-            name: m.chart.file.clone(),
-            bytes: memory_chart,
-        },
+        OutputFile::chart(&m.chart, memory_chart),
         report,
     ])
 }
@@ -437,16 +423,6 @@ fn memory_table(config: &Config, totals: &[Vec<u64>], fits: &[Vec<Option<u64>>])
         out.push('\n');
     }
     out
-}
-
-fn settings_list(memory: &MemoryKeys) -> String {
-    memory
-        .flags()
-        .into_iter()
-        .filter(|(flag, _, _)| *flag != "--seq")
-        .map(|(flag, value, meaning)| format!("- `{flag} {value}`: {meaning}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn fill_scaling(
@@ -601,15 +577,10 @@ mod tests {
             assert_eq!(e.trainable_params, 4 * 18 * r * w, "w={w} r={r}");
             // Frozen: 4 layers of 12 w^2, tied 512 x w embedding, 2 norms per layer + final.
             assert_eq!(e.frozen_params, 4 * 12 * w * w + 512 * w + 9 * w);
+            if (w, r) == (64, 8) {
+                // The seed lab's MiniGPT at r=8: 4 layers x 9,216 (lab Block B).
+                assert_eq!(e.trainable_params, 36_864);
+            }
         }
-        // The seed lab's MiniGPT at r=8: 4 x 18 x 8 x 64 = 36,864.
-        assert_eq!(4 * 18 * 8 * 64, 36_864);
-    }
-
-    #[test]
-    fn square_ratio_is_two_r_over_h() {
-        // (4096 + 4096) x 8 / 4096^2 = 16 / 4096 = 0.390625%.
-        assert_eq!(square_ratio_percent(8, 4096), 0.390625);
-        assert_eq!(square_ratio_percent(8, 64), 25.0);
     }
 }

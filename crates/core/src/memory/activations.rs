@@ -890,23 +890,39 @@ mod tests {
         plan
     }
 
+    /// FlashAttention keeps no `s^2` tensor (Dao et al. 2022: memory linear in the sequence):
+    /// at a fixed batch, doubling the sequence doubles flash's attention bytes. Eager attention
+    /// saves the softmax probabilities, `b a s^2` elements per layer in fp32 plus their bf16
+    /// cast under autocast (6 bytes): doubling the sequence adds that quadratic part on top of
+    /// the linear ones.
     #[test]
-    fn eager_pays_for_the_score_matrix_and_flash_matches_sdpa() {
+    fn flash_is_linear_in_seq_and_eager_pays_for_the_score_matrix() {
         let model = TransformerSpec::minigpt().build().unwrap();
         let plan = full_plan(&model);
-        let total = |a, c| {
-            estimate_activations(&model, &plan, &settings(a, c))
-                .unwrap()
-                .total
+        let estimate = |a, c, seq| {
+            let mut s = settings(a, c);
+            s.workload.seq = seq;
+            estimate_activations(&model, &plan, &s).unwrap()
         };
-        let sdpa = total(AttentionImpl::Sdpa, Checkpointing::None);
-        assert_eq!(sdpa, total(AttentionImpl::Flash, Checkpointing::None));
-        // minigpt: 4 layers, 4 heads; eager saves fp32 probabilities and their bf16 cast
-        // (6 bytes x heads x seq^2 x batch per layer) instead of sdpa's k, v, output and lse.
-        assert!(
-            total(AttentionImpl::Eager, Checkpointing::None) > sdpa + 4 * 4 * 512 * 512 * 2 * 5
-        );
-        assert!(total(AttentionImpl::Sdpa, Checkpointing::Full) < sdpa / 2);
+        let attention = |a, seq| estimate(a, Checkpointing::None, seq).breakdown.attention;
+        for seq in [128u64, 256, 512] {
+            let flash = attention(AttentionImpl::Flash, seq);
+            assert!(flash > 0);
+            assert_eq!(
+                attention(AttentionImpl::Flash, 2 * seq),
+                2 * flash,
+                "seq {seq}"
+            );
+            // minigpt: 4 layers, 4 heads; batch 2.
+            let quadratic = 4 * 4 * 2 * 6 * ((2 * seq) * (2 * seq) - 2 * seq * seq);
+            assert_eq!(
+                attention(AttentionImpl::Eager, 2 * seq) - 2 * attention(AttentionImpl::Eager, seq),
+                quadratic,
+                "seq {seq}"
+            );
+        }
+        let total = |c| estimate(AttentionImpl::Sdpa, c, 512).total;
+        assert!(total(Checkpointing::Full) < total(Checkpointing::None) / 2);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Assertions shared by the measured-record tests.
 
+// Each test crate uses its own part of these helpers.
+#![allow(dead_code)]
+
 use ftbudget_core::MemoryEstimate;
 use ftbudget_measurements::MemoryRecord;
+use std::collections::BTreeMap;
 
 /// Weights, gradients, optimizer moments and step counters match the record exactly.
 pub fn assert_state_buckets_exact(r: &MemoryRecord, e: &MemoryEstimate) {
@@ -17,4 +21,120 @@ pub fn assert_state_buckets_exact(r: &MemoryRecord, e: &MemoryEstimate) {
         "{} steps",
         r.id
     );
+}
+
+/// `full`, `lora` or `dora`.
+pub fn regime_kind(r: &MemoryRecord) -> &str {
+    r.regime.split('-').next().unwrap_or("")
+}
+
+/// `fp32` or `autocast`.
+pub fn precision(r: &MemoryRecord) -> &str {
+    if r.dtype_mode == "fp32" {
+        "fp32"
+    } else {
+        "autocast"
+    }
+}
+
+pub fn checkpointing(r: &MemoryRecord) -> &str {
+    if r.gradient_checkpointing {
+        "ckpt"
+    } else {
+        "no-ckpt"
+    }
+}
+
+pub fn dropout(r: &MemoryRecord) -> &str {
+    if r.dropout > 0.0 {
+        "dropout"
+    } else {
+        "no-dropout"
+    }
+}
+
+/// `(predicted - measured) / measured`; 0 when both are 0.
+pub fn relative_error(predicted: u64, measured: u64) -> f64 {
+    if predicted == measured {
+        0.0
+    } else {
+        (predicted as f64 - measured as f64) / measured as f64
+    }
+}
+
+/// One group of records: the worst relative error observed in it, recorded in percent (signed,
+/// two decimals), and the bound no record of the group may exceed (percent, either sign), set
+/// just above the worst.
+pub struct Bound {
+    pub group: &'static str,
+    pub worst_percent: f64,
+    pub tolerance_percent: f64,
+}
+
+/// A table row: `bound(group, worst_percent, tolerance_percent)`.
+pub const fn bound(group: &'static str, worst_percent: f64, tolerance_percent: f64) -> Bound {
+    Bound {
+        group,
+        worst_percent,
+        tolerance_percent,
+    }
+}
+
+/// The error of largest magnitude in each group, signed, with its record.
+#[derive(Default)]
+pub struct Worst {
+    groups: BTreeMap<String, (f64, String, usize)>,
+}
+
+impl Worst {
+    pub fn add(&mut self, group: String, error: f64, id: &str) {
+        let slot = self.groups.entry(group).or_insert((0.0, String::new(), 0));
+        if error.abs() > slot.0.abs() || slot.2 == 0 {
+            *slot = (error, id.to_string(), slot.2);
+        }
+        slot.2 += 1;
+    }
+
+    /// Every group has a row of `table` and every row a group; no group's worst error exceeds
+    /// its tolerance; each row's recorded worst is the observed one (so the table stays a true
+    /// record: an improvement updates it, a regression past the tolerance fails). On failure
+    /// the message lists the table as observed.
+    pub fn check(&self, what: &str, table: &[Bound]) {
+        let mut failures = Vec::new();
+        for b in table {
+            if !self.groups.contains_key(b.group) {
+                failures.push(format!("{what} `{}`: no record in this group", b.group));
+            }
+        }
+        for (group, (worst, id, _)) in &self.groups {
+            let percent = 100.0 * worst;
+            match table.iter().find(|b| b.group == group) {
+                None => failures.push(format!("{what} `{group}`: no bound ({percent:+.2}%)")),
+                Some(b) => {
+                    if percent.abs() > b.tolerance_percent {
+                        failures.push(format!(
+                            "{what} `{group}`: {percent:+.2}% on {id}, beyond ±{}%",
+                            b.tolerance_percent
+                        ));
+                    }
+                    if (percent - b.worst_percent).abs() > 0.005 {
+                        failures.push(format!(
+                            "{what} `{group}`: worst is now {percent:+.2}% ({id}), recorded {:+.2}%",
+                            b.worst_percent
+                        ));
+                    }
+                }
+            }
+        }
+        if !failures.is_empty() {
+            let observed: Vec<String> = self
+                .groups
+                .iter()
+                .map(|(group, (worst, id, n))| {
+                    format!("{group}: {:+.2}% over {n} records ({id})", 100.0 * worst)
+                })
+                .collect();
+            panic!("{failures:#?}\nobserved:\n{}", observed.join("\n"));
+        }
+    }
 }

@@ -19,6 +19,7 @@ fn a_bf16_base_needs_no_weight_casts_under_bf16_autocast() {
     // embedding used by the lm_head, 512 x 64 = 32,768; 2 bytes each.
     assert_eq!(with_copies - without, (196_608 - 12_288 + 32_768) * 2);
     // What remains are the fp32 adapters: A (8 x in) and B (out x 8) of the 24 adapted Linears,
-    // 36,864 elements, less the first block's q, k, v lora_A (3 x 8 x 64), 2 bytes each.
-    assert_eq!(without, (36_864 - 3 * 8 * 64) * 2);
+    // 4 layers x 9,216 elements (the seed lab's Block B), less the first block's q, k, v lora_A
+    // (3 x 8 x 64), 2 bytes each.
+    assert_eq!(without, (4 * 9_216 - 3 * 8 * 64) * 2);
 }
