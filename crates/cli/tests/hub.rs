@@ -183,7 +183,7 @@ fn safetensors_bytes(tensors: &[(String, Vec<u64>)]) -> Vec<u8> {
         offset += bytes;
     }
     let mut header = Value::Object(entries).to_string().into_bytes();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();

@@ -156,7 +156,7 @@ fn read_local_header(id: &str, file: &str, path: &Path) -> Result<SafetensorsHea
 /// The header length the prefix announces, checked against the limit and the file size.
 fn header_length(prefix: [u8; 8], file_len: u64) -> Result<u64, String> {
     let n = u64::from_le_bytes(prefix);
-    if n < 2 || n > MAX_HEADER_BYTES {
+    if !(2..=MAX_HEADER_BYTES).contains(&n) {
         return Err(format!(
             "header length {n} is not between 2 and {MAX_HEADER_BYTES} bytes"
         ));
