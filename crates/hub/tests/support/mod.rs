@@ -32,6 +32,8 @@ pub enum Behaviour {
     Stall,
     /// Announce the full Content-Length, send this many bytes, close.
     Truncate(usize),
+    /// Announce the full Content-Length, send this many bytes, then hold the connection (30 s).
+    StallAfter(usize),
     /// Answer every file with an HTML page (a captive portal, a wrong endpoint).
     Html,
     /// Answer Range requests with the whole file (200).
@@ -203,8 +205,9 @@ struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    /// Send only this many body bytes, then close.
+    /// Send only this many body bytes, then close (or hold the connection, with `stall`).
     cut: Option<usize>,
+    /// Hold the connection for 30 s before closing it (after the `cut` bytes, if any).
     stall: bool,
 }
 
@@ -234,7 +237,7 @@ fn handle(mut stream: TcpStream, state: &State) {
         return;
     };
     let answer = route(&request, state);
-    if answer.stall {
+    if answer.stall && answer.cut.is_none() {
         std::thread::sleep(Duration::from_secs(30));
         return;
     }
@@ -261,9 +264,7 @@ fn handle(mut stream: TcpStream, state: &State) {
         .cut
         .unwrap_or(answer.body.len())
         .min(answer.body.len());
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&answer.body[..sent]);
-    let _ = stream.flush();
+    // Logged before the answer is written, so a client that has read it finds it in the log.
     state.log.lock().unwrap().push(Logged {
         path: request.path.clone(),
         range: request.headers.get("range").cloned(),
@@ -271,6 +272,12 @@ fn handle(mut stream: TcpStream, state: &State) {
         status: answer.status,
         body_bytes: sent,
     });
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&answer.body[..sent]);
+    let _ = stream.flush();
+    if answer.stall {
+        std::thread::sleep(Duration::from_secs(30));
+    }
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
@@ -347,6 +354,12 @@ fn serve(request: &Request, repo: &Repo, bytes: &[u8]) -> Answer {
         Behaviour::Truncate(n) => {
             let mut a = Answer::new(200, bytes.to_vec());
             a.cut = Some(*n);
+            return a;
+        }
+        Behaviour::StallAfter(n) => {
+            let mut a = Answer::new(200, bytes.to_vec());
+            a.cut = Some(*n);
+            a.stall = true;
             return a;
         }
         Behaviour::Normal | Behaviour::IgnoreRange => {}
