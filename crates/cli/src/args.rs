@@ -133,8 +133,11 @@ pub fn load_model(
     exact_from_hub: bool,
     seq: u64,
 ) -> Result<ftbudget_core::ModelShape> {
-    let shape = crate::model_source::load(model, exact_from_hub)?;
+    let (shape, notes) = crate::model_source::load(model, exact_from_hub)?;
     shape.check_seq("--seq", seq)?;
+    for line in notes {
+        eprintln!("{line}");
+    }
     Ok(shape)
 }
 

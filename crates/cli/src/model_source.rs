@@ -10,14 +10,16 @@ use ftbudget_core::ModelShape;
 use ftbudget_hub::{HubId, HubSettings, Snapshot, Source};
 use std::path::Path;
 
-/// The shape `--model` names.
-pub fn load(model: &str, exact_from_hub: bool) -> Result<ModelShape> {
+/// The shape `--model` names, and the lines to print on stderr once it is accepted (the resolved
+/// id, revision and commit of a Hub id), so that a failure stays a single line.
+pub fn load(model: &str, exact_from_hub: bool) -> Result<(ModelShape, Vec<String>)> {
     let local = ftbudget_models::presets::spec(model).is_some() || Path::new(model).exists();
     if local || !HubId::looks_like(model) {
         if exact_from_hub {
             bail!("--exact-from-hub: `{model}` is not a Hub id (org/name[@revision])");
         }
-        return ftbudget_models::load(model).with_context(|| format!("--model {model}"));
+        let shape = ftbudget_models::load(model).with_context(|| format!("--model {model}"))?;
+        return Ok((shape, Vec::new()));
     }
     let id = HubId::parse(model)?;
     let settings = HubSettings::from_env()?;
@@ -38,18 +40,11 @@ pub fn load(model: &str, exact_from_hub: bool) -> Result<ModelShape> {
     let name = snapshot.id.to_string();
     let config = ftbudget_models::from_config_json(&text, &name)
         .with_context(|| format!("--model {id}: config.json"))?;
-    let (shape, checkpoint_line) = if exact_from_hub {
-        let (shape, line) = from_checkpoint(&snapshot, &settings, config)?;
-        (shape, Some(line))
-    } else {
-        (config, None)
-    };
-    // Printed once everything is read, so that a failure stays a single line.
-    eprintln!("{resolved}");
-    if let Some(line) = checkpoint_line {
-        eprintln!("{line}");
+    if !exact_from_hub {
+        return Ok((config, vec![resolved]));
     }
-    Ok(shape)
+    let (shape, checkpoint) = from_checkpoint(&snapshot, &settings, config)?;
+    Ok((shape, vec![resolved, checkpoint]))
 }
 
 /// The checkpoint's tensors counted exactly, with config.json's dimensions (but the layer count)
@@ -64,9 +59,9 @@ fn from_checkpoint(
     let mut tensors = Vec::new();
     for h in &headers.files {
         let path = Path::new(&snapshot.id.repo).join(&h.file);
-        tensors.extend(ftbudget_models::inventory::parse_header(
-            &path, &h.header, h.file_len,
-        )?);
+        let entries = ftbudget_models::inventory::parse_header(&path, &h.header, h.file_len)
+            .context("--model")?;
+        tensors.extend(entries);
     }
     let checkpoint = ftbudget_models::inventory::shape_from_inventory(&id, &tensors)
         .with_context(|| format!("--model {id}: checkpoint"))?;

@@ -392,6 +392,16 @@ fn failures_are_one_line_with_exit_code_2() {
         &model("org/slow"),
         &["org/slow@main", "not in the Hugging Face cache"],
     );
+    // A model read from the Hub but refused afterwards: still one line.
+    hub.add(
+        "org/gpt2",
+        Repo::new(4).file("config.json", fixture("gpt2.json")),
+    );
+    fails(
+        ftbudget(&hub.endpoint(), &home),
+        &["--model", "org/gpt2", "--seq", "4096"],
+        &["--seq", "org/gpt2@main"],
+    );
     // Neither a preset, a path nor an id: the old message.
     fails(
         ftbudget(&refused_endpoint(), &home),
