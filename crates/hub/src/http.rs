@@ -27,7 +27,9 @@ impl<'a> Client<'a> {
     pub fn new(settings: &'a HubSettings, id: &'a HubId, unreachable_advice: String) -> Self {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_resolve(Some(settings.timeout))
             .timeout_connect(Some(settings.timeout))
+            .timeout_send_request(Some(settings.timeout))
             .timeout_recv_response(Some(settings.timeout))
             .timeout_per_read(Some(settings.timeout))
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)

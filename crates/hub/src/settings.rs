@@ -7,7 +7,8 @@ use std::time::Duration;
 
 /// The public Hub, used when `HF_ENDPOINT` is not set.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-/// Connect, response and per-read timeout when `FTBUDGET_HUB_TIMEOUT_SECS` is not set.
+/// The timeout of each step (resolving the host, connecting, sending the request, waiting for
+/// the response, each read of the body) when `FTBUDGET_HUB_TIMEOUT_SECS` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The environment variable that overrides [`DEFAULT_TIMEOUT`] (seconds, decimals allowed).
 pub const TIMEOUT_VAR: &str = "FTBUDGET_HUB_TIMEOUT_SECS";
@@ -24,7 +25,7 @@ pub struct HubSettings {
     pub token: Option<String>,
     /// `HF_HUB_OFFLINE` is 1, true, yes or on: the cache only.
     pub offline: bool,
-    /// Applies to connecting, waiting for a response and each read of a body.
+    /// Applies to each step: resolving, connecting, sending, waiting for a response, each read.
     pub timeout: Duration,
 }
 
