@@ -126,11 +126,18 @@ pub fn check_range(flag: &str, value: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
-/// `--model` as a preset or a path, checked against the workload's sequence length.
-pub fn load_model(model: &str, seq: u64) -> Result<ftbudget_core::ModelShape> {
-    use anyhow::Context;
-    let shape = ftbudget_models::load(model).with_context(|| format!("--model {model}"))?;
+/// `--model` as a preset, a path or a Hub id (see [`crate::model_source`]), checked against the
+/// workload's sequence length.
+pub fn load_model(
+    model: &str,
+    exact_from_hub: bool,
+    seq: u64,
+) -> Result<ftbudget_core::ModelShape> {
+    let (shape, notes) = crate::model_source::load(model, exact_from_hub)?;
     shape.check_seq("--seq", seq)?;
+    for line in notes {
+        eprintln!("{line}");
+    }
     Ok(shape)
 }
 

@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod model_source;
 mod output;
 
 use clap::{Parser, Subcommand};

@@ -23,9 +23,14 @@ pub const DEFAULT_REGIMES: &[&str] = &[
 
 #[derive(Args)]
 pub struct EstimateArgs {
-    /// A preset name (see `ftbudget presets`) or a path to a config.json / safetensors model
+    /// A preset name (see `ftbudget presets`), a path to a config.json / safetensors model, or a
+    /// Hugging Face Hub id (org/name[@revision]: the Hugging Face cache first, else config.json)
     #[arg(long, default_value = "minigpt")]
     pub model: String,
+    /// With a Hub id: count parameters from the checkpoint's safetensors headers (fetched by
+    /// HTTP range requests, never the weights) instead of config.json
+    #[arg(long)]
+    pub exact_from_hub: bool,
     /// Regime specs, e.g. full-ft, lora:r=8, lora:r=16,targets=q_proj+v_proj, qlora:r=8,double_quant=true;
     /// the first is the baseline of the ratio column
     #[arg(long = "regime")]
@@ -38,7 +43,7 @@ pub struct EstimateArgs {
 
 pub fn run(args: EstimateArgs) -> Result<()> {
     let settings = args.memory.settings()?;
-    let model = crate::args::load_model(&args.model, settings.workload.seq)?;
+    let model = crate::args::load_model(&args.model, args.exact_from_hub, settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
     let regimes = specs

@@ -19,9 +19,14 @@ pub const DEFAULT_FIT_REGIMES: &[&str] = &["full-ft", "lora:r=8", "qlora:r=8", "
 
 #[derive(Args)]
 pub struct FitArgs {
-    /// A preset name (see `ftbudget presets`) or a path to a model description
+    /// A preset name (see `ftbudget presets`), a path to a model description, or a Hugging Face
+    /// Hub id (org/name[@revision])
     #[arg(long, default_value = "minigpt")]
     pub model: String,
+    /// With a Hub id: count parameters from the checkpoint's safetensors headers (fetched by
+    /// HTTP range requests, never the weights) instead of config.json
+    #[arg(long)]
+    pub exact_from_hub: bool,
     /// GPU memory: a preset (rtx-3090, rtx-4090, l4, a100-40g, a100-80g, h100-80g, h200) or an
     /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30)
     #[arg(long)]
@@ -48,7 +53,7 @@ struct FitReport {
 pub fn run(args: FitArgs) -> Result<()> {
     let settings = args.memory.settings()?;
     let gpu = parse_gpu(&args.gpu)?;
-    let model = crate::args::load_model(&args.model, settings.workload.seq)?;
+    let model = crate::args::load_model(&args.model, args.exact_from_hub, settings.workload.seq)?;
     let registry = ftbudget_roster::registry()?;
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_FIT_REGIMES);
     let query = FitQuery {
