@@ -131,10 +131,23 @@ pub fn check_range(flag: &str, value: u64, max: u64) -> Result<()> {
 pub fn load_model(
     model: &str,
     exact_from_hub: bool,
-    seq: u64,
+    settings: &mut MemorySettings,
+    seq_given: bool,
 ) -> Result<ftbudget_core::ModelShape> {
     let (shape, notes) = crate::model_source::load(model, exact_from_hub)?;
-    shape.check_seq("--seq", seq)?;
+    // A plain run never fails on the default sequence: a shorter learned position table (GPT-2's
+    // 1024) becomes the sequence, and the output says so. An explicit `--seq` is still checked.
+    if !seq_given
+        && let Some(limit) = shape.position_limit()
+        && settings.workload.seq > limit
+    {
+        eprintln!(
+            "note: --seq not given: using {limit} tokens, {}'s position table (the default {} is longer)",
+            shape.name, settings.workload.seq
+        );
+        settings.workload.seq = limit;
+    }
+    shape.check_seq("--seq", settings.workload.seq)?;
     for line in notes {
         eprintln!("{line}");
     }

@@ -18,8 +18,10 @@ pub fn load(model: &str, exact_from_hub: bool) -> Result<(ModelShape, Vec<String
         if exact_from_hub {
             bail!("--exact-from-hub: `{model}` is not a Hub id (org/name[@revision])");
         }
-        let shape = ftbudget_models::load(model).with_context(|| format!("--model {model}"))?;
-        return Ok((shape, Vec::new()));
+        let loaded =
+            ftbudget_models::load_model(model).with_context(|| format!("--model {model}"))?;
+        let notes = loaded.notes.iter().map(|n| format!("note: {n}")).collect();
+        return Ok((loaded.shape, notes));
     }
     let id = HubId::parse(model)?;
     let settings = HubSettings::from_env()?;
@@ -38,13 +40,20 @@ pub fn load(model: &str, exact_from_hub: bool) -> Result<(ModelShape, Vec<String
         .with_context(|| format!("--model {}: cannot read {}", id, config_path.display()))?;
     // The shape's name is the resolved id, so tables and JSON name it with its revision.
     let name = snapshot.id.to_string();
-    let config = ftbudget_models::from_config_json(&text, &name)
+    let read = ftbudget_models::config::read_config_json(&text, &name)
         .with_context(|| format!("--model {id}: config.json"))?;
+    let config = read
+        .spec
+        .build()
+        .with_context(|| format!("--model {id}: config.json"))?;
+    let mut lines = vec![resolved];
+    lines.extend(read.notes.iter().map(|n| format!("note: {n}")));
     if !exact_from_hub {
-        return Ok((config, vec![resolved]));
+        return Ok((config, lines));
     }
     let (shape, checkpoint) = from_checkpoint(&snapshot, &settings, config)?;
-    Ok((shape, vec![resolved, checkpoint]))
+    lines.push(checkpoint);
+    Ok((shape, lines))
 }
 
 /// The checkpoint's tensors counted exactly, with config.json's dimensions (but the layer count)
@@ -67,13 +76,19 @@ fn from_checkpoint(
         .with_context(|| format!("--model {id}: checkpoint"))?;
     let shape = ModelShape::from_parts(
         id.clone(),
-        config.family,
+        config.family.clone(),
         // The checkpoint's layer count goes with its modules' counts.
         ftbudget_core::shape::Dims {
             layers: checkpoint.dims.layers,
             ..config.dims
         },
-        (config.norm, config.attention, config.mlp, config.positions),
+        ftbudget_core::Architecture {
+            norm: config.norm,
+            attention: config.attention,
+            mlp: config.mlp,
+            positions: config.positions,
+            block: config.block,
+        },
         checkpoint.tied_embeddings,
         checkpoint.modules,
         checkpoint.params,

@@ -42,8 +42,13 @@ pub struct EstimateArgs {
 }
 
 pub fn run(args: EstimateArgs) -> Result<()> {
-    let settings = args.memory.settings()?;
-    let model = crate::args::load_model(&args.model, args.exact_from_hub, settings.workload.seq)?;
+    let mut settings = args.memory.settings()?;
+    let model = crate::args::load_model(
+        &args.model,
+        args.exact_from_hub,
+        &mut settings,
+        args.memory.seq.is_some(),
+    )?;
     let registry = ftbudget_roster::registry()?;
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
     let regimes = specs

@@ -51,9 +51,14 @@ struct FitReport {
 }
 
 pub fn run(args: FitArgs) -> Result<()> {
-    let settings = args.memory.settings()?;
+    let mut settings = args.memory.settings()?;
     let gpu = parse_gpu(&args.gpu)?;
-    let model = crate::args::load_model(&args.model, args.exact_from_hub, settings.workload.seq)?;
+    let model = crate::args::load_model(
+        &args.model,
+        args.exact_from_hub,
+        &mut settings,
+        args.memory.seq.is_some(),
+    )?;
     let registry = ftbudget_roster::registry()?;
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_FIT_REGIMES);
     let query = FitQuery {

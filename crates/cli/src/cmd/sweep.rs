@@ -4,7 +4,7 @@
 //! runs longer than a second and stderr is a terminal.
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use ftbudget_core::RegimeSpec;
 use ftbudget_report::csv_field;
@@ -161,8 +161,10 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
                     args.model
                 );
             }
-            let shape = ftbudget_models::load(&args.model)
-                .with_context(|| format!("--model {}", args.model))?;
+            let (shape, notes) = crate::model_source::load(&args.model, false)?;
+            for line in notes {
+                eprintln!("{line}");
+            }
             batches = axis("--batch", &args.batches, settings.workload.batch, MAX_BATCH)?;
             seqs = axis("--seq", &args.seqs, settings.workload.seq, MAX_SEQ)?;
             vec![ScaledShape {
