@@ -210,7 +210,7 @@ def add_multimodal():
         text_config=dict(tiny(num_hidden_layers=2, head_dim=16, sliding_window=16, query_pre_attn_scalar=16,
                               vocab_size=300)),
         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=28, patch_size=14),
+                           image_size=28, patch_size=14, vision_use_head=False),
         mm_tokens_per_image=4, image_token_index=299, boi_token_index=297, eoi_token_index=298, **NO_TOKENS))
     FAMILIES["mistral3-mm-tiny"] = dict(type="mistral3", mm=True, full=True, targets="mistral", kw=dict(
         text_config=dict(tiny(head_dim=16, model_type="mistral", sliding_window=None)),
@@ -443,6 +443,8 @@ def main():
     parser.add_argument("--only", help="comma-separated model names")
     parser.add_argument("--inventory", action="store_true", help="write the tiny models' inventories")
     parser.add_argument("--no-counts", action="store_true")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only: replace those models' records in families_counts.json")
     parser.add_argument("--published", action="store_true", help="write families_published.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -467,7 +469,26 @@ def main():
             for part in parts:
                 records += count_records(name, entry, config, part)
         print(f"{name}: {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    if not args.no_counts:
+    if not args.no_counts and args.only and args.merge:
+        path = os.path.join(args.out, "families_counts.json")
+        with open(path) as f:
+            old = json.load(f)["records"]
+        fresh = {}
+        for r in records:
+            fresh.setdefault(r["model"], []).append(r)
+        merged, done = [], set()
+        for r in old:
+            if r["model"] in fresh:
+                if r["model"] not in done:
+                    merged += fresh[r["model"]]
+                    done.add(r["model"])
+            else:
+                merged.append(r)
+        merged += [r for m, rs in fresh.items() if m not in done for r in rs]
+        with open(path, "w") as f:
+            json.dump({"versions": versions(), "records": merged}, f, indent=0)
+            f.write("\n")
+    elif not args.no_counts:
         path = os.path.join(args.out, "families_counts.json" if not args.only else "families_counts.partial.json")
         with open(path, "w") as f:
             json.dump({"versions": versions(), "records": records}, f, indent=0)
