@@ -52,8 +52,11 @@ NOMATCH = ("nomatch", "nonexistent_proj", ["nonexistent_proj"], {})
 
 def std_targets(attn=LLAMA_ATTN, mlp=LLAMA_MLP, qv=("q_proj", "v_proj"), extra=()):
     qv = list(qv)
+    # some names match, one does not: peft accepts the list
+    partial = ("partial", "+".join(qv + ["nonexistent_proj"]), qv + ["nonexistent_proj"], {})
     return [("qv", "+".join(qv), qv, {}), ("attn", "+".join(attn), list(attn), {}),
-            ("mlp", "+".join(mlp), list(mlp), {}), ("all-linear", "all-linear", "all-linear", {})] + list(extra) + [NOMATCH]
+            ("mlp", "+".join(mlp), list(mlp), {}), ("all-linear", "all-linear", "all-linear", {})] + list(extra) + [
+                partial, NOMATCH]
 
 
 def tp(label, modules, params):
