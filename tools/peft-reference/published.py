@@ -138,7 +138,7 @@ PUBLISHED_FAMILIES = {
         vision_config=dict(model_type="pixtral", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                            num_attention_heads=16, head_dim=64, image_size=1540, patch_size=14),
         spatial_merge_size=2, image_token_index=10, multimodal_projector_bias=False, projector_hidden_act="gelu",
-        vision_feature_layer=-1)),
+        vision_feature_layer=-1, tie_word_embeddings=False)),
     "llava-1.5-7b": dict(type="llava", mm=True, full=False, targets="llama", kw=dict(
         text_config=dict(model_type="llama", vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                          num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, **NOT_TIED),
@@ -179,6 +179,37 @@ CARDS = {
 }
 
 
+# Further presets of the counts file, with their card and the card's figure.
+CARDS.update({
+    "qwen1.5-moe-a2.7b": (HF + "Qwen/Qwen1.5-MoE-A2.7B", "14.3B total, 2.7B activated", None, "card"),
+    "granite-3.1-3b-a800m": (HF + "ibm-granite/granite-3.1-3b-a800m-base", "3B (800M active)", None, "card"),
+    "glm-4-9b-0414": (HF + "THUDM/GLM-4-9B-0414", "9B", None, "card title"),
+    "command-r-v01": (HF + "CohereForAI/c4ai-command-r-v01", "35 billion parameters", None, "card"),
+    "command-r7b-12-2024": (HF + "CohereForAI/c4ai-command-r7b-12-2024", "7 billion parameters (Hub page: 8.03B)", None, "card"),
+    "pythia-1b": (HF + "EleutherAI/pythia-1b", "1B (1,011,781,632 total in the Pythia table)", None, "card"),
+    "starcoder2-3b": (HF + "bigcode/starcoder2-3b", "3B", None, "card"),
+    "stablelm-2-1.6b": (HF + "stabilityai/stablelm-2-1_6b", "1.6 billion parameters", None, "card"),
+    "ministral-8b-2410": (HF + "mistralai/Ministral-8B-Instruct-2410", "8,019,808,256 parameters", 8019808256, "card"),
+    "exaone-3.5-7.8b": (HF + "LGAI-EXAONE/EXAONE-3.5-7.8B-Instruct", "7.82B (6.98B without embeddings)", None, "card"),
+    "ernie-4.5-0.3b": (HF + "baidu/ERNIE-4.5-0.3B-PT", "0.36B", None, "card"),
+    "mistral-small-3.1-24b": (HF + "mistralai/Mistral-Small-3.1-24B-Base-2503", "24B", None, "card"),
+    "llava-1.5-7b": (HF + "llava-hf/llava-1.5-7b-hf", "7B (Hub page: 7.06B)", None, "card"),
+})
+
+# The Hub's safetensors total (every tensor of the checkpoint), as quoted by public documents found
+# with the code search (safetensors metadata tables, load logs): a second, exact figure. It counts
+# what the checkpoint stores: Falcon-7B's tied lm_head twice, DeepSeek-V3's MTP layer (not here).
+HUB_TOTALS = {
+    "qwen3-0.6b": 596049920, "qwen3-4b": 4022468096, "qwen3-8b": 8190735360, "qwen3-14b": 14768307200,
+    "qwen3-32b": 32762123264, "gemma-2-9b": 9241705984, "gemma-3-1b": 999885952, "gemma-3-4b": 4300079472,
+    "gemma-3-12b": 12187325040, "gemma-3-27b": 27432406640, "gpt-oss-20b": 20914757184,
+    "gpt-oss-120b": 116829156672, "olmo-2-7b": 7298617344, "olmo-2-13b": 13716198400, "smollm3-3b": 3075098624,
+    "llama-3.2-1b": 1235814400, "llama-3.2-3b": 3212749824, "phi-2": 2779683840, "falcon-7b": 7217189760,
+    "granite-3.1-8b": 8170848256, "pythia-1b": 1011781632, "stablelm-2-1.6b": 1644515328,
+    "ministral-8b-2410": 8019808256, "mistral-small-3.1-24b": 24011361280,
+}
+
+
 def write(path, build, make_config, versions):
     """One record per preset of CARDS: `num_parameters()` of the meta build (language model and
     full model for multimodal configs) next to the card's figure."""
@@ -195,6 +226,9 @@ def write(path, build, make_config, versions):
             rec["num_parameters"] = build(config, "causal").num_parameters()
         if exact is not None:
             rec["matches_exact"] = rec["num_parameters"] == exact
+        if name in HUB_TOTALS:
+            rec["hub_safetensors_total"] = HUB_TOTALS[name]
+            rec["matches_hub"] = rec["num_parameters"] == HUB_TOTALS[name]
         out.append(rec)
         print(name, rec["num_parameters"], figure, flush=True)
     with open(path, "w") as f:
