@@ -70,7 +70,7 @@ TARGETS = {
     "llama": LLAMA_T,
     "qwen3": LLAMA_T, "olmo2": LLAMA_T, "granite": LLAMA_T, "smollm3": LLAMA_T, "cohere": LLAMA_T,
     "cohere2": LLAMA_T, "stablelm": LLAMA_T, "ministral": LLAMA_T, "exaone": LLAMA_T, "ernie4_5": LLAMA_T,
-    "mistral": LLAMA_T, "gemma2": LLAMA_T, "gemma3_text": LLAMA_T,
+    "mistral": LLAMA_T, "gemma2": LLAMA_T, "gemma3_text": LLAMA_T, "exaone4": LLAMA_T, "ministral3": LLAMA_T,
     "qwen3_moe": std_targets(extra=[
         ("gate", "gate", ["gate"], {}),
         ("gate_proj+up_proj", "gate_proj+up_proj", ["gate_proj", "up_proj"], {}),
@@ -110,6 +110,7 @@ TARGETS = {
            ["block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.experts.down_proj"]),
     ]),
     "glm4": std_targets(mlp=["gate_up_proj", "down_proj"]),
+    "glm": std_targets(mlp=["gate_up_proj", "down_proj"]),
     "phi": std_targets(attn=["q_proj", "k_proj", "v_proj", "dense"], mlp=["fc1", "fc2"]),
     "falcon": std_targets(attn=["query_key_value", "dense"], mlp=["dense_h_to_4h", "dense_4h_to_h"],
                           qv=("query_key_value",)),
@@ -204,6 +205,12 @@ FAMILIES = {
     "ministral-tiny": dict(type="ministral", kw=tiny(head_dim=16, sliding_window=16), full=True),
     "exaone-tiny": dict(type="exaone", kw=tiny(head_dim=16, tie_word_embeddings=True), full=True),
     "ernie4_5-tiny": dict(type="ernie4_5", kw=tiny(head_dim=16, use_bias=True), full=True),
+    # neighbours of the list: EXAONE 4 (q/k norm, post-norms only, hybrid attention),
+    # Ministral 3 (the text tower of Ministral-3 2512), GLM (GLM-4 before 0414: fused gate_up_proj)
+    "exaone4-tiny": dict(type="exaone4", kw=tiny(num_hidden_layers=4, head_dim=16, sliding_window=16,
+                                                 sliding_window_pattern=4), full=True),
+    "ministral3-tiny": dict(type="ministral3", kw=tiny(head_dim=16), full=True),
+    "glm-tiny": dict(type="glm", kw=tiny(head_dim=16, partial_rotary_factor=0.5), full=True),
 }
 
 
