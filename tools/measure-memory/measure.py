@@ -14,7 +14,7 @@ import torch.utils.checkpoint
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 import transformers
-from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig,
+from transformers import (AutoConfig, AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig,
                           Qwen2Config)
 
 CONFIGS = {"gpt2": GPT2Config, "llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}
@@ -36,13 +36,43 @@ MODELS = {
     "qwen2-h64-l2-tied": ("qwen2", dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2,
                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=1536,
                                         max_position_embeddings=128, tie_word_embeddings=True)),
+    # issue 9's families (fixtures/memory/measured_memory_families.json); the family is the
+    # model_type, built with AutoConfig.for_model
+    "qwen3-h64-l2-qknorm": ("qwen3", dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, head_dim=32, vocab_size=512, max_position_embeddings=128,
+                                          tie_word_embeddings=False)),
+    "qwen3_moe-h64-l3-e4": ("qwen3_moe", dict(hidden_size=64, intermediate_size=192, moe_intermediate_size=48,
+                                              num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                              num_experts=4, num_experts_per_tok=2, mlp_only_layers=[1], norm_topk_prob=True,
+                                              vocab_size=512, max_position_embeddings=128, tie_word_embeddings=False)),
+    "gemma3_text-h64-l3": ("gemma3_text", dict(hidden_size=64, intermediate_size=192, num_hidden_layers=3, num_attention_heads=4,
+                                               num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=16,
+                                               layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                                               vocab_size=512, max_position_embeddings=128)),
+    "gpt_oss-h64-l2-e4": ("gpt_oss", dict(hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                          num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                                          sliding_window=16, vocab_size=512, max_position_embeddings=128)),
+    "deepseek_v3-h64-l3-mla": ("deepseek_v3", dict(hidden_size=64, intermediate_size=192, moe_intermediate_size=48,
+                                                   num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                                                   first_k_dense_replace=1, n_routed_experts=4, n_shared_experts=1,
+                                                   num_experts_per_tok=2, n_group=2, topk_group=1, q_lora_rank=32,
+                                                   kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                                                   vocab_size=512, max_position_embeddings=128, tie_word_embeddings=False)),
+    "olmo2-h64-l2": ("olmo2", dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=512, max_position_embeddings=128,
+                                   tie_word_embeddings=False)),
+    "phi-h64-l2-partial": ("phi", dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                                       num_key_value_heads=4, partial_rotary_factor=0.5, vocab_size=512,
+                                       max_position_embeddings=128, tie_word_embeddings=False)),
+    "falcon-h64-l2-mq-parallel": ("falcon", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=512,
+                                                 max_position_embeddings=128, multi_query=True, parallel_attn=True)),
 }
 DROPOUT_KEYS = ["resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "summary_first_dropout"]
 
 
 def build(name, attn, dropout=0.0):
     family, kwargs = MODELS[name]
-    cfg = CONFIGS[family](**kwargs)
+    cfg = CONFIGS[family](**kwargs) if family in CONFIGS else AutoConfig.for_model(family, **kwargs)
     for k in DROPOUT_KEYS:
         if hasattr(cfg, k):
             setattr(cfg, k, dropout)
@@ -177,7 +207,7 @@ def step_record(name, regime, batch, seq, dtype_mode, attn, family, cfg, model, 
             "num_key_value_heads": getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
             "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
             "intermediate_size": (getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
-                                  or 4 * cfg.hidden_size),
+                                  or getattr(cfg, "ffn_hidden_size", None) or 4 * cfg.hidden_size),
             "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_position_embeddings,
             "tie_word_embeddings": bool(cfg.tie_word_embeddings), "config_kwargs": MODELS[name][1],
         },
@@ -451,6 +481,21 @@ def measure_tracked(name, regime, batch, seq, dtype_mode, attn, checkpointing, d
                        trainable, opt, activations, logits, loss, suffix, extra)
 
 
+def supports_sdpa(name):
+    """Does transformers build this model with sdpa? (gpt_oss refuses it: its attention sinks
+    need the eager path.)"""
+    family, kwargs = MODELS[name]
+    cfg = CONFIGS[family](**kwargs) if family in CONFIGS else AutoConfig.for_model(family, **kwargs)
+    with torch.device("meta"):
+        try:
+            AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+        except ValueError as e:
+            if "scaled_dot_product_attention" in str(e):
+                return False
+            raise
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -476,13 +521,24 @@ def main():
                         b, s = map(int, bs.split("x"))
                         for ckpt in args.checkpointing:
                             for p in args.dropout:
-                                if args.lifetimes or ckpt == "on" or p > 0:
-                                    records.append(measure_tracked(m, reg, b, s, dm, attn, ckpt == "on", p))
-                                    print(records[-1]["id"], records[-1]["activations"]["peak"]["saved_bytes_excl_weight_casts"],
-                                          flush=True)
-                                else:
-                                    records.append(measure(m, reg, b, s, dm, attn))
-                                    print(records[-1]["id"], records[-1]["activations"]["activation_bytes_dedup"],
+                                if attn == "sdpa" and not supports_sdpa(m):
+                                    print(f"{m}|{reg}|b{b}s{s}|{dm}|sdpa skipped: no sdpa in transformers "
+                                          f"{transformers.__version__}", flush=True)
+                                    continue
+                                try:
+                                    if args.lifetimes or ckpt == "on" or p > 0:
+                                        records.append(measure_tracked(m, reg, b, s, dm, attn, ckpt == "on", p))
+                                        print(records[-1]["id"],
+                                              records[-1]["activations"]["peak"]["saved_bytes_excl_weight_casts"], flush=True)
+                                    else:
+                                        records.append(measure(m, reg, b, s, dm, attn))
+                                        print(records[-1]["id"], records[-1]["activations"]["activation_bytes_dedup"],
+                                              flush=True)
+                                except ValueError as e:
+                                    if "ParamWrapper" not in str(e):
+                                        raise
+                                    # peft refuses DoRA on fused experts (all-linear on MoE models)
+                                    print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
                                           flush=True)
     with open(args.out, "w") as f:
         json.dump(records, f, indent=1)
