@@ -12,7 +12,9 @@ pub enum ShapeError {
     Inconsistent { field: &'static str, reason: String },
     #[error("{field}: size overflows (the product of the dimensions is too large to count)")]
     Overflow { field: &'static str },
-    #[error("unknown target module `{name}`; the model has: {available}")]
+    #[error(
+        "unknown target module `{name}` (peft: target modules not found in the base model); the model has: {available}"
+    )]
     UnknownTarget { name: String, available: String },
     #[error("targets: no module matched `{spec}`")]
     NoTargets { spec: String },

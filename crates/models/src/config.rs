@@ -79,9 +79,15 @@ impl Fields<'_> {
         }
     }
 
-    /// A number in `[0, 1]` (a fraction such as `partial_rotary_factor`).
+    /// A number in `[0, 1]` (a fraction such as `partial_rotary_factor`); transformers 5 may
+    /// keep rotary settings inside `rope_parameters`.
     pub fn fraction(&self, key: &str, default: f64) -> Result<f64, ModelError> {
-        match self.map.get(key) {
+        let nested = self
+            .map
+            .get("rope_parameters")
+            .and_then(|r| r.as_object())
+            .and_then(|r| r.get(key));
+        match self.map.get(key).filter(|v| !v.is_null()).or(nested) {
             None | Some(Value::Null) => Ok(default),
             Some(v) => match v.as_f64() {
                 Some(x) if (0.0..=1.0).contains(&x) => Ok(x),

@@ -16,6 +16,7 @@ struct Outcome {
     refused: usize,
     models: BTreeSet<String>,
     families: BTreeSet<String>,
+    skipped_target_parameters: usize,
 }
 
 fn check_file(file: &str, configs: &str) -> Outcome {
@@ -27,21 +28,44 @@ fn check_file(file: &str, configs: &str) -> Outcome {
         refused: 0,
         models: BTreeSet::new(),
         families: BTreeSet::new(),
+        skipped_target_parameters: 0,
     };
     let mut failures = Vec::new();
     for record in doc["records"].as_array().unwrap() {
+        // Multimodal records of the whole model (vision tower included) are not what a
+        // config.json is read as (its language model, `part: lm`).
+        if record["part"].as_str() == Some("full") {
+            continue;
+        }
+        // peft's explicit `target_parameters` (expert parameters of models peft does not
+        // convert) has no regime option yet: counted apart so the gap stays visible.
+        if record["regime"]
+            .as_str()
+            .is_some_and(|r| r.contains("target_parameters="))
+        {
+            out.skipped_target_parameters += 1;
+            continue;
+        }
         let id = record["id"].as_str().unwrap();
         let model_name = record["model"].as_str().unwrap();
         let config = fixtures().join(configs).join(format!("{model_name}.json"));
-        let model =
-            ftbudget_models::load(config.to_str().unwrap()).unwrap_or_else(|e| panic!("{id}: {e}"));
+        let model = match ftbudget_models::load(config.to_str().unwrap()) {
+            Ok(model) => model,
+            Err(e) => {
+                failures.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
         out.models.insert(model_name.to_string());
         out.families.insert(model.family.name().to_string());
-        assert_eq!(
-            model.total_params(),
-            record["base_params"].as_u64().unwrap(),
-            "{id}: base params"
-        );
+        let want_base = record["base_params"].as_u64().unwrap();
+        if model.total_params() != want_base {
+            failures.push(format!(
+                "{id}: base params {}, peft {want_base}",
+                model.total_params()
+            ));
+            continue;
+        }
         let plan = registry
             .build(record["regime"].as_str().unwrap())
             .map_err(|e| e.to_string())
@@ -94,4 +118,44 @@ fn shared_records_match_peft_exactly() {
     let out = check_file("shared_counts.json", "shared-configs");
     assert_eq!(out.checked, 191);
     assert_eq!(out.models.len(), 9);
+}
+
+/// Every family of issue 9 (tiny models with each family's options, and published sizes), peft
+/// 0.21.2 on transformers 5.24 (`tools/peft-reference/families.py`). Multimodal configs are read
+/// as their language model and compared with peft on that part.
+#[test]
+fn family_records_match_peft_exactly() {
+    let out = check_file("families_counts.json", "families-configs");
+    eprintln!("checked {} refused {}", out.checked, out.refused);
+    // The explicit `target_parameters` records (gpt-oss, granitemoe, qwen3_moe) wait for the
+    // option; no other record is left out.
+    assert_eq!(out.skipped_target_parameters, 24);
+    assert!(out.checked >= 1000, "only {} records checked", out.checked);
+    assert!(out.refused >= 100, "only {} refusals checked", out.refused);
+    for family in [
+        "qwen3",
+        "qwen3_moe",
+        "qwen2_moe",
+        "gemma2",
+        "gemma3_text",
+        "gpt_oss",
+        "deepseek_v3",
+        "olmo2",
+        "granite",
+        "granitemoe",
+        "smollm3",
+        "glm4",
+        "cohere",
+        "cohere2",
+        "phi",
+        "falcon",
+        "gpt_neox",
+        "starcoder2",
+        "stablelm",
+        "ministral",
+        "exaone4",
+        "ernie4_5",
+    ] {
+        assert!(out.families.contains(family), "no {family} record");
+    }
 }

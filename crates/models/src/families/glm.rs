@@ -41,3 +41,18 @@ pub const GLM4: FamilyReader = FamilyReader {
         Ok(spec)
     },
 };
+
+/// GLM-4 before the 0414 release (`glm`): GLM-4's modules with two norms per block.
+pub const GLM: FamilyReader = FamilyReader {
+    model_types: &["glm"],
+    read: |f, name, family| {
+        let mut spec = (GLM4.read)(f, name, family)?;
+        spec.block = BlockSpec {
+            norms: 2,
+            norm_placement: NormPlacement::Pre,
+            ..spec.block
+        };
+        spec.names = Naming::LLAMA;
+        Ok(spec)
+    },
+};

@@ -33,7 +33,7 @@ const MISTRAL_DEFAULTS: Defaults = Defaults {
 };
 
 pub const MISTRAL: FamilyReader = FamilyReader {
-    model_types: &["mistral", "ministral"],
+    model_types: &["mistral", "ministral", "ministral3"],
     read: |f, name, family| decoder(f, name, family, &MISTRAL_DEFAULTS),
 };
 

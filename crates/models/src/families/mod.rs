@@ -55,6 +55,7 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &deepseek::DEEPSEEK,
     &olmo::OLMO2,
     &glm::GLM4,
+    &glm::GLM,
     &cohere::COHERE,
     &falcon::FALCON,
     &gpt_neox::GPT_NEOX,

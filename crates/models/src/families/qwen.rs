@@ -64,7 +64,12 @@ pub fn qwen_experts(
     shared: Option<SharedExperts>,
     peft_targets: Option<ExpertTargets>,
 ) -> Result<MlpLayout, ModelError> {
-    let experts = f.positive("num_experts", Some(128))?;
+    // transformers 5 writes `num_local_experts`; older configs `num_experts`.
+    let experts = if f.has("num_local_experts") {
+        f.positive("num_local_experts", None)?
+    } else {
+        f.positive("num_experts", Some(128))?
+    };
     Ok(MlpLayout::Experts(ExpertsSpec {
         experts,
         top_k: f.positive("num_experts_per_tok", Some(8))?,
