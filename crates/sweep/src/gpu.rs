@@ -85,15 +85,7 @@ pub const H200: GpuPreset = GpuPreset {
 };
 
 /// Every preset `--gpu` accepts by name.
-pub const GPU_PRESETS: &[GpuPreset] = &[
-    RTX_3090,
-    RTX_4090,
-    L4,
-    A100_40G,
-    A100_80G,
-    H100_80G,
-    H200,
-];
+pub const GPU_PRESETS: &[GpuPreset] = &[RTX_3090, RTX_4090, L4, A100_40G, A100_80G, H100_80G, H200];
 
 /// A GPU's memory: a preset's name or the size as written.
 #[derive(Debug, Clone, PartialEq, Eq)]

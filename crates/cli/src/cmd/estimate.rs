@@ -1,5 +1,5 @@
 use crate::args::MemoryArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ftbudget_report::{TableStyle, compare, render_csv, render_json, render_table};
 
@@ -36,6 +36,18 @@ pub struct EstimateArgs {
     pub memory: MemoryArgs,
 }
 
+/// Build `spec` and plan it on `model`, so that a regime the model cannot take is an error that
+/// names its `--regime`.
+fn checked_regime(
+    registry: &ftbudget_core::Registry,
+    model: &ftbudget_core::ModelShape,
+    spec: &str,
+) -> Result<Box<dyn ftbudget_core::Regime>> {
+    let regime = registry.build(spec)?;
+    regime.plan(model)?;
+    Ok(regime)
+}
+
 pub fn run(args: EstimateArgs) -> Result<()> {
     let settings = args.memory.settings()?;
     let model = crate::args::load_model(&args.model, settings.workload.seq)?;
@@ -43,8 +55,8 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
     let regimes = specs
         .iter()
-        .map(|s| registry.build(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|s| checked_regime(&registry, &model, s).with_context(|| format!("--regime {s}")))
+        .collect::<Result<Vec<_>>>()?;
     let cmp = compare(&model, &regimes, &settings)?;
     let baseline = cmp.rows[0].label.clone();
     let out = match args.format {

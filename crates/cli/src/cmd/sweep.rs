@@ -101,8 +101,9 @@ fn axis(flag: &'static str, text: &Option<String>, default: u64, max: u64) -> Re
 pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     let settings = args.memory.settings()?;
     let registry = ftbudget_roster::registry()?;
-    let spec: RegimeSpec = args.regime.parse()?;
-    let registration = registry.get(&spec.name)?;
+    let regime_flag = || format!("--regime {}", args.regime);
+    let spec: RegimeSpec = args.regime.parse().with_context(regime_flag)?;
+    let registration = registry.get(&spec.name).with_context(regime_flag)?;
     let rank_option = registration.options.iter().find(|o| o.key == "r");
     let given_rank = spec.options.iter().find(|(k, _)| k == "r");
     let ranks: Vec<Option<u64>> = match (&args.ranks, rank_option) {
@@ -176,12 +177,14 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
         .iter()
         .map(|&rank| {
             let text = match rank {
-                Some(r) if args.ranks.is_some() => spec_with_rank(&args.regime, r)?,
+                Some(r) if args.ranks.is_some() => {
+                    spec_with_rank(&args.regime, r).with_context(regime_flag)?
+                }
                 _ => args.regime.clone(),
             };
             Ok(RegimePoint {
                 rank,
-                regime: registry.build(&text)?,
+                regime: registry.build(&text).with_context(regime_flag)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -191,7 +194,7 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     for s in &shapes {
         s.shape.check_seq("--seq", longest)?;
         for r in &regimes {
-            r.regime.plan(&s.shape)?;
+            r.regime.plan(&s.shape).with_context(regime_flag)?;
         }
     }
     Ok(Grid::new(shapes, regimes, batches, seqs, settings)?)
