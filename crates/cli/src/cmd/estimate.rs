@@ -1,14 +1,18 @@
 use crate::args::MemoryArgs;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ftbudget_report::{TableStyle, compare, render_csv, render_json, render_table};
+use ftbudget_report::export::RowFormat;
+use ftbudget_report::{TableStyle, compare, render_json, render_rows, render_table};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
     Table,
     Markdown,
     Json,
+    /// One row per regime, the columns `ftbudget sweep` writes
     Csv,
+    /// The CSV columns as one JSON object per line
+    Jsonl,
 }
 
 /// The seed lab's six regimes, the default comparison.
@@ -63,7 +67,8 @@ pub fn run(args: EstimateArgs) -> Result<()> {
         Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
         Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
         Format::Json => render_json(&cmp),
-        Format::Csv => render_csv(&cmp),
+        Format::Csv => render_rows(&cmp, settings.workload, RowFormat::Csv)?,
+        Format::Jsonl => render_rows(&cmp, settings.workload, RowFormat::Jsonl)?,
     };
     crate::output::emit(&out)
 }
