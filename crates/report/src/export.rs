@@ -72,7 +72,8 @@ pub struct RowRecord<'a> {
     pub rank: Option<u64>,
     pub batch: u64,
     pub seq: u64,
-    /// Data-parallel GPUs; every byte figure but the last is per GPU.
+    /// Data-parallel GPUs; every byte figure is per GPU (the total over all of them is
+    /// `total_bytes x gpus`).
     pub gpus: u64,
     pub base_params: u64,
     pub trainable_params: u64,
@@ -86,7 +87,6 @@ pub struct RowRecord<'a> {
     pub activations_bytes: u64,
     pub weight_casts_bytes: u64,
     pub total_bytes: u64,
-    pub total_all_gpus_bytes: u64,
 }
 
 impl<'a> RowRecord<'a> {
@@ -126,7 +126,6 @@ impl<'a> RowRecord<'a> {
             activations_bytes: memory.activations,
             weight_casts_bytes: memory.weight_casts,
             total_bytes: memory.total,
-            total_all_gpus_bytes: memory.total_all_gpus,
         }
     }
 }

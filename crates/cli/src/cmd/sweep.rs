@@ -4,10 +4,10 @@
 //! runs longer than a second and stderr is a terminal.
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
+use crate::output::{Stdout, Stop};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ftbudget_core::RegimeSpec;
-use crate::output::{Stdout, Stop};
 use ftbudget_core::Workload;
 use ftbudget_report::export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
 use ftbudget_report::{ModelSummary, ReportError};
@@ -215,7 +215,13 @@ impl Columns {
                 batch: row.batch,
                 seq: row.seq,
             };
-            RowRecord::new(model, &self.regimes[row.regime], workload, params, &e.memory)
+            RowRecord::new(
+                model,
+                &self.regimes[row.regime],
+                workload,
+                params,
+                &e.memory,
+            )
         });
         write_rows(format, header, records, &mut out)?;
         Ok(out)
