@@ -1,6 +1,6 @@
 //! Flags shared by every subcommand that estimates memory, resolved into [`MemorySettings`].
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_core::{
     ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision,
@@ -61,10 +61,9 @@ pub struct MemoryArgs {
     pub zero: u8,
 }
 
-/// Limits that keep every byte count exact; far above any real workload.
-pub const MAX_BATCH: u64 = 1 << 24;
-pub const MAX_SEQ: u64 = 1 << 24;
-pub const MAX_GPUS: u64 = 1 << 20;
+/// Limits that keep every byte count exact (the core's, so the CLI and experiments agree).
+pub const MAX_BATCH: u64 = MemorySettings::MAX_BATCH;
+pub const MAX_SEQ: u64 = MemorySettings::MAX_SEQ;
 
 impl MemoryArgs {
     pub fn settings(&self) -> Result<MemorySettings> {
@@ -93,11 +92,8 @@ impl MemoryArgs {
         if let Some(c) = self.checkpointing {
             s.activations.checkpointing = c;
         }
-        if let Some(p) = self.dropout {
-            if !(0.0..1.0).contains(&p) {
-                bail!("--dropout: {p} is not a probability in [0, 1)");
-            }
-            s.activations.dropout = Some(p);
+        if self.dropout.is_some() {
+            s.activations.dropout = self.dropout;
         }
         if let Some(b) = self.batch {
             s.workload.batch = b;
@@ -105,25 +101,13 @@ impl MemoryArgs {
         if let Some(q) = self.seq {
             s.workload.seq = q;
         }
-        check_range("--batch", s.workload.batch, MAX_BATCH)?;
-        check_range("--seq", s.workload.seq, MAX_SEQ)?;
-        check_range("--gpus", self.gpus, MAX_GPUS)?;
-        if self.zero > 3 {
-            bail!("--zero: {} is not a ZeRO stage (0, 1, 2 or 3)", self.zero);
-        }
         s.sharding = Sharding {
             gpus: self.gpus,
             zero_stage: self.zero,
         };
+        s.validate()?;
         Ok(s)
     }
-}
-
-pub fn check_range(flag: &str, value: u64, max: u64) -> Result<()> {
-    if value == 0 || value > max {
-        bail!("{flag}: {value} is out of range (1 to {max})");
-    }
-    Ok(())
 }
 
 /// `--model` as a preset, a path or a Hub id (see [`crate::model_source`]), checked against the

@@ -158,7 +158,16 @@ fn presets_lists_every_preset_with_its_total() {
     let out = ftbudget().arg("presets").output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 15, "{stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        ftbudget_models::presets::names().len(),
+        "{stdout}"
+    );
+    // Published totals (model cards; Qwen3-8B's num_parameters() equals the Hub's total).
+    assert!(
+        stdout.contains("qwen3-8b") && stdout.contains("8,190,735,360"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("mixtral-8x7b") && stdout.contains("46,702,792,704"),
         "{stdout}"

@@ -1,5 +1,6 @@
 //! Storage element types and their sizes.
 
+use crate::error::UnknownName;
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -44,7 +45,7 @@ impl fmt::Display for DType {
 }
 
 impl FromStr for DType {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "fp32" | "f32" | "float32" => Ok(DType::F32),
@@ -52,9 +53,11 @@ impl FromStr for DType {
             "bf16" | "bfloat16" => Ok(DType::BF16),
             "uint8" | "u8" => Ok(DType::U8),
             "int64" | "i64" => Ok(DType::I64),
-            other => Err(format!(
-                "unknown dtype `{other}` (expected fp32, bf16, fp16)"
-            )),
+            other => Err(UnknownName {
+                what: "dtype",
+                value: other.to_string(),
+                expected: "fp32, bf16, fp16".into(),
+            }),
         }
     }
 }

@@ -67,3 +67,45 @@ pub enum RegistryError {
     #[error(transparent)]
     Regime(#[from] RegimeError),
 }
+
+/// A name that is not one of a setting's values (`--precision fp8`, `bias=some`). Every `FromStr`
+/// of a named setting returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown {what} `{value}` (expected {expected})")]
+pub struct UnknownName {
+    /// What was being named: `precision`, `optimizer`, `dtype`, ...
+    pub what: &'static str,
+    pub value: String,
+    /// The accepted names, as a list for the message.
+    pub expected: String,
+}
+
+/// A `targets=` list that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TargetSpecError {
+    #[error("an empty target list")]
+    Empty,
+    #[error("`{list}` has an empty module name")]
+    EmptyName { list: String },
+}
+
+/// A memory setting outside the range that keeps every byte count exact and meaningful.
+/// `setting` is the CLI flag's name without `--`, which is also the key of an experiment's
+/// `[memory]` table, so each caller can name the field its user wrote.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("--{setting}: {problem}")]
+pub struct SettingsError {
+    pub setting: &'static str,
+    pub problem: SettingProblem,
+}
+
+/// What is wrong with one memory setting (the message without the setting's name).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SettingProblem {
+    #[error("{value} is out of range (1 to {max})")]
+    OutOfRange { value: u64, max: u64 },
+    #[error("{value} is not a probability in [0, 1)")]
+    NotAProbability { value: f64 },
+    #[error("{value} is not a ZeRO stage (0, 1, 2 or 3)")]
+    NotAZeroStage { value: u8 },
+}

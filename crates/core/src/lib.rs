@@ -19,7 +19,10 @@ pub mod spec;
 pub mod targets;
 
 pub use dtype::DType;
-pub use error::{CountError, RegimeError, RegistryError, ShapeError};
+pub use error::{
+    CountError, RegimeError, RegistryError, SettingProblem, SettingsError, ShapeError,
+    TargetSpecError, UnknownName,
+};
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
     MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,

@@ -1,6 +1,6 @@
 //! Which Linear modules an adapter attaches to, with peft's meaning of `target_modules`.
 
-use crate::error::ShapeError;
+use crate::error::{ShapeError, TargetSpecError};
 use crate::shape::{LinearModule, ModelShape, ModuleGroup};
 use std::fmt;
 use std::str::FromStr;
@@ -21,17 +21,19 @@ pub enum TargetSpec {
 }
 
 impl FromStr for TargetSpec {
-    type Err = String;
+    type Err = TargetSpecError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "all-linear" | "all" => Ok(TargetSpec::AllLinear),
             "attn" | "attention" => Ok(TargetSpec::Attention),
             "mlp" => Ok(TargetSpec::Mlp),
-            "" => Err("an empty target list".into()),
+            "" => Err(TargetSpecError::Empty),
             list => {
                 let names: Vec<String> = list.split('+').map(|n| n.trim().to_string()).collect();
                 if names.iter().any(String::is_empty) {
-                    return Err(format!("`{list}` has an empty module name"));
+                    return Err(TargetSpecError::EmptyName {
+                        list: list.to_string(),
+                    });
                 }
                 Ok(TargetSpec::Names(names))
             }

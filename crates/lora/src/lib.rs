@@ -7,7 +7,8 @@
 use ftbudget_core::{
     AdapterHost, AdapterSite, BaseTraining, BaseTreatment, CountError, ModelShape, OptionDoc,
     OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams, Regime, RegimeError,
-    RegimeRegistration, RegimeSpec, ShapeError, Storage, TargetSpec, TrainingPlan, names_select,
+    RegimeRegistration, RegimeSpec, ShapeError, Storage, TargetSpec, TrainingPlan, UnknownName,
+    names_select,
 };
 use std::str::FromStr;
 
@@ -28,13 +29,17 @@ pub enum BiasMode {
 }
 
 impl FromStr for BiasMode {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "none" => Ok(BiasMode::None),
             "all" => Ok(BiasMode::All),
             "lora_only" | "lora-only" => Ok(BiasMode::LoraOnly),
-            _ => Err(()),
+            other => Err(UnknownName {
+                what: "bias mode",
+                value: other.to_string(),
+                expected: "none, all or lora_only".into(),
+            }),
         }
     }
 }
@@ -102,9 +107,9 @@ impl LoraConfig {
         let rank = reader.positive("r", 8, MAX_RANK)?;
         let targets = match reader.raw("targets") {
             None => TargetSpec::AllLinear,
-            Some(v) => v
-                .parse()
-                .map_err(|e: String| reader.invalid("targets", v, &e))?,
+            Some(v) => v.parse().map_err(|e: ftbudget_core::TargetSpecError| {
+                reader.invalid("targets", v, &e.to_string())
+            })?,
         };
         let bias = reader.parse("bias", BiasMode::None, "none, all or lora_only")?;
         let modules_to_save = match reader.raw("modules_to_save") {

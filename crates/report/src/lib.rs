@@ -1,17 +1,21 @@
 //! Turning estimates into something a person reads: a [`Comparison`] of regimes on one model (the
-//! first regime is the baseline), rendered as a terminal table, Markdown, CSV or the stable JSON
-//! contract. Byte figures are exact integers in JSON and CSV and binary units (KiB/MiB/GiB,
-//! labelled) in tables. [`chart`] draws PNG charts with an embedded font (no system fonts, same
+//! first regime is the baseline), rendered as a terminal table, Markdown, the stable JSON contract
+//! (serde), or rows of the one schema [`export`] shares with sweeps (CSV through the `csv` crate,
+//! JSON lines through serde). Byte figures are exact integers in JSON and CSV and binary units
+//! (KiB/MiB/GiB, labelled) in tables. [`chart`] draws PNG charts with an embedded font (no system fonts, same
 //! bytes every run) and [`template`] fills `{{name}}` placeholders in report prose; `cargo xtask
 //! report` uses both to regenerate the experiments.
 
 pub mod chart;
+pub mod export;
 pub mod template;
 pub mod units;
 
 use comfy_table::{Cell, CellAlignment, Table, presets};
+use export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
 use ftbudget_core::{
-    CountError, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError, estimate_memory,
+    CountError, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError, Workload,
+    estimate_memory,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -24,6 +28,11 @@ pub enum ReportError {
     Count(#[from] CountError),
     #[error("at least one regime is needed")]
     NoRegimes,
+    // Output errors carry their cause in the message only (not also as `source()`).
+    #[error("writing CSV: {0}")]
+    Csv(csv::Error),
+    #[error("writing JSON: {0}")]
+    Json(serde_json::Error),
 }
 
 /// The model part of the JSON contract.
@@ -298,38 +307,31 @@ pub fn render_json(cmp: &Comparison) -> String {
     serde_json::to_string_pretty(cmp).expect("comparison serializes")
 }
 
-pub fn render_csv(cmp: &Comparison) -> String {
-    let mut out = String::from(
-        "regime,label,trainable_params,frozen_params,all_params,base_params,weights_bytes,gradients_bytes,optimizer_bytes,activations_bytes,weight_casts_bytes,total_bytes,ratio_vs_baseline\n",
-    );
-    for r in &cmp.rows {
-        let b = r.bytes;
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.6}\n",
-            csv_field(&r.regime),
-            csv_field(&r.label),
-            r.trainable_params,
-            r.frozen_params,
-            r.all_params,
-            r.base_params,
-            b.weights,
-            b.gradients,
-            b.optimizer,
-            b.activations,
-            b.weight_casts,
-            b.total,
-            r.ratio_vs_baseline
-        ));
-    }
-    out
-}
-
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// The comparison as rows of the schema shared with sweeps ([`export::RowRecord`]), one per
+/// regime, at `workload`.
+pub fn render_rows(
+    cmp: &Comparison,
+    workload: Workload,
+    format: RowFormat,
+) -> Result<String, ReportError> {
+    let regimes: Vec<RegimeColumns> = cmp
+        .rows
+        .iter()
+        .map(|r| RegimeColumns::new(r.regime.clone(), r.label.clone()))
+        .collect();
+    let records = cmp.rows.iter().zip(&regimes).map(|(row, regime)| {
+        let params = ParamCounts {
+            base: row.base_params,
+            trainable: row.trainable_params,
+            frozen: row.frozen_params,
+            all: row.all_params,
+        };
+        RowRecord::new(&cmp.model, regime, workload, params, &row.estimate)
+    });
+    let mut out = Vec::new();
+    write_rows(format, true, records, &mut out)?;
+    // Both writers emit UTF-8 from UTF-8 input, so nothing is replaced here.
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Errors of sweeps and fits: one line, naming the flag or field at fault.
 
-use ftbudget_core::{CountError, RegimeError, ShapeError};
+use ftbudget_core::{CountError, RegimeError, RegistryError, ShapeError};
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -20,14 +20,15 @@ pub enum SweepError {
     TooManyShapes { shapes: u128, limit: u64 },
     #[error("--gpu: {reason}")]
     Gpu { reason: String },
-    #[error("{context}: {source}")]
-    Shape {
-        context: String,
-        #[source]
-        source: ShapeError,
-    },
+    // The cause is part of the one-line message, so it is not also exposed as `source()`
+    // (which would make `{:#}` print it twice).
+    #[error("{context}: {cause}")]
+    Shape { context: String, cause: ShapeError },
     #[error(transparent)]
     Regime(#[from] RegimeError),
     #[error(transparent)]
     Count(#[from] CountError),
+    /// A regime the registry cannot build (an unknown name, a bad option).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }

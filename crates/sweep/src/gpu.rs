@@ -4,11 +4,11 @@
 //! `B` bytes; a bare number is bytes. Fractions are exact (`1.5TiB` = 1,649,267,441,664 bytes)
 //! and must come to a whole number of bytes.
 //!
-//! Presets use binary units. The "GB" on NVIDIA's data-center and GeForce spec sheets is the
-//! physical capacity of binary-sized memory chips: an A100 80GB reports 81,920 MiB total in
-//! `nvidia-smi`, an RTX 4090's 24 GB is twelve 16 Gbit GDDR6X chips (24 GiB). The H200's "141 GB"
-//! of HBM3e is taken the same way, as 141 GiB; the L4's 24 GB as 24 GiB. CUDA contexts and ECC
-//! take some of it at run time: the fit headroom is there to judge that margin.
+//! Presets are the total memory `nvidia-smi` reports for the device (`Memory-Usage` total, in
+//! MiB), not the marketing figure: an H100 80GB reports 81,559 MiB (79.65 GiB), an H200 "141 GB"
+//! 143,771 MiB, an L4 "24 GB" 23,034 MiB. That total is what CUDA can see; the CUDA context and
+//! the allocator's own reserve still take some of it at run time, which the fit headroom is there
+//! to judge. Each preset cites a public `nvidia-smi` printout of the device.
 
 use crate::error::SweepError;
 
@@ -16,50 +16,76 @@ use crate::error::SweepError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuPreset {
     pub name: &'static str,
-    pub bytes: u64,
+    /// The total `nvidia-smi` reports, in MiB.
+    pub nvidia_smi_mib: u64,
     /// The capacity as the vendor writes it.
     pub spec: &'static str,
 }
 
-const GIB: u64 = 1 << 30;
+impl GpuPreset {
+    /// The capacity in bytes (`nvidia_smi_mib` x 2^20).
+    pub const fn bytes(&self) -> u64 {
+        self.nvidia_smi_mib << 20
+    }
+}
 
-pub const GPU_PRESETS: &[GpuPreset] = &[
-    GpuPreset {
-        name: "rtx-3090",
-        bytes: 24 * GIB,
-        spec: "24 GB GDDR6X",
-    },
-    GpuPreset {
-        name: "rtx-4090",
-        bytes: 24 * GIB,
-        spec: "24 GB GDDR6X",
-    },
-    GpuPreset {
-        name: "l4",
-        bytes: 24 * GIB,
-        spec: "24 GB GDDR6",
-    },
-    GpuPreset {
-        name: "a100-40g",
-        bytes: 40 * GIB,
-        spec: "40 GB HBM2",
-    },
-    GpuPreset {
-        name: "a100-80g",
-        bytes: 80 * GIB,
-        spec: "80 GB HBM2e",
-    },
-    GpuPreset {
-        name: "h100-80g",
-        bytes: 80 * GIB,
-        spec: "80 GB HBM3",
-    },
-    GpuPreset {
-        name: "h200",
-        bytes: 141 * GIB,
-        spec: "141 GB HBM3e",
-    },
-];
+/// GeForce RTX 3090: 24,576 MiB, e.g. the `nvidia-smi` table in
+/// <https://github.com/noonghunna/club-3090/issues/1128> (`22598MiB / 24576MiB`).
+pub const RTX_3090: GpuPreset = GpuPreset {
+    name: "rtx-3090",
+    nvidia_smi_mib: 24_576,
+    spec: "24 GB GDDR6X",
+};
+
+/// GeForce RTX 4090: 24,564 MiB, e.g. the `nvidia-smi` table in
+/// <https://github.com/RLinf/RLinf/issues/255> (`507MiB / 24564MiB`).
+pub const RTX_4090: GpuPreset = GpuPreset {
+    name: "rtx-4090",
+    nvidia_smi_mib: 24_564,
+    spec: "24 GB GDDR6X",
+};
+
+/// L4: 23,034 MiB (<https://thundergolfer.com/blog/nvidia-gpu-memory-capacity>, the table of
+/// NVML totals; the same figures in <https://github.com/modal-labs/modal-client/pull/2797>).
+pub const L4: GpuPreset = GpuPreset {
+    name: "l4",
+    nvidia_smi_mib: 23_034,
+    spec: "24 GB GDDR6",
+};
+
+/// A100 40GB: 40,960 MiB (the same two sources as [`L4`]). Some A100 40GB systems report
+/// 40,536 MiB (<https://github.com/nanopool/phoenix-miner/issues/17>): give `--gpu 40536MiB`
+/// for those.
+pub const A100_40G: GpuPreset = GpuPreset {
+    name: "a100-40g",
+    nvidia_smi_mib: 40_960,
+    spec: "40 GB HBM2",
+};
+
+/// A100 80GB: 81,920 MiB (the same two sources as [`L4`]; also `34447MiB / 81920MiB` on an
+/// A800-SXM4-80GB in <https://github.com/dexmal/dexbotic/issues/41>).
+pub const A100_80G: GpuPreset = GpuPreset {
+    name: "a100-80g",
+    nvidia_smi_mib: 81_920,
+    spec: "80 GB HBM2e",
+};
+
+/// H100 80GB (HBM3): 81,559 MiB (the same two sources as [`L4`]).
+pub const H100_80G: GpuPreset = GpuPreset {
+    name: "h100-80g",
+    nvidia_smi_mib: 81_559,
+    spec: "80 GB HBM3",
+};
+
+/// H200: 143,771 MiB (<https://thundergolfer.com/blog/nvidia-gpu-memory-capacity>).
+pub const H200: GpuPreset = GpuPreset {
+    name: "h200",
+    nvidia_smi_mib: 143_771,
+    spec: "141 GB HBM3e",
+};
+
+/// Every preset `--gpu` accepts by name.
+pub const GPU_PRESETS: &[GpuPreset] = &[RTX_3090, RTX_4090, L4, A100_40G, A100_80G, H100_80G, H200];
 
 /// A GPU's memory: a preset's name or the size as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +162,7 @@ pub fn parse_gpu(text: &str) -> Result<GpuMemory, SweepError> {
     if let Some(p) = GPU_PRESETS.iter().find(|p| p.name.eq_ignore_ascii_case(t)) {
         return Ok(GpuMemory {
             name: p.name.to_string(),
-            bytes: p.bytes,
+            bytes: p.bytes(),
         });
     }
     Ok(GpuMemory {
@@ -161,11 +187,24 @@ mod tests {
     }
 
     #[test]
-    fn presets_carry_their_sizes() {
-        assert_eq!(parse_gpu("rtx-4090").unwrap().bytes, 25_769_803_776);
-        assert_eq!(parse_gpu("A100-80G").unwrap().bytes, 85_899_345_920);
-        assert_eq!(parse_gpu("h200").unwrap().bytes, 151_397_597_184);
-        assert_eq!(parse_gpu("a100-40g").unwrap().bytes, 42_949_672_960);
+    fn presets_are_the_totals_nvidia_smi_reports() {
+        // MiB totals read off the nvidia-smi printouts cited on GPU_PRESETS, times 2^20.
+        let expected = [
+            ("rtx-3090", 24_576u64),
+            ("rtx-4090", 24_564),
+            ("l4", 23_034),
+            ("a100-40g", 40_960),
+            ("a100-80g", 81_920),
+            ("h100-80g", 81_559),
+            ("h200", 143_771),
+        ];
+        for (name, mib) in expected {
+            assert_eq!(parse_gpu(name).unwrap().bytes, mib * 1_048_576, "{name}");
+        }
+        assert_eq!(GPU_PRESETS.len(), expected.len());
+        // Spelled out once: an H100 80GB holds 85,520,809,984 bytes (79.65 GiB), not 80 GiB.
+        assert_eq!(parse_gpu("H100-80G").unwrap().bytes, 85_520_809_984);
+        assert_eq!(parse_gpu("h200").unwrap().bytes, 150_754_820_096);
     }
 
     #[test]

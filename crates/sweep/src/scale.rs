@@ -98,9 +98,9 @@ impl ScaledShape {
     /// Scale `base` and build the shape, naming the width and layers on error.
     pub fn build(base: &TransformerSpec, width: u64, layers: u64) -> Result<Self, SweepError> {
         let spec = scale_spec(base, width, layers)?;
-        let shape = spec.build().map_err(|source| SweepError::Shape {
+        let shape = spec.build().map_err(|cause| SweepError::Shape {
             context: format!("{} at width {width}, {layers} layers", base.name),
-            source,
+            cause,
         })?;
         Ok(ScaledShape {
             width,
@@ -178,6 +178,22 @@ mod tests {
         assert_eq!(scale_spec(&b70, 1536, 2).unwrap().kv_heads, Some(1));
         // 24 heads: 3 kv heads.
         assert_eq!(scale_spec(&b70, 3072, 2).unwrap().kv_heads, Some(3));
+    }
+
+    #[test]
+    fn a_shape_error_prints_its_cause_once() {
+        use std::error::Error as _;
+        let err = ScaledShape::build(&TransformerSpec::minigpt(), 64, 0).unwrap_err();
+        assert!(matches!(err, SweepError::Shape { .. }), "{err:?}");
+        // The cause is in the message and not chained again as the source.
+        assert!(err.source().is_none());
+        let text = err.to_string();
+        assert!(
+            text.starts_with("minigpt at width 64, 0 layers: "),
+            "{text}"
+        );
+        let cause = text.trim_start_matches("minigpt at width 64, 0 layers: ");
+        assert_eq!(text.matches(cause).count(), 1, "{text}");
     }
 
     #[test]

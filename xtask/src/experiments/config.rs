@@ -84,9 +84,13 @@ pub struct MemoryKeys {
     pub zero: u8,
 }
 
-fn parse_key<T: FromStr<Err = String>>(exp: &Experiment, key: &str, v: &str) -> Result<T> {
+fn parse_key<T>(exp: &Experiment, key: &str, v: &str) -> Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
     v.parse()
-        .map_err(|e: String| exp.key_error(&format!("memory.{key}"), e))
+        .map_err(|e: T::Err| exp.key_error(&format!("memory.{key}"), e))
 }
 
 impl MemoryKeys {
@@ -103,30 +107,7 @@ impl MemoryKeys {
         s.activations.attention = parse_key::<AttentionImpl>(exp, "attention", &self.attention)?;
         s.activations.checkpointing =
             parse_key::<Checkpointing>(exp, "checkpointing", &self.checkpointing)?;
-        if let Some(p) = self.dropout
-            && !(0.0..1.0).contains(&p)
-        {
-            return Err(exp.key_error("memory.dropout", format!("{p} is not in [0, 1)")));
-        }
         s.activations.dropout = self.dropout;
-        for (key, value) in [
-            ("batch", self.batch),
-            ("seq", self.seq),
-            ("gpus", self.gpus),
-        ] {
-            if value == 0 || value > 1 << 24 {
-                return Err(exp.key_error(
-                    &format!("memory.{key}"),
-                    format!("{value} is out of range (1 to {})", 1u64 << 24),
-                ));
-            }
-        }
-        if self.zero > 3 {
-            return Err(exp.key_error(
-                "memory.zero",
-                format!("{} is not a ZeRO stage (0, 1, 2 or 3)", self.zero),
-            ));
-        }
         s.workload = Workload {
             batch: self.batch,
             seq: self.seq,
@@ -135,6 +116,9 @@ impl MemoryKeys {
             gpus: self.gpus,
             zero_stage: self.zero,
         };
+        // The same checks and limits as the CLI's flags, named by this table's key.
+        s.validate()
+            .map_err(|e| exp.key_error(&format!("memory.{}", e.setting), e.problem))?;
         Ok(s)
     }
 

@@ -1,14 +1,18 @@
 use crate::args::MemoryArgs;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use ftbudget_report::{TableStyle, compare, render_csv, render_json, render_table};
+use ftbudget_report::export::RowFormat;
+use ftbudget_report::{TableStyle, compare, render_json, render_rows, render_table};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
     Table,
     Markdown,
     Json,
+    /// One row per regime, the columns `ftbudget sweep` writes
     Csv,
+    /// The CSV columns as one JSON object per line
+    Jsonl,
 }
 
 /// The seed lab's six regimes, the default comparison.
@@ -41,6 +45,18 @@ pub struct EstimateArgs {
     pub memory: MemoryArgs,
 }
 
+/// Build `spec` and plan it on `model`, so that a regime the model cannot take is an error that
+/// names its `--regime`.
+fn checked_regime(
+    registry: &ftbudget_core::Registry,
+    model: &ftbudget_core::ModelShape,
+    spec: &str,
+) -> Result<Box<dyn ftbudget_core::Regime>> {
+    let regime = registry.build(spec)?;
+    regime.plan(model)?;
+    Ok(regime)
+}
+
 pub fn run(args: EstimateArgs) -> Result<()> {
     let mut settings = args.memory.settings()?;
     let model = crate::args::load_model(
@@ -53,15 +69,16 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
     let regimes = specs
         .iter()
-        .map(|s| registry.build(s))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|s| checked_regime(&registry, &model, s).with_context(|| format!("--regime {s}")))
+        .collect::<Result<Vec<_>>>()?;
     let cmp = compare(&model, &regimes, &settings)?;
     let baseline = cmp.rows[0].label.clone();
     let out = match args.format {
         Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
         Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
         Format::Json => render_json(&cmp),
-        Format::Csv => render_csv(&cmp),
+        Format::Csv => render_rows(&cmp, settings.workload, RowFormat::Csv)?,
+        Format::Jsonl => render_rows(&cmp, settings.workload, RowFormat::Jsonl)?,
     };
     crate::output::emit(&out)
 }

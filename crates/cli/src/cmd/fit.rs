@@ -2,10 +2,12 @@
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ftbudget_report::{group_digits, units};
-use ftbudget_sweep::{FitAnswer, FitQuery, Limit, MAX_RANK, RankSearch, parse_gpu, spec_with_rank};
+use ftbudget_sweep::{
+    FitAnswer, FitQuery, Limit, MAX_RANK, RankSearch, SweepError, parse_gpu, spec_with_rank,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,23 +74,9 @@ pub fn run(args: FitArgs) -> Result<()> {
     };
     let mut answers = Vec::with_capacity(specs.len());
     for spec in &specs {
-        let regime = registry.build(spec)?;
-        let name = spec.split(':').next().unwrap_or(spec).trim();
-        let has_rank = registry.get(name)?.options.iter().any(|o| o.key == "r");
-        let build = |r: u64| -> Result<_, ftbudget_sweep::SweepError> {
-            let text = spec_with_rank(spec, r)?;
-            registry.build(&text).map_err(|e| match e {
-                ftbudget_core::RegistryError::Regime(e) => e.into(),
-                other => ftbudget_sweep::SweepError::Gpu {
-                    reason: other.to_string(),
-                },
-            })
-        };
-        let search = has_rank.then_some(RankSearch {
-            max: MAX_RANK,
-            build: &build,
-        });
-        answers.push(query.answer(regime.as_ref(), search)?);
+        let answer =
+            answer_one(&query, &registry, spec).with_context(|| format!("--regime {spec}"))?;
+        answers.push(answer);
     }
     let report = FitReport {
         model: model.name.clone(),
@@ -103,6 +91,26 @@ pub fn run(args: FitArgs) -> Result<()> {
         FitFormat::Table => render(&report, &settings),
     };
     crate::output::emit(&text)
+}
+
+/// One regime's answer; a regime with a rank option also gets the largest rank that fits.
+fn answer_one(
+    query: &FitQuery<'_>,
+    registry: &ftbudget_core::Registry,
+    spec: &str,
+) -> Result<FitAnswer, SweepError> {
+    let regime = registry.build(spec)?;
+    let name = spec.split(':').next().unwrap_or(spec).trim();
+    let has_rank = registry.get(name)?.options.iter().any(|o| o.key == "r");
+    let build = |r: u64| -> Result<_, SweepError> {
+        let text = spec_with_rank(spec, r)?;
+        Ok(registry.build(&text)?)
+    };
+    let search = has_rank.then_some(RankSearch {
+        max: MAX_RANK,
+        build: &build,
+    });
+    query.answer(regime.as_ref(), search)
 }
 
 fn signed_binary(bytes: i128) -> String {

@@ -1,11 +1,14 @@
 use anyhow::Result;
+use std::fmt::Write as _;
 
 pub fn run() -> Result<()> {
     let registry = ftbudget_roster::registry()?;
+    let mut text = String::new();
     for reg in registry.registrations() {
-        println!("{:<8} {}", reg.name, reg.summary);
+        writeln!(text, "{:<8} {}", reg.name, reg.summary)?;
         for opt in reg.options {
-            println!(
+            writeln!(
+                text,
                 "    {}={:<34} {} (default: {})",
                 opt.key,
                 opt.values,
@@ -15,8 +18,8 @@ pub fn run() -> Result<()> {
                 } else {
                     opt.default
                 }
-            );
+            )?;
         }
     }
-    Ok(())
+    crate::output::emit(&text)
 }

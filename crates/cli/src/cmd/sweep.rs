@@ -4,17 +4,19 @@
 //! runs longer than a second and stderr is a terminal.
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
-use anyhow::{Result, bail};
+use crate::output::{Stdout, Stop};
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ftbudget_core::RegimeSpec;
-use ftbudget_report::csv_field;
+use ftbudget_core::Workload;
+use ftbudget_report::export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
+use ftbudget_report::{ModelSummary, ReportError};
 use ftbudget_sweep::{
     Grid, MAX_RANK, MAX_SHAPES, RegimePoint, Row, ScaledShape, SweepError, grid::checked_points,
     parse_values, spec_with_rank,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::fmt::Write as _;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,32 +66,6 @@ pub struct SweepArgs {
     pub memory: MemoryArgs,
 }
 
-/// CSV columns (JSON lines use the same keys).
-pub const COLUMNS: &[&str] = &[
-    "model",
-    "family",
-    "width",
-    "layers",
-    "heads",
-    "kv_heads",
-    "intermediate",
-    "regime",
-    "rank",
-    "batch",
-    "seq",
-    "base_params",
-    "trainable_params",
-    "frozen_params",
-    "all_params",
-    "trainable_fraction",
-    "weights_bytes",
-    "gradients_bytes",
-    "optimizer_bytes",
-    "activations_bytes",
-    "weight_casts_bytes",
-    "total_bytes",
-];
-
 fn axis(flag: &'static str, text: &Option<String>, default: u64, max: u64) -> Result<Vec<u64>> {
     Ok(match text {
         None => vec![default],
@@ -101,8 +77,9 @@ fn axis(flag: &'static str, text: &Option<String>, default: u64, max: u64) -> Re
 pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     let settings = args.memory.settings()?;
     let registry = ftbudget_roster::registry()?;
-    let spec: RegimeSpec = args.regime.parse()?;
-    let registration = registry.get(&spec.name)?;
+    let regime_flag = || format!("--regime {}", args.regime);
+    let spec: RegimeSpec = args.regime.parse().with_context(regime_flag)?;
+    let registration = registry.get(&spec.name).with_context(regime_flag)?;
     let rank_option = registration.options.iter().find(|o| o.key == "r");
     let given_rank = spec.options.iter().find(|(k, _)| k == "r");
     let ranks: Vec<Option<u64>> = match (&args.ranks, rank_option) {
@@ -178,12 +155,14 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
         .iter()
         .map(|&rank| {
             let text = match rank {
-                Some(r) if args.ranks.is_some() => spec_with_rank(&args.regime, r)?,
+                Some(r) if args.ranks.is_some() => {
+                    spec_with_rank(&args.regime, r).with_context(regime_flag)?
+                }
                 _ => args.regime.clone(),
             };
             Ok(RegimePoint {
                 rank,
-                regime: registry.build(&text)?,
+                regime: registry.build(&text).with_context(regime_flag)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -193,139 +172,62 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     for s in &shapes {
         s.shape.check_seq("--seq", longest)?;
         for r in &regimes {
-            r.regime.plan(&s.shape)?;
+            r.regime.plan(&s.shape).with_context(regime_flag)?;
         }
     }
     Ok(Grid::new(shapes, regimes, batches, seqs, settings)?)
 }
 
-/// Per-shape and per-regime text, formatted once.
-struct Prefixes {
-    /// Text up to `intermediate`, and the base parameter count.
-    shapes: Vec<(String, u64)>,
-    regimes: Vec<String>,
+/// Per-shape and per-regime columns, built once; rows borrow them.
+struct Columns {
+    shapes: Vec<(ModelSummary, u64)>,
+    regimes: Vec<RegimeColumns>,
 }
 
-impl Prefixes {
-    fn new(grid: &Grid, format: SweepFormat) -> Self {
-        let shapes = grid
-            .shapes
-            .iter()
-            .map(|s| {
-                let d = s.shape.dims;
-                let total = s.shape.total_params();
-                let text = match format {
-                    SweepFormat::Csv => format!(
-                        "{},{},{},{},{},{},{}",
-                        csv_field(&s.shape.name),
-                        s.shape.family.name(),
-                        s.width,
-                        s.layers,
-                        d.heads,
-                        d.kv_heads,
-                        d.intermediate
-                    ),
-                    SweepFormat::Jsonl => format!(
-                        "{{\"model\":{},\"family\":\"{}\",\"width\":{},\"layers\":{},\"heads\":{},\"kv_heads\":{},\"intermediate\":{}",
-                        serde_json::to_string(&s.shape.name).unwrap_or_default(),
-                        s.shape.family.name(),
-                        s.width,
-                        s.layers,
-                        d.heads,
-                        d.kv_heads,
-                        d.intermediate
-                    ),
-                };
-                (text, total)
-            })
-            .collect();
-        let regimes = grid
-            .regimes
-            .iter()
-            .map(|r| {
-                let spec = r.regime.spec();
-                let rank = r.rank.map(|v| v.to_string());
-                match format {
-                    SweepFormat::Csv => {
-                        format!("{},{}", csv_field(&spec), rank.unwrap_or_default())
-                    }
-                    SweepFormat::Jsonl => format!(
-                        "\"regime\":{},\"rank\":{}",
-                        serde_json::to_string(&spec).unwrap_or_default(),
-                        rank.unwrap_or_else(|| "null".into())
-                    ),
-                }
-            })
-            .collect();
-        Prefixes { shapes, regimes }
-    }
-}
-
-fn render(prefixes: &Prefixes, format: SweepFormat, rows: &[Row]) -> Vec<u8> {
-    let mut out = String::with_capacity(rows.len() * 220);
-    for row in rows {
-        let (shape, base_params) = &prefixes.shapes[row.shape];
-        let regime = &prefixes.regimes[row.regime];
-        let e = &row.estimate;
-        let m = &e.memory;
-        let _ = match format {
-            SweepFormat::Csv => writeln!(
-                out,
-                "{shape},{regime},{},{},{base_params},{},{},{},{},{},{},{},{},{},{}",
-                row.batch,
-                row.seq,
-                e.trainable_params,
-                e.frozen_params,
-                e.all_params,
-                e.trainable_fraction,
-                m.weights,
-                m.gradients,
-                m.optimizer,
-                m.activations,
-                m.weight_casts,
-                m.total
-            ),
-            SweepFormat::Jsonl => writeln!(
-                out,
-                "{shape},{regime},\"batch\":{},\"seq\":{},\"base_params\":{base_params},\"trainable_params\":{},\"frozen_params\":{},\"all_params\":{},\"trainable_fraction\":{},\"weights_bytes\":{},\"gradients_bytes\":{},\"optimizer_bytes\":{},\"activations_bytes\":{},\"weight_casts_bytes\":{},\"total_bytes\":{}}}",
-                row.batch,
-                row.seq,
-                e.trainable_params,
-                e.frozen_params,
-                e.all_params,
-                e.trainable_fraction,
-                m.weights,
-                m.gradients,
-                m.optimizer,
-                m.activations,
-                m.weight_casts,
-                m.total
-            ),
-        };
-    }
-    out.into_bytes()
-}
-
-enum Stop {
-    /// The reader went away (`| head`): end quietly.
-    ClosedPipe,
-    Failed(anyhow::Error),
-}
-
-impl From<SweepError> for Stop {
-    fn from(e: SweepError) -> Self {
-        Stop::Failed(e.into())
-    }
-}
-
-fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<(), Stop> {
-    out.write_all(bytes).map_err(|e| {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            Stop::ClosedPipe
-        } else {
-            Stop::Failed(e.into())
+impl Columns {
+    fn new(grid: &Grid) -> Self {
+        Columns {
+            shapes: grid
+                .shapes
+                .iter()
+                .map(|s| (ModelSummary::of(&s.shape), s.shape.total_params()))
+                .collect(),
+            regimes: grid
+                .regimes
+                .iter()
+                .map(|r| RegimeColumns::new(r.regime.spec(), r.regime.label()))
+                .collect(),
         }
-    })
+    }
+
+    /// The rows of one chunk in `format`; the chunk holding point 0 starts with the CSV header.
+    fn render(&self, format: RowFormat, rows: &[Row]) -> Result<Vec<u8>, ReportError> {
+        let mut out = Vec::with_capacity(rows.len() * 320);
+        let header = rows.first().is_some_and(|r| r.index == 0);
+        let records = rows.iter().map(|row| {
+            let (model, base_params) = &self.shapes[row.shape];
+            let e = &row.estimate;
+            let params = ParamCounts {
+                base: *base_params,
+                trainable: e.trainable_params,
+                frozen: e.frozen_params,
+                all: e.all_params,
+            };
+            let workload = Workload {
+                batch: row.batch,
+                seq: row.seq,
+            };
+            RowRecord::new(
+                model,
+                &self.regimes[row.regime],
+                workload,
+                params,
+                &e.memory,
+            )
+        });
+        write_rows(format, header, records, &mut out)?;
+        Ok(out)
+    }
 }
 
 /// Points per chunk handed to one worker.
@@ -333,23 +235,22 @@ const CHUNK: u64 = 8192;
 
 pub fn run(args: SweepArgs) -> Result<()> {
     let grid = build_grid(&args)?;
-    let prefixes = Prefixes::new(&grid, args.format);
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let columns = Columns::new(&grid);
+    let format = match args.format {
+        SweepFormat::Csv => RowFormat::Csv,
+        SweepFormat::Jsonl => RowFormat::Jsonl,
+    };
+    let mut out = Stdout::new();
     let bar = ProgressBar::with_draw_target(Some(grid.len()), ProgressDrawTarget::hidden());
     let show_bar = io::stderr().is_terminal();
     let started = Instant::now();
     let mut shown = false;
-    let format = args.format;
-    let result = (|| -> Result<(), Stop> {
-        if let SweepFormat::Csv = format {
-            write_out(&mut out, (COLUMNS.join(",") + "\n").as_bytes())?;
-        }
-        grid.run(
+    let result = grid
+        .run(
             CHUNK,
-            |_, rows| render(&prefixes, format, rows),
+            |_, rows| columns.render(format, rows),
             |bytes, done| {
-                write_out(&mut out, &bytes)?;
+                out.write(&bytes.map_err(|e| Stop::Failed(e.into()))?)?;
                 if show_bar && !shown && started.elapsed() > Duration::from_secs(1) {
                     bar.set_style(
                         ProgressStyle::with_template(
@@ -363,18 +264,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 bar.set_position(done);
                 Ok::<(), Stop>(())
             },
-        )?;
-        out.flush().map_err(|e| {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                Stop::ClosedPipe
-            } else {
-                Stop::Failed(e.into())
-            }
-        })
-    })();
+        )
+        .and_then(|()| out.finish());
     bar.finish_and_clear();
-    match result {
-        Ok(()) | Err(Stop::ClosedPipe) => Ok(()),
-        Err(Stop::Failed(e)) => Err(e),
-    }
+    crate::output::ended(result)
 }

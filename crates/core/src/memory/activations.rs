@@ -7,7 +7,7 @@
 use super::MemorySettings;
 use super::exact::Exact;
 use crate::dtype::DType;
-use crate::error::CountError;
+use crate::error::{CountError, UnknownName};
 use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
 use crate::shape::{
     ActivationRecipe, AttentionLayout, MlpLayout, ModelShape, ModuleGroup, NormPlacement,
@@ -39,7 +39,7 @@ impl ActivationModel {
 }
 
 impl FromStr for ActivationModel {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "seed" => Ok(ActivationModel::Seed {
@@ -47,9 +47,11 @@ impl FromStr for ActivationModel {
             }),
             "model" => Ok(ActivationModel::Model),
             "none" => Ok(ActivationModel::None),
-            other => Err(format!(
-                "unknown activation model `{other}` (expected seed, model, none)"
-            )),
+            other => Err(UnknownName {
+                what: "activation model",
+                value: other.to_string(),
+                expected: "seed, model, none".into(),
+            }),
         }
     }
 }
@@ -82,15 +84,17 @@ impl fmt::Display for AttentionImpl {
 }
 
 impl FromStr for AttentionImpl {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "eager" => Ok(AttentionImpl::Eager),
             "sdpa" => Ok(AttentionImpl::Sdpa),
             "flash" | "flash-attention-2" | "flash_attention_2" => Ok(AttentionImpl::Flash),
-            other => Err(format!(
-                "unknown attention implementation `{other}` (expected eager, sdpa, flash)"
-            )),
+            other => Err(UnknownName {
+                what: "attention implementation",
+                value: other.to_string(),
+                expected: "eager, sdpa, flash".into(),
+            }),
         }
     }
 }
@@ -109,14 +113,16 @@ pub enum Checkpointing {
 }
 
 impl FromStr for Checkpointing {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "none" => Ok(Checkpointing::None),
             "full" => Ok(Checkpointing::Full),
-            other => Err(format!(
-                "unknown checkpointing `{other}` (expected none, full)"
-            )),
+            other => Err(UnknownName {
+                what: "checkpointing",
+                value: other.to_string(),
+                expected: "none, full".into(),
+            }),
         }
     }
 }

@@ -12,7 +12,7 @@ pub use activations::{
 };
 
 use crate::dtype::DType;
-use crate::error::CountError;
+use crate::error::{CountError, SettingProblem, SettingsError, UnknownName};
 use crate::plan::TrainingPlan;
 use crate::shape::ModelShape;
 use serde::Serialize;
@@ -114,16 +114,15 @@ impl fmt::Display for Precision {
 }
 
 impl FromStr for Precision {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Precision::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown precision `{s}` (expected one of: {})",
-                    Precision::ALL.map(Precision::name).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                what: "precision",
+                value: s.to_string(),
+                expected: format!("one of: {}", Precision::ALL.map(Precision::name).join(", ")),
             })
     }
 }
@@ -194,16 +193,15 @@ impl fmt::Display for Optimizer {
 }
 
 impl FromStr for Optimizer {
-    type Err = String;
+    type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Optimizer::ALL
             .into_iter()
             .find(|o| o.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown optimizer `{s}` (expected one of: {})",
-                    Optimizer::ALL.map(Optimizer::name).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                what: "optimizer",
+                value: s.to_string(),
+                expected: format!("one of: {}", Optimizer::ALL.map(Optimizer::name).join(", ")),
             })
     }
 }
@@ -281,6 +279,54 @@ impl MemorySettings {
             },
             sharding: Sharding::default(),
         }
+    }
+
+    /// The largest micro-batch accepted: far above any real workload, low enough that every
+    /// byte count stays exact.
+    pub const MAX_BATCH: u64 = 1 << 24;
+    /// The largest sequence length accepted.
+    pub const MAX_SEQ: u64 = 1 << 24;
+    /// The largest data-parallel group accepted.
+    pub const MAX_GPUS: u64 = 1 << 20;
+
+    /// Check every setting a user gives as a number: batch, seq and gpus from 1 to their maximum,
+    /// dropout in `[0, 1)`, ZeRO stage 0 to 3. The CLI and the experiment configs both call this,
+    /// so both accept the same values; the error names the setting.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let out_of_range = |setting: &'static str, value: u64, max: u64| {
+            (value == 0 || value > max).then_some(SettingsError {
+                setting,
+                problem: SettingProblem::OutOfRange { value, max },
+            })
+        };
+        let ranges = [
+            ("batch", self.workload.batch, Self::MAX_BATCH),
+            ("seq", self.workload.seq, Self::MAX_SEQ),
+            ("gpus", self.sharding.gpus, Self::MAX_GPUS),
+        ];
+        if let Some(err) = ranges
+            .into_iter()
+            .find_map(|(setting, value, max)| out_of_range(setting, value, max))
+        {
+            return Err(err);
+        }
+        if let Some(p) = self.activations.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(SettingsError {
+                setting: "dropout",
+                problem: SettingProblem::NotAProbability { value: p },
+            });
+        }
+        if self.sharding.zero_stage > 3 {
+            return Err(SettingsError {
+                setting: "zero",
+                problem: SettingProblem::NotAZeroStage {
+                    value: self.sharding.zero_stage,
+                },
+            });
+        }
+        Ok(())
     }
 
     pub fn frozen_dtype(&self) -> DType {
@@ -420,4 +466,81 @@ pub fn estimate_memory(
             activations: acts.breakdown,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_setting_and_its_limit() {
+        assert_eq!(MemorySettings::seed().validate(), Ok(()));
+        assert_eq!(MemorySettings::pytorch().validate(), Ok(()));
+        let mut s = MemorySettings::pytorch();
+        s.workload.batch = 0;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--batch: 0 is out of range (1 to 16777216)"
+        );
+        let mut s = MemorySettings::pytorch();
+        s.workload.seq = (1 << 24) + 1;
+        assert_eq!(
+            s.validate().unwrap_err(),
+            SettingsError {
+                setting: "seq",
+                problem: SettingProblem::OutOfRange {
+                    value: 16_777_217,
+                    max: 16_777_216
+                }
+            }
+        );
+        let mut s = MemorySettings::pytorch();
+        s.sharding.gpus = (1 << 20) + 1;
+        assert_eq!(s.validate().unwrap_err().setting, "gpus");
+        let mut s = MemorySettings::pytorch();
+        s.activations.dropout = Some(1.0);
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--dropout: 1 is not a probability in [0, 1)"
+        );
+        s.activations.dropout = Some(f64::NAN);
+        assert_eq!(s.validate().unwrap_err().setting, "dropout");
+        s.activations.dropout = Some(0.0);
+        assert_eq!(s.validate(), Ok(()));
+        s.sharding.zero_stage = 4;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--zero: 4 is not a ZeRO stage (0, 1, 2 or 3)"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_typed_errors() {
+        let err = "fp8".parse::<Precision>().unwrap_err();
+        assert_eq!(err.what, "precision");
+        assert_eq!(
+            err.to_string(),
+            "unknown precision `fp8` (expected one of: seed-mixed, amp-bf16, amp-fp16, fp32, bf16, fp16)"
+        );
+        assert_eq!(
+            "adam".parse::<Optimizer>().unwrap_err().to_string(),
+            "unknown optimizer `adam` (expected one of: adamw, adamw-8bit, sgd-momentum, sgd)"
+        );
+        assert_eq!(
+            "fp64".parse::<DType>().unwrap_err().to_string(),
+            "unknown dtype `fp64` (expected fp32, bf16, fp16)"
+        );
+        assert_eq!(
+            "rough".parse::<ActivationModel>().unwrap_err().what,
+            "activation model"
+        );
+        assert_eq!(
+            "xformers".parse::<AttentionImpl>().unwrap_err().what,
+            "attention implementation"
+        );
+        assert_eq!(
+            "selective".parse::<Checkpointing>().unwrap_err().what,
+            "checkpointing"
+        );
+    }
 }

@@ -1,0 +1,161 @@
+//! The one row schema of machine-readable rows: `ftbudget estimate --format csv|jsonl` and
+//! `ftbudget sweep` write the same columns, defined once by [`RowRecord`] (the field names are the
+//! column names, the constructor says how each value is obtained). CSV goes through the `csv`
+//! crate and JSON lines through `serde_json`, both serializing that one struct, so a column cannot
+//! be added to one format or one command and forgotten in the other.
+//!
+//! Rows borrow their text (model, regime, label) from values built once per model and per regime,
+//! and numbers are written straight into the output buffer: writing a row allocates nothing.
+
+use crate::{ModelSummary, ReportError};
+use ftbudget_core::{MemoryEstimate, RegimeSpec, Workload};
+use serde::Serialize;
+
+/// A machine-readable row format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    /// Comma-separated values with one header line.
+    Csv,
+    /// One JSON object per line, keyed by the same names as the CSV header.
+    Jsonl,
+}
+
+/// A regime's columns, computed once per regime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegimeColumns {
+    /// The canonical spec (`lora:r=8`).
+    pub spec: String,
+    /// The display label (`LoRA r=8`).
+    pub label: String,
+    /// The spec's `r` option, for regimes that have one.
+    pub rank: Option<u64>,
+}
+
+impl RegimeColumns {
+    pub fn new(spec: String, label: String) -> Self {
+        let rank = spec.parse::<RegimeSpec>().ok().and_then(|parsed| {
+            parsed
+                .options
+                .iter()
+                .find(|(key, _)| key == "r")
+                .and_then(|(_, value)| value.parse().ok())
+        });
+        RegimeColumns { spec, label, rank }
+    }
+}
+
+/// Parameter counts of one row, as peft counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamCounts {
+    /// The base model's own parameters.
+    pub base: u64,
+    pub trainable: u64,
+    pub frozen: u64,
+    /// peft's `all params` (base + adapters + saved copies).
+    pub all: u64,
+}
+
+/// One row: a regime on a model at one workload. The field order is the column order.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RowRecord<'a> {
+    pub model: &'a str,
+    pub family: &'a str,
+    /// Hidden size.
+    pub width: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub intermediate: u64,
+    pub regime: &'a str,
+    pub label: &'a str,
+    /// Empty (CSV) or `null` (JSON) for regimes without a rank.
+    pub rank: Option<u64>,
+    pub batch: u64,
+    pub seq: u64,
+    /// Data-parallel GPUs; every byte figure is per GPU (the total over all of them is
+    /// `total_bytes x gpus`).
+    pub gpus: u64,
+    pub base_params: u64,
+    pub trainable_params: u64,
+    pub frozen_params: u64,
+    pub all_params: u64,
+    /// trainable / all params.
+    pub trainable_fraction: f64,
+    pub weights_bytes: u64,
+    pub gradients_bytes: u64,
+    pub optimizer_bytes: u64,
+    pub activations_bytes: u64,
+    pub weight_casts_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl<'a> RowRecord<'a> {
+    pub fn new(
+        model: &'a ModelSummary,
+        regime: &'a RegimeColumns,
+        workload: Workload,
+        params: ParamCounts,
+        memory: &MemoryEstimate,
+    ) -> Self {
+        RowRecord {
+            model: &model.name,
+            family: &model.family,
+            width: model.hidden_size,
+            layers: model.num_hidden_layers,
+            heads: model.num_attention_heads,
+            kv_heads: model.num_key_value_heads,
+            intermediate: model.intermediate_size,
+            regime: &regime.spec,
+            label: &regime.label,
+            rank: regime.rank,
+            batch: workload.batch,
+            seq: workload.seq,
+            gpus: memory.gpus,
+            base_params: params.base,
+            trainable_params: params.trainable,
+            frozen_params: params.frozen,
+            all_params: params.all,
+            trainable_fraction: if params.all == 0 {
+                0.0
+            } else {
+                params.trainable as f64 / params.all as f64
+            },
+            weights_bytes: memory.weights,
+            gradients_bytes: memory.gradients,
+            optimizer_bytes: memory.optimizer,
+            activations_bytes: memory.activations,
+            weight_casts_bytes: memory.weight_casts,
+            total_bytes: memory.total,
+        }
+    }
+}
+
+/// Append `records` to `out` in `format`; `header` writes the CSV header line first (JSON lines
+/// have none).
+pub fn write_rows<'a>(
+    format: RowFormat,
+    header: bool,
+    records: impl IntoIterator<Item = RowRecord<'a>>,
+    out: &mut Vec<u8>,
+) -> Result<(), ReportError> {
+    match format {
+        RowFormat::Csv => {
+            let mut writer = csv::WriterBuilder::new()
+                .has_headers(header)
+                .from_writer(out);
+            for record in records {
+                writer.serialize(record).map_err(ReportError::Csv)?;
+            }
+            writer
+                .flush()
+                .map_err(|e| ReportError::Csv(csv::Error::from(e)))?;
+        }
+        RowFormat::Jsonl => {
+            for record in records {
+                serde_json::to_writer(&mut *out, &record).map_err(ReportError::Json)?;
+                out.push(b'\n');
+            }
+        }
+    }
+    Ok(())
+}
