@@ -640,13 +640,23 @@ impl ShapeAssembler<'_> {
             param_host(1, ModuleGroup::Mlp),
         );
         self.modules[index].target_names = names(|t| t.down);
+        // Each fused weight is one 3-D tensor per layer (`[E, 2I, H]`, `[E, H, I]`): the
+        // optimizer keeps one step counter per tensor, not per expert.
+        for p in self
+            .params
+            .iter_mut()
+            .filter(|p| p.name.starts_with(&experts))
+        {
+            p.numel *= e.experts;
+            p.count = layers;
+        }
         let ExpertLayout::Fused { bias } = e.layout;
         if bias {
             for (leaf, numel) in [
                 ("gate_up_proj_bias", 2 * e.intermediate),
                 ("down_proj_bias", h),
             ] {
-                self.param(&experts, leaf, numel, total, ParamKind::Other);
+                self.param(&experts, leaf, numel * e.experts, layers, ParamKind::Other);
             }
         }
         if let Some(shared) = e.shared {
