@@ -64,9 +64,10 @@ pub fn run(args: FitArgs) -> Result<()> {
     for spec in &specs {
         let regime = registry.build(spec)?;
         let name = spec.split(':').next().unwrap_or(spec).trim();
-        let has_rank = registry.get(name)?.options.iter().any(|o| o.key == "r");
+        // The rank search sets the option the regime declares as its rank, if it has one.
+        let rank_option = registry.get(name)?.rank_option;
         let build = |r: u64| -> Result<_, ftbudget_sweep::SweepError> {
-            let text = spec_with_rank(spec, r)?;
+            let text = spec_with_rank(spec, rank_option.unwrap_or_default(), r)?;
             registry.build(&text).map_err(|e| match e {
                 ftbudget_core::RegistryError::Regime(e) => e.into(),
                 other => ftbudget_sweep::SweepError::Gpu {
@@ -74,7 +75,7 @@ pub fn run(args: FitArgs) -> Result<()> {
                 },
             })
         };
-        let search = has_rank.then_some(RankSearch {
+        let search = rank_option.is_some().then_some(RankSearch {
             max: MAX_RANK,
             build: &build,
         });
