@@ -25,8 +25,8 @@ pub use memory::{
 };
 pub use plan::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,
-    BaseTreatment, LayoutId, MAX_ADAPTER_PIECES, Nf4Layout, ParamOrigin, ParamSource, PieceMatmul,
-    PieceRole, PlanTotals, PlannedParams, SizeForm, Storage, TrainingPlan, first_block_elements,
+    BaseTreatment, MAX_ADAPTER_PIECES, Nf4Layout, ParamOrigin, ParamSource, PieceMatmul, PieceRole,
+    PlanTotals, PlannedParams, SizeForm, Storage, TrainingPlan, first_block_elements,
 };
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;

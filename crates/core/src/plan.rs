@@ -6,6 +6,7 @@ use crate::dtype::DType;
 use crate::error::CountError;
 use crate::shape::{GroupAdapterUnits, ModelShape, ModuleGroup, ParamKind};
 use serde::Serialize;
+use std::sync::Mutex;
 
 /// Where a parameter group comes from; peft's `all params` counts every origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -323,7 +324,9 @@ pub const MAX_ADAPTER_PIECES: usize = 6;
 
 /// What an adapter is, per module instance: its tensors (at most [`MAX_ADAPTER_PIECES`], in
 /// peft's order) and the activation it saves per token. Const-constructible, so that a regime
-/// crate declares its layouts as constants:
+/// crate declares its layouts as constants and its sites point at them; a layout that depends
+/// on the regime's options is built once, when the regime is, and kept with
+/// [`AdapterLayout::interned`].
 ///
 /// ```
 /// use ftbudget_core::{AdapterLayout, AdapterPiece, PieceMatmul, SizeForm};
@@ -342,6 +345,78 @@ pub struct AdapterLayout {
     /// Elements the adapter saves per token and module instance, in the compute dtype (LoRA's
     /// `x A`, `rank`, for B's backward).
     pub per_token: SizeForm,
+    /// The pieces summed by what the plan's totals need, kept up to date by
+    /// [`AdapterLayout::with`]: pushing an adapter is then a few evaluations of these forms.
+    #[serde(skip)]
+    sums: LayoutSums,
+}
+
+/// A layout's pieces summed by what the plan's totals need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LayoutSums {
+    trainable: SizeForm,
+    frozen: SizeForm,
+    trainable_tensors: u64,
+    /// Matmul weights, trainable and frozen: all of them, and those reading the module input.
+    trainable_matmul: SizeForm,
+    frozen_matmul: SizeForm,
+    trainable_input: SizeForm,
+    frozen_input: SizeForm,
+    /// Buffers, in bytes.
+    buffer_bytes: SizeForm,
+    /// Some piece is frozen or a buffer (LoRA's are not: their forms are skipped).
+    frozen_or_buffers: bool,
+    /// The input-reading forms have only `rank x in` and `in` terms.
+    input_in_terms_only: bool,
+}
+
+impl LayoutSums {
+    const ZERO: LayoutSums = LayoutSums {
+        trainable: SizeForm::ZERO,
+        frozen: SizeForm::ZERO,
+        trainable_tensors: 0,
+        trainable_matmul: SizeForm::ZERO,
+        frozen_matmul: SizeForm::ZERO,
+        trainable_input: SizeForm::ZERO,
+        frozen_input: SizeForm::ZERO,
+        buffer_bytes: SizeForm::ZERO,
+        frozen_or_buffers: false,
+        input_in_terms_only: true,
+    };
+
+    const fn plus(mut self, p: &AdapterPiece) -> Self {
+        let matmul = !matches!(p.matmul, PieceMatmul::No);
+        let input = matches!(p.matmul, PieceMatmul::Input);
+        match p.role {
+            PieceRole::Trainable => {
+                self.trainable_tensors += 1;
+                self.trainable = self.trainable.plus(p.size);
+                if matmul {
+                    self.trainable_matmul = self.trainable_matmul.plus(p.size);
+                }
+                if input {
+                    self.trainable_input = self.trainable_input.plus(p.size);
+                }
+            }
+            PieceRole::Frozen => {
+                self.frozen_or_buffers = true;
+                self.frozen = self.frozen.plus(p.size);
+                if matmul {
+                    self.frozen_matmul = self.frozen_matmul.plus(p.size);
+                }
+                if input {
+                    self.frozen_input = self.frozen_input.plus(p.size);
+                }
+            }
+            PieceRole::Buffer { dtype } => {
+                self.frozen_or_buffers = true;
+                self.buffer_bytes = self.buffer_bytes.plus(p.size.times(dtype.bytes()));
+            }
+        }
+        self.input_in_terms_only =
+            self.trainable_input.in_terms_only() && self.frozen_input.in_terms_only();
+        self
+    }
 }
 
 impl AdapterLayout {
@@ -354,11 +429,12 @@ impl AdapterLayout {
             pieces: [Self::EMPTY; MAX_ADAPTER_PIECES],
             len: 0,
             per_token,
+            sums: LayoutSums::ZERO,
         }
     }
 
-    /// The layout with `piece` appended (a const-evaluation error past
-    /// [`MAX_ADAPTER_PIECES`]).
+    /// The layout with `piece` appended (a const-evaluation error, or a panic at run time, past
+    /// [`MAX_ADAPTER_PIECES`]: a regime's layouts are fixed by its code).
     pub const fn with(mut self, piece: AdapterPiece) -> Self {
         assert!(
             (self.len as usize) < MAX_ADAPTER_PIECES,
@@ -366,87 +442,44 @@ impl AdapterLayout {
         );
         self.pieces[self.len as usize] = piece;
         self.len += 1;
+        self.sums = self.sums.plus(&piece);
         self
     }
 
     pub fn pieces(&self) -> &[AdapterPiece] {
         &self.pieces[..self.len as usize]
     }
-}
 
-/// A layout's pieces summed by what the totals need, computed once when the layout is added to
-/// a plan: pushing an adapter is then a few evaluations of these forms.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct LayoutSums {
-    trainable: SizeForm,
-    frozen: SizeForm,
-    trainable_tensors: u64,
-    /// Matmul weights, trainable and frozen: all of them, and those reading the module input.
-    trainable_matmul: SizeForm,
-    frozen_matmul: SizeForm,
-    trainable_input: SizeForm,
-    frozen_input: SizeForm,
-    /// Buffers, in bytes.
-    buffer_bytes: SizeForm,
-    /// The input-reading forms have only `rank x in` and `in` terms.
-    input_in_terms_only: bool,
-}
-
-impl LayoutSums {
-    fn of(layout: &AdapterLayout) -> Self {
-        let mut s = LayoutSums::default();
-        for p in layout.pieces() {
-            let (params, matmul, input) = match p.role {
-                PieceRole::Trainable => {
-                    s.trainable_tensors += 1;
-                    (
-                        &mut s.trainable,
-                        &mut s.trainable_matmul,
-                        &mut s.trainable_input,
-                    )
-                }
-                PieceRole::Frozen => (&mut s.frozen, &mut s.frozen_matmul, &mut s.frozen_input),
-                PieceRole::Buffer { dtype } => {
-                    s.buffer_bytes = s.buffer_bytes.plus(p.size.times(dtype.bytes()));
-                    continue;
-                }
-            };
-            *params = params.plus(p.size);
-            if p.matmul != PieceMatmul::No {
-                *matmul = matmul.plus(p.size);
-            }
-            if p.matmul == PieceMatmul::Input {
-                *input = input.plus(p.size);
-            }
+    /// The layout as a `&'static` one, for a layout that depends on the regime's options
+    /// (built when the regime is, not per plan). Equal layouts share one copy, so building a
+    /// regime again, as sweeps do per rank, allocates nothing new.
+    pub fn interned(self) -> &'static AdapterLayout {
+        static INTERNED: Mutex<Vec<&'static AdapterLayout>> = Mutex::new(Vec::new());
+        let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&layout) = interned.iter().find(|&&layout| *layout == self) {
+            return layout;
         }
-        s.input_in_terms_only = s.trainable_input.in_terms_only() && s.frozen_input.in_terms_only();
-        s
+        let layout: &'static AdapterLayout = Box::leak(Box::new(self));
+        interned.push(layout);
+        layout
     }
 }
 
-/// Which of a plan's adapter layouts a site uses ([`TrainingPlan::add_adapter_layout`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LayoutId(u32);
-
 /// An adapter on `model.modules[module]` (peft's `lora.Linear`, `ia3.Linear` and relatives), of
-/// the plan's layout `layout` at rank `rank`: it stands for the layout's tensors, `count` of each
-/// (one per module instance), and for the activation the layout saves per token.
+/// layout `layout` at rank `rank`: it stands for the layout's tensors, `count` of each (one per
+/// module instance), and for the activation the layout saves per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AdapterSite {
     pub module: usize,
     /// The adapter's rank (peft's `r` times the host's rank factor; 0 for rank-free adapters).
     pub rank: u64,
-    pub layout: LayoutId,
+    pub layout: &'static AdapterLayout,
 }
 
 impl AdapterSite {
     /// The parameter groups the site stands for on `model`, in its layout's order.
-    fn groups<'a>(
-        self,
-        model: &'a ModelShape,
-        layout: &'a AdapterLayout,
-    ) -> impl Iterator<Item = PlannedParams> + use<'a> {
-        let m = &model.modules[self.module];
+    fn groups(self, model: &ModelShape) -> impl Iterator<Item = PlannedParams> + use<'_> {
+        let (m, layout) = (&model.modules[self.module], self.layout);
         let (rank, module) = (self.rank, self.module);
         layout.pieces().iter().map(move |p| {
             let numel = p
@@ -559,9 +592,6 @@ pub struct ActivationTerm {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TrainingPlan {
     base: Option<BaseTreatment>,
-    layouts: Vec<AdapterLayout>,
-    #[serde(skip)]
-    layout_sums: Vec<LayoutSums>,
     adapters: Vec<AdapterSite>,
     groups: Vec<PlannedParams>,
     activation_terms: Vec<ActivationTerm>,
@@ -688,6 +718,30 @@ impl PlanTotals {
         }
     }
 
+    /// Account for adapters of `layout`: `all` evaluates a form over every instance, `first`
+    /// over the instances in the first block that read the attention input.
+    #[inline(always)]
+    fn add_adapters(
+        &mut self,
+        layout: &AdapterLayout,
+        all: impl Fn(&SizeForm) -> Option<u64>,
+        first: impl Fn(&SizeForm) -> Option<u64>,
+    ) {
+        let sums = &layout.sums;
+        self.add(|t| &mut t.trainable_params, all(&sums.trainable));
+        let tensors = all(&SizeForm::constant(sums.trainable_tensors));
+        self.add(|t| &mut t.trainable_tensors, tensors);
+        self.add(|t| &mut t.trainable_matmul[0], all(&sums.trainable_matmul));
+        self.add(|t| &mut t.trainable_matmul[1], first(&sums.trainable_input));
+        if sums.frozen_or_buffers {
+            self.add(|t| &mut t.frozen_params, all(&sums.frozen));
+            self.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
+            self.add(|t| &mut t.frozen_matmul[1], first(&sums.frozen_input));
+            self.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
+        }
+        self.add(|t| &mut t.compute_terms[0], all(&layout.per_token));
+    }
+
     fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
         if trainable {
             self.add(|t| &mut t.trainable_fixed_elements, elements);
@@ -726,8 +780,6 @@ impl TrainingPlan {
     /// Empty the plan, keeping its allocations (for sweeps that plan millions of times).
     pub fn clear(&mut self) {
         self.base = None;
-        self.layouts.clear();
-        self.layout_sums.clear();
         self.adapters.clear();
         self.groups.clear();
         self.activation_terms.clear();
@@ -860,21 +912,6 @@ impl TrainingPlan {
         self.totals.add(|t| &mut t.extra_tokens, Some(tokens));
     }
 
-    /// Make `layout` available to this plan's adapter sites. A regime adds each layout it uses
-    /// once per plan (cleared with the plan).
-    pub fn add_adapter_layout(&mut self, layout: AdapterLayout) -> LayoutId {
-        // A plan holds a handful of layouts; u32 is far beyond any regime's.
-        let id = LayoutId(self.layouts.len() as u32);
-        self.layout_sums.push(LayoutSums::of(&layout));
-        self.layouts.push(layout);
-        id
-    }
-
-    /// The layout behind `id`.
-    pub fn adapter_layout(&self, id: LayoutId) -> &AdapterLayout {
-        &self.layouts[id.0 as usize]
-    }
-
     /// Add an adapter on `model.modules[site.module]`: its layout's tensors and its per-token
     /// activation. Fails, naming the tensor, when one of its tensors has more than `u64::MAX`
     /// elements; a sum past `u64` marks the totals as overflowed instead.
@@ -886,36 +923,22 @@ impl TrainingPlan {
     ) -> Result<(), CountError> {
         let m = &model.modules[site.module];
         let r = site.rank;
-        for p in self.layouts[site.layout.0 as usize].pieces() {
+        for p in site.layout.pieces() {
             if p.size.total(r, m.in_features, m.out_features, 1).is_none() {
                 return Err(CountError { what: p.name });
             }
         }
-        let sums = &self.layout_sums[site.layout.0 as usize];
         let units = m.adapter_units;
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
         let first = m.first_block_instances(model.dims.layers);
         let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
-        let all = |form: &SizeForm| form.total(r, ins, outs, m.count);
-        let first_block = |form: &SizeForm| form.total(r, first_ins, first_outs, first);
-        let t = &mut self.totals;
-        t.add(|t| &mut t.trainable_params, all(&sums.trainable));
-        t.add(|t| &mut t.frozen_params, all(&sums.frozen));
-        t.add(
-            |t| &mut t.trainable_tensors,
-            m.count.checked_mul(sums.trainable_tensors),
+        self.totals.add_adapters(
+            site.layout,
+            |form| form.total(r, ins, outs, m.count),
+            |form| form.total(r, first_ins, first_outs, first),
         );
-        t.add(|t| &mut t.trainable_matmul[0], all(&sums.trainable_matmul));
-        t.add(
-            |t| &mut t.trainable_matmul[1],
-            first_block(&sums.trainable_input),
-        );
-        t.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
-        t.add(|t| &mut t.frozen_matmul[1], first_block(&sums.frozen_input));
-        t.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
-        let per_token = self.layouts[site.layout.0 as usize].per_token;
-        t.add(|t| &mut t.compute_terms[0], all(&per_token));
-        t.adapts_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        self.totals.adapts_attention_output |=
+            m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
         Ok(())
     }
@@ -929,37 +952,22 @@ impl TrainingPlan {
         &mut self,
         units: &GroupAdapterUnits,
         rank: u64,
-        layout: LayoutId,
+        layout: &'static AdapterLayout,
     ) -> bool {
-        let sums = &self.layout_sums[layout.0 as usize];
-        if !units.module_hosts_only || rank > units.max_rank || !sums.input_in_terms_only {
+        if !units.module_hosts_only || rank > units.max_rank || !layout.sums.input_in_terms_only {
             return false;
         }
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let all = |form: &SizeForm| form.total(rank, ins, outs, units.count);
-        // Input-reading tensors have only `rank x in` and `in` terms (checked above).
-        let first_block = |form: &SizeForm| {
-            let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
-            per_in.checked_mul(units.first_block_in)
-        };
-        let per_token = self.layouts[layout.0 as usize].per_token;
-        let t = &mut self.totals;
-        t.add(|t| &mut t.trainable_params, all(&sums.trainable));
-        t.add(|t| &mut t.frozen_params, all(&sums.frozen));
-        t.add(
-            |t| &mut t.trainable_tensors,
-            units.count.checked_mul(sums.trainable_tensors),
+        self.totals.add_adapters(
+            layout,
+            |form| form.total(rank, ins, outs, units.count),
+            // Input-reading tensors have only `rank x in` and `in` terms (checked above).
+            |form| {
+                let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
+                per_in.checked_mul(units.first_block_in)
+            },
         );
-        t.add(|t| &mut t.trainable_matmul[0], all(&sums.trainable_matmul));
-        t.add(
-            |t| &mut t.trainable_matmul[1],
-            first_block(&sums.trainable_input),
-        );
-        t.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
-        t.add(|t| &mut t.frozen_matmul[1], first_block(&sums.frozen_input));
-        t.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
-        t.add(|t| &mut t.compute_terms[0], all(&per_token));
-        t.adapts_attention_output |= units.has_attention_output;
+        self.totals.adapts_attention_output |= units.has_attention_output;
         let mut modules = units.mask;
         while modules != 0 {
             let module = modules.trailing_zeros() as usize;
@@ -1008,7 +1016,7 @@ impl TrainingPlan {
         base.chain(
             self.adapters
                 .iter()
-                .flat_map(move |site| site.groups(model, self.adapter_layout(site.layout))),
+                .flat_map(move |site| site.groups(model)),
         )
         .chain(self.groups.iter().cloned())
     }
@@ -1022,7 +1030,7 @@ impl TrainingPlan {
         }
         for site in &self.adapters {
             let m = &model.modules[site.module];
-            let layout = self.adapter_layout(site.layout);
+            let layout = site.layout;
             let per_token = layout
                 .per_token
                 .total(site.rank, m.in_features, m.out_features, 1)
@@ -1186,11 +1194,10 @@ mod tests {
                 PieceMatmul::No,
             ));
         let mut plan = TrainingPlan::default();
-        let layout = plan.add_adapter_layout(DORA);
         let site = AdapterSite {
             module: 0,
             rank: max_rank,
-            layout,
+            layout: &DORA,
         };
         plan.push_adapter(&model, site).unwrap();
         assert_eq!(plan.trainable_params().unwrap(), max_rank * 2 * side + side);
@@ -1198,7 +1205,6 @@ mod tests {
 
         // lora_A and lora_B fit, their sum does not.
         let mut plan = TrainingPlan::default();
-        plan.add_adapter_layout(DORA);
         let past = AdapterSite {
             rank: (1 << 37) + 1,
             ..site

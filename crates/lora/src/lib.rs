@@ -172,22 +172,22 @@ const LORA: AdapterLayout = AdapterLayout::new("lora", SizeForm::RANK)
     .with(LORA_A)
     .with(LORA_B);
 
+/// LoRA with a trainable lora_B bias (peft's `lora_bias=True`).
+const LORA_WITH_BIAS: AdapterLayout = LORA.with(LORA_B_BIAS);
+/// DoRA: LoRA plus one magnitude per output feature.
+const DORA: AdapterLayout = {
+    let mut layout = LORA.with(DORA_MAGNITUDE);
+    layout.name = "dora";
+    layout
+};
+
 /// The tensors of one LoRA-family adapter in peft's order: A, B, then a lora_B bias or a DoRA
-/// magnitude when asked.
-pub const fn adapter_layout(lora_bias: bool, dora: bool) -> AdapterLayout {
+/// magnitude (peft refuses both at once, and so does [`adapter_plan_into`]).
+pub const fn adapter_layout(lora_bias: bool, dora: bool) -> &'static AdapterLayout {
     match (lora_bias, dora) {
-        (false, false) => LORA,
-        (true, false) => LORA.with(LORA_B_BIAS),
-        (false, true) => {
-            let mut layout = LORA.with(DORA_MAGNITUDE);
-            layout.name = "dora";
-            layout
-        }
-        (true, true) => {
-            let mut layout = LORA.with(LORA_B_BIAS).with(DORA_MAGNITUDE);
-            layout.name = "dora";
-            layout
-        }
+        (false, false) => &LORA,
+        (true, _) => &LORA_WITH_BIAS,
+        (false, true) => &DORA,
     }
 }
 
@@ -259,7 +259,7 @@ pub fn adapter_plan_into(
     }
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
-    let layout = plan.add_adapter_layout(adapter_layout(config.lora_bias, config.dora));
+    let layout = adapter_layout(config.lora_bias, config.dora);
     let whole_group = model
         .group_adapter_units(&config.targets)
         .is_some_and(|units| plan.try_push_group_adapters(units, config.rank, layout));
