@@ -366,6 +366,8 @@ struct LayoutSums {
     buffer_bytes: SizeForm,
     /// Some piece is frozen or a buffer (LoRA's are not: their forms are skipped).
     frozen_or_buffers: bool,
+    /// Every trainable piece is a matmul weight (`trainable_matmul == trainable`).
+    trainable_all_matmul: bool,
     /// The input-reading forms have only `rank x in` and `in` terms.
     input_in_terms_only: bool,
 }
@@ -381,6 +383,7 @@ impl LayoutSums {
         frozen_input: SizeForm::ZERO,
         buffer_bytes: SizeForm::ZERO,
         frozen_or_buffers: false,
+        trainable_all_matmul: true,
         input_in_terms_only: true,
     };
 
@@ -393,6 +396,8 @@ impl LayoutSums {
                 self.trainable = self.trainable.plus(p.size);
                 if matmul {
                     self.trainable_matmul = self.trainable_matmul.plus(p.size);
+                } else {
+                    self.trainable_all_matmul = false;
                 }
                 if input {
                     self.trainable_input = self.trainable_input.plus(p.size);
@@ -718,20 +723,29 @@ impl PlanTotals {
         }
     }
 
-    /// Account for adapters of `layout`: `all` evaluates a form over every instance, `first`
-    /// over the instances in the first block that read the attention input.
+    /// Account for adapters of `layout` on `count` module instances, whose trainable elements
+    /// are `trainable`: `all` evaluates a form over every instance, `first` over the instances
+    /// in the first block that read the attention input.
     #[inline(always)]
     fn add_adapters(
         &mut self,
         layout: &AdapterLayout,
+        count: u64,
+        trainable: Option<u64>,
         all: impl Fn(&SizeForm) -> Option<u64>,
         first: impl Fn(&SizeForm) -> Option<u64>,
     ) {
         let sums = &layout.sums;
-        self.add(|t| &mut t.trainable_params, all(&sums.trainable));
-        let tensors = all(&SizeForm::constant(sums.trainable_tensors));
+        self.add(|t| &mut t.trainable_params, trainable);
+        let tensors = count.checked_mul(sums.trainable_tensors);
         self.add(|t| &mut t.trainable_tensors, tensors);
-        self.add(|t| &mut t.trainable_matmul[0], all(&sums.trainable_matmul));
+        // (LoRA's trainable tensors are all matmul weights: one evaluation for both.)
+        let matmul = if sums.trainable_all_matmul {
+            trainable
+        } else {
+            all(&sums.trainable_matmul)
+        };
+        self.add(|t| &mut t.trainable_matmul[0], matmul);
         self.add(|t| &mut t.trainable_matmul[1], first(&sums.trainable_input));
         if sums.frozen_or_buffers {
             self.add(|t| &mut t.frozen_params, all(&sums.frozen));
@@ -766,6 +780,31 @@ impl PlanTotals {
             }
         }
     }
+}
+
+/// A form with only `rank x in` and `in` terms, over instances whose `in` add up to
+/// `first_block_in` (what the shape precomputes for the first block's attention inputs).
+#[inline(always)]
+fn first_block_in_terms(form: &SizeForm, rank: u64, first_block_in: u64) -> Option<u64> {
+    let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
+    per_in.checked_mul(first_block_in)
+}
+
+/// The first tensor of `layout` too large for `u64` at this rank and module size, as an error.
+#[cold]
+#[inline(never)]
+fn check_pieces(
+    layout: &AdapterLayout,
+    rank: u64,
+    in_features: u64,
+    out_features: u64,
+) -> Result<(), CountError> {
+    for p in layout.pieces() {
+        if p.size.total(rank, in_features, out_features, 1).is_none() {
+            return Err(CountError { what: p.name });
+        }
+    }
+    Ok(())
 }
 
 fn sum(what: &'static str, total: u64, overflow: bool) -> Result<u64, CountError> {
@@ -922,21 +961,31 @@ impl TrainingPlan {
         site: AdapterSite,
     ) -> Result<(), CountError> {
         let m = &model.modules[site.module];
-        let r = site.rank;
-        for p in site.layout.pieces() {
-            if p.size.total(r, m.in_features, m.out_features, 1).is_none() {
-                return Err(CountError { what: p.name });
-            }
-        }
+        let (r, layout) = (site.rank, site.layout);
         let units = m.adapter_units;
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let first = m.first_block_instances(model.dims.layers);
-        let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
-        self.totals.add_adapters(
-            site.layout,
-            |form| form.total(r, ins, outs, m.count),
-            |form| form.total(r, first_ins, first_outs, first),
-        );
+        let all = |form: &SizeForm| form.total(r, ins, outs, m.count);
+        // A tensor too large for u64 makes its sum over the instances too large as well: only
+        // then are the tensors checked one by one, to name the first.
+        let sums = &layout.sums;
+        let trainable = all(&sums.trainable);
+        if trainable.is_none()
+            || sums.frozen_or_buffers
+                && (all(&sums.frozen).is_none() || all(&sums.buffer_bytes).is_none())
+        {
+            check_pieces(layout, r, m.in_features, m.out_features)?;
+        }
+        if sums.input_in_terms_only {
+            let first = |form: &SizeForm| first_block_in_terms(form, r, units.first_block_in);
+            self.totals
+                .add_adapters(layout, m.count, trainable, all, first);
+        } else {
+            let first = m.first_block_instances(model.dims.layers);
+            let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
+            let first = |form: &SizeForm| form.total(r, first_ins, first_outs, first);
+            self.totals
+                .add_adapters(layout, m.count, trainable, all, first);
+        }
         self.totals.adapts_attention_output |=
             m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
@@ -958,14 +1007,14 @@ impl TrainingPlan {
             return false;
         }
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
+        let all = |form: &SizeForm| form.total(rank, ins, outs, units.count);
         self.totals.add_adapters(
             layout,
-            |form| form.total(rank, ins, outs, units.count),
+            units.count,
+            all(&layout.sums.trainable),
+            all,
             // Input-reading tensors have only `rank x in` and `in` terms (checked above).
-            |form| {
-                let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
-                per_in.checked_mul(units.first_block_in)
-            },
+            |form| first_block_in_terms(form, rank, units.first_block_in),
         );
         self.totals.adapts_attention_output |= units.has_attention_output;
         let mut modules = units.mask;
