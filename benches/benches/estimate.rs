@@ -72,7 +72,9 @@ fn grid(model: &str, ranks: &str, widths: &str) -> Grid {
         .into_iter()
         .map(|r| RegimePoint {
             rank: Some(r),
-            regime: registry.build(&spec_with_rank("lora", r).unwrap()).unwrap(),
+            regime: registry
+                .build(&spec_with_rank("lora", "r", r).unwrap())
+                .unwrap(),
         })
         .collect();
     Grid::new(shapes, regimes, vec![1], vec![2048], pytorch_settings()).unwrap()

@@ -28,9 +28,9 @@ pub use memory::{
     MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,
 };
 pub use plan::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, AdapterSite, BaseTraining, BaseTreatment,
-    Nf4Layout, ParamOrigin, ParamSource, PlanTotals, PlannedParams, Storage, TrainingPlan,
-    first_block_elements,
+    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,
+    BaseTreatment, MAX_ADAPTER_PIECES, Nf4Layout, ParamOrigin, ParamSource, PieceMatmul, PieceRole,
+    PlanTotals, PlannedParams, SizeForm, Storage, TrainingPlan, first_block_elements,
 };
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;

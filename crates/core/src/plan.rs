@@ -6,6 +6,7 @@ use crate::dtype::DType;
 use crate::error::CountError;
 use crate::shape::{GroupAdapterUnits, ModelShape, ModuleGroup, ParamKind};
 use serde::Serialize;
+use std::sync::Mutex;
 
 /// Where a parameter group comes from; peft's `all params` counts every origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -13,10 +14,13 @@ use serde::Serialize;
 pub enum ParamOrigin {
     /// A parameter of the base model (trainable under full fine-tuning or `bias=`).
     Base,
-    /// A parameter the regime adds (LoRA A/B, lora_B bias, DoRA magnitude).
+    /// A parameter the regime adds (LoRA A/B, lora_B bias, DoRA magnitude, a prompt embedding).
     Adapter,
     /// A trainable copy of a base module (`modules_to_save`).
     SavedCopy,
+    /// A buffer the regime adds: held in memory in its own dense dtype (a `Storage::Policy`
+    /// buffer is fp32, torch's default), but not a parameter, so in no parameter count.
+    Buffer,
 }
 
 /// bitsandbytes' 4-bit NF4 storage of one weight tensor.
@@ -89,8 +93,9 @@ pub enum Storage {
     Nf4(Nf4Layout),
 }
 
-/// Which tensor a planned group is, by index into the model (no strings: plans are built in the
-/// hot path of sweeps). [`ParamSource::describe`] gives the peft-style name.
+/// Which tensor a planned group is, by index into the model and by the regime's own static names
+/// (no allocation: plans are built in the hot path of sweeps). [`ParamSource::describe`] gives
+/// the peft-style name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ParamSource {
@@ -98,17 +103,13 @@ pub enum ParamSource {
     Base {
         param: usize,
     },
-    LoraA {
+    /// One tensor of the adapter on `model.modules[module]`, named as peft names it under the
+    /// module (`lora_A.weight`, `lora_magnitude_vector`, `ia3_l`).
+    Adapter {
         module: usize,
-    },
-    LoraB {
-        module: usize,
-    },
-    LoraBBias {
-        module: usize,
-    },
-    DoraMagnitude {
-        module: usize,
+        name: &'static str,
+        /// A matmul weight that multiplies the module's own input ([`PieceMatmul::Input`]).
+        reads_input: bool,
     },
     /// The `modules_to_save` copy of a module's weight.
     SavedWeight {
@@ -116,6 +117,11 @@ pub enum ParamSource {
     },
     SavedBias {
         module: usize,
+    },
+    /// A tensor of the regime's own, not attached to one module (a prompt-tuning embedding, a
+    /// prefix encoder, a shared VeRA projection), named as peft names it.
+    Extra {
+        name: &'static str,
     },
 }
 
@@ -125,16 +131,14 @@ impl ParamSource {
         let module = |m: usize| model.modules[m].path.as_str();
         match *self {
             ParamSource::Base { param } => model.params[param].name.clone(),
-            ParamSource::LoraA { module: m } => format!("{}.lora_A.weight", module(m)),
-            ParamSource::LoraB { module: m } => format!("{}.lora_B.weight", module(m)),
-            ParamSource::LoraBBias { module: m } => format!("{}.lora_B.bias", module(m)),
-            ParamSource::DoraMagnitude { module: m } => {
-                format!("{}.lora_magnitude_vector", module(m))
-            }
+            ParamSource::Adapter {
+                module: m, name, ..
+            } => format!("{}.{name}", module(m)),
             ParamSource::SavedWeight { module: m } => {
                 format!("{}.modules_to_save.weight", module(m))
             }
             ParamSource::SavedBias { module: m } => format!("{}.modules_to_save.bias", module(m)),
+            ParamSource::Extra { name } => name.to_string(),
         }
     }
 }
@@ -158,57 +162,356 @@ impl PlannedParams {
     }
 }
 
-/// A low-rank adapter (`x A B`, peft's `lora.Linear` and relatives) on `model.modules[module]`,
-/// whose sizes it takes. A site stands for its parameter groups ([`AdapterSite::groups`]:
-/// lora_A `rank x in`, lora_B `out x rank`, and when asked a lora_B bias and a DoRA magnitude of
-/// `out` each; all trainable, one of each per module instance) and for the activation every
-/// low-rank adapter saves: `x A`, `rank` elements per token and instance in the compute dtype,
-/// for B's backward.
+/// A size that is a linear form of an adapted module's dims and the adapter's rank, per module
+/// instance: `rank x (rank_in x in + rank_out x out + rank_one) + in_one x in + out_one x out +
+/// one`. Every adapter tensor peft's tuners attach to a Linear is such a form: LoRA's `r x in`
+/// and `out x r`, a magnitude or IA3 vector of `out` (or `in`), VeRA's `r` and `out` scalings,
+/// LoHa's four `r x in` / `out x r` factors, AdaLoRA's `r` singular values, BOFT's
+/// `(m + 1) x in x b` blocks and `out` scale, FourierFT's `n` spectrum. A size that is not linear
+/// in the dims (LoKr's factorizations, OFT's `(in / b)` blocks of `b (b - 1) / 2`) is computed
+/// by the regime for each module and given as `one`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SizeForm {
+    pub rank_in: u64,
+    pub rank_out: u64,
+    pub rank_one: u64,
+    pub in_one: u64,
+    pub out_one: u64,
+    pub one: u64,
+}
+
+impl SizeForm {
+    pub const ZERO: SizeForm = SizeForm {
+        rank_in: 0,
+        rank_out: 0,
+        rank_one: 0,
+        in_one: 0,
+        out_one: 0,
+        one: 0,
+    };
+    /// `rank x in` (LoRA's A).
+    pub const RANK_IN: SizeForm = SizeForm {
+        rank_in: 1,
+        ..SizeForm::ZERO
+    };
+    /// `rank x out` (LoRA's B).
+    pub const RANK_OUT: SizeForm = SizeForm {
+        rank_out: 1,
+        ..SizeForm::ZERO
+    };
+    /// `rank` (LoRA's `x A` per token, VeRA's `lambda_d`).
+    pub const RANK: SizeForm = SizeForm {
+        rank_one: 1,
+        ..SizeForm::ZERO
+    };
+    /// `in` (IA3 on a feed-forward output layer).
+    pub const IN: SizeForm = SizeForm {
+        in_one: 1,
+        ..SizeForm::ZERO
+    };
+    /// `out` (a lora_B bias, a DoRA magnitude, an IA3 vector).
+    pub const OUT: SizeForm = SizeForm {
+        out_one: 1,
+        ..SizeForm::ZERO
+    };
+
+    /// `n`, whatever the module and rank.
+    pub const fn constant(n: u64) -> SizeForm {
+        SizeForm {
+            one: n,
+            ..SizeForm::ZERO
+        }
+    }
+
+    /// The form times `k`.
+    pub const fn times(self, k: u64) -> SizeForm {
+        SizeForm {
+            rank_in: self.rank_in.saturating_mul(k),
+            rank_out: self.rank_out.saturating_mul(k),
+            rank_one: self.rank_one.saturating_mul(k),
+            in_one: self.in_one.saturating_mul(k),
+            out_one: self.out_one.saturating_mul(k),
+            one: self.one.saturating_mul(k),
+        }
+    }
+
+    /// The sum of two forms (coefficients saturate: a saturated one overflows when evaluated on
+    /// anything but zero, as the exact sum would).
+    pub const fn plus(self, other: SizeForm) -> SizeForm {
+        SizeForm {
+            rank_in: self.rank_in.saturating_add(other.rank_in),
+            rank_out: self.rank_out.saturating_add(other.rank_out),
+            rank_one: self.rank_one.saturating_add(other.rank_one),
+            in_one: self.in_one.saturating_add(other.in_one),
+            out_one: self.out_one.saturating_add(other.out_one),
+            one: self.one.saturating_add(other.one),
+        }
+    }
+
+    /// Only `rank x in` and `in` terms: what a group's precomputed first-block sums can evaluate.
+    pub const fn in_terms_only(&self) -> bool {
+        self.rank_out == 0 && self.rank_one == 0 && self.out_one == 0 && self.one == 0
+    }
+
+    /// The form summed over `count` instances whose `in` and `out` add up to `ins` and `outs`
+    /// (one instance: `count = 1`), or `None` past `u64`.
+    #[inline(always)]
+    pub fn total(&self, rank: u64, ins: u64, outs: u64, count: u64) -> Option<u64> {
+        let per_rank = self
+            .rank_in
+            .checked_mul(ins)?
+            .checked_add(self.rank_out.checked_mul(outs)?)?
+            .checked_add(self.rank_one.checked_mul(count)?)?;
+        rank.checked_mul(per_rank)?
+            .checked_add(self.in_one.checked_mul(ins)?)?
+            .checked_add(self.out_one.checked_mul(outs)?)?
+            .checked_add(self.one.checked_mul(count)?)
+    }
+}
+
+/// What one adapter tensor is to training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum PieceRole {
+    /// A trainable parameter, stored as the precision policy says for trainable ones.
+    Trainable,
+    /// A frozen parameter, stored as the policy says for frozen ones.
+    Frozen,
+    /// A buffer (VeRA's shared projections, BOFT's permutations): memory in `dtype`, but no
+    /// parameter, so not in peft's `all params`.
+    Buffer { dtype: DType },
+}
+
+/// Whether an adapter tensor is a matmul weight (autocast casts it to the compute dtype).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PieceMatmul {
+    /// Not a matmul weight (a vector that scales, a bias).
+    No,
+    /// A matmul weight applied to the module's own input (LoRA's A): in the first block's q, k,
+    /// v with a frozen embedding, nothing upstream needs a gradient and autocast keeps no copy.
+    Input,
+    /// A matmul weight applied to something else (LoRA's B, applied to `x A`).
+    Inner,
+}
+
+/// One tensor an adapter adds to each instance of the module it adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AdapterPiece {
+    /// peft's name under the module (`lora_A.weight`, `lora_magnitude_vector`, `ia3_l`).
+    pub name: &'static str,
+    /// Elements per module instance.
+    pub size: SizeForm,
+    pub role: PieceRole,
+    pub matmul: PieceMatmul,
+}
+
+impl AdapterPiece {
+    /// A trainable tensor of `size` elements per module instance.
+    pub const fn trainable(name: &'static str, size: SizeForm, matmul: PieceMatmul) -> Self {
+        AdapterPiece {
+            name,
+            size,
+            role: PieceRole::Trainable,
+            matmul,
+        }
+    }
+}
+
+/// The most tensors one adapter may add to a module (LoHa's four factors; LoRA's A, B, bias and
+/// magnitude).
+pub const MAX_ADAPTER_PIECES: usize = 6;
+
+/// What an adapter is, per module instance: its tensors (at most [`MAX_ADAPTER_PIECES`], in
+/// peft's order) and the activation it saves per token. Const-constructible, so that a regime
+/// crate declares its layouts as constants and its sites point at them; a layout that depends
+/// on the regime's options is built once, when the regime is, and kept with
+/// [`AdapterLayout::interned`].
+///
+/// ```
+/// use ftbudget_core::{AdapterLayout, AdapterPiece, PieceMatmul, SizeForm};
+/// // IA3 on an attention Linear: one trainable `out` vector, saving the unscaled output.
+/// const IA3: AdapterLayout = AdapterLayout::new("ia3", SizeForm::OUT).with(
+///     AdapterPiece::trainable("ia3_l", SizeForm::OUT, PieceMatmul::No),
+/// );
+/// assert_eq!(IA3.pieces().len(), 1);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AdapterLayout {
+    /// The adapter's name (`lora`, `dora`, `ia3`), for messages.
+    pub name: &'static str,
+    pieces: [AdapterPiece; MAX_ADAPTER_PIECES],
+    len: u8,
+    /// Elements the adapter saves per token and module instance, in the compute dtype (LoRA's
+    /// `x A`, `rank`, for B's backward).
+    pub per_token: SizeForm,
+    /// The pieces summed by what the plan's totals need, kept up to date by
+    /// [`AdapterLayout::with`]: pushing an adapter is then a few evaluations of these forms.
+    #[serde(skip)]
+    sums: LayoutSums,
+}
+
+/// A layout's pieces summed by what the plan's totals need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LayoutSums {
+    trainable: SizeForm,
+    frozen: SizeForm,
+    trainable_tensors: u64,
+    /// Matmul weights, trainable and frozen: all of them, and those reading the module input.
+    trainable_matmul: SizeForm,
+    frozen_matmul: SizeForm,
+    trainable_input: SizeForm,
+    frozen_input: SizeForm,
+    /// Buffers, in bytes.
+    buffer_bytes: SizeForm,
+    /// Some piece is frozen or a buffer (LoRA's are not: their forms are skipped).
+    frozen_or_buffers: bool,
+    /// Every trainable piece is a matmul weight (`trainable_matmul == trainable`).
+    trainable_all_matmul: bool,
+    /// The input-reading forms have only `rank x in` and `in` terms.
+    input_in_terms_only: bool,
+}
+
+impl LayoutSums {
+    const ZERO: LayoutSums = LayoutSums {
+        trainable: SizeForm::ZERO,
+        frozen: SizeForm::ZERO,
+        trainable_tensors: 0,
+        trainable_matmul: SizeForm::ZERO,
+        frozen_matmul: SizeForm::ZERO,
+        trainable_input: SizeForm::ZERO,
+        frozen_input: SizeForm::ZERO,
+        buffer_bytes: SizeForm::ZERO,
+        frozen_or_buffers: false,
+        trainable_all_matmul: true,
+        input_in_terms_only: true,
+    };
+
+    const fn plus(mut self, p: &AdapterPiece) -> Self {
+        let matmul = !matches!(p.matmul, PieceMatmul::No);
+        let input = matches!(p.matmul, PieceMatmul::Input);
+        match p.role {
+            PieceRole::Trainable => {
+                self.trainable_tensors += 1;
+                self.trainable = self.trainable.plus(p.size);
+                if matmul {
+                    self.trainable_matmul = self.trainable_matmul.plus(p.size);
+                } else {
+                    self.trainable_all_matmul = false;
+                }
+                if input {
+                    self.trainable_input = self.trainable_input.plus(p.size);
+                }
+            }
+            PieceRole::Frozen => {
+                self.frozen_or_buffers = true;
+                self.frozen = self.frozen.plus(p.size);
+                if matmul {
+                    self.frozen_matmul = self.frozen_matmul.plus(p.size);
+                }
+                if input {
+                    self.frozen_input = self.frozen_input.plus(p.size);
+                }
+            }
+            PieceRole::Buffer { dtype } => {
+                self.frozen_or_buffers = true;
+                self.buffer_bytes = self.buffer_bytes.plus(p.size.times(dtype.bytes()));
+            }
+        }
+        self.input_in_terms_only =
+            self.trainable_input.in_terms_only() && self.frozen_input.in_terms_only();
+        self
+    }
+}
+
+impl AdapterLayout {
+    const EMPTY: AdapterPiece = AdapterPiece::trainable("", SizeForm::ZERO, PieceMatmul::No);
+
+    /// An adapter with no tensors yet, saving `per_token` elements per token and instance.
+    pub const fn new(name: &'static str, per_token: SizeForm) -> Self {
+        AdapterLayout {
+            name,
+            pieces: [Self::EMPTY; MAX_ADAPTER_PIECES],
+            len: 0,
+            per_token,
+            sums: LayoutSums::ZERO,
+        }
+    }
+
+    /// The layout with `piece` appended (a const-evaluation error, or a panic at run time, past
+    /// [`MAX_ADAPTER_PIECES`]: a regime's layouts are fixed by its code).
+    pub const fn with(mut self, piece: AdapterPiece) -> Self {
+        assert!(
+            (self.len as usize) < MAX_ADAPTER_PIECES,
+            "an adapter has at most MAX_ADAPTER_PIECES tensors"
+        );
+        self.pieces[self.len as usize] = piece;
+        self.len += 1;
+        self.sums = self.sums.plus(&piece);
+        self
+    }
+
+    pub fn pieces(&self) -> &[AdapterPiece] {
+        &self.pieces[..self.len as usize]
+    }
+
+    /// The layout as a `&'static` one, for a layout that depends on the regime's options
+    /// (built when the regime is, not per plan). Equal layouts share one copy, so building a
+    /// regime again, as sweeps do per rank, allocates nothing new.
+    pub fn interned(self) -> &'static AdapterLayout {
+        static INTERNED: Mutex<Vec<&'static AdapterLayout>> = Mutex::new(Vec::new());
+        let mut interned = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&layout) = interned.iter().find(|&&layout| *layout == self) {
+            return layout;
+        }
+        let layout: &'static AdapterLayout = Box::leak(Box::new(self));
+        interned.push(layout);
+        layout
+    }
+}
+
+/// An adapter on `model.modules[module]` (peft's `lora.Linear`, `ia3.Linear` and relatives), of
+/// layout `layout` at rank `rank`: it stands for the layout's tensors, `count` of each (one per
+/// module instance), and for the activation the layout saves per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct AdapterSite {
     pub module: usize,
-    /// The adapter's rank (peft's `r` times the host's rank factor).
+    /// The adapter's rank (peft's `r` times the host's rank factor; 0 for rank-free adapters).
     pub rank: u64,
-    /// DoRA: one trainable magnitude per output feature.
-    pub dora: bool,
-    /// A trainable bias on lora_B (peft's `lora_bias`).
-    pub lora_bias: bool,
+    pub layout: &'static AdapterLayout,
 }
 
 impl AdapterSite {
-    /// The parameter groups the site stands for on `model`, in peft's order.
-    pub fn groups(&self, model: &ModelShape) -> impl Iterator<Item = PlannedParams> + use<> {
-        let site = *self;
-        let m = &model.modules[site.module];
-        let (in_features, out, count) = (m.in_features, m.out_features, m.count);
-        let group = move |source: ParamSource, numel: u64, matmul_weight: bool| PlannedParams {
-            source,
-            numel,
-            count,
-            trainable: true,
-            origin: ParamOrigin::Adapter,
-            storage: Storage::Policy,
-            matmul_weight,
-        };
-        let module = site.module;
-        [
-            Some(group(
-                ParamSource::LoraA { module },
-                site.rank.saturating_mul(in_features),
-                true,
-            )),
-            Some(group(
-                ParamSource::LoraB { module },
-                site.rank.saturating_mul(out),
-                true,
-            )),
-            site.lora_bias
-                .then(|| group(ParamSource::LoraBBias { module }, out, false)),
-            site.dora
-                .then(|| group(ParamSource::DoraMagnitude { module }, out, false)),
-        ]
-        .into_iter()
-        .flatten()
+    /// The parameter groups the site stands for on `model`, in its layout's order.
+    fn groups(self, model: &ModelShape) -> impl Iterator<Item = PlannedParams> + use<'_> {
+        let (m, layout) = (&model.modules[self.module], self.layout);
+        let (rank, module) = (self.rank, self.module);
+        layout.pieces().iter().map(move |p| {
+            let numel = p
+                .size
+                .total(rank, m.in_features, m.out_features, 1)
+                .unwrap_or(u64::MAX);
+            let (trainable, origin, storage) = match p.role {
+                PieceRole::Trainable => (true, ParamOrigin::Adapter, Storage::Policy),
+                PieceRole::Frozen => (false, ParamOrigin::Adapter, Storage::Policy),
+                PieceRole::Buffer { dtype } => {
+                    (false, ParamOrigin::Buffer, Storage::Dense { dtype })
+                }
+            };
+            PlannedParams {
+                source: ParamSource::Adapter {
+                    module,
+                    name: p.name,
+                    reads_input: p.matmul == PieceMatmul::Input,
+                },
+                numel,
+                count: m.count,
+                trainable,
+                origin,
+                storage,
+                matmul_weight: p.matmul != PieceMatmul::No,
+            }
+        })
     }
 }
 
@@ -270,22 +573,14 @@ pub enum ActivationDtype {
     Dense(DType),
 }
 
-/// What an activation term a regime adds is (LoRA's `x A` comes with each [`AdapterSite`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum ActivationTermKind {
-    /// DoRA's weight-sized temporaries.
-    DoraWeightNorm { module: usize },
-    /// QLoRA's dequantized weight.
-    Dequantized { module: usize },
-    /// Anything else, named.
-    Other { name: &'static str },
-}
-
-/// Activation memory a regime adds: `per_token * batch * seq + fixed` elements.
+/// Activation memory a regime adds beyond its adapters' own per-token activation (LoRA's `x A`
+/// comes with each [`AdapterSite`]): `per_token * batch * seq + fixed` elements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActivationTerm {
-    pub kind: ActivationTermKind,
+    /// What the term is, named by the regime (`dora weight norm`, `dequantized weight`).
+    pub name: &'static str,
+    /// The module the term belongs to, if one.
+    pub module: Option<usize>,
     pub per_token: u64,
     pub fixed: u64,
     pub dtype: ActivationDtype,
@@ -342,11 +637,14 @@ pub struct PlanTotals {
     pub compute_terms: [u64; 2],
     /// Activation terms in a fixed dtype, in bytes: per token and fixed.
     pub dense_term_bytes: [u64; 2],
+    /// Tokens the regime adds to every sequence (prompt tuning's virtual tokens): the
+    /// activation model sees `seq + extra_tokens`.
+    pub extra_tokens: u64,
     pub overflow: bool,
 }
 
 /// Elements of a matmul weight group that sit in the first block's q, k, v (or fused qkv), base
-/// weights and LoRA A: with a frozen embedding nothing upstream of them needs a gradient, so
+/// weights and adapter tensors applied to the module input (LoRA's A): with a frozen embedding nothing upstream of them needs a gradient, so
 /// autocast does not save their 16-bit copies.
 pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
     let module = match group.source {
@@ -354,7 +652,11 @@ pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
             ParamKind::LinearWeight(i) => i,
             _ => return 0,
         },
-        ParamSource::LoraA { module } => module,
+        ParamSource::Adapter {
+            module,
+            reads_input: true,
+            ..
+        } => module,
         _ => return 0,
     };
     let first_block = model.modules[module].first_block_instances(model.dims.layers);
@@ -374,6 +676,15 @@ impl PlanTotals {
     /// ([`TrainingPlan::set_base`], [`TrainingPlan::push_adapter`]) must agree with.
     pub fn add_group(&mut self, model: &ModelShape, group: &PlannedParams) {
         let n = group.numel.checked_mul(group.count);
+        if group.origin == ParamOrigin::Buffer {
+            let bytes = match group.storage {
+                Storage::Policy => n.and_then(|n| n.checked_mul(DType::F32.bytes())),
+                Storage::Dense { dtype } => n.and_then(|n| n.checked_mul(dtype.bytes())),
+                Storage::Nf4(layout) => group.count.checked_mul(layout.tensor_bytes(group.numel)),
+            };
+            self.add(|t| &mut t.fixed_storage_bytes, bytes);
+            return;
+        }
         if group.trainable {
             self.add(|t| &mut t.trainable_params, n);
             self.add(|t| &mut t.trainable_tensors, Some(group.count));
@@ -412,6 +723,39 @@ impl PlanTotals {
         }
     }
 
+    /// Account for adapters of `layout` on `count` module instances, whose trainable elements
+    /// are `trainable`: `all` evaluates a form over every instance, `first` over the instances
+    /// in the first block that read the attention input.
+    #[inline(always)]
+    fn add_adapters(
+        &mut self,
+        layout: &AdapterLayout,
+        count: u64,
+        trainable: Option<u64>,
+        all: impl Fn(&SizeForm) -> Option<u64>,
+        first: impl Fn(&SizeForm) -> Option<u64>,
+    ) {
+        let sums = &layout.sums;
+        self.add(|t| &mut t.trainable_params, trainable);
+        let tensors = count.checked_mul(sums.trainable_tensors);
+        self.add(|t| &mut t.trainable_tensors, tensors);
+        // (LoRA's trainable tensors are all matmul weights: one evaluation for both.)
+        let matmul = if sums.trainable_all_matmul {
+            trainable
+        } else {
+            all(&sums.trainable_matmul)
+        };
+        self.add(|t| &mut t.trainable_matmul[0], matmul);
+        self.add(|t| &mut t.trainable_matmul[1], first(&sums.trainable_input));
+        if sums.frozen_or_buffers {
+            self.add(|t| &mut t.frozen_params, all(&sums.frozen));
+            self.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
+            self.add(|t| &mut t.frozen_matmul[1], first(&sums.frozen_input));
+            self.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
+        }
+        self.add(|t| &mut t.compute_terms[0], all(&layout.per_token));
+    }
+
     fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
         if trainable {
             self.add(|t| &mut t.trainable_fixed_elements, elements);
@@ -436,6 +780,31 @@ impl PlanTotals {
             }
         }
     }
+}
+
+/// A form with only `rank x in` and `in` terms, over instances whose `in` add up to
+/// `first_block_in` (what the shape precomputes for the first block's attention inputs).
+#[inline(always)]
+fn first_block_in_terms(form: &SizeForm, rank: u64, first_block_in: u64) -> Option<u64> {
+    let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
+    per_in.checked_mul(first_block_in)
+}
+
+/// The first tensor of `layout` too large for `u64` at this rank and module size, as an error.
+#[cold]
+#[inline(never)]
+fn check_pieces(
+    layout: &AdapterLayout,
+    rank: u64,
+    in_features: u64,
+    out_features: u64,
+) -> Result<(), CountError> {
+    for p in layout.pieces() {
+        if p.size.total(rank, in_features, out_features, 1).is_none() {
+            return Err(CountError { what: p.name });
+        }
+    }
+    Ok(())
 }
 
 fn sum(what: &'static str, total: u64, overflow: bool) -> Result<u64, CountError> {
@@ -527,8 +896,64 @@ impl TrainingPlan {
         self.groups.push(group);
     }
 
-    /// Add an adapter on `model.modules[site.module]`: its parameter groups and its `x A`.
-    /// Fails, naming the size, when one of its tensors has more than `u64::MAX` elements.
+    /// Add `count` tensors of `numel` elements that belong to the regime as a whole rather than
+    /// to one module (a prompt-tuning embedding of `virtual_tokens x hidden`, a prefix encoder),
+    /// stored as the precision policy says; `name` is peft's.
+    pub fn push_extra_params(
+        &mut self,
+        model: &ModelShape,
+        name: &'static str,
+        numel: u64,
+        count: u64,
+        trainable: bool,
+    ) {
+        self.push_group(
+            model,
+            PlannedParams {
+                source: ParamSource::Extra { name },
+                numel,
+                count,
+                trainable,
+                origin: ParamOrigin::Adapter,
+                storage: Storage::Policy,
+                matmul_weight: false,
+            },
+        );
+    }
+
+    /// Add `count` buffers of `numel` elements in `dtype` that belong to the regime as a whole
+    /// (VeRA's shared projections): memory, but in no parameter count.
+    pub fn push_buffer(
+        &mut self,
+        model: &ModelShape,
+        name: &'static str,
+        numel: u64,
+        count: u64,
+        dtype: DType,
+    ) {
+        self.push_group(
+            model,
+            PlannedParams {
+                source: ParamSource::Extra { name },
+                numel,
+                count,
+                trainable: false,
+                origin: ParamOrigin::Buffer,
+                storage: Storage::Dense { dtype },
+                matmul_weight: false,
+            },
+        );
+    }
+
+    /// Lengthen every sequence by `tokens` (prompt tuning's virtual tokens, prepended to the
+    /// input): the activation model sees `seq + extra_tokens`.
+    pub fn add_extra_tokens(&mut self, tokens: u64) {
+        self.totals.add(|t| &mut t.extra_tokens, Some(tokens));
+    }
+
+    /// Add an adapter on `model.modules[site.module]`: its layout's tensors and its per-token
+    /// activation. Fails, naming the tensor, when one of its tensors has more than `u64::MAX`
+    /// elements; a sum past `u64` marks the totals as overflowed instead.
     #[inline(always)]
     pub fn push_adapter(
         &mut self,
@@ -536,55 +961,62 @@ impl TrainingPlan {
         site: AdapterSite,
     ) -> Result<(), CountError> {
         let m = &model.modules[site.module];
+        let (r, layout) = (site.rank, site.layout);
         let units = m.adapter_units;
-        let extra = u64::from(site.lora_bias) + u64::from(site.dora);
-        let r = site.rank;
-        let (elements, matmul, saved, first_block) = if r <= units.max_rank {
-            // Below max_rank none of these products can overflow (see AdapterUnits).
-            let ab = r * units.in_plus_out_count;
-            (
-                Some(ab + extra * units.out_count),
-                Some(ab),
-                r * m.count,
-                Some(r * units.first_block_in),
-            )
+        let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
+        let all = |form: &SizeForm| form.total(r, ins, outs, m.count);
+        // A tensor too large for u64 makes its sum over the instances too large as well: only
+        // then are the tensors checked one by one, to name the first.
+        let sums = &layout.sums;
+        let trainable = all(&sums.trainable);
+        if trainable.is_none()
+            || sums.frozen_or_buffers
+                && (all(&sums.frozen).is_none() || all(&sums.buffer_bytes).is_none())
+        {
+            check_pieces(layout, r, m.in_features, m.out_features)?;
+        }
+        if sums.input_in_terms_only {
+            let first = |form: &SizeForm| first_block_in_terms(form, r, units.first_block_in);
+            self.totals
+                .add_adapters(layout, m.count, trainable, all, first);
         } else {
-            // A rank this large may still fit; check every size, naming the first too large.
-            let size = |what: &'static str, v: Option<u64>| v.ok_or(CountError { what });
-            let a = size("lora_A size", r.checked_mul(m.in_features))?;
-            size("lora_B size", r.checked_mul(m.out_features))?;
-            let saved = size("activation size", r.checked_mul(m.count))?;
-            let ab = r.checked_mul(units.in_plus_out_count);
-            let extras = extra.checked_mul(units.out_count);
-            let elements = ab.zip(extras).and_then(|(ab, e)| ab.checked_add(e));
-            let first_block = m.first_block_instances(model.dims.layers);
-            (elements, ab, saved, a.checked_mul(first_block))
-        };
-        let t = &mut self.totals;
-        t.add(|t| &mut t.trainable_params, elements);
-        t.add(|t| &mut t.trainable_tensors, Some(m.count * (2 + extra)));
-        t.add(|t| &mut t.trainable_matmul[0], matmul);
-        t.add(|t| &mut t.trainable_matmul[1], first_block);
-        t.add(|t| &mut t.compute_terms[0], Some(saved));
-        t.adapts_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
+            let first = m.first_block_instances(model.dims.layers);
+            let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
+            let first = |form: &SizeForm| form.total(r, first_ins, first_outs, first);
+            self.totals
+                .add_adapters(layout, m.count, trainable, all, first);
+        }
+        self.totals.adapts_attention_output |=
+            m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
         Ok(())
     }
 
-    /// Add a rank-`rank` adapter on every module of a target group in one step, from the sums
-    /// the shape precomputed. Returns `false`, adding nothing, when the group holds a parameter
-    /// host (whose rank differs) or `rank` is past the group's `max_rank`: push those adapters
+    /// Add a rank-`rank` adapter of `layout` on every module of a target group in one step,
+    /// from the sums the shape precomputed. Returns `false`, adding nothing, when the group
+    /// holds a parameter host (whose rank differs), `rank` is past the group's `max_rank`, or
+    /// the layout has input-reading tensors the group sums cannot evaluate: push those adapters
     /// one by one with [`TrainingPlan::push_adapter`].
     pub fn try_push_group_adapters(
         &mut self,
         units: &GroupAdapterUnits,
         rank: u64,
-        dora: bool,
-        lora_bias: bool,
+        layout: &'static AdapterLayout,
     ) -> bool {
-        if !units.module_hosts_only || rank > units.max_rank {
+        if !units.module_hosts_only || rank > units.max_rank || !layout.sums.input_in_terms_only {
             return false;
         }
+        let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
+        let all = |form: &SizeForm| form.total(rank, ins, outs, units.count);
+        self.totals.add_adapters(
+            layout,
+            units.count,
+            all(&layout.sums.trainable),
+            all,
+            // Input-reading tensors have only `rank x in` and `in` terms (checked above).
+            |form| first_block_in_terms(form, rank, units.first_block_in),
+        );
+        self.totals.adapts_attention_output |= units.has_attention_output;
         let mut modules = units.mask;
         while modules != 0 {
             let module = modules.trailing_zeros() as usize;
@@ -592,29 +1024,9 @@ impl TrainingPlan {
             self.adapters.push(AdapterSite {
                 module,
                 rank,
-                dora,
-                lora_bias,
+                layout,
             });
         }
-        // Below max_rank none of these products can overflow (see GroupAdapterUnits).
-        let extra = u64::from(lora_bias) + u64::from(dora);
-        let ab = rank * units.in_plus_out_count;
-        let t = &mut self.totals;
-        t.add(
-            |t| &mut t.trainable_params,
-            Some(ab + extra * units.out_count),
-        );
-        t.add(
-            |t| &mut t.trainable_tensors,
-            Some(units.count * (2 + extra)),
-        );
-        t.add(|t| &mut t.trainable_matmul[0], Some(ab));
-        t.add(
-            |t| &mut t.trainable_matmul[1],
-            Some(rank * units.first_block_in),
-        );
-        t.add(|t| &mut t.compute_terms[0], Some(rank * units.count));
-        t.adapts_attention_output |= units.has_attention_output;
         true
     }
 
@@ -629,13 +1041,18 @@ impl TrainingPlan {
         &self.adapters
     }
 
-    /// Activation terms pushed one by one (beyond the adapters' `x A`).
+    /// Activation terms pushed one by one (beyond the adapters' own per-token activation).
     pub fn activation_terms(&self) -> &[ActivationTerm] {
         &self.activation_terms
     }
 
     pub fn totals(&self) -> &PlanTotals {
         &self.totals
+    }
+
+    /// Tokens the regime adds to every sequence.
+    pub fn extra_tokens(&self) -> u64 {
+        self.totals.extra_tokens
     }
 
     /// Every parameter group of the plan on `model`: the base treatment's (one per base
@@ -662,9 +1079,16 @@ impl TrainingPlan {
         }
         for site in &self.adapters {
             let m = &model.modules[site.module];
+            let layout = site.layout;
+            let per_token = layout
+                .per_token
+                .total(site.rank, m.in_features, m.out_features, 1)
+                .and_then(|n| n.checked_mul(m.count));
+            totals.overflow |= per_token.is_none();
             totals.add_activation_term(&ActivationTerm {
-                kind: ActivationTermKind::Other { name: "x A" },
-                per_token: site.rank.saturating_mul(m.count),
+                name: layout.name,
+                module: Some(site.module),
+                per_token: per_token.unwrap_or(0),
                 fixed: 0,
                 dtype: ActivationDtype::Compute,
             });
@@ -674,6 +1098,7 @@ impl TrainingPlan {
         for term in &self.activation_terms {
             totals.add_activation_term(term);
         }
+        totals.extra_tokens = self.totals.extra_tokens;
         totals
     }
 
@@ -801,13 +1226,29 @@ mod tests {
         let max_rank = model.modules[0].adapter_units.max_rank;
         // (2^64 - 1 - 2^27) / 2^27, by hand.
         assert_eq!(max_rank, (1 << 37) - 2);
+        // DoRA's tensors: A, B and a magnitude of `out`.
+        const DORA: AdapterLayout = AdapterLayout::new("dora", SizeForm::RANK)
+            .with(AdapterPiece::trainable(
+                "lora_A.weight",
+                SizeForm::RANK_IN,
+                PieceMatmul::Input,
+            ))
+            .with(AdapterPiece::trainable(
+                "lora_B.weight",
+                SizeForm::RANK_OUT,
+                PieceMatmul::Inner,
+            ))
+            .with(AdapterPiece::trainable(
+                "lora_magnitude_vector",
+                SizeForm::OUT,
+                PieceMatmul::No,
+            ));
+        let mut plan = TrainingPlan::default();
         let site = AdapterSite {
             module: 0,
             rank: max_rank,
-            dora: true,
-            lora_bias: false,
+            layout: &DORA,
         };
-        let mut plan = TrainingPlan::default();
         plan.push_adapter(&model, site).unwrap();
         assert_eq!(plan.trainable_params().unwrap(), max_rank * 2 * side + side);
         assert_eq!(*plan.totals(), plan.recount(&model));
@@ -828,7 +1269,7 @@ mod tests {
         };
         assert_eq!(
             plan.push_adapter(&model, too_large).unwrap_err().what,
-            "lora_A size"
+            "lora_A.weight"
         );
     }
 

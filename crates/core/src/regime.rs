@@ -43,7 +43,18 @@ pub struct RegimeRegistration {
     pub name: &'static str,
     pub summary: &'static str,
     pub options: &'static [OptionDoc],
+    /// The option that sets the adapter's rank (LoRA's `r`), one of `options`; `None` for a
+    /// regime without one. Sweeps over ranks and `fit`'s largest-rank search set this option.
+    pub rank_option: Option<&'static str>,
     pub build: fn(&RegimeSpec) -> Result<Box<dyn Regime>, RegimeError>,
+}
+
+impl RegimeRegistration {
+    /// The documentation of the rank option, when the regime has one.
+    pub fn rank_doc(&self) -> Option<&'static OptionDoc> {
+        let key = self.rank_option?;
+        self.options.iter().find(|doc| doc.key == key)
+    }
 }
 
 inventory::collect!(RegimeRegistration);

@@ -3,8 +3,8 @@
 //! `W + B A`, a weight-sized temporary per adapted module, which this regime adds to activations.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, CountError, ModelShape, OptionReader,
-    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, CountError, ModelShape, OptionReader, Regime, RegimeError,
+    RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
 use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
 
@@ -48,17 +48,15 @@ impl Regime for Dora {
             // With Conv1D one of the two saved outputs stays fp32 under autocast.
             let outputs_in_compute = if conv1d { 1 } else { 2 };
             plan.push_activation_term(ActivationTerm {
-                kind: ActivationTermKind::DoraWeightNorm {
-                    module: site.module,
-                },
+                name: "dora weight norm",
+                module: Some(site.module),
                 per_token: outputs_in_compute * m.out_features * m.count,
                 fixed,
                 dtype: ActivationDtype::Compute,
             });
             plan.push_activation_term(ActivationTerm {
-                kind: ActivationTermKind::Other {
-                    name: "dora weight norm",
-                },
+                name: "dora fp32 norms",
+                module: Some(site.module),
                 per_token: (2 - outputs_in_compute) * m.out_features * m.count,
                 fixed: 3 * m.out_features * m.count,
                 dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
@@ -66,9 +64,8 @@ impl Regime for Dora {
             // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
             if conv1d {
                 plan.push_activation_term(ActivationTerm {
-                    kind: ActivationTermKind::Other {
-                        name: "dora transposed weight",
-                    },
+                    name: "dora transposed weight",
+                    module: Some(site.module),
                     per_token: 0,
                     fixed: m.in_features * m.out_features * m.count,
                     dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
@@ -91,6 +88,7 @@ ftbudget_core::inventory::submit! {
         name: NAME,
         summary: "DoRA: LoRA plus a trainable magnitude per output feature (peft use_dora)",
         options: LORA_OPTIONS,
+        rank_option: Some("r"),
         build,
     }
 }

@@ -43,6 +43,7 @@ ftbudget_core::inventory::submit! {
         name: NAME,
         summary: "full fine-tuning: every parameter trainable",
         options: &[],
+        rank_option: None,
         build,
     }
 }

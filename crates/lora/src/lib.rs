@@ -5,10 +5,10 @@
 //! [`LoraConfig`] and [`adapter_plan_into`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    AdapterHost, AdapterSite, BaseTraining, BaseTreatment, CountError, ModelShape, OptionDoc,
-    OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams, Regime, RegimeError,
-    RegimeRegistration, RegimeSpec, ShapeError, Storage, TargetSpec, TrainingPlan, UnknownName,
-    names_select,
+    AdapterHost, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
+    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PieceMatmul,
+    PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, SizeForm,
+    Storage, TargetSpec, TrainingPlan, UnknownName, names_select,
 };
 use std::str::FromStr;
 
@@ -157,6 +157,44 @@ impl LoraConfig {
     }
 }
 
+/// peft's `lora_A`: `r x in`, applied to the module's input.
+const LORA_A: AdapterPiece =
+    AdapterPiece::trainable("lora_A.weight", SizeForm::RANK_IN, PieceMatmul::Input);
+/// peft's `lora_B`: `out x r`, applied to `x A`.
+const LORA_B: AdapterPiece =
+    AdapterPiece::trainable("lora_B.weight", SizeForm::RANK_OUT, PieceMatmul::Inner);
+/// peft's `lora_bias=True`: a bias of `out` on lora_B.
+const LORA_B_BIAS: AdapterPiece =
+    AdapterPiece::trainable("lora_B.bias", SizeForm::OUT, PieceMatmul::No);
+/// DoRA's magnitude: one per output feature.
+const DORA_MAGNITUDE: AdapterPiece =
+    AdapterPiece::trainable("lora_magnitude_vector", SizeForm::OUT, PieceMatmul::No);
+
+/// A low-rank adapter (`x A B`): A and B, and saved `x A` (`rank` elements per token and
+/// instance, for B's backward).
+const LORA: AdapterLayout = AdapterLayout::new("lora", SizeForm::RANK)
+    .with(LORA_A)
+    .with(LORA_B);
+
+/// LoRA with a trainable lora_B bias (peft's `lora_bias=True`).
+const LORA_WITH_BIAS: AdapterLayout = LORA.with(LORA_B_BIAS);
+/// DoRA: LoRA plus one magnitude per output feature.
+const DORA: AdapterLayout = {
+    let mut layout = LORA.with(DORA_MAGNITUDE);
+    layout.name = "dora";
+    layout
+};
+
+/// The tensors of one LoRA-family adapter in peft's order: A, B, then a lora_B bias or a DoRA
+/// magnitude (peft refuses both at once, and so does [`adapter_plan_into`]).
+pub const fn adapter_layout(lora_bias: bool, dora: bool) -> &'static AdapterLayout {
+    match (lora_bias, dora) {
+        (false, false) => &LORA,
+        (true, _) => &LORA_WITH_BIAS,
+        (false, true) => &DORA,
+    }
+}
+
 fn shape_err(regime: &str) -> impl Fn(ftbudget_core::ShapeError) -> RegimeError + '_ {
     move |cause| RegimeError::Shape {
         regime: regime.to_string(),
@@ -225,11 +263,10 @@ pub fn adapter_plan_into(
     }
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
+    let layout = adapter_layout(config.lora_bias, config.dora);
     let whole_group = model
         .group_adapter_units(&config.targets)
-        .is_some_and(|units| {
-            plan.try_push_group_adapters(units, config.rank, config.dora, config.lora_bias)
-        });
+        .is_some_and(|units| plan.try_push_group_adapters(units, config.rank, layout));
     if !whole_group {
         for (i, m) in model.modules.iter().enumerate() {
             if !targets.contains(i, m) {
@@ -255,8 +292,7 @@ pub fn adapter_plan_into(
             let site = AdapterSite {
                 module: i,
                 rank,
-                dora: config.dora,
-                lora_bias: config.lora_bias,
+                layout,
             };
             plan.push_adapter(model, site)
                 .map_err(|cause| RegimeError::Count {
@@ -328,6 +364,7 @@ ftbudget_core::inventory::submit! {
         name: NAME,
         summary: "LoRA: frozen base, trainable low-rank A and B on the targeted Linears (peft)",
         options: LORA_OPTIONS,
+        rank_option: Some("r"),
         build,
     }
 }

@@ -4,8 +4,8 @@
 //! quantization, per-tensor codebooks). Embeddings, norms and the lm_head stay 16-bit.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, ActivationTermKind, DType, ModelShape, Nf4Layout, OptionDoc,
-    OptionReader, Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, DType, ModelShape, Nf4Layout, OptionDoc, OptionReader, Regime,
+    RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
 use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
 
@@ -81,7 +81,8 @@ impl Regime for Qlora {
             .max_by_key(|(_, m)| m.in_features * m.out_features);
         if let Some((module, m)) = largest {
             out.push_activation_term(ActivationTerm {
-                kind: ActivationTermKind::Dequantized { module },
+                name: "dequantized weight",
+                module: Some(module),
                 per_token: 0,
                 fixed: m.in_features * m.out_features,
                 dtype: ActivationDtype::Compute,
@@ -110,6 +111,7 @@ ftbudget_core::inventory::submit! {
         name: NAME,
         summary: "QLoRA: LoRA over block Linears stored in bitsandbytes NF4",
         options: ALL_OPTIONS,
+        rank_option: Some("r"),
         build,
     }
 }

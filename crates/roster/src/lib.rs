@@ -38,12 +38,14 @@ mod tests {
         name: "twin",
         summary: "first",
         options: &[],
+        rank_option: None,
         build: no_build,
     };
     static B: RegimeRegistration = RegimeRegistration {
         name: "twin",
         summary: "second",
         options: &[],
+        rank_option: None,
         build: no_build,
     };
 
@@ -81,7 +83,28 @@ mod tests {
         let err = registry().unwrap().build("lorra:r=8").err().unwrap();
         assert_eq!(
             err.to_string(),
-            "unknown regime `lorra` (registered: dora, full-ft, lora, qlora)"
+            format!(
+                "unknown regime `lorra` (registered: {})",
+                EXPECTED_REGIMES.join(", ")
+            )
         );
+    }
+
+    /// A declared rank option is one of the regime's documented options, with a default that
+    /// is a rank.
+    #[test]
+    fn every_rank_option_is_a_documented_integer_option() {
+        for registration in registry().unwrap().registrations() {
+            if let Some(key) = registration.rank_option {
+                let doc = registration.rank_doc();
+                assert!(doc.is_some(), "{}: rank option `{key}`", registration.name);
+                let default = doc.map(|d| d.default.parse::<u64>());
+                assert!(
+                    matches!(default, Some(Ok(r)) if r > 0),
+                    "{}: default rank",
+                    registration.name
+                );
+            }
+        }
     }
 }

@@ -214,8 +214,11 @@ mod tests {
         let err = error_for("regime", &GOOD.replace("\"dora:r=8\"", "\"dorra:r=8\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: regimes[5].spec: unknown regime `dorra` \
-             (registered: dora, full-ft, lora, qlora)"
+            format!(
+                "experiments/99-bad/experiment.toml: regimes[5].spec: unknown regime `dorra` \
+                 (registered: {})",
+                ftbudget_roster::EXPECTED_REGIMES.join(", ")
+            )
         );
     }
 

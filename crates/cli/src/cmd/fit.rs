@@ -101,12 +101,13 @@ fn answer_one(
 ) -> Result<FitAnswer, SweepError> {
     let regime = registry.build(spec)?;
     let name = spec.split(':').next().unwrap_or(spec).trim();
-    let has_rank = registry.get(name)?.options.iter().any(|o| o.key == "r");
+    // The rank search sets the option the regime declares as its rank, if it has one.
+    let rank_option = registry.get(name)?.rank_option;
     let build = |r: u64| -> Result<_, SweepError> {
-        let text = spec_with_rank(spec, r)?;
+        let text = spec_with_rank(spec, rank_option.unwrap_or_default(), r)?;
         Ok(registry.build(&text)?)
     };
-    let search = has_rank.then_some(RankSearch {
+    let search = rank_option.is_some().then_some(RankSearch {
         max: MAX_RANK,
         build: &build,
     });

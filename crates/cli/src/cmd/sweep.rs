@@ -80,14 +80,15 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
     let regime_flag = || format!("--regime {}", args.regime);
     let spec: RegimeSpec = args.regime.parse().with_context(regime_flag)?;
     let registration = registry.get(&spec.name).with_context(regime_flag)?;
-    let rank_option = registration.options.iter().find(|o| o.key == "r");
-    let given_rank = spec.options.iter().find(|(k, _)| k == "r");
+    let rank_option = registration.rank_doc();
+    let given_rank = rank_option.and_then(|doc| spec.options.iter().find(|(k, _)| k == doc.key));
     let ranks: Vec<Option<u64>> = match (&args.ranks, rank_option) {
         (Some(_), None) => bail!("--ranks: regime `{}` has no rank", spec.name),
         (Some(_), Some(_)) if given_rank.is_some() => {
             bail!(
-                "--ranks: the spec `{}` already sets r; give the ranks in one place",
-                args.regime
+                "--ranks: the spec `{}` already sets {}; give the ranks in one place",
+                args.regime,
+                registration.rank_option.unwrap_or("the rank")
             )
         }
         (Some(text), Some(_)) => parse_values("--ranks", text, MAX_RANK)?
@@ -156,7 +157,9 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
         .map(|&rank| {
             let text = match rank {
                 Some(r) if args.ranks.is_some() => {
-                    spec_with_rank(&args.regime, r).with_context(regime_flag)?
+                    // `--ranks` was accepted above only for a regime with a rank option.
+                    let option = registration.rank_option.unwrap_or_default();
+                    spec_with_rank(&args.regime, option, r).with_context(regime_flag)?
                 }
                 _ => args.regime.clone(),
             };

@@ -192,7 +192,8 @@ pub fn estimate_activations(
 ) -> Result<ActivationResult, CountError> {
     let act = settings.activations;
     let b = u128::from(settings.workload.batch);
-    let s = u128::from(settings.workload.seq);
+    // A regime's virtual tokens (prompt tuning) lengthen every sequence.
+    let s = u128::from(settings.workload.seq) + u128::from(plan.extra_tokens());
     let (h, layers) = (u128::from(model.dims.hidden), u128::from(model.dims.layers));
     let mut br = ActivationBreakdown::default();
     match act.model {
@@ -440,7 +441,8 @@ impl<'a> Ctx<'a> {
         let precision = settings.precision;
         let d = model.dims;
         let b = Exact::from(settings.workload.batch);
-        let s = Exact::from(settings.workload.seq);
+        // A regime's virtual tokens (prompt tuning) lengthen every sequence.
+        let s = Exact::from(settings.workload.seq) + Exact::from(totals.extra_tokens);
         let t = b * s;
         let h = Exact::from(d.hidden);
         let c = Exact::from(precision.compute_dtype().bytes());
