@@ -37,8 +37,9 @@ pub use registry::Registry;
 pub use shape::{
     ActivationRecipe, AdapterHost, AdapterUnits, Architecture, AttentionLayout, BlockSpec, Dims,
     ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits, LatentAttention,
-    LinearLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup, NormKind, NormPlacement,
-    ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts, SlidingWindow,
+    LinearLayout, LinearModule, MlpActivation, MlpLayout, ModelShape, ModuleGroup, NormKind,
+    NormPlacement, ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts,
+    SlidingWindow,
 };
 pub use spec::{Naming, TransformerSpec};
 pub use targets::{TargetSelection, TargetSpec, names_select};

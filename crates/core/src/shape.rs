@@ -142,7 +142,23 @@ pub struct BlockSpec {
     pub logit_softcap: bool,
     /// Sliding-window attention: the window and how many of the layers use it.
     pub sliding_window: Option<SlidingWindow>,
+    /// What the MLP's activation function keeps for backward.
+    pub mlp_activation: MlpActivation,
     pub recipe: ActivationRecipe,
+}
+
+/// The MLP activation function, by what it saves for backward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MlpActivation {
+    /// One fused op (SiLU, exact GELU, `gelu_pytorch_tanh`, ReLU): keeps its input.
+    Fused,
+    /// transformers' `gelu_new` (`NewGELUActivation`, written out in Python ops): keeps four
+    /// tensors of the MLP's width (measured on GPT-2 and Phi).
+    GeluNewPython,
+    /// gpt-oss's clamped SwiGLU (clamps, a scaled sigmoid and `(up + 1) * glu`): keeps five
+    /// tensors of the expert width where SwiGLU keeps two (measured).
+    ClampedSwiGlu,
 }
 
 /// Layers whose attention sees only the last `window` tokens.
@@ -164,6 +180,7 @@ impl BlockSpec {
         rotary_dim: None,
         logit_softcap: false,
         sliding_window: None,
+        mlp_activation: MlpActivation::Fused,
         recipe: ActivationRecipe::Decoder,
     };
 }

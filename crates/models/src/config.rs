@@ -5,7 +5,8 @@
 use crate::ModelError;
 use crate::families;
 use ftbudget_core::{
-    AttentionLayout, BlockSpec, Family, MlpLayout, Naming, NormKind, PositionKind, TransformerSpec,
+    AttentionLayout, BlockSpec, Family, MlpActivation, MlpLayout, Naming, NormKind, PositionKind,
+    TransformerSpec,
 };
 use serde_json::{Map, Value};
 
@@ -296,5 +297,20 @@ fn read_family(
             supported: supported_model_types().join(", "),
         });
     };
-    (reader.read)(&f, name, static_type)
+    let mut spec = (reader.read)(&f, name, static_type)?;
+    // What the MLP's activation keeps for backward follows the configured function.
+    let act = match f.string("hidden_act")? {
+        Some(a) => Some(a),
+        None => f.string("activation_function")?,
+    };
+    if let Some(act) = act
+        && spec.block.mlp_activation != MlpActivation::ClampedSwiGlu
+    {
+        spec.block.mlp_activation = if act == "gelu_new" {
+            MlpActivation::GeluNewPython
+        } else {
+            MlpActivation::Fused
+        };
+    }
+    Ok(spec)
 }

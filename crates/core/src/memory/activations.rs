@@ -10,8 +10,8 @@ use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
 use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
 use crate::shape::{
-    ActivationRecipe, AttentionLayout, MlpLayout, ModelShape, ModuleGroup, NormPlacement,
-    PositionKind, QkNorm,
+    ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
+    ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
 };
 use serde::Serialize;
 use std::fmt;
@@ -549,7 +549,13 @@ fn gpt2_block(x: &Ctx) -> Block {
 fn decoder_block(x: &Ctx) -> Block {
     let model = x.model;
     let block = model.block;
-    let rms = x.rms(x.h, Exact::new(1), x.resid);
+    // RMSNorm keeps its fp32 input, the rsqrt and (trained weight) the normalized input;
+    // LayerNorm (`native_layer_norm`) keeps its input, mean and rstd whether trained or not
+    // (measured on falcon and phi: no normalized copy).
+    let rms = match model.norm {
+        NormKind::RmsNorm => x.rms(x.h, Exact::new(1), x.resid),
+        NormKind::LayerNorm { .. } => x.resid * x.th + 8 * x.t,
+    };
     let norms = Exact::from(u64::from(block.norms.max(1))) * rms;
     let attn = decoder_attention(x);
     let (mlp_dense, mlp_sparse) = decoder_mlp(x);
@@ -630,6 +636,11 @@ fn decoder_attention(x: &Ctx) -> Exact {
             x.rms(a * dq, Exact::new(1), c) + x.rms(kv_heads * dq, Exact::new(1), c)
         }
     };
+    // transformers pads latent attention's values to the query/key width for sdpa.
+    let dv_kernel = match model.attention {
+        AttentionLayout::Latent(_) if !x.eager => dq,
+        _ => dv,
+    };
     let kernel = if x.eager {
         // q and the repeated k, v; the probabilities; the merged output read by o_proj; the
         // soft-capped scores (Gemma 2: tanh keeps its output).
@@ -640,7 +651,7 @@ fn decoder_attention(x: &Ctx) -> Exact {
         };
         c * t * a * (2 * dq + dv) + x.probs + capped + c * t * a * dv
     } else {
-        c * t * (a * (dq + dv) + kv_heads * (dq + dv)) + 4 * x.b * a * x.s
+        c * t * (a * (dq + dv_kernel) + kv_heads * (dq + dv_kernel)) + 4 * x.b * a * x.s
     };
     input + extra + kernel
 }
@@ -656,7 +667,12 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
     let dense = |layout: MlpLayout, i: Exact| {
         let cti = c * t * i;
         let (saved, casts) = match layout {
-            MlpLayout::Plain => (2 * cti, 1),
+            // The activation keeps its input (four tensors for Python `gelu_new`); its output
+            // is down's saved input (below).
+            MlpLayout::Plain => match model.block.mlp_activation {
+                MlpActivation::GeluNewPython => (4 * cti, 1),
+                MlpActivation::Fused | MlpActivation::ClampedSwiGlu => (cti, 1),
+            },
             MlpLayout::FusedGated => (3 * cti, 1),
             MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, gated_casts),
         };
@@ -670,11 +686,37 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
     let inter = Exact::from(model.dims.intermediate);
     match model.mlp {
         MlpLayout::Experts(e) => {
-            // Every token runs through `top_k` gated experts.
+            // transformers 5's fused experts, measured on qwen3_moe and qwen2_moe: each of the `T k` routed
+            // token slots keeps its gathered input (gate_up's input) and its expert output (for
+            // the routing-weight product), the gate_up output `2 I` and act(gate) and the
+            // product `I` each; the dispatch keeps three int64 index vectors per slot, the
+            // router its fp32 logits (`E` per token) and the top-k weights.
             let k = Exact::from(e.top_k);
-            let mut sparse = k * dense(MlpLayout::Gated, Exact::from(e.intermediate));
-            // The router's logits and routing weights (fp32 softmax): `E` per token, small.
-            sparse += 4 * t * Exact::from(e.experts);
+            let tk = t * k;
+            let i = Exact::from(e.intermediate);
+            // The experts' grouped matmuls run outside autocast: fp32 under autocast.
+            let act = match model.block.mlp_activation {
+                MlpActivation::ClampedSwiGlu => 7,
+                _ => 4,
+            };
+            // Experts adapted through peft's `ParamWrapper` keep each expert's delta weight
+            // (`lora_B @ lora_A`, `E x in x out` per wrapped parameter and layer, measured on
+            // qwen3_moe); a frozen, unadapted expert needs no saved input for its weight.
+            let mut delta = Exact::ZERO;
+            for site in x.plan.adapters() {
+                let m = &model.modules[site.module];
+                if matches!(m.host, AdapterHost::Parameter { .. }) && m.group == ModuleGroup::Mlp {
+                    let per_layer = Exact::from(m.count / e.sparse_layers.max(1));
+                    delta += x.resid
+                        * per_layer
+                        * Exact::from(m.in_features)
+                        * Exact::from(m.out_features);
+                }
+            }
+            let input_saved = x.base_trainable || delta != Exact::ZERO;
+            let inputs = if input_saved { 2 } else { 1 };
+            let mut sparse = x.resid * tk * (inputs * x.h + act * i) + 24 * tk + delta;
+            sparse += 4 * t * Exact::from(e.experts) + 16 * tk + 4 * t;
             if let Some(shared) = e.shared {
                 sparse += dense(MlpLayout::Gated, Exact::from(shared.intermediate));
                 if shared.gate {

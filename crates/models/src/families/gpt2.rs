@@ -5,8 +5,8 @@ use super::FamilyReader;
 use crate::ModelError;
 use crate::config::{Fields, field_err};
 use ftbudget_core::{
-    ActivationRecipe, AttentionLayout, BlockSpec, Family, MlpLayout, Naming, NormKind,
-    PositionKind, TransformerSpec,
+    ActivationRecipe, AttentionLayout, BlockSpec, Family, MlpActivation, MlpLayout, Naming,
+    NormKind, PositionKind, TransformerSpec,
 };
 
 const NAMES: Naming = Naming {
@@ -62,6 +62,7 @@ fn gpt2(f: &Fields<'_>, name: &str, family: &'static str) -> Result<TransformerS
         block: BlockSpec {
             residual_dropout: true,
             conv1d: true,
+            mlp_activation: MlpActivation::GeluNewPython,
             recipe: ActivationRecipe::Gpt2,
             ..BlockSpec::DECODER
         },

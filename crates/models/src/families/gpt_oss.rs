@@ -4,7 +4,7 @@
 
 use super::FamilyReader;
 use crate::config::{Defaults, decoder};
-use ftbudget_core::{BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout};
+use ftbudget_core::{BlockSpec, ExpertLayout, ExpertsSpec, MlpActivation, MlpLayout};
 
 pub const GPT_OSS: FamilyReader = FamilyReader {
     model_types: &["gpt_oss"],
@@ -36,6 +36,7 @@ pub const GPT_OSS: FamilyReader = FamilyReader {
         spec.names.router = "router";
         spec.block = BlockSpec {
             attention_sinks: true,
+            mlp_activation: MlpActivation::ClampedSwiGlu,
             ..BlockSpec::DECODER
         };
         Ok(spec)

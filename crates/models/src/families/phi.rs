@@ -6,7 +6,8 @@ use super::FamilyReader;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder, head_dim_of, rotary_dim};
 use ftbudget_core::{
-    AttentionLayout, BlockSpec, MlpLayout, Naming, NormKind, NormPlacement, QkNorm, TransformerSpec,
+    AttentionLayout, BlockSpec, MlpActivation, MlpLayout, Naming, NormKind, NormPlacement, QkNorm,
+    TransformerSpec,
 };
 
 pub const PHI3: FamilyReader = FamilyReader {
@@ -60,6 +61,8 @@ fn phi(f: &Fields<'_>, name: &str, family: &'static str) -> Result<TransformerSp
             QkNorm::None
         },
         rotary_dim: rotary_dim(head_dim_of(&spec), factor),
+        // PhiConfig's default `hidden_act`.
+        mlp_activation: MlpActivation::GeluNewPython,
         ..BlockSpec::DECODER
     };
     spec.names = Naming {
