@@ -257,6 +257,20 @@ impl SizeForm {
     /// (one instance: `count = 1`), or `None` past `u64`.
     #[inline(always)]
     pub fn total(&self, rank: u64, ins: u64, outs: u64, count: u64) -> Option<u64> {
+        let coefficients =
+            self.rank_in | self.rank_out | self.rank_one | self.in_one | self.out_one | self.one;
+        if coefficients <= 1 {
+            // Every coefficient 0 or 1 (LoRA's, DoRA's, IA3's forms): masked sums, one product.
+            let pick = |c: u64, v: u64| v & c.wrapping_neg();
+            let per_rank = pick(self.rank_in, ins)
+                .checked_add(pick(self.rank_out, outs))?
+                .checked_add(pick(self.rank_one, count))?;
+            return rank
+                .checked_mul(per_rank)?
+                .checked_add(pick(self.in_one, ins))?
+                .checked_add(pick(self.out_one, outs))?
+                .checked_add(pick(self.one, count));
+        }
         let per_rank = self
             .rank_in
             .checked_mul(ins)?
