@@ -1286,6 +1286,105 @@ mod tests {
         );
     }
 
+    /// A layout beyond LoRA's (coefficients of 2, a frozen parameter, a buffer) on MiniGPT's
+    /// all-linear group (per layer q, k, v, o of 64 x 64, fc1 64 -> 256, fc2 256 -> 64: `in` and
+    /// `out` each sum to 576 per layer, 2,304 over 4 layers, 24 module instances), in one step
+    /// and module by module.
+    #[test]
+    fn a_general_layout_counts_alike_by_group_and_by_module() {
+        use crate::shape::TransformerSpec;
+        use crate::targets::TargetSpec;
+        const GENERAL: AdapterLayout = AdapterLayout::new("general", SizeForm::RANK)
+            .with(AdapterPiece::trainable(
+                "w_a",
+                SizeForm::RANK_IN,
+                PieceMatmul::Input,
+            ))
+            .with(AdapterPiece::trainable(
+                "w_hada",
+                SizeForm::RANK_IN.plus(SizeForm::RANK_OUT).times(2),
+                PieceMatmul::Inner,
+            ))
+            .with(AdapterPiece {
+                name: "ranknum",
+                size: SizeForm::constant(1),
+                role: PieceRole::Frozen,
+                matmul: PieceMatmul::No,
+            })
+            .with(AdapterPiece {
+                name: "proj",
+                size: SizeForm::OUT,
+                role: PieceRole::Buffer { dtype: DType::F32 },
+                matmul: PieceMatmul::No,
+            });
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let units = model.group_adapter_units(&TargetSpec::AllLinear).unwrap();
+        let rank = 4;
+        let mut by_group = TrainingPlan::default();
+        assert!(by_group.try_push_group_adapters(units, rank, &GENERAL));
+        let mut by_module = TrainingPlan::default();
+        for (module, m) in model.modules.iter().enumerate() {
+            if TargetSpec::AllLinear.selects(m) {
+                let site = AdapterSite {
+                    module,
+                    rank,
+                    layout: &GENERAL,
+                };
+                by_module.push_adapter(&model, site).unwrap();
+            }
+        }
+        for plan in [&by_group, &by_module] {
+            assert_eq!(*plan.totals(), plan.recount(&model));
+            // r x 2,304 (w_a) + r x 2 x (2,304 + 2,304) (w_hada).
+            assert_eq!(plan.trainable_params().unwrap(), 4 * 2304 + 4 * 2 * 4608);
+            assert_eq!(plan.frozen_params().unwrap(), 24);
+            assert_eq!(plan.totals().trainable_tensors, 2 * 24);
+            // The buffer is 4 bytes per output feature and in no parameter count.
+            assert_eq!(plan.totals().fixed_storage_bytes, 4 * 2304);
+            assert_eq!(plan.all_params().unwrap(), 4 * 2304 + 4 * 2 * 4608 + 24);
+            // x A: r per token and instance.
+            assert_eq!(plan.totals().compute_terms[0], 4 * 24);
+        }
+        assert_eq!(by_group.totals(), by_module.totals());
+
+        // A tensor on the module input with an `out` term: the group sums cannot say what the
+        // first block holds, so the group path declines and adds nothing.
+        const OUT_ON_INPUT: AdapterLayout = AdapterLayout::new("odd", SizeForm::ZERO).with(
+            AdapterPiece::trainable("w", SizeForm::OUT, PieceMatmul::Input),
+        );
+        let mut plan = TrainingPlan::default();
+        assert!(!plan.try_push_group_adapters(units, rank, &OUT_ON_INPUT));
+        assert_eq!(*plan.totals(), PlanTotals::default());
+        let q_proj = AdapterSite {
+            module: 0,
+            rank,
+            layout: &OUT_ON_INPUT,
+        };
+        plan.push_adapter(&model, q_proj).unwrap();
+        assert_eq!(*plan.totals(), plan.recount(&model));
+        // q_proj reads the attention input: its first-block instance (64 elements) is counted.
+        assert_eq!(plan.totals().trainable_matmul, [4 * 64, 64]);
+    }
+
+    #[test]
+    fn interned_layouts_are_shared() {
+        let built = |k| {
+            AdapterLayout::new("runtime", SizeForm::ZERO).with(AdapterPiece::trainable(
+                "w",
+                SizeForm::RANK_IN.times(k),
+                PieceMatmul::No,
+            ))
+        };
+        let (a, b, c) = (
+            built(3).interned(),
+            built(3).interned(),
+            built(5).interned(),
+        );
+        assert!(std::ptr::eq(a, b));
+        assert!(!std::ptr::eq(a, c));
+        assert_eq!(c.pieces()[0].size.rank_in, 5);
+    }
+
     #[test]
     fn shift_division_rounds_up_like_div_ceil() {
         for d in [1u64, 2, 3, 64, 100, 256, 1 << 20] {
