@@ -737,37 +737,30 @@ impl PlanTotals {
         }
     }
 
-    /// Account for adapters of `layout` on `count` module instances, whose trainable elements
-    /// are `trainable`: `all` evaluates a form over every instance, `first` over the instances
-    /// in the first block that read the attention input.
+    /// Account for adapters of `layout` over `span`, whose trainable elements are `trainable`.
     #[inline(always)]
-    fn add_adapters(
-        &mut self,
-        layout: &AdapterLayout,
-        count: u64,
-        trainable: Option<u64>,
-        all: impl Fn(&SizeForm) -> Option<u64>,
-        first: impl Fn(&SizeForm) -> Option<u64>,
-    ) {
+    fn add_adapters(&mut self, layout: &AdapterLayout, span: &AdapterSpan, trainable: Option<u64>) {
         let sums = &layout.sums;
         self.add(|t| &mut t.trainable_params, trainable);
-        let tensors = count.checked_mul(sums.trainable_tensors);
+        let tensors = span.count.checked_mul(sums.trainable_tensors);
         self.add(|t| &mut t.trainable_tensors, tensors);
         // (LoRA's trainable tensors are all matmul weights: one evaluation for both.)
         let matmul = if sums.trainable_all_matmul {
             trainable
         } else {
-            all(&sums.trainable_matmul)
+            span.all(&sums.trainable_matmul)
         };
         self.add(|t| &mut t.trainable_matmul[0], matmul);
-        self.add(|t| &mut t.trainable_matmul[1], first(&sums.trainable_input));
+        let first = span.first_block(&sums.trainable_input);
+        self.add(|t| &mut t.trainable_matmul[1], first);
         if sums.frozen_or_buffers {
-            self.add(|t| &mut t.frozen_params, all(&sums.frozen));
-            self.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
-            self.add(|t| &mut t.frozen_matmul[1], first(&sums.frozen_input));
-            self.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
+            self.add(|t| &mut t.frozen_params, span.all(&sums.frozen));
+            self.add(|t| &mut t.frozen_matmul[0], span.all(&sums.frozen_matmul));
+            let first = span.first_block(&sums.frozen_input);
+            self.add(|t| &mut t.frozen_matmul[1], first);
+            self.add(|t| &mut t.fixed_storage_bytes, span.all(&sums.buffer_bytes));
         }
-        self.add(|t| &mut t.compute_terms[0], all(&layout.per_token));
+        self.add(|t| &mut t.compute_terms[0], span.all(&layout.per_token));
     }
 
     fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
@@ -796,12 +789,51 @@ impl PlanTotals {
     }
 }
 
-/// A form with only `rank x in` and `in` terms, over instances whose `in` add up to
-/// `first_block_in` (what the shape precomputes for the first block's attention inputs).
-#[inline(always)]
-fn first_block_in_terms(form: &SizeForm, rank: u64, first_block_in: u64) -> Option<u64> {
-    let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
-    per_in.checked_mul(first_block_in)
+/// Adapters at one rank over module instances whose `in`, `out` and counts add up to `ins`,
+/// `outs` and `count`, and what of them sits in the first block's attention inputs.
+struct AdapterSpan {
+    rank: u64,
+    ins: u64,
+    outs: u64,
+    count: u64,
+    first: FirstBlock,
+}
+
+/// The first block's instances that read the attention input, as the forms need them.
+enum FirstBlock {
+    /// Only their `in` summed (what a group precomputes): enough for forms with only `rank x in`
+    /// and `in` terms.
+    InTerms {
+        first_block_in: u64,
+    },
+    All {
+        ins: u64,
+        outs: u64,
+        count: u64,
+    },
+}
+
+impl AdapterSpan {
+    /// `form` over every instance.
+    #[inline(always)]
+    fn all(&self, form: &SizeForm) -> Option<u64> {
+        form.total(self.rank, self.ins, self.outs, self.count)
+    }
+
+    /// `form` over the first block's attention-input instances.
+    #[inline(always)]
+    fn first_block(&self, form: &SizeForm) -> Option<u64> {
+        match self.first {
+            FirstBlock::InTerms { first_block_in } => {
+                let per_in = self
+                    .rank
+                    .checked_mul(form.rank_in)?
+                    .checked_add(form.in_one)?;
+                per_in.checked_mul(first_block_in)
+            }
+            FirstBlock::All { ins, outs, count } => form.total(self.rank, ins, outs, count),
+        }
+    }
 }
 
 /// The first tensor of `layout` too large for `u64` at this rank and module size, as an error.
@@ -978,28 +1010,36 @@ impl TrainingPlan {
         let (r, layout) = (site.rank, site.layout);
         let units = m.adapter_units;
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let all = |form: &SizeForm| form.total(r, ins, outs, m.count);
+        let sums = &layout.sums;
+        let first = if sums.input_in_terms_only {
+            FirstBlock::InTerms {
+                first_block_in: units.first_block_in,
+            }
+        } else {
+            let first = m.first_block_instances(model.dims.layers);
+            FirstBlock::All {
+                ins: m.in_features * first,
+                outs: m.out_features * first,
+                count: first,
+            }
+        };
+        let span = AdapterSpan {
+            rank: r,
+            ins,
+            outs,
+            count: m.count,
+            first,
+        };
         // A tensor too large for u64 makes its sum over the instances too large as well: only
         // then are the tensors checked one by one, to name the first.
-        let sums = &layout.sums;
-        let trainable = all(&sums.trainable);
+        let trainable = span.all(&sums.trainable);
         if trainable.is_none()
             || sums.frozen_or_buffers
-                && (all(&sums.frozen).is_none() || all(&sums.buffer_bytes).is_none())
+                && (span.all(&sums.frozen).is_none() || span.all(&sums.buffer_bytes).is_none())
         {
             check_pieces(layout, r, m.in_features, m.out_features)?;
         }
-        if sums.input_in_terms_only {
-            let first = |form: &SizeForm| first_block_in_terms(form, r, units.first_block_in);
-            self.totals
-                .add_adapters(layout, m.count, trainable, all, first);
-        } else {
-            let first = m.first_block_instances(model.dims.layers);
-            let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
-            let first = |form: &SizeForm| form.total(r, first_ins, first_outs, first);
-            self.totals
-                .add_adapters(layout, m.count, trainable, all, first);
-        }
+        self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |=
             m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
@@ -1021,15 +1061,18 @@ impl TrainingPlan {
             return false;
         }
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let all = |form: &SizeForm| form.total(rank, ins, outs, units.count);
-        self.totals.add_adapters(
-            layout,
-            units.count,
-            all(&layout.sums.trainable),
-            all,
+        let span = AdapterSpan {
+            rank,
+            ins,
+            outs,
+            count: units.count,
             // Input-reading tensors have only `rank x in` and `in` terms (checked above).
-            |form| first_block_in_terms(form, rank, units.first_block_in),
-        );
+            first: FirstBlock::InTerms {
+                first_block_in: units.first_block_in,
+            },
+        };
+        let trainable = span.all(&layout.sums.trainable);
+        self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |= units.has_attention_output;
         let mut modules = units.mask;
         while modules != 0 {
