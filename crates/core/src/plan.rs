@@ -257,6 +257,20 @@ impl SizeForm {
     /// (one instance: `count = 1`), or `None` past `u64`.
     #[inline(always)]
     pub fn total(&self, rank: u64, ins: u64, outs: u64, count: u64) -> Option<u64> {
+        let coefficients =
+            self.rank_in | self.rank_out | self.rank_one | self.in_one | self.out_one | self.one;
+        if coefficients <= 1 {
+            // Every coefficient 0 or 1 (LoRA's, DoRA's, IA3's forms): masked sums, one product.
+            let pick = |c: u64, v: u64| v & c.wrapping_neg();
+            let per_rank = pick(self.rank_in, ins)
+                .checked_add(pick(self.rank_out, outs))?
+                .checked_add(pick(self.rank_one, count))?;
+            return rank
+                .checked_mul(per_rank)?
+                .checked_add(pick(self.in_one, ins))?
+                .checked_add(pick(self.out_one, outs))?
+                .checked_add(pick(self.one, count));
+        }
         let per_rank = self
             .rank_in
             .checked_mul(ins)?
@@ -723,37 +737,30 @@ impl PlanTotals {
         }
     }
 
-    /// Account for adapters of `layout` on `count` module instances, whose trainable elements
-    /// are `trainable`: `all` evaluates a form over every instance, `first` over the instances
-    /// in the first block that read the attention input.
+    /// Account for adapters of `layout` over `span`, whose trainable elements are `trainable`.
     #[inline(always)]
-    fn add_adapters(
-        &mut self,
-        layout: &AdapterLayout,
-        count: u64,
-        trainable: Option<u64>,
-        all: impl Fn(&SizeForm) -> Option<u64>,
-        first: impl Fn(&SizeForm) -> Option<u64>,
-    ) {
+    fn add_adapters(&mut self, layout: &AdapterLayout, span: &AdapterSpan, trainable: Option<u64>) {
         let sums = &layout.sums;
         self.add(|t| &mut t.trainable_params, trainable);
-        let tensors = count.checked_mul(sums.trainable_tensors);
+        let tensors = span.count.checked_mul(sums.trainable_tensors);
         self.add(|t| &mut t.trainable_tensors, tensors);
         // (LoRA's trainable tensors are all matmul weights: one evaluation for both.)
         let matmul = if sums.trainable_all_matmul {
             trainable
         } else {
-            all(&sums.trainable_matmul)
+            span.all(&sums.trainable_matmul)
         };
         self.add(|t| &mut t.trainable_matmul[0], matmul);
-        self.add(|t| &mut t.trainable_matmul[1], first(&sums.trainable_input));
+        let first = span.first_block(&sums.trainable_input);
+        self.add(|t| &mut t.trainable_matmul[1], first);
         if sums.frozen_or_buffers {
-            self.add(|t| &mut t.frozen_params, all(&sums.frozen));
-            self.add(|t| &mut t.frozen_matmul[0], all(&sums.frozen_matmul));
-            self.add(|t| &mut t.frozen_matmul[1], first(&sums.frozen_input));
-            self.add(|t| &mut t.fixed_storage_bytes, all(&sums.buffer_bytes));
+            self.add(|t| &mut t.frozen_params, span.all(&sums.frozen));
+            self.add(|t| &mut t.frozen_matmul[0], span.all(&sums.frozen_matmul));
+            let first = span.first_block(&sums.frozen_input);
+            self.add(|t| &mut t.frozen_matmul[1], first);
+            self.add(|t| &mut t.fixed_storage_bytes, span.all(&sums.buffer_bytes));
         }
-        self.add(|t| &mut t.compute_terms[0], all(&layout.per_token));
+        self.add(|t| &mut t.compute_terms[0], span.all(&layout.per_token));
     }
 
     fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
@@ -782,12 +789,51 @@ impl PlanTotals {
     }
 }
 
-/// A form with only `rank x in` and `in` terms, over instances whose `in` add up to
-/// `first_block_in` (what the shape precomputes for the first block's attention inputs).
-#[inline(always)]
-fn first_block_in_terms(form: &SizeForm, rank: u64, first_block_in: u64) -> Option<u64> {
-    let per_in = rank.checked_mul(form.rank_in)?.checked_add(form.in_one)?;
-    per_in.checked_mul(first_block_in)
+/// Adapters at one rank over module instances whose `in`, `out` and counts add up to `ins`,
+/// `outs` and `count`, and what of them sits in the first block's attention inputs.
+struct AdapterSpan {
+    rank: u64,
+    ins: u64,
+    outs: u64,
+    count: u64,
+    first: FirstBlock,
+}
+
+/// The first block's instances that read the attention input, as the forms need them.
+enum FirstBlock {
+    /// Only their `in` summed (what a group precomputes): enough for forms with only `rank x in`
+    /// and `in` terms.
+    InTerms {
+        first_block_in: u64,
+    },
+    All {
+        ins: u64,
+        outs: u64,
+        count: u64,
+    },
+}
+
+impl AdapterSpan {
+    /// `form` over every instance.
+    #[inline(always)]
+    fn all(&self, form: &SizeForm) -> Option<u64> {
+        form.total(self.rank, self.ins, self.outs, self.count)
+    }
+
+    /// `form` over the first block's attention-input instances.
+    #[inline(always)]
+    fn first_block(&self, form: &SizeForm) -> Option<u64> {
+        match self.first {
+            FirstBlock::InTerms { first_block_in } => {
+                let per_in = self
+                    .rank
+                    .checked_mul(form.rank_in)?
+                    .checked_add(form.in_one)?;
+                per_in.checked_mul(first_block_in)
+            }
+            FirstBlock::All { ins, outs, count } => form.total(self.rank, ins, outs, count),
+        }
+    }
 }
 
 /// The first tensor of `layout` too large for `u64` at this rank and module size, as an error.
@@ -964,28 +1010,36 @@ impl TrainingPlan {
         let (r, layout) = (site.rank, site.layout);
         let units = m.adapter_units;
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let all = |form: &SizeForm| form.total(r, ins, outs, m.count);
+        let sums = &layout.sums;
+        let first = if sums.input_in_terms_only {
+            FirstBlock::InTerms {
+                first_block_in: units.first_block_in,
+            }
+        } else {
+            let first = m.first_block_instances(model.dims.layers);
+            FirstBlock::All {
+                ins: m.in_features * first,
+                outs: m.out_features * first,
+                count: first,
+            }
+        };
+        let span = AdapterSpan {
+            rank: r,
+            ins,
+            outs,
+            count: m.count,
+            first,
+        };
         // A tensor too large for u64 makes its sum over the instances too large as well: only
         // then are the tensors checked one by one, to name the first.
-        let sums = &layout.sums;
-        let trainable = all(&sums.trainable);
+        let trainable = span.all(&sums.trainable);
         if trainable.is_none()
             || sums.frozen_or_buffers
-                && (all(&sums.frozen).is_none() || all(&sums.buffer_bytes).is_none())
+                && (span.all(&sums.frozen).is_none() || span.all(&sums.buffer_bytes).is_none())
         {
             check_pieces(layout, r, m.in_features, m.out_features)?;
         }
-        if sums.input_in_terms_only {
-            let first = |form: &SizeForm| first_block_in_terms(form, r, units.first_block_in);
-            self.totals
-                .add_adapters(layout, m.count, trainable, all, first);
-        } else {
-            let first = m.first_block_instances(model.dims.layers);
-            let (first_ins, first_outs) = (m.in_features * first, m.out_features * first);
-            let first = |form: &SizeForm| form.total(r, first_ins, first_outs, first);
-            self.totals
-                .add_adapters(layout, m.count, trainable, all, first);
-        }
+        self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |=
             m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
@@ -1007,15 +1061,18 @@ impl TrainingPlan {
             return false;
         }
         let (ins, outs) = (units.in_plus_out_count - units.out_count, units.out_count);
-        let all = |form: &SizeForm| form.total(rank, ins, outs, units.count);
-        self.totals.add_adapters(
-            layout,
-            units.count,
-            all(&layout.sums.trainable),
-            all,
+        let span = AdapterSpan {
+            rank,
+            ins,
+            outs,
+            count: units.count,
             // Input-reading tensors have only `rank x in` and `in` terms (checked above).
-            |form| first_block_in_terms(form, rank, units.first_block_in),
-        );
+            first: FirstBlock::InTerms {
+                first_block_in: units.first_block_in,
+            },
+        };
+        let trainable = span.all(&layout.sums.trainable);
+        self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |= units.has_attention_output;
         let mut modules = units.mask;
         while modules != 0 {
@@ -1271,6 +1328,105 @@ mod tests {
             plan.push_adapter(&model, too_large).unwrap_err().what,
             "lora_A.weight"
         );
+    }
+
+    /// A layout beyond LoRA's (coefficients of 2, a frozen parameter, a buffer) on MiniGPT's
+    /// all-linear group (per layer q, k, v, o of 64 x 64, fc1 64 -> 256, fc2 256 -> 64: `in` and
+    /// `out` each sum to 576 per layer, 2,304 over 4 layers, 24 module instances), in one step
+    /// and module by module.
+    #[test]
+    fn a_general_layout_counts_alike_by_group_and_by_module() {
+        use crate::shape::TransformerSpec;
+        use crate::targets::TargetSpec;
+        const GENERAL: AdapterLayout = AdapterLayout::new("general", SizeForm::RANK)
+            .with(AdapterPiece::trainable(
+                "w_a",
+                SizeForm::RANK_IN,
+                PieceMatmul::Input,
+            ))
+            .with(AdapterPiece::trainable(
+                "w_hada",
+                SizeForm::RANK_IN.plus(SizeForm::RANK_OUT).times(2),
+                PieceMatmul::Inner,
+            ))
+            .with(AdapterPiece {
+                name: "ranknum",
+                size: SizeForm::constant(1),
+                role: PieceRole::Frozen,
+                matmul: PieceMatmul::No,
+            })
+            .with(AdapterPiece {
+                name: "proj",
+                size: SizeForm::OUT,
+                role: PieceRole::Buffer { dtype: DType::F32 },
+                matmul: PieceMatmul::No,
+            });
+        let model = TransformerSpec::minigpt().build().unwrap();
+        let units = model.group_adapter_units(&TargetSpec::AllLinear).unwrap();
+        let rank = 4;
+        let mut by_group = TrainingPlan::default();
+        assert!(by_group.try_push_group_adapters(units, rank, &GENERAL));
+        let mut by_module = TrainingPlan::default();
+        for (module, m) in model.modules.iter().enumerate() {
+            if TargetSpec::AllLinear.selects(m) {
+                let site = AdapterSite {
+                    module,
+                    rank,
+                    layout: &GENERAL,
+                };
+                by_module.push_adapter(&model, site).unwrap();
+            }
+        }
+        for plan in [&by_group, &by_module] {
+            assert_eq!(*plan.totals(), plan.recount(&model));
+            // r x 2,304 (w_a) + r x 2 x (2,304 + 2,304) (w_hada).
+            assert_eq!(plan.trainable_params().unwrap(), 4 * 2304 + 4 * 2 * 4608);
+            assert_eq!(plan.frozen_params().unwrap(), 24);
+            assert_eq!(plan.totals().trainable_tensors, 2 * 24);
+            // The buffer is 4 bytes per output feature and in no parameter count.
+            assert_eq!(plan.totals().fixed_storage_bytes, 4 * 2304);
+            assert_eq!(plan.all_params().unwrap(), 4 * 2304 + 4 * 2 * 4608 + 24);
+            // x A: r per token and instance.
+            assert_eq!(plan.totals().compute_terms[0], 4 * 24);
+        }
+        assert_eq!(by_group.totals(), by_module.totals());
+
+        // A tensor on the module input with an `out` term: the group sums cannot say what the
+        // first block holds, so the group path declines and adds nothing.
+        const OUT_ON_INPUT: AdapterLayout = AdapterLayout::new("odd", SizeForm::ZERO).with(
+            AdapterPiece::trainable("w", SizeForm::OUT, PieceMatmul::Input),
+        );
+        let mut plan = TrainingPlan::default();
+        assert!(!plan.try_push_group_adapters(units, rank, &OUT_ON_INPUT));
+        assert_eq!(*plan.totals(), PlanTotals::default());
+        let q_proj = AdapterSite {
+            module: 0,
+            rank,
+            layout: &OUT_ON_INPUT,
+        };
+        plan.push_adapter(&model, q_proj).unwrap();
+        assert_eq!(*plan.totals(), plan.recount(&model));
+        // q_proj reads the attention input: its first-block instance (64 elements) is counted.
+        assert_eq!(plan.totals().trainable_matmul, [4 * 64, 64]);
+    }
+
+    #[test]
+    fn interned_layouts_are_shared() {
+        let built = |k| {
+            AdapterLayout::new("runtime", SizeForm::ZERO).with(AdapterPiece::trainable(
+                "w",
+                SizeForm::RANK_IN.times(k),
+                PieceMatmul::No,
+            ))
+        };
+        let (a, b, c) = (
+            built(3).interned(),
+            built(3).interned(),
+            built(5).interned(),
+        );
+        assert!(std::ptr::eq(a, b));
+        assert!(!std::ptr::eq(a, c));
+        assert_eq!(c.pieces()[0].size.rank_in, 5);
     }
 
     #[test]
