@@ -1336,7 +1336,7 @@ mod tests {
     /// and module by module.
     #[test]
     fn a_general_layout_counts_alike_by_group_and_by_module() {
-        use crate::shape::TransformerSpec;
+        use crate::spec::TransformerSpec;
         use crate::targets::TargetSpec;
         const GENERAL: AdapterLayout = AdapterLayout::new("general", SizeForm::RANK)
             .with(AdapterPiece::trainable(
