@@ -280,3 +280,64 @@ fn mixtral_v4_checkpoint_counts_like_peft_on_transformers_5() {
         );
     }
 }
+
+/// GPT-2 with `n_embd` 128, 2 heads of 64, `n_positions` 48 (issue 16, item 2): a checkpoint read
+/// from its headers alone can be estimated (the position table comes from `wpe`), and its
+/// attention activations equal those of the same model read from its config.json, because
+/// GPT-2's head dimension (64) is assumed and stated rather than one head of `n_embd`.
+#[test]
+fn gpt2_headers_alone_estimate_like_the_config() {
+    let (h, inner, vocab, pos) = (128usize, 512usize, 100usize, 48usize);
+    let mut t = vec![
+        ("transformer.wte.weight".to_string(), vec![vocab, h]),
+        ("transformer.wpe.weight".to_string(), vec![pos, h]),
+    ];
+    for (name, shape) in [
+        ("ln_1.weight", vec![h]),
+        ("ln_1.bias", vec![h]),
+        ("attn.c_attn.weight", vec![h, 3 * h]),
+        ("attn.c_attn.bias", vec![3 * h]),
+        ("attn.c_proj.weight", vec![h, h]),
+        ("attn.c_proj.bias", vec![h]),
+        ("ln_2.weight", vec![h]),
+        ("ln_2.bias", vec![h]),
+        ("mlp.c_fc.weight", vec![h, inner]),
+        ("mlp.c_fc.bias", vec![inner]),
+        ("mlp.c_proj.weight", vec![inner, h]),
+        ("mlp.c_proj.bias", vec![h]),
+    ] {
+        t.push((format!("transformer.h.0.{name}"), shape));
+    }
+    t.push(("transformer.ln_f.weight".into(), vec![h]));
+    t.push(("transformer.ln_f.bias".into(), vec![h]));
+    let path = tmp("gpt2-h128.safetensors");
+    write(&path, &t);
+    let loaded = ftbudget_models::load_model(path.to_str().unwrap()).unwrap();
+    let headers = loaded.shape;
+    assert_eq!(headers.position_limit(), Some(48));
+    assert_eq!((headers.dims.heads, headers.dims.head_dim), (2, 64));
+    assert!(
+        loaded.notes.iter().any(|n| n.contains("assumed head_dim 64")),
+        "{:?}",
+        loaded.notes
+    );
+    assert!(headers.check_seq("--seq", 48).is_ok());
+    assert!(headers.check_seq("--seq", 49).is_err());
+    let config = ftbudget_models::from_config_json(
+        r#"{"model_type":"gpt2","n_embd":128,"n_head":2,"n_layer":1,"n_inner":512,"vocab_size":100,"n_positions":48}"#,
+        "gpt2-h128",
+    )
+    .unwrap();
+    assert_eq!(headers.total_params(), config.total_params());
+    let registry = ftbudget_roster::registry().unwrap();
+    let mut settings = ftbudget_core::MemorySettings::pytorch();
+    settings.activations.attention = ftbudget_core::AttentionImpl::Eager;
+    settings.workload.seq = 48;
+    for spec in ["full-ft", "lora:r=8"] {
+        let regime = registry.build(spec).unwrap();
+        let estimate = |m: &ftbudget_core::ModelShape| {
+            ftbudget_core::estimate_memory(m, &regime.plan(m).unwrap(), &settings).unwrap()
+        };
+        assert_eq!(estimate(&headers), estimate(&config), "{spec}");
+    }
+}
