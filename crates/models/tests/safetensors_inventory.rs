@@ -317,7 +317,10 @@ fn gpt2_headers_alone_estimate_like_the_config() {
     assert_eq!(headers.position_limit(), Some(48));
     assert_eq!((headers.dims.heads, headers.dims.head_dim), (2, 64));
     assert!(
-        loaded.notes.iter().any(|n| n.contains("assumed head_dim 64")),
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("assumed head_dim 64")),
         "{:?}",
         loaded.notes
     );
