@@ -47,6 +47,7 @@ impl fmt::Display for TargetSpec {
             TargetSpec::AllLinear => f.write_str("all-linear"),
             TargetSpec::Attention => f.write_str("attn"),
             TargetSpec::Mlp => f.write_str("mlp"),
+            TargetSpec::Names(names) if names.is_empty() => f.write_str("none"),
             TargetSpec::Names(names) => f.write_str(&names.join("+")),
         }
     }

@@ -8,7 +8,7 @@ use ftbudget_core::{
     AdapterHost, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
     ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PieceMatmul,
     PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, SizeForm,
-    Storage, TargetSpec, TrainingPlan, UnknownName, names_select,
+    Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName, names_select,
 };
 use std::str::FromStr;
 
@@ -66,6 +66,9 @@ pub struct LoraConfig {
     pub lora_bias: bool,
     /// DoRA: one trainable magnitude per output feature of each adapted module.
     pub dora: bool,
+    /// Parameters adapted by name through peft's `target_parameters` (`lora.ParamWrapper`):
+    /// `mlp.experts.gate_up_proj`, `mlp.router.weight`. Rank `r` per expert, never doubled.
+    pub target_parameters: Vec<String>,
 }
 
 pub const LORA_OPTIONS: &[OptionDoc] = &[
@@ -99,6 +102,12 @@ pub const LORA_OPTIONS: &[OptionDoc] = &[
         default: "false",
         help: "a trainable bias on lora_B",
     },
+    OptionDoc {
+        key: "target_parameters",
+        values: "name+name...",
+        default: "",
+        help: "parameters adapted through peft's target_parameters, e.g. mlp.experts.gate_up_proj (targets=none adapts no module)",
+    },
 ];
 
 impl LoraConfig {
@@ -107,6 +116,8 @@ impl LoraConfig {
         let rank = reader.positive("r", 8, MAX_RANK)?;
         let targets = match reader.raw("targets") {
             None => TargetSpec::AllLinear,
+            // peft's `target_modules=[]` beside `target_parameters`: no module.
+            Some("none") => TargetSpec::Names(Vec::new()),
             Some(v) => v.parse().map_err(|e: ftbudget_core::TargetSpecError| {
                 reader.invalid("targets", v, &e.to_string())
             })?,
@@ -117,7 +128,19 @@ impl LoraConfig {
             Some(v) => v.split('+').map(str::to_string).collect(),
         };
         let lora_bias = reader.flag("lora_bias", false)?;
+        let target_parameters: Vec<String> = match reader.raw("target_parameters") {
+            None | Some("") => Vec::new(),
+            Some(v) => v.split('+').map(str::to_string).collect(),
+        };
+        if targets == TargetSpec::Names(Vec::new()) && target_parameters.is_empty() {
+            return Err(reader.invalid(
+                "targets",
+                "none",
+                "module names, or none with target_parameters",
+            ));
+        }
         Ok(LoraConfig {
+            target_parameters,
             rank,
             targets,
             bias,
@@ -144,6 +167,12 @@ impl LoraConfig {
         }
         if self.lora_bias {
             out.push("lora_bias=true".into());
+        }
+        if !self.target_parameters.is_empty() {
+            out.push(format!(
+                "target_parameters={}",
+                self.target_parameters.join("+")
+            ));
         }
         out
     }
@@ -231,9 +260,15 @@ pub fn adapter_plan_into(
     }
     // Checked and resolved once; then `contains` answers per module without allocating (sweeps
     // plan millions of times).
-    let targets = model
-        .select_targets(&config.targets)
-        .map_err(shape_err(regime))?;
+    let no_modules = config.targets == TargetSpec::Names(Vec::new());
+    let parameter_targets = parameter_targets(regime, model, config)?;
+    let targets = if no_modules {
+        TargetSelection::Mask(0)
+    } else {
+        model
+            .select_targets(&config.targets)
+            .map_err(shape_err(regime))?
+    };
     model
         .check_names(&config.modules_to_save)
         .map_err(shape_err(regime))?;
@@ -264,9 +299,10 @@ pub fn adapter_plan_into(
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
     let layout = adapter_layout(config.lora_bias, config.dora);
-    let whole_group = model
-        .group_adapter_units(&config.targets)
-        .is_some_and(|units| plan.try_push_group_adapters(units, config.rank, layout));
+    let whole_group = !no_modules
+        && model
+            .group_adapter_units(&config.targets)
+            .is_some_and(|units| plan.try_push_group_adapters(units, config.rank, layout));
     if !whole_group {
         for (i, m) in model.modules.iter().enumerate() {
             if !targets.contains(i, m) {
@@ -300,6 +336,33 @@ pub fn adapter_plan_into(
                     cause,
                 })?;
         }
+    }
+    // peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not
+    // already adapted as a module.
+    for &i in &parameter_targets {
+        if targets.contains(i, &model.modules[i]) {
+            continue;
+        }
+        if config.dora || config.lora_bias {
+            let option = if config.dora { "DoRA" } else { "lora_bias" };
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "target_parameters",
+                reason: format!(
+                    "peft's lora.ParamWrapper does not work with {option} (`{}`)",
+                    model.modules[i].path
+                ),
+            }));
+        }
+        let site = AdapterSite {
+            module: i,
+            rank: config.rank,
+            layout,
+        };
+        plan.push_adapter(model, site)
+            .map_err(|cause| RegimeError::Count {
+                regime: regime.to_string(),
+                cause,
+            })?;
     }
     if !config.modules_to_save.is_empty() {
         for (i, m) in model.modules.iter().enumerate() {
@@ -367,4 +430,40 @@ ftbudget_core::inventory::submit! {
         rank_option: Some("r"),
         build,
     }
+}
+
+/// The modules whose weight `config.target_parameters` names (component-aligned suffixes of the
+/// parameter path: `mlp.experts.gate_up_proj`, or `mlp.router.weight`); a name that matches
+/// nothing is peft's "not found" error.
+fn parameter_targets(
+    regime: &str,
+    model: &ModelShape,
+    config: &LoraConfig,
+) -> Result<Vec<usize>, RegimeError> {
+    let ends_with = |path: &str, name: &str| {
+        path == name
+            || (path.len() > name.len()
+                && path.ends_with(name)
+                && path.as_bytes()[path.len() - name.len() - 1] == b'.')
+    };
+    let mut found = Vec::new();
+    for name in &config.target_parameters {
+        let before = found.len();
+        for (i, m) in model.modules.iter().enumerate() {
+            if m.weight_tied {
+                continue;
+            }
+            let weight = format!("{}.weight", m.path);
+            if (ends_with(&m.path, name) || ends_with(&weight, name)) && !found.contains(&i) {
+                found.push(i);
+            }
+        }
+        if found.len() == before {
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "target_parameters",
+                reason: format!("peft: target parameter `{name}` not found in the base model"),
+            }));
+        }
+    }
+    Ok(found)
 }
