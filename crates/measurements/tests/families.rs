@@ -1,19 +1,18 @@
 //! ftbudget against measured PyTorch training steps on the families of issue 9
-//! (`measured_memory_families.json`, 164 records from `tools/measure-memory`: qwen3, qwen3_moe,
-//! gemma3_text, gpt_oss, deepseek_v3, olmo2, phi, falcon; full, LoRA and DoRA; fp32 and
-//! autocast; eager and sdpa; two shapes). Weights, gradients and optimizer state are exact on
-//! every record; activations are held to each group's recorded worst error.
-//!
-//! Known gaps (no activation term of the per-operation model was fitted to these records yet):
-//! mixture-of-experts layers (qwen3_moe, deepseek_v3, gpt_oss: the routing, the dispatch's
-//! gathered inputs and gpt-oss's clamped SwiGLU are under-counted, -15% to -38%), phi's parallel
-//! block with partial rotary and biased dense layers (-11% to -28%), and falcon's multi-query
-//! parallel block (over-counted, +7% to +27%). qwen3, olmo2 and gemma3_text are within 6%.
+//! (`measured_memory_families.json`, 200 records from `tools/measure-memory`: qwen3, qwen3_moe,
+//! qwen2_moe, gemma2, gemma3_text, gpt_oss, deepseek_v3, olmo2, phi, falcon; full, LoRA and
+//! DoRA; fp32 and autocast; eager and sdpa; two shapes). Weights, gradients and optimizer state
+//! are exact on every record (but AdamW's step counters for LoRA on fused experts, below);
+//! activations are held to each group's recorded worst error: within 10% on every group but
+//! Gemma 2 in fp32 (-10.2% full, -11.6% LoRA: soft-capping and its four norms) and Phi's DoRA
+//! under autocast (-12.4%). The activation building blocks these records calibrated: LayerNorm,
+//! the plain MLP's activation (and Python `gelu_new`), fused experts, `ParamWrapper` delta
+//! weights, gpt-oss's clamped SwiGLU, latent attention's padded values.
 
 mod common;
 
 use common::{Bound, Worst, bound, precision, regime_kind};
-use ftbudget_measurements::{activation_error, parse_records, predict};
+use ftbudget_measurements::{activation_error, measured_activations, parse_records, predict};
 
 const FAMILIES: &str = include_str!("../../../fixtures/memory/measured_memory_families.json");
 
@@ -21,9 +20,9 @@ const FAMILIES: &str = include_str!("../../../fixtures/memory/measured_memory_fa
 /// together), and the bound: 1% where the model is within 0.5%, else the worst rounded up past
 /// half a point.
 const ACTIVATIONS: &[Bound] = &[
-    bound("deepseek_v3 full autocast", -19.50, 20.0),
-    bound("deepseek_v3 full fp32", -9.29, 10.0),
-    bound("deepseek_v3 lora autocast", -11.40, 12.0),
+    bound("deepseek_v3 full autocast", -5.01, 6.0),
+    bound("deepseek_v3 full fp32", -0.75, 2.0),
+    bound("deepseek_v3 lora autocast", 7.04, 8.0),
     bound("deepseek_v3 lora fp32", 8.68, 10.0),
     bound("falcon dora autocast", -2.19, 3.0),
     bound("falcon dora fp32", -2.61, 4.0),
@@ -85,6 +84,25 @@ fn family_records_have_exact_state_and_bounded_activations() {
     assert_eq!(records.len(), 200);
     let mut worst = Worst::default();
     for r in &records {
+        // PyTorch on CPU runs DeepSeek's latent attention (query/key and value widths differ)
+        // through sdpa's math fallback, which saves what eager attention saves: the measured
+        // bytes equal the eager twin's, so those records are predicted as eager attention (the
+        // fused kernel the model describes for sdpa is what a GPU runs).
+        let mut r = r.clone();
+        if r.shape.family == "deepseek_v3" && r.attn_implementation_used == "sdpa" {
+            let twin_id = r.id.replace("|sdpa", "|eager");
+            let twin = records.iter().find(|t| t.id == twin_id).unwrap();
+            // Equal on 6 of 8 records; the two at batch 2 x 32 under autocast keep one
+            // 48 KiB tensor more (3%).
+            let (a, b) = (measured_activations(&r), measured_activations(twin));
+            assert!(
+                a.abs_diff(b) * 100 <= 4 * b,
+                "{}: sdpa on CPU is not the math fallback ({a} vs {b})",
+                r.id
+            );
+            r.attn_implementation_used = "eager".into();
+        }
+        let r = &r;
         let e = predict(r).unwrap();
         // Known gap: peft's `ParamWrapper` keeps one lora_A/lora_B per layer on fused experts,
         // ftbudget counts one per expert, so AdamW's step counters (4 B each) are over-counted
