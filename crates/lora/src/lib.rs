@@ -337,63 +337,8 @@ pub fn adapter_plan_into(
                 })?;
         }
     }
-    // peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not
-    // already adapted as a module.
-    for &i in &parameter_targets {
-        if targets.contains(i, &model.modules[i]) {
-            continue;
-        }
-        if config.dora || config.lora_bias {
-            let option = if config.dora { "DoRA" } else { "lora_bias" };
-            return Err(shape_err(regime)(ShapeError::Inconsistent {
-                field: "target_parameters",
-                reason: format!(
-                    "peft's lora.ParamWrapper does not work with {option} (`{}`)",
-                    model.modules[i].path
-                ),
-            }));
-        }
-        let site = AdapterSite {
-            module: i,
-            rank: config.rank,
-            layout,
-        };
-        plan.push_adapter(model, site)
-            .map_err(|cause| RegimeError::Count {
-                regime: regime.to_string(),
-                cause,
-            })?;
-    }
-    if !config.modules_to_save.is_empty() {
-        for (i, m) in model.modules.iter().enumerate() {
-            if !names_select(&config.modules_to_save, m) {
-                continue;
-            }
-            let copy = |source: ParamSource, numel: u64, matmul: bool| PlannedParams {
-                source,
-                numel,
-                count: m.count,
-                trainable: true,
-                origin: ParamOrigin::SavedCopy,
-                storage: Storage::Policy,
-                matmul_weight: matmul,
-            };
-            plan.push_group(
-                model,
-                copy(
-                    ParamSource::SavedWeight { module: i },
-                    m.weight_numel(),
-                    true,
-                ),
-            );
-            if m.bias {
-                plan.push_group(
-                    model,
-                    copy(ParamSource::SavedBias { module: i }, m.out_features, false),
-                );
-            }
-        }
-    }
+    push_parameter_adapters(regime, model, config, &parameter_targets, &targets, plan)?;
+    push_saved_copies(model, &config.modules_to_save, plan);
     Ok(())
 }
 
@@ -429,6 +374,78 @@ ftbudget_core::inventory::submit! {
         options: LORA_OPTIONS,
         rank_option: Some("r"),
         build,
+    }
+}
+
+/// peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not
+/// already adapted as a module; ParamWrapper refuses DoRA and `lora_bias`.
+fn push_parameter_adapters(
+    regime: &str,
+    model: &ModelShape,
+    config: &LoraConfig,
+    parameter_targets: &[usize],
+    targets: &TargetSelection<'_>,
+    plan: &mut TrainingPlan,
+) -> Result<(), RegimeError> {
+    let layout = adapter_layout(config.lora_bias, config.dora);
+    for &i in parameter_targets {
+        if targets.contains(i, &model.modules[i]) {
+            continue;
+        }
+        if config.dora || config.lora_bias {
+            let option = if config.dora { "DoRA" } else { "lora_bias" };
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "target_parameters",
+                reason: format!(
+                    "peft's lora.ParamWrapper does not work with {option} (`{}`)",
+                    model.modules[i].path
+                ),
+            }));
+        }
+        let site = AdapterSite {
+            module: i,
+            rank: config.rank,
+            layout,
+        };
+        plan.push_adapter(model, site)
+            .map_err(|cause| RegimeError::Count {
+                regime: regime.to_string(),
+                cause,
+            })?;
+    }
+    Ok(())
+}
+
+/// peft's `modules_to_save`: a full trainable copy of each named module beside its frozen
+/// original.
+fn push_saved_copies(model: &ModelShape, names: &[String], plan: &mut TrainingPlan) {
+    for (i, m) in model.modules.iter().enumerate() {
+        if !names_select(names, m) {
+            continue;
+        }
+        let copy = |source: ParamSource, numel: u64, matmul: bool| PlannedParams {
+            source,
+            numel,
+            count: m.count,
+            trainable: true,
+            origin: ParamOrigin::SavedCopy,
+            storage: Storage::Policy,
+            matmul_weight: matmul,
+        };
+        plan.push_group(
+            model,
+            copy(
+                ParamSource::SavedWeight { module: i },
+                m.weight_numel(),
+                true,
+            ),
+        );
+        if m.bias {
+            plan.push_group(
+                model,
+                copy(ParamSource::SavedBias { module: i }, m.out_features, false),
+            );
+        }
     }
 }
 

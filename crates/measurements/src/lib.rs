@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeasurementError {
-    #[error("cannot parse measurement records: {0}")]
-    Parse(#[from] serde_json::Error),
+    // The cause is part of the one-line message, not also a `source()` (which `{:#}` would
+    // print a second time).
+    #[error("cannot parse measurement records: {reason}")]
+    Parse { reason: String },
     #[error("record {id}: unsupported {field} `{value}`")]
     Unsupported {
         id: String,
@@ -122,7 +124,9 @@ pub struct MemoryRecord {
 }
 
 pub fn parse_records(json: &str) -> Result<Vec<MemoryRecord>, MeasurementError> {
-    Ok(serde_json::from_str(json)?)
+    serde_json::from_str(json).map_err(|e| MeasurementError::Parse {
+        reason: e.to_string(),
+    })
 }
 
 fn unsupported(r: &MemoryRecord, field: &'static str, value: &str) -> MeasurementError {

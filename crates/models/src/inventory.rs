@@ -251,100 +251,18 @@ pub fn model_from_inventory(
         });
     }
     let mut notes = Vec::new();
-    let mut skipped: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    // (pattern, shape) -> count, in first-seen order.
-    let mut groups: Vec<(String, Vec<u64>, u64)> = Vec::new();
-    let mut index: BTreeMap<(String, Vec<u64>), usize> = BTreeMap::new();
-    for t in tensors {
-        if let Some(why) = non_parameter(t) {
-            let entry = skipped.entry(why).or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.saturating_add(t.numel());
-            continue;
-        }
-        let key = (pattern(&t.name), t.shape.clone());
-        match index.get(&key) {
-            Some(&i) => groups[i].2 += 1,
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((key.0, key.1, 1));
-            }
-        }
-    }
-    for (why, (count, elements)) in &skipped {
-        notes.push(format!(
-            "{name}: {count} tensors ({elements} elements) of {why} are not model parameters: \
-             counted apart, neither trainable nor frozen"
-        ));
-    }
+    let groups = group_tensors(name, tensors, &mut notes);
     let conv1d = tensors.iter().any(|t| t.name.contains("transformer.h."))
         && tensors
             .iter()
             .any(|t| t.name.ends_with("attn.c_attn.weight"));
-    let mut modules: Vec<LinearModule> = Vec::new();
-    let mut params: Vec<ParamGroup> = Vec::new();
-    let mut embed: Option<(u64, u64)> = None;
-    let mut positions_table: Option<u64> = None;
-    let mut layers = 1;
-    for (pat, shape, count) in &groups {
-        let (path, leaf) = pat.rsplit_once('.').unwrap_or(("", pat.as_str()));
-        let numel = shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or(ModelError::Field {
-                field: pat.clone(),
-                reason: "size overflows".into(),
-            })?;
-        if numel == 0 {
-            return Err(ModelError::Field {
-                field: pat.clone(),
-                reason: "has a zero dimension".into(),
-            });
-        }
-        // One indexed component: a per-layer tensor (expert tensors have two).
-        if pat.split('.').filter(|c| *c == "*").count() == 1 {
-            layers = layers.max(*count);
-        }
-        let kind = if let Some(kind) = is_embedding(path).filter(|_| shape.len() == 2) {
-            match kind {
-                ParamKind::Embedding => embed = Some((shape[0], shape[1])),
-                _ => positions_table = Some(shape[0]),
-            }
-            kind
-        } else if leaf == "weight" && shape.len() == 2 && !is_norm(path) {
-            let (in_f, out_f) = if conv1d && !path.ends_with("lm_head") {
-                (shape[0], shape[1])
-            } else {
-                (shape[1], shape[0])
-            };
-            let layout = if conv1d && !path.ends_with("lm_head") {
-                LinearLayout::Conv1D
-            } else {
-                LinearLayout::Linear
-            };
-            modules.push(LinearModule::new(
-                path,
-                (in_f, out_f),
-                false,
-                *count,
-                layout,
-                group_of(path),
-            ));
-            ParamKind::LinearWeight(modules.len() - 1)
-        } else if leaf == "bias" && is_norm(path) {
-            ParamKind::NormBias
-        } else if leaf == "weight" && is_norm(path) {
-            ParamKind::NormWeight
-        } else {
-            ParamKind::Other
-        };
-        params.push(ParamGroup {
-            name: pat.clone(),
-            numel,
-            count: *count,
-            kind,
-        });
-    }
+    let Classified {
+        mut modules,
+        mut params,
+        embed,
+        positions_table,
+        layers,
+    } = classify(&groups, conv1d)?;
     link_biases(&mut modules, &mut params);
     fold_v4_experts(&mut modules, &mut params);
     let (vocab, hidden) = embed.unwrap_or((1, 1));
@@ -427,6 +345,126 @@ pub fn model_from_inventory(
         params,
     )?;
     Ok(LoadedModel { shape, notes })
+}
+
+/// Tensors grouped by name pattern and shape, with a count, in first-seen order; tensors that
+/// are not parameters are left out and summed in a note.
+fn group_tensors(
+    name: &str,
+    tensors: &[TensorEntry],
+    notes: &mut Vec<String>,
+) -> Vec<(String, Vec<u64>, u64)> {
+    let mut skipped: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    // (pattern, shape) -> count, in first-seen order.
+    let mut groups: Vec<(String, Vec<u64>, u64)> = Vec::new();
+    let mut index: BTreeMap<(String, Vec<u64>), usize> = BTreeMap::new();
+    for t in tensors {
+        if let Some(why) = non_parameter(t) {
+            let entry = skipped.entry(why).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(t.numel());
+            continue;
+        }
+        let key = (pattern(&t.name), t.shape.clone());
+        match index.get(&key) {
+            Some(&i) => groups[i].2 += 1,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key.0, key.1, 1));
+            }
+        }
+    }
+    for (why, (count, elements)) in &skipped {
+        notes.push(format!(
+            "{name}: {count} tensors ({elements} elements) of {why} are not model parameters: \
+             counted apart, neither trainable nor frozen"
+        ));
+    }
+    groups
+}
+
+/// What [`classify`] finds in the grouped tensors.
+struct Classified {
+    modules: Vec<LinearModule>,
+    params: Vec<ParamGroup>,
+    embed: Option<(u64, u64)>,
+    positions_table: Option<u64>,
+    layers: u64,
+}
+
+/// Linears (Conv1D when `conv1d`), embeddings, norms and the rest, from the grouped tensors.
+fn classify(groups: &[(String, Vec<u64>, u64)], conv1d: bool) -> Result<Classified, ModelError> {
+    let mut modules: Vec<LinearModule> = Vec::new();
+    let mut params: Vec<ParamGroup> = Vec::new();
+    let mut embed: Option<(u64, u64)> = None;
+    let mut positions_table: Option<u64> = None;
+    let mut layers = 1;
+    for (pat, shape, count) in groups {
+        let (path, leaf) = pat.rsplit_once('.').unwrap_or(("", pat.as_str()));
+        let numel = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or(ModelError::Field {
+                field: pat.clone(),
+                reason: "size overflows".into(),
+            })?;
+        if numel == 0 {
+            return Err(ModelError::Field {
+                field: pat.clone(),
+                reason: "has a zero dimension".into(),
+            });
+        }
+        // One indexed component: a per-layer tensor (expert tensors have two).
+        if pat.split('.').filter(|c| *c == "*").count() == 1 {
+            layers = layers.max(*count);
+        }
+        let kind = if let Some(kind) = is_embedding(path).filter(|_| shape.len() == 2) {
+            match kind {
+                ParamKind::Embedding => embed = Some((shape[0], shape[1])),
+                _ => positions_table = Some(shape[0]),
+            }
+            kind
+        } else if leaf == "weight" && shape.len() == 2 && !is_norm(path) {
+            let (in_f, out_f) = if conv1d && !path.ends_with("lm_head") {
+                (shape[0], shape[1])
+            } else {
+                (shape[1], shape[0])
+            };
+            let layout = if conv1d && !path.ends_with("lm_head") {
+                LinearLayout::Conv1D
+            } else {
+                LinearLayout::Linear
+            };
+            modules.push(LinearModule::new(
+                path,
+                (in_f, out_f),
+                false,
+                *count,
+                layout,
+                group_of(path),
+            ));
+            ParamKind::LinearWeight(modules.len() - 1)
+        } else if leaf == "bias" && is_norm(path) {
+            ParamKind::NormBias
+        } else if leaf == "weight" && is_norm(path) {
+            ParamKind::NormWeight
+        } else {
+            ParamKind::Other
+        };
+        params.push(ParamGroup {
+            name: pat.clone(),
+            numel,
+            count: *count,
+            kind,
+        });
+    }
+    Ok(Classified {
+        modules,
+        params,
+        embed,
+        positions_table,
+        layers,
+    })
 }
 
 /// Link Linear biases to their modules.
