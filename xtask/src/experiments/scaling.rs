@@ -150,41 +150,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     }
 
     let fractions = fractions_table(f, &shapes, &grid, &reals);
-    let mut series: Vec<Series> = f
-        .ranks
-        .iter()
-        .zip(&grid)
-        .map(|(r, row)| Series {
-            name: format!("{} family ({} layers), LoRA r={r}", base.name, f.layers),
-            points: shapes
-                .iter()
-                .zip(row)
-                .map(|(s, e)| (s.width as f64, percent(e.trainable_params, e.all_params)))
-                .collect(),
-        })
-        .collect();
-    for &r in &f.square_ranks {
-        series.push(Series {
-            name: format!("2r/h, square layer, r={r}"),
-            points: f
-                .widths
-                .iter()
-                .map(|&w| (w as f64, square_ratio_percent(r, w)))
-                .collect(),
-        });
-    }
-    for real in &reals {
-        series.push(Series {
-            name: format!(
-                "real {} (d={}), LoRA r={}",
-                real.name, real.hidden, real.rank
-            ),
-            points: vec![(
-                real.hidden as f64,
-                percent(real.est.trainable_params, real.est.all_params),
-            )],
-        });
-    }
+    let series = fraction_series(f, &base.name, &shapes, &grid, &reals);
     let fraction_chart = line_chart(&LineChart {
         title: f.chart.title.clone(),
         x_label: "width d = hidden size (log scale)".into(),
@@ -245,38 +211,8 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         fits.push(row);
     }
     let memory = memory_table(&config, &totals, &fits);
-    let memory_chart = line_chart(&LineChart {
-        title: m.chart.title.clone(),
-        x_label: "sequence length in tokens (log scale)".into(),
-        y_label: "memory of one training step, GiB (log scale)".into(),
-        x_scale: Scale::Log,
-        y_scale: Scale::Log,
-        series: config
-            .regimes
-            .iter()
-            .zip(&totals)
-            .map(|(entry, row)| Series {
-                name: entry.label.clone(),
-                points: m
-                    .seqs
-                    .iter()
-                    .zip(row)
-                    .map(|(&seq, &t)| (seq as f64, t as f64 / GIB as f64))
-                    .collect(),
-            })
-            .collect(),
-        reference_lines: m
-            .capacities_gib
-            .iter()
-            .map(|&c| ReferenceLine {
-                y: c as f64,
-                label: format!("{c} GiB"),
-            })
-            .collect(),
-        legend: Legend::UpperLeft,
-        size: m.chart.size(),
-    })
-    .map_err(|e| exp.key_error("memory_sweep.chart", e))?;
+    let memory_chart = line_chart(&memory_chart_spec(&config, &totals))
+        .map_err(|e| exp.key_error("memory_sweep.chart", e))?;
 
     let mut values = Values::new();
     values
@@ -297,6 +233,89 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         OutputFile::chart(&m.chart, memory_chart),
         report,
     ])
+}
+
+/// The fraction chart's series: one line per rank over the scaled widths, the square-layer
+/// ratio 2r/h per square rank, and one point per real model.
+fn fraction_series(
+    f: &FractionKeys,
+    family: &str,
+    shapes: &[ScaledShape],
+    grid: &[Vec<PointEstimate>],
+    reals: &[Real],
+) -> Vec<Series> {
+    let mut series: Vec<Series> = f
+        .ranks
+        .iter()
+        .zip(grid)
+        .map(|(r, row)| Series {
+            name: format!("{} family ({} layers), LoRA r={r}", family, f.layers),
+            points: shapes
+                .iter()
+                .zip(row)
+                .map(|(s, e)| (s.width as f64, percent(e.trainable_params, e.all_params)))
+                .collect(),
+        })
+        .collect();
+    for &r in &f.square_ranks {
+        series.push(Series {
+            name: format!("2r/h, square layer, r={r}"),
+            points: f
+                .widths
+                .iter()
+                .map(|&w| (w as f64, square_ratio_percent(r, w)))
+                .collect(),
+        });
+    }
+    for real in reals {
+        series.push(Series {
+            name: format!(
+                "real {} (d={}), LoRA r={}",
+                real.name, real.hidden, real.rank
+            ),
+            points: vec![(
+                real.hidden as f64,
+                percent(real.est.trainable_params, real.est.all_params),
+            )],
+        });
+    }
+    series
+}
+
+/// Memory against sequence length per regime, with the capacities as reference lines.
+fn memory_chart_spec(config: &Config, totals: &[Vec<u64>]) -> LineChart {
+    let m = &config.memory_sweep;
+    LineChart {
+        title: m.chart.title.clone(),
+        x_label: "sequence length in tokens (log scale)".into(),
+        y_label: "memory of one training step, GiB (log scale)".into(),
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        series: config
+            .regimes
+            .iter()
+            .zip(totals)
+            .map(|(entry, row)| Series {
+                name: entry.label.clone(),
+                points: m
+                    .seqs
+                    .iter()
+                    .zip(row)
+                    .map(|(&seq, &t)| (seq as f64, t as f64 / GIB as f64))
+                    .collect(),
+            })
+            .collect(),
+        reference_lines: m
+            .capacities_gib
+            .iter()
+            .map(|&c| ReferenceLine {
+                y: c as f64,
+                label: format!("{c} GiB"),
+            })
+            .collect(),
+        legend: Legend::UpperLeft,
+        size: m.chart.size(),
+    }
 }
 
 fn fractions_table(
