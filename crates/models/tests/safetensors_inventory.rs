@@ -344,3 +344,58 @@ fn gpt2_headers_alone_estimate_like_the_config() {
         assert_eq!(estimate(&headers), estimate(&config), "{spec}");
     }
 }
+
+/// Issue 9, item 5: a `model_type` no family describes, with safetensors headers beside its
+/// config, is counted from the headers (exactly peft's llama-tiny-gqa figures) with a note that
+/// says so; tensors that are not parameters (FP8 scales, a routing-bias buffer) are counted apart.
+#[test]
+fn unknown_model_type_with_headers_counts_from_the_headers() {
+    let dir = tmp("unknown-arch");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "brand_new_decoder", "hidden_size": 64}"#,
+    )
+    .unwrap();
+    let mut tensors = llama_tiny_gqa();
+    tensors.push((
+        "model.layers.0.self_attn.q_proj.weight_scale_inv".into(),
+        vec![1, 1],
+    ));
+    tensors.push((
+        "model.layers.0.mlp.gate.e_score_correction_bias".into(),
+        vec![4],
+    ));
+    write(&dir.join("model.safetensors"), &tensors);
+    let loaded = ftbudget_models::load_model(dir.to_str().unwrap()).unwrap();
+    assert!(
+        loaded.notes[0].contains("`brand_new_decoder` has no family description"),
+        "{:?}",
+        loaded.notes
+    );
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("1 tensors (1 elements) of FP8 scale tensors")),
+        "{:?}",
+        loaded.notes
+    );
+    assert_eq!(
+        loaded.shape.block.recipe,
+        ftbudget_core::ActivationRecipe::Generic
+    );
+    assert_eq!(
+        counts(&loaded.shape, "lora:r=8,targets=q_proj+v_proj"),
+        peft_record("llama-tiny-gqa|lora:r=8,targets=q_proj+v_proj")
+    );
+    // Without headers the same config is a one-line error listing the supported types.
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    let err = ftbudget_models::load(dir.to_str().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("unsupported model_type `brand_new_decoder` (supported: llama"),
+        "{err}"
+    );
+}
