@@ -177,3 +177,28 @@ fn presets_lists_every_preset_with_its_total() {
         "{stdout}"
     );
 }
+
+/// A multimodal config (Gemma 3 with its vision tower) is read as its language model, and the
+/// output says the vision tower is not counted; the total is peft's language-model part
+/// (`fixtures/peft/families_counts.json`, `gemma3-mm-tiny`, part `lm`: 81,280).
+#[test]
+fn multimodal_config_is_read_as_its_language_model_with_a_note() {
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/peft/families-configs/gemma3-mm-tiny.json"
+    );
+    let out = ftbudget()
+        .args([
+            "estimate", "--model", config, "--regime", "full-ft", "--format", "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("vision tower and projector are not counted"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["model"]["total_params"], 81_280);
+}
