@@ -202,3 +202,29 @@ fn multimodal_config_is_read_as_its_language_model_with_a_note() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["model"]["total_params"], 81_280);
 }
+
+/// A plain run never fails on the default sequence: GPT-2's 1024-position table becomes the
+/// sequence (and the output says so); an explicit `--seq` beyond it is still refused.
+#[test]
+fn default_sequence_follows_a_shorter_position_table() {
+    let out = ftbudget()
+        .args(["estimate", "--model", "gpt2", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--seq not given: using 1024 tokens"),
+        "{stderr}"
+    );
+    let out = ftbudget()
+        .args(["estimate", "--model", "gpt2", "--seq", "2048"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("learned position table"));
+}
