@@ -562,7 +562,7 @@ fn step_inputs(
     let fixed_terms = u128::from(totals.compute_terms[1])
         * u128::from(precision.compute_dtype().bytes())
         + u128::from(totals.dense_term_bytes[1]);
-    let at_backward_start = if acts.at_recompute > 0 {
+    let at_backward_start = if acts.at_recompute > 0 || !modelled {
         u128::from(acts.at_backward_start)
     } else {
         u128::from(acts.at_backward_start).saturating_sub(fixed_terms)
