@@ -59,6 +59,10 @@ pub struct MemoryArgs {
     /// DeepSpeed ZeRO stage (0-3; FSDP full shard is 3)
     #[arg(long, default_value_t = 0)]
     pub zero: u8,
+    /// Gradient accumulation steps: the later micro-batches run with the gradients alive, which
+    /// raises the step's peak (not the bucket total)
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: u64,
 }
 
 /// Limits that keep every byte count exact (the core's, so the CLI and experiments agree).
@@ -105,6 +109,7 @@ impl MemoryArgs {
             gpus: self.gpus,
             zero_stage: self.zero,
         };
+        s.step.grad_accum = self.grad_accum;
         s.validate()?;
         Ok(s)
     }

@@ -25,7 +25,8 @@ pub use error::{
 };
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
-    MemorySettings, Optimizer, Precision, Sharding, Workload, estimate_memory,
+    MemorySettings, Optimizer, PeakEstimate, Precision, Sharding, StepKind, StepPhase,
+    StepSettings, Workload, estimate_memory,
 };
 pub use plan::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,

@@ -5,10 +5,13 @@
 
 use ftbudget_core::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
-    MemorySettings, ModelShape, Optimizer, Precision, Sharding, TrainingPlan, Workload,
+    MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings, TrainingPlan,
+    Workload,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
+
+pub mod peak;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeasurementError {
@@ -141,7 +144,15 @@ fn unsupported(r: &MemoryRecord, field: &'static str, value: &str) -> Measuremen
 /// `model_type` and the config kwargs the record was built with) by the models crate, so every
 /// family it reads can be measured.
 pub fn shape(r: &MemoryRecord) -> Result<ModelShape, MeasurementError> {
-    let sh = &r.shape;
+    shape_of(&r.shape, &r.model, &r.id)
+}
+
+/// [`shape`] from a record's shape fields, model name and id.
+pub(crate) fn shape_of(
+    sh: &RecordShape,
+    model: &str,
+    id: &str,
+) -> Result<ModelShape, MeasurementError> {
     let mut config = sh.config_kwargs.clone();
     config.insert("model_type".into(), sh.family.clone().into());
     let resolved = [
@@ -160,8 +171,8 @@ pub fn shape(r: &MemoryRecord) -> Result<ModelShape, MeasurementError> {
         .entry("tie_word_embeddings")
         .or_insert(sh.tie_word_embeddings.into());
     let text = serde_json::Value::Object(config).to_string();
-    ftbudget_models::from_config_json(&text, &r.model).map_err(|e| MeasurementError::Model {
-        id: r.id.clone(),
+    ftbudget_models::from_config_json(&text, model).map_err(|e| MeasurementError::Model {
+        id: id.to_string(),
         message: e.to_string(),
     })
 }
@@ -211,6 +222,7 @@ pub fn settings(r: &MemoryRecord) -> Result<MemorySettings, MeasurementError> {
             seq: r.seq,
         },
         sharding: Sharding::default(),
+        step: StepSettings::default(),
     })
 }
 

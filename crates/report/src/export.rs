@@ -87,6 +87,11 @@ pub struct RowRecord<'a> {
     pub activations_bytes: u64,
     pub weight_casts_bytes: u64,
     pub total_bytes: u64,
+    /// The most bytes alive at one moment of the step (the larger of the first and a
+    /// steady-state step), per GPU; `peak_phase` and `peak_step` say where.
+    pub peak_bytes: u64,
+    pub peak_phase: &'static str,
+    pub peak_step: &'static str,
 }
 
 impl<'a> RowRecord<'a> {
@@ -126,6 +131,9 @@ impl<'a> RowRecord<'a> {
             activations_bytes: memory.activations,
             weight_casts_bytes: memory.weight_casts,
             total_bytes: memory.total,
+            peak_bytes: memory.peak.bytes,
+            peak_phase: memory.peak.phase.name(),
+            peak_step: memory.peak.step.name(),
         }
     }
 }

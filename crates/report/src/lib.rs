@@ -117,6 +117,9 @@ pub struct Row {
     pub bytes: Bytes,
     /// Activation bytes by component (per GPU).
     pub activations: ftbudget_core::memory::ActivationBreakdown,
+    /// The most bytes alive at one moment of the step, per GPU (`bytes`: the larger of the first
+    /// and a steady-state step; where it happens and what it holds).
+    pub peak: ftbudget_core::PeakEstimate,
     /// This row's total bytes over the baseline's (the first row).
     pub ratio_vs_baseline: f64,
     #[serde(skip)]
@@ -154,6 +157,7 @@ pub fn compare(
             trainable_fraction: trainable as f64 / all as f64,
             bytes: Bytes::from(&estimate),
             activations: estimate.detail.activations.clone(),
+            peak: estimate.peak,
             ratio_vs_baseline: 0.0,
             estimate,
         });
@@ -207,7 +211,8 @@ impl TableLabels {
 }
 
 /// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Optimizer
-/// state, Activations, Total, Ratio vs the first row.
+/// state, Activations, Total, Peak (the most bytes alive at one moment of the step), Ratio vs the
+/// first row (of the totals).
 pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) -> String {
     render_table_with(cmp, style, &TableLabels::new(baseline_name))
 }
@@ -239,6 +244,7 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
     } else {
         header.push("Total".into());
     }
+    header.push(if gpus > 1 { "Peak per GPU" } else { "Peak" }.into());
     header.push(labels.ratio.clone());
     table.set_header(header);
     for row in &cmp.rows {
@@ -259,6 +265,7 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
         if gpus > 1 {
             cells.push(Cell::new(units::binary(b.total_all_gpus)));
         }
+        cells.push(Cell::new(units::binary(row.peak.bytes)));
         cells.push(Cell::new(format!("{:.3}", row.ratio_vs_baseline)));
         table.add_row(cells);
     }

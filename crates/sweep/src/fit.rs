@@ -1,15 +1,18 @@
 //! "Will it fit?": for one regime on one model and GPU, whether the workload fits, and the largest
 //! batch, sequence length and LoRA rank that fit, each with the others held at the workload.
+//! "Fits" means the step's peak (the most bytes alive at one moment, `MemoryEstimate::peak`) is
+//! at most the GPU's capacity: the bucket total can be below the peak (the loss's fp32 logits and
+//! their gradients, the optimizer's temporaries live only for a moment).
 //!
 //! Per-GPU memory is non-decreasing in batch, sequence length and rank (every term is a sum of
-//! non-negative products of them), so each answer is found exactly by exponential search (1, 2,
-//! 4, ...) followed by bisection: about `2 log2(answer)` estimates, never a linear scan. One
+//! non-negative products of them, and the peak is the largest of such sums), so each answer is
+//! found exactly by exponential search (1, 2, 4, ...) followed by bisection: about `2 log2(answer)` estimates, never a linear scan. One
 //! exception is documented on [`FitQuery::answer`]: 8-bit AdamW keeps 32-bit state for tensors
 //! under 4,096 elements, so on tiny models memory can drop when a higher rank crosses that size.
 
 use crate::error::SweepError;
 use crate::point::evaluate;
-use ftbudget_core::{MemorySettings, ModelShape, Regime, TrainingPlan, Workload};
+use ftbudget_core::{MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan, Workload};
 use serde::Serialize;
 
 /// The largest `x` in `1..=max` with `fits(x)`, or `None` when even 1 does not fit. `fits` must
@@ -51,9 +54,11 @@ pub fn largest_fitting<E>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limit {
     pub value: u64,
-    /// Per-GPU bytes at `value`.
+    /// Per-GPU bucket total at `value`.
     pub total_bytes: u64,
-    /// Capacity minus `total_bytes`.
+    /// Per-GPU peak at `value` (what is compared with the capacity).
+    pub peak_bytes: u64,
+    /// Capacity minus `peak_bytes`.
     pub headroom_bytes: u64,
     /// `value` is the search bound: larger values may fit too.
     pub capped: bool,
@@ -65,11 +70,17 @@ pub struct FitAnswer {
     pub regime: String,
     pub label: String,
     pub workload: Workload,
-    /// Per-GPU bytes at the workload.
+    /// Per-GPU bucket total at the workload.
     pub total_bytes: u64,
+    /// Per-GPU peak of the step at the workload, where it happens (`forward`, `loss`, `backward`,
+    /// `optimizer`) and in which step (`first`, `steady`).
+    pub peak_bytes: u64,
+    pub peak_phase: &'static str,
+    pub peak_step: &'static str,
     pub capacity_bytes: u64,
+    /// `peak_bytes <= capacity_bytes`.
     pub fits: bool,
-    /// Capacity minus total; negative when it does not fit.
+    /// Capacity minus the peak; negative when it does not fit.
     pub headroom_bytes: i128,
     /// The largest micro-batch at the workload's sequence length (`None`: not even 1 fits).
     pub max_batch: Option<Limit>,
@@ -98,31 +109,34 @@ pub struct FitQuery<'a> {
 }
 
 impl FitQuery<'_> {
-    fn total(
+    fn memory(
         &self,
         regime: &dyn Regime,
         workload: Workload,
         plan: &mut TrainingPlan,
-    ) -> Result<u64, SweepError> {
+    ) -> Result<MemoryEstimate, SweepError> {
         let mut settings = self.settings.clone();
         settings.workload = workload;
-        Ok(evaluate(self.model, regime, &settings, plan)?.memory.total)
+        Ok(evaluate(self.model, regime, &settings, plan)?.memory)
     }
 
     fn limit(
         &self,
         max: u64,
-        mut total_at: impl FnMut(u64) -> Result<u64, SweepError>,
+        mut memory_at: impl FnMut(u64) -> Result<MemoryEstimate, SweepError>,
     ) -> Result<Option<Limit>, SweepError> {
         let capacity = self.capacity;
-        let value = largest_fitting(max, |x| Ok::<_, SweepError>(total_at(x)? <= capacity))?;
+        let value = largest_fitting(max, |x| {
+            Ok::<_, SweepError>(memory_at(x)?.peak.bytes <= capacity)
+        })?;
         value
             .map(|value| {
-                let total = total_at(value)?;
+                let memory = memory_at(value)?;
                 Ok(Limit {
                     value,
-                    total_bytes: total,
-                    headroom_bytes: capacity - total,
+                    total_bytes: memory.total,
+                    peak_bytes: memory.peak.bytes,
+                    headroom_bytes: capacity - memory.peak.bytes,
                     capped: value == max,
                 })
             })
@@ -139,12 +153,12 @@ impl FitQuery<'_> {
     ) -> Result<FitAnswer, SweepError> {
         let mut plan = TrainingPlan::default();
         let w = self.settings.workload;
-        let total = self.total(regime, w, &mut plan)?;
+        let memory = self.memory(regime, w, &mut plan)?;
         let max_batch = self.limit(self.max_batch, |batch| {
-            self.total(regime, Workload { batch, seq: w.seq }, &mut plan)
+            self.memory(regime, Workload { batch, seq: w.seq }, &mut plan)
         })?;
         let max_seq = self.limit(self.max_seq, |seq| {
-            self.total(
+            self.memory(
                 regime,
                 Workload {
                     batch: w.batch,
@@ -158,17 +172,20 @@ impl FitQuery<'_> {
             None => None,
             Some(search) => self.limit(search.max, |r| {
                 let at_rank = (search.build)(r)?;
-                self.total(at_rank.as_ref(), w, &mut plan)
+                self.memory(at_rank.as_ref(), w, &mut plan)
             })?,
         };
         Ok(FitAnswer {
             regime: regime.spec(),
             label: regime.label(),
             workload: w,
-            total_bytes: total,
+            total_bytes: memory.total,
+            peak_bytes: memory.peak.bytes,
+            peak_phase: memory.peak.phase.name(),
+            peak_step: memory.peak.step.name(),
             capacity_bytes: self.capacity,
-            fits: total <= self.capacity,
-            headroom_bytes: i128::from(self.capacity) - i128::from(total),
+            fits: memory.peak.bytes <= self.capacity,
+            headroom_bytes: i128::from(self.capacity) - i128::from(memory.peak.bytes),
             max_batch,
             max_seq,
             has_rank,

@@ -154,22 +154,25 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
         settings.precision,
         settings.optimizer,
     );
+    out.push_str("fits: the step's peak (most bytes alive at once) within the GPU's memory\n");
     let header = [
         "Regime".to_string(),
         "Total".into(),
+        "Peak".into(),
         "Fits".into(),
         "Headroom".into(),
         format!("Max batch (seq {})", w.seq),
         format!("Max seq (batch {})", w.batch),
         "Max rank".into(),
     ];
-    let rows: Vec<[String; 7]> = report
+    let rows: Vec<[String; 8]> = report
         .answers
         .iter()
         .map(|a| {
             [
                 a.label.clone(),
                 units::binary(a.total_bytes),
+                format!("{} ({})", units::binary(a.peak_bytes), a.peak_phase),
                 if a.fits { "yes" } else { "no" }.into(),
                 signed_binary(a.headroom_bytes),
                 limit(&a.max_batch, true),
@@ -191,7 +194,7 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             let pad = widths[i] - c.chars().count();
-            if i == 0 || i == 2 {
+            if i == 0 || i == 3 {
                 s.push_str(c);
                 s.push_str(&" ".repeat(pad));
             } else {

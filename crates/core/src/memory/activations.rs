@@ -176,6 +176,11 @@ pub struct ActivationResult {
     pub total: u64,
     pub weight_casts: u64,
     pub breakdown: ActivationBreakdown,
+    /// For the step timeline ([`super::peak`]): the saved bytes alive when the loss's backward
+    /// starts (`total` without checkpointing; with it the checkpoints, the final norm and the
+    /// loss), and while the backward recomputes the last block (0 without checkpointing).
+    pub at_backward_start: u64,
+    pub at_recompute: u64,
 }
 
 fn to_u64(v: u128) -> Result<u64, CountError> {
@@ -202,15 +207,20 @@ pub fn estimate_activations(
                 total: 0,
                 weight_casts: 0,
                 breakdown: br,
+                at_backward_start: 0,
+                at_recompute: 0,
             });
         }
         ActivationModel::Seed { bytes_per_element } => {
             let bytes = b * s * h * layers * u128::from(bytes_per_element);
             br.rough = to_u64(bytes)?;
+            let rough = br.rough;
             return Ok(ActivationResult {
-                total: br.rough,
+                total: rough,
                 weight_casts: 0,
                 breakdown: br,
+                at_backward_start: rough,
+                at_recompute: 0,
             });
         }
         ActivationModel::Model => {}
@@ -235,10 +245,17 @@ pub fn estimate_activations(
     br.logits_loss = bytes(parts.logits_loss)?;
     br.regime = bytes(parts.regime)?;
     let weight_casts = weight_cast_bytes(model, plan, settings);
+    let total = bytes(total)?;
+    let (at_backward_start, at_recompute) = match parts.checkpointed {
+        Some((tail, block)) => (bytes(tail)?, bytes(block)?),
+        None => (total, 0),
+    };
     Ok(ActivationResult {
-        total: bytes(total)?,
+        total,
         weight_casts: to_u64(weight_casts)?,
         breakdown: br,
+        at_backward_start,
+        at_recompute,
     })
 }
 
@@ -304,6 +321,9 @@ struct Parts {
     embeddings: Exact,
     logits_loss: Exact,
     regime: Exact,
+    /// With checkpointing: the saved bytes when the backward starts (checkpoints, final norm,
+    /// loss) and while it recomputes the last block (checkpoints and one block).
+    checkpointed: Option<(Exact, Exact)>,
 }
 
 /// The per-operation model of the Hugging Face implementations (transformers 5, torch 2.15),
@@ -449,8 +469,27 @@ impl<'a> Ctx<'a> {
         let autocast = precision.autocast();
         let eager = act.attention == AttentionImpl::Eager;
         let a = Exact::from(d.heads);
+        // The fp32 softmax is saved, and so is its 16-bit cast that the matmul with V reads
+        // (under autocast, and in pure 16-bit training: `softmax(..., dtype=float32).to(q.dtype)`).
+        // GPT-2's softmax keeps the scores' dtype: over 16-bit weights (pure 16-bit or a 16-bit
+        // frozen base) only the 16-bit probabilities are saved (measured in
+        // `fixtures/memory/measured_peak.json`).
+        let weights_dtype = if totals.base_trainable {
+            precision.trainable_dtype()
+        } else {
+            settings.frozen_dtype()
+        };
+        let probs_bytes = if model.block.recipe == ActivationRecipe::Gpt2
+            && weights_dtype == precision.compute_dtype()
+        {
+            c
+        } else if c != Exact::new(4) {
+            4 + c
+        } else {
+            Exact::new(4)
+        };
         let probs = if eager {
-            a * s * s * b * if autocast { 4 + c } else { Exact::new(4) }
+            a * s * s * b * probs_bytes
         } else {
             Exact::ZERO
         };
@@ -887,6 +926,8 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     let block_regime = (per_token_terms + largest_fixed + blk.adapter_dropout) / layers_or_one;
     let block = (attn_block + blk.mlp + blk.norms + block_regime).saturating_sub(shared_input);
     let tail = blk.final_norm + parts.logits_loss;
+    let kept = rope + checkpoints + parts.embeddings;
+    parts.checkpointed = Some((kept + tail, kept + block));
     if block >= tail {
         parts.attention = rope + attn_block;
         parts.mlp = blk.mlp;

@@ -6,10 +6,12 @@
 
 pub mod activations;
 pub mod exact;
+pub mod peak;
 
 pub use activations::{
     ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
 };
+pub use peak::{LiveBytes, PeakEstimate, StepKind, StepPeak, StepPhase, StepSettings};
 
 use crate::dtype::DType;
 use crate::error::{CountError, SettingProblem, SettingsError, UnknownName};
@@ -240,6 +242,8 @@ pub struct MemorySettings {
     pub activations: ActivationSettings,
     pub workload: Workload,
     pub sharding: Sharding,
+    /// Gradient accumulation: changes the step's peak ([`peak`]), not the buckets.
+    pub step: StepSettings,
 }
 
 impl MemorySettings {
@@ -254,6 +258,7 @@ impl MemorySettings {
             activations: ActivationSettings::seed(),
             workload: Workload { batch: 16, seq: 32 },
             sharding: Sharding::default(),
+            step: StepSettings::default(),
         }
     }
 
@@ -278,6 +283,7 @@ impl MemorySettings {
                 seq: 2048,
             },
             sharding: Sharding::default(),
+            step: StepSettings::default(),
         }
     }
 
@@ -303,6 +309,11 @@ impl MemorySettings {
             ("batch", self.workload.batch, Self::MAX_BATCH),
             ("seq", self.workload.seq, Self::MAX_SEQ),
             ("gpus", self.sharding.gpus, Self::MAX_GPUS),
+            (
+                "grad-accum",
+                self.step.grad_accum,
+                StepSettings::MAX_GRAD_ACCUM,
+            ),
         ];
         if let Some(err) = ranges
             .into_iter()
@@ -352,6 +363,8 @@ pub struct MemoryDetail {
 
 /// Bytes per bucket. `weights` includes the master copy; `total` = the four buckets +
 /// `weight_casts`. All figures are per GPU; `total_all_gpus` sums over the data-parallel group.
+/// `peak` is the most bytes alive at one moment of the step ([`peak`]), which decides whether
+/// the step fits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MemoryEstimate {
     pub weights: u64,
@@ -363,6 +376,7 @@ pub struct MemoryEstimate {
     pub gpus: u64,
     pub total_all_gpus: u64,
     pub detail: MemoryDetail,
+    pub peak: PeakEstimate,
 }
 
 fn to_u64(what: &'static str, v: u128) -> Result<u64, CountError> {
@@ -449,6 +463,7 @@ pub fn estimate_memory(
             what: "total bytes over all GPUs",
         })?;
     let narrow = |bytes: u128| bytes as u64;
+    let step = step_inputs(model, plan, settings, &acts, [weights, grads, optimizer])?;
     Ok(MemoryEstimate {
         weights: narrow(weights),
         gradients: narrow(grads),
@@ -465,6 +480,130 @@ pub fn estimate_memory(
             step_counters: narrow(steps),
             activations: acts.breakdown,
         },
+        peak: peak::peak(&step),
+    })
+}
+
+/// The timeline's inputs ([`peak::StepInputs`]) from the buckets (`[weights, gradients,
+/// optimizer]`, per GPU, sharded) and the activation model's parts. Checks once that the largest
+/// sum a moment can reach fits in `u64`, so the timeline's additions cannot overflow.
+#[inline]
+fn step_inputs(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    acts: &activations::ActivationResult,
+    [weights, grads, optimizer]: [u128; 3],
+) -> Result<peak::StepInputs, CountError> {
+    let totals = plan.totals();
+    let precision = settings.precision;
+    let tokens = u128::from(settings.workload.batch)
+        * (u128::from(settings.workload.seq) + u128::from(totals.extra_tokens));
+    let modelled = settings.activations.model == ActivationModel::Model;
+    let logits = if modelled {
+        tokens * u128::from(model.dims.vocab)
+    } else {
+        0
+    };
+    let sharded_state = |bytes: u128| {
+        if settings.sharding.zero_stage >= 1 {
+            bytes.div_ceil(u128::from(settings.sharding.gpus.max(1)))
+        } else {
+            bytes
+        }
+    };
+    let optimizer_temporaries = match settings.optimizer {
+        Optimizer::AdamW => sharded_state(
+            u128::from(totals.trainable_params)
+                * u128::from(precision.optimizer_state_dtype().bytes()),
+        ),
+        Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
+    };
+    let hidden = u128::from(model.dims.hidden);
+    let head_gradients = if totals.base_trainable {
+        u128::from(model.dims.vocab) * hidden * u128::from(precision.gradient_dtype().bytes())
+    } else {
+        0
+    };
+    let resid = if precision.autocast() {
+        4
+    } else {
+        u128::from(precision.compute_dtype().bytes())
+    };
+    let recompute_temporaries = if acts.at_recompute > 0 {
+        2 * resid * tokens * hidden
+    } else {
+        0
+    };
+    // With checkpointing the blocks' casts are made again when each block is recomputed: the
+    // backward starts with the lm_head's cast alone (its weight read in the compute dtype), and
+    // the last block's recomputation holds that block's share.
+    let casts = u128::from(acts.weight_casts);
+    let (casts_at_start, casts_at_recompute) = if acts.at_recompute > 0 {
+        let head_dtype = if totals.base_trainable {
+            precision.trainable_dtype()
+        } else {
+            settings.frozen_dtype()
+        };
+        let compute = precision.compute_dtype();
+        let head_cast = if precision.autocast() && head_dtype != compute {
+            (u128::from(model.dims.vocab) * hidden * u128::from(compute.bytes())).min(casts)
+        } else {
+            0
+        };
+        let layers = u128::from(model.dims.layers.max(1));
+        (head_cast, (casts - head_cast).div_ceil(layers))
+    } else {
+        (casts, 0)
+    };
+    // A regime's fixed activation terms are weight-sized temporaries (DoRA's weight-norm graph)
+    // that peft frees during the forward: the held-everything bucket counts them, the backward
+    // does not start with them.
+    let fixed_terms = u128::from(totals.compute_terms[1])
+        * u128::from(precision.compute_dtype().bytes())
+        + u128::from(totals.dense_term_bytes[1]);
+    let at_backward_start = if acts.at_recompute > 0 || !modelled {
+        u128::from(acts.at_backward_start)
+    } else {
+        u128::from(acts.at_backward_start).saturating_sub(fixed_terms)
+    };
+    let inputs = 8 * tokens;
+    let activations = u128::from(acts.at_backward_start.max(acts.at_recompute));
+    // Every moment is at most this sum.
+    let bound = weights
+        + grads
+        + 2 * optimizer
+        + optimizer_temporaries
+        + activations
+        + u128::from(acts.weight_casts)
+        + 12 * logits
+        + head_gradients
+        + recompute_temporaries
+        + inputs;
+    if u64::try_from(bound).is_err() {
+        return Err(CountError { what: "peak bytes" });
+    }
+    let narrow = |bytes: u128| bytes as u64;
+    Ok(peak::StepInputs {
+        parameters: narrow(weights),
+        gradients: narrow(grads),
+        optimizer_state: narrow(optimizer),
+        optimizer_temporaries: narrow(optimizer_temporaries),
+        activations_at_backward_start: narrow(at_backward_start),
+        activations_at_recompute: acts.at_recompute,
+        weight_casts_at_backward_start: narrow(casts_at_start),
+        weight_casts_at_recompute: narrow(casts_at_recompute),
+        logits: narrow(logits),
+        logit_bytes: precision.compute_dtype().bytes(),
+        loss_saved: if modelled {
+            narrow(4 * logits + 8 * tokens + 4)
+        } else {
+            0
+        },
+        head_gradients: narrow(head_gradients),
+        recompute_temporaries: narrow(recompute_temporaries),
+        inputs: narrow(inputs),
+        grad_accum: settings.step.grad_accum,
     })
 }
 

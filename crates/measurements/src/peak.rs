@@ -1,0 +1,173 @@
+//! Measured peaks of live memory over two Trainer-like steps (`fixtures/memory/measured_peak.json`,
+//! made by `tools/measure-peak` with PyTorch's `MemTracker`), and ftbudget's predicted peak for
+//! each record.
+
+use crate::{MeasurementError, RecordShape, shape_of};
+use ftbudget_core::{
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, MemoryEstimate,
+    MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings, TrainingPlan,
+    Workload,
+};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// MemTracker's bytes at one moment, by category (`parameters`, `buffers`, `gradients`,
+/// `activations`, `temporaries`, `optimizer`, `other`: the input ids).
+pub type Categories = BTreeMap<String, u64>;
+
+/// The peak of one phase of a step.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PhasePeak {
+    pub bytes: u64,
+    pub by_category: Categories,
+}
+
+/// One step's peak: the largest phase peak, its phase and breakdown, and every phase's.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepRecord {
+    pub peak_bytes: u64,
+    /// `forward`, `loss`, `backward`, `optimizer` or `zero_grad`.
+    pub phase: String,
+    pub by_category: Categories,
+    pub phases: BTreeMap<String, PhasePeak>,
+    /// Live bytes after `zero_grad`.
+    pub end_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeakSteps {
+    pub step1: StepRecord,
+    pub step2: StepRecord,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeakParams {
+    pub trainable_bytes: u64,
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeakOptimizer {
+    pub state_bytes_excl_step: u64,
+    pub step_bytes: u64,
+}
+
+/// One measured pair of steps (see `fixtures/memory/README.md`, "Peak of the step").
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeakRecord {
+    pub id: String,
+    pub model: String,
+    pub shape: RecordShape,
+    /// `full`, `lora-r{r}` or `dora-r{r}` (peft all-linear).
+    pub regime: String,
+    /// `fp32`, `autocast-bf16` (fp32 weights) or `bf16-base` (weights loaded in bf16, peft's
+    /// adapters fp32, bf16 autocast).
+    pub dtype_mode: String,
+    pub attn_implementation_used: String,
+    pub batch: u64,
+    pub seq: u64,
+    pub gradient_checkpointing: bool,
+    pub params: PeakParams,
+    pub optimizer: PeakOptimizer,
+    pub peak: PeakSteps,
+}
+
+impl PeakRecord {
+    /// The larger of the two steps' peaks.
+    pub fn measured_peak(&self) -> u64 {
+        self.peak.step1.peak_bytes.max(self.peak.step2.peak_bytes)
+    }
+}
+
+pub fn parse_peak_records(json: &str) -> Result<Vec<PeakRecord>, MeasurementError> {
+    Ok(serde_json::from_str(json)?)
+}
+
+fn unsupported(r: &PeakRecord, field: &'static str, value: &str) -> MeasurementError {
+    MeasurementError::Unsupported {
+        id: r.id.clone(),
+        field,
+        value: value.to_owned(),
+    }
+}
+
+/// The ftbudget regime spec of the record's regime.
+pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
+    if r.regime == "full" {
+        return Ok("full-ft".into());
+    }
+    for (prefix, name) in [("lora-r", "lora"), ("dora-r", "dora")] {
+        if let Some(rank) = r.regime.strip_prefix(prefix) {
+            return Ok(format!("{name}:r={rank},targets=all-linear"));
+        }
+    }
+    Err(unsupported(r, "regime", &r.regime))
+}
+
+/// The settings the record ran under: torch AdamW (foreach) with step counters, the
+/// per-operation activation model, no dropout, one GPU. `bf16-base` is pure bf16 for full
+/// fine-tuning (every weight trained in bf16) and bf16 autocast over a bf16 frozen base with fp32
+/// adapters otherwise.
+pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError> {
+    let (precision, base_dtype) = match (r.dtype_mode.as_str(), r.regime.as_str()) {
+        ("fp32", _) => (Precision::Fp32, None),
+        ("autocast-bf16", _) => (Precision::AmpBf16, None),
+        ("bf16-base", "full") => (Precision::Bf16, None),
+        ("bf16-base", _) => (Precision::AmpBf16, Some(DType::BF16)),
+        (other, _) => return Err(unsupported(r, "dtype_mode", other)),
+    };
+    let attention: AttentionImpl = r
+        .attn_implementation_used
+        .parse()
+        .map_err(|_| unsupported(r, "attn_implementation_used", &r.attn_implementation_used))?;
+    Ok(MemorySettings {
+        precision,
+        base_dtype,
+        optimizer: Optimizer::AdamW,
+        step_counters: true,
+        activations: ActivationSettings {
+            model: ActivationModel::Model,
+            attention,
+            checkpointing: if r.gradient_checkpointing {
+                Checkpointing::Full
+            } else {
+                Checkpointing::None
+            },
+            dropout: None,
+        },
+        workload: Workload {
+            batch: r.batch,
+            seq: r.seq,
+        },
+        sharding: Sharding::default(),
+        step: StepSettings::default(),
+    })
+}
+
+/// The inputs ftbudget needs for a record.
+pub fn peak_inputs(
+    r: &PeakRecord,
+) -> Result<(ModelShape, TrainingPlan, MemorySettings), MeasurementError> {
+    let model_error = |message: String| MeasurementError::Model {
+        id: r.id.clone(),
+        message,
+    };
+    let model = shape_of(&r.shape, &r.model, &r.id)?;
+    let registry = ftbudget_roster::registry().map_err(|e| model_error(e.to_string()))?;
+    let regime = registry
+        .build(&peak_regime_spec(r)?)
+        .map_err(|e| model_error(e.to_string()))?;
+    let plan = regime
+        .plan(&model)
+        .map_err(|e| model_error(e.to_string()))?;
+    Ok((model, plan, peak_settings(r)?))
+}
+
+/// ftbudget's estimate (its `peak` included) for the record's configuration.
+pub fn predict_peak(r: &PeakRecord) -> Result<MemoryEstimate, MeasurementError> {
+    let (model, plan, settings) = peak_inputs(r)?;
+    ftbudget_core::estimate_memory(&model, &plan, &settings).map_err(|e| MeasurementError::Model {
+        id: r.id.clone(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,163 @@
+//! ftbudget's step timeline against the peaks PyTorch's `MemTracker` measured over two Trainer-like
+//! steps (`fixtures/memory/measured_peak.json`, `tools/measure-peak`): llama, qwen2 (tied),
+//! gpt2 (tied) and qwen3_moe × full, LoRA r8, DoRA r8 (llama) × fp32, autocast-bf16 and a bf16
+//! base × eager, sdpa × checkpointing off/on × two shapes. The predicted peak of each step is
+//! compared with the measured one, each group held to its recorded worst error. On the dense
+//! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
+//! one, and every category holding more than 5% of the measured peak is within 10% of it but three
+//! listed DoRA steps. With qwen3_moe (under-predicted by up to 20%: the activation model's known
+//! mixture-of-experts gap), 388 of the 432 steps (89.8%) are within 5%.
+
+mod common;
+
+use common::{Bound, Worst, bound, relative_error};
+use ftbudget_core::memory::{LiveBytes, StepPeak};
+use ftbudget_measurements::peak::{Categories, PeakRecord, parse_peak_records, predict_peak};
+
+const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak.json");
+
+/// Worst error of the predicted peak per family, regime and checkpointing (both steps, every
+/// precision, attention kernel and shape together), and the bound: 1% where the model is within
+/// 0.5%, else the worst rounded up past half a point.
+///
+/// Known gap: qwen3_moe, whose routed experts' saved tensors the activation model under-counts
+/// (`families.rs`: -8% to -34% of the activations), is under-predicted by up to 20%.
+const PEAK: &[Bound] = &[
+    bound("gpt2 full ckpt", 0.08, 1.0),
+    bound("gpt2 full no-ckpt", 0.11, 1.0),
+    bound("gpt2 lora ckpt", -2.68, 4.0),
+    bound("gpt2 lora no-ckpt", 1.58, 3.0),
+    bound("llama dora ckpt", -4.40, 5.0),
+    bound("llama dora no-ckpt", -2.76, 4.0),
+    bound("llama full ckpt", 0.14, 1.0),
+    bound("llama full no-ckpt", 0.13, 1.0),
+    bound("llama lora ckpt", 1.98, 3.0),
+    bound("llama lora no-ckpt", 0.11, 1.0),
+    bound("qwen2 full ckpt", 0.19, 1.0),
+    bound("qwen2 full no-ckpt", 0.16, 1.0),
+    bound("qwen2 lora ckpt", 2.63, 4.0),
+    bound("qwen2 lora no-ckpt", 0.13, 1.0),
+    bound("qwen3_moe full ckpt", -17.68, 19.0),
+    bound("qwen3_moe full no-ckpt", -11.36, 12.0),
+    bound("qwen3_moe lora ckpt", -19.69, 21.0),
+    bound("qwen3_moe lora no-ckpt", -9.69, 11.0),
+];
+
+/// Categories beyond 10%: DoRA with checkpointing keeps tensors from the first step alive
+/// through the second (the first step ends 133 KiB to 200 KiB above parameters and state, which
+/// the second step's activations carry); the model has no term for them.
+const KNOWN_CATEGORY_MISSES: &[&str] = &[
+    "llama-h64-l2-v2048|dora-r8|b4s128|fp32|eager|ckpt step 2 activations: predicted 4872196, measured 5427208",
+    "llama-h64-l2-v2048|dora-r8|b2s64|autocast-bf16|eager|ckpt step 2 activations: predicted 1451524, measured 1619976",
+    "llama-h64-l2-v2048|dora-r8|b2s64|fp32|sdpa|ckpt step 2 activations: predicted 1156612, measured 1321480",
+];
+
+fn steps(r: &PeakRecord) -> [(&'static str, &ftbudget_measurements::peak::StepRecord); 2] {
+    [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
+}
+
+/// MemTracker's categories in ftbudget's: buffers count with the parameters, the input ids
+/// (`other`) are the inputs.
+fn measured_categories(c: &Categories) -> LiveBytes {
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    LiveBytes {
+        parameters: get("parameters") + get("buffers"),
+        gradients: get("gradients"),
+        optimizer: get("optimizer"),
+        activations: get("activations"),
+        temporaries: get("temporaries"),
+        inputs: get("other"),
+    }
+}
+
+fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
+    [
+        ("parameters", l.parameters),
+        ("gradients", l.gradients),
+        ("optimizer", l.optimizer),
+        ("activations", l.activations),
+        ("temporaries", l.temporaries),
+        ("inputs", l.inputs),
+    ]
+}
+
+#[test]
+fn predicted_peaks_match_memtracker() {
+    let records = parse_peak_records(PEAKS).unwrap();
+    assert_eq!(records.len(), 216, "records");
+    let mut worst = Worst::default();
+    let (mut steps_total, mut within_5) = (0usize, 0usize);
+    let (mut dense_steps, mut dense_within_5) = (0usize, 0usize);
+    let mut beyond_10 = Vec::new();
+    let mut category_misses = Vec::new();
+    let mut phase_misses = Vec::new();
+    for r in &records {
+        let e = predict_peak(r).unwrap();
+        for ((name, measured), predicted) in steps(r).into_iter().zip([e.peak.first, e.peak.steady])
+        {
+            let StepPeak {
+                bytes,
+                phase,
+                by_category,
+            } = predicted;
+            let error = relative_error(bytes, measured.peak_bytes);
+            steps_total += 1;
+            if error.abs() <= 0.05 {
+                within_5 += 1;
+            }
+            if !r.shape.family.ends_with("_moe") {
+                dense_steps += 1;
+                if error.abs() <= 0.05 {
+                    dense_within_5 += 1;
+                }
+            }
+            let moe = r.shape.family.ends_with("_moe");
+            if !moe && error.abs() > 0.10 {
+                beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
+            }
+            let group = format!(
+                "{} {} {}",
+                r.shape.family,
+                r.regime.split('-').next().unwrap_or(""),
+                if r.gradient_checkpointing {
+                    "ckpt"
+                } else {
+                    "no-ckpt"
+                }
+            );
+            worst.add(group, error, &format!("{} {name}", r.id));
+            if moe {
+                continue;
+            }
+            if phase.name() != measured.phase {
+                phase_misses.push(format!(
+                    "{} {name}: predicted {phase}, measured {}",
+                    r.id, measured.phase
+                ));
+            }
+            let m = measured_categories(&measured.by_category);
+            for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
+                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
+                    category_misses.push(format!(
+                        "{} {name} {cat}: predicted {p}, measured {mb}",
+                        r.id
+                    ));
+                }
+            }
+        }
+    }
+    assert!(beyond_10.is_empty(), "beyond 10%: {beyond_10:#?}");
+    // Every step of the dense families is within 5%; with the MoE records, 388 of 432.
+    assert_eq!(
+        (dense_within_5, dense_steps),
+        (336, 336),
+        "dense steps within 5%"
+    );
+    assert_eq!((within_5, steps_total), (388, 432), "steps within 5%");
+    assert_eq!(
+        category_misses, KNOWN_CATEGORY_MISSES,
+        "categories beyond 10% of the measured"
+    );
+    assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
+    worst.check("peak", PEAK);
+}

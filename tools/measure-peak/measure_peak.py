@@ -1,0 +1,228 @@
+"""Measure the peak of live memory over two Trainer-like training steps with PyTorch's MemTracker (CPU).
+
+Writes fixtures/memory/measured_peak.json (see fixtures/memory/README.md, "Peak of the step").
+Usage: see README.md beside this file.
+"""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import warnings
+from copy import deepcopy
+
+import numpy as np
+import torch
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "measure-memory"))
+import measure  # noqa: E402  (tools/measure-memory/measure.py: model builders, peft regimes)
+import transformers  # noqa: E402
+
+# Shapes added for the peak grid (the vocabulary is 32x the hidden size, as in Llama-3-8B, so the
+# loss's fp32 logits weigh as they do at scale); the others come from measure.MODELS.
+measure.MODELS.update({
+    "llama-h64-l2-v2048": ("llama", dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=2048,
+                                         max_position_embeddings=256, tie_word_embeddings=False)),
+    "gpt2-e64-l2-v2048": ("gpt2", dict(n_embd=64, n_layer=2, n_head=4, n_inner=256, vocab_size=2048,
+                                       n_positions=256)),
+})
+
+CATEGORIES = {_MemRefType.PARAM: "parameters", _MemRefType.BUFFER: "buffers", _MemRefType.GRAD: "gradients",
+              _MemRefType.ACT: "activations", _MemRefType.TEMP: "temporaries", _MemRefType.OPT: "optimizer",
+              _MemRefType.OTH: "other"}
+PHASES = ["forward", "loss", "backward", "optimizer", "zero_grad"]
+
+
+class PhasedTracker(MemTracker):
+    """MemTracker that also remembers, per step and phase, the peak and its breakdown."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+        self.phase = "forward"
+        self.peaks = {}  # (step, phase) -> (total, by category)
+
+    def _update_peak_stats(self, peak_state):
+        super()._update_peak_stats(peak_state)
+        self.sample()
+
+    def sample(self):
+        for dev, snap in self._curr_mem_snap.items():
+            total = snap["Total"]
+            key = (self.step, self.phase)
+            if total > self.peaks.get(key, (-1, None))[0]:
+                self.peaks[key] = (total, {CATEGORIES[k]: v for k, v in snap.items() if k in CATEGORIES})
+
+    def current(self):
+        return sum(s["Total"] for s in self._curr_mem_snap.values())
+
+
+def skip_frozen_hooks():
+    """MemTracker registers grad hooks on every parameter; PyTorch refuses them on tensors that do
+    not require grad (LoRA's frozen base). Returns the originals to restore."""
+    orig = (torch.Tensor.register_hook, torch.Tensor.register_post_accumulate_grad_hook)
+
+    class NoHandle:
+        def remove(self):
+            pass
+
+    def register_hook(t, hook):
+        return orig[0](t, hook) if t.requires_grad else NoHandle()
+
+    def register_post(t, hook):
+        return orig[1](t, hook) if t.requires_grad else NoHandle()
+
+    torch.Tensor.register_hook = register_hook
+    torch.Tensor.register_post_accumulate_grad_hook = register_post
+    return orig
+
+
+def restore_hooks(orig):
+    torch.Tensor.register_hook, torch.Tensor.register_post_accumulate_grad_hook = orig
+
+
+def build_model(name, regime, dtype_mode, attn, checkpointing):
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    family, cfg, model = measure.build(name, attn)
+    if dtype_mode == "bf16-base":
+        # `from_pretrained(..., dtype=torch.bfloat16)`: every weight in bf16; peft then creates
+        # fp32 adapters (autocast_adapter_dtype=True).
+        model = model.to(torch.bfloat16)
+    if checkpointing:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model.gradient_checkpointing_enable()
+    model, lora = measure.apply_regime(model, regime)
+    return family, cfg, model, lora
+
+
+def run_step(tracker, model, opt, ids, dtype_mode, lm_head, step):
+    """One Trainer-like step: the output is dropped before backward."""
+    tracker.step = step
+    tracker.phase = "forward"
+    autocast = dtype_mode != "fp32"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(input_ids=ids, labels=ids)
+    loss = out.loss
+    del out
+    tracker.phase = "backward"
+    loss.backward()
+    del loss
+    tracker.phase = "optimizer"
+    opt.step()
+    tracker.phase = "zero_grad"
+    opt.zero_grad(set_to_none=True)
+    tracker.sample()
+
+
+def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing):
+    family, cfg, model, lora = build_model(name, regime, dtype_mode, attn, checkpointing)
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-3, foreach=True)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    lm_head = model.get_output_embeddings()
+    tracker = PhasedTracker()
+    # The loss phase starts when lm_head returns (the logits, the loss's fp32 copy and
+    # log-softmax) and ends when the forward returns.
+    handle = lm_head.register_forward_hook(lambda m, i, o: setattr(tracker, "phase", "loss"))
+    orig = skip_frozen_hooks()
+    boundaries = {}
+    try:
+        with tracker:
+            tracker.track_external(model, opt, ids)
+            for step in (1, 2):
+                run_step(tracker, model, opt, ids, dtype_mode, lm_head, step)
+                boundaries[step] = tracker.current()
+                tracker.reset_mod_stats()
+    finally:
+        restore_hooks(orig)
+        handle.remove()
+    steps = {}
+    for step in (1, 2):
+        phases = {p: {"bytes": tracker.peaks[(step, p)][0], "by_category": tracker.peaks[(step, p)][1]}
+                  for p in PHASES if (step, p) in tracker.peaks}
+        phase = max(phases, key=lambda p: phases[p]["bytes"])
+        steps[f"step{step}"] = {"peak_bytes": phases[phase]["bytes"], "phase": phase,
+                                "by_category": phases[phase]["by_category"], "phases": phases,
+                                "end_bytes": boundaries[step]}
+    uniq = {p.untyped_storage().data_ptr(): p for p in params}
+    state = sum(v.nbytes for st in opt.state.values() for k, v in st.items() if k != "step")
+    record = {
+        "id": f"{name}|{regime}|b{batch}s{seq}|{dtype_mode}|{attn}" + ("|ckpt" if checkpointing else ""),
+        "model": name,
+        "shape": measure_shape(name, family, cfg),
+        "regime": regime, "lora": lora, "dtype_mode": dtype_mode,
+        "attn_implementation_requested": attn,
+        "attn_implementation_used": model.config._attn_implementation,
+        "batch": batch, "seq": seq,
+        "gradient_checkpointing": bool(checkpointing),
+        "optimizer": {"class": "torch.optim.AdamW", "foreach": True, "state_bytes_excl_step": state,
+                      "step_bytes": sum(st["step"].nbytes for st in opt.state.values())},
+        "params": {"trainable_count": sum(p.numel() for p in trainable),
+                   "trainable_bytes": sum(p.nbytes for p in trainable),
+                   "frozen_bytes": sum(p.nbytes for p in uniq.values() if not p.requires_grad),
+                   "total_bytes": sum(p.nbytes for p in uniq.values())},
+        "peak": steps,
+    }
+    return record
+
+
+def measure_shape(name, family, cfg):
+    return {
+        "family": family, "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+        "head_dim": getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+        "intermediate_size": (getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None)
+                              or 4 * cfg.hidden_size),
+        "vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_position_embeddings,
+        "tie_word_embeddings": bool(cfg.tie_word_embeddings), "config_kwargs": measure.MODELS[name][1],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--regimes", nargs="+", default=["full", "lora-r8", "dora-r8"])
+    ap.add_argument("--shapes", nargs="+", default=["2x64", "4x128"], help="BATCHxSEQ")
+    ap.add_argument("--dtype-modes", nargs="+", default=["fp32", "autocast-bf16", "bf16-base"])
+    ap.add_argument("--attn", nargs="+", default=["eager", "sdpa"])
+    ap.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    records = []
+    t0 = time.time()
+    for m in args.models:
+        for reg in args.regimes:
+            for attn in args.attn:
+                for dm in args.dtype_modes:
+                    for bs in args.shapes:
+                        b, s = map(int, bs.split("x"))
+                        for ckpt in args.checkpointing:
+                            try:
+                                r = measure_peak(m, reg, b, s, dm, attn, ckpt == "on")
+                            except ValueError as e:
+                                if "ParamWrapper" not in str(e):
+                                    raise
+                                print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
+                                      flush=True)
+                                continue
+                            records.append(r)
+                            p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
+                            print(f"{time.time() - t0:6.1f}s {r['id']} step1 {p1['peak_bytes']} ({p1['phase']}) "
+                                  f"step2 {p2['peak_bytes']} ({p2['phase']})", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(records, f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(records)} records; torch {torch.__version__}, transformers {transformers.__version__}")
+
+
+if __name__ == "__main__":
+    main()
