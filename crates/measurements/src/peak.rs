@@ -80,7 +80,9 @@ impl PeakRecord {
 }
 
 pub fn parse_peak_records(json: &str) -> Result<Vec<PeakRecord>, MeasurementError> {
-    Ok(serde_json::from_str(json)?)
+    serde_json::from_str(json).map_err(|e| MeasurementError::Parse {
+        reason: e.to_string(),
+    })
 }
 
 fn unsupported(r: &PeakRecord, field: &'static str, value: &str) -> MeasurementError {

@@ -452,6 +452,10 @@ struct Ctx<'a> {
     probs: Exact,
     /// Layers with a dense MLP and layers with experts.
     layer_kinds: (Exact, Exact),
+    /// The experts' grouped matmuls run outside autocast, in their weights' dtype; adapters'
+    /// delta weights are in the trainable dtype.
+    expert_bytes: Exact,
+    trainable_bytes: Exact,
 }
 
 impl<'a> Ctx<'a> {
@@ -525,6 +529,12 @@ impl<'a> Ctx<'a> {
                 Exact::from(d.layers - sparse.min(d.layers)),
                 Exact::from(sparse),
             ),
+            expert_bytes: Exact::from(if totals.base_trainable {
+                precision.trainable_dtype().bytes()
+            } else {
+                settings.frozen_dtype().bytes()
+            }),
+            trainable_bytes: Exact::from(precision.trainable_dtype().bytes()),
         }
     }
 
@@ -733,7 +743,7 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             let k = Exact::from(e.top_k);
             let tk = t * k;
             let i = Exact::from(e.intermediate);
-            // The experts' grouped matmuls run outside autocast: fp32 under autocast.
+            // The experts' grouped matmuls run outside autocast, in their weights' dtype.
             let act = match model.block.mlp_activation {
                 MlpActivation::ClampedSwiGlu => 7,
                 _ => 4,
@@ -746,7 +756,7 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
                 let m = &model.modules[site.module];
                 if matches!(m.host, AdapterHost::Parameter { .. }) && m.group == ModuleGroup::Mlp {
                     let per_layer = Exact::from(m.count / e.sparse_layers.max(1));
-                    delta += x.resid
+                    delta += x.trainable_bytes
                         * per_layer
                         * Exact::from(m.in_features)
                         * Exact::from(m.out_features);
@@ -754,7 +764,7 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             }
             let input_saved = x.base_trainable || delta != Exact::ZERO;
             let inputs = if input_saved { 2 } else { 1 };
-            let mut sparse = x.resid * tk * (inputs * x.h + act * i) + 24 * tk + delta;
+            let mut sparse = x.expert_bytes * tk * (inputs * x.h + act * i) + 24 * tk + delta;
             sparse += 4 * t * Exact::from(e.experts) + 16 * tk + 4 * t;
             if let Some(shared) = e.shared {
                 sparse += dense(MlpLayout::Gated, Exact::from(shared.intermediate));
