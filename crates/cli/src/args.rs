@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision,
-    Sharding,
+    ActivationModel, AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, Optimizer,
+    Precision, Sharding,
 };
 
 /// Which conventions fill the flags not given.
@@ -63,6 +63,18 @@ pub struct MemoryArgs {
     /// raises the step's peak (not the bucket total)
     #[arg(long, default_value_t = 1)]
     pub grad_accum: u64,
+    /// Cross-entropy: full (transformers) | chunked (torchtune, 8 chunks) | fused (Liger's fused
+    /// linear cross-entropy: the logits never exist whole); changes the peak
+    #[arg(long, default_value = "full")]
+    pub loss: LossKind,
+    /// Apply each gradient inside the backward and free it (torchtune's optimizer_in_bwd);
+    /// changes the peak
+    #[arg(long)]
+    pub optimizer_in_backward: bool,
+    /// Offload saved activations to host memory, one block in flight on the GPU (torchtune's
+    /// enable_activation_offloading); the host bytes are reported with the peak
+    #[arg(long)]
+    pub activation_offload: bool,
 }
 
 /// Limits that keep every byte count exact (the core's, so the CLI and experiments agree).
@@ -110,6 +122,9 @@ impl MemoryArgs {
             zero_stage: self.zero,
         };
         s.step.grad_accum = self.grad_accum;
+        s.step.loss = self.loss;
+        s.step.optimizer_in_backward = self.optimizer_in_backward;
+        s.step.activation_offload = self.activation_offload;
         s.validate()?;
         Ok(s)
     }

@@ -108,4 +108,6 @@ pub enum SettingProblem {
     NotAProbability { value: f64 },
     #[error("{value} is not a ZeRO stage (0, 1, 2 or 3)")]
     NotAZeroStage { value: u8 },
+    #[error("cannot be combined with {other}")]
+    Incompatible { other: &'static str },
 }

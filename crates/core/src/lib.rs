@@ -24,7 +24,7 @@ pub use error::{
     TargetSpecError, UnknownName,
 };
 pub use memory::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, MemoryEstimate,
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, LossKind, MemoryEstimate,
     MemorySettings, Optimizer, PeakEstimate, Precision, Sharding, StepKind, StepPhase,
     StepSettings, Workload, estimate_memory,
 };

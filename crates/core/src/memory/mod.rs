@@ -11,7 +11,7 @@ pub mod peak;
 pub use activations::{
     ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
 };
-pub use peak::{LiveBytes, PeakEstimate, StepKind, StepPeak, StepPhase, StepSettings};
+pub use peak::{LiveBytes, LossKind, PeakEstimate, StepKind, StepPeak, StepPhase, StepSettings};
 
 use crate::dtype::DType;
 use crate::error::{CountError, SettingProblem, SettingsError, UnknownName};
@@ -329,6 +329,15 @@ impl MemorySettings {
                 problem: SettingProblem::NotAProbability { value: p },
             });
         }
+        // Gradients applied inside the backward cannot accumulate over micro-batches.
+        if self.step.optimizer_in_backward && self.step.grad_accum > 1 {
+            return Err(SettingsError {
+                setting: "optimizer-in-backward",
+                problem: SettingProblem::Incompatible {
+                    other: "--grad-accum above 1",
+                },
+            });
+        }
         if self.sharding.zero_stage > 3 {
             return Err(SettingsError {
                 setting: "zero",
@@ -604,7 +613,43 @@ fn step_inputs(
         recompute_temporaries: narrow(recompute_temporaries),
         inputs: narrow(inputs),
         grad_accum: settings.step.grad_accum,
+        loss: settings.step.loss,
+        hidden_elements: narrow(tokens * hidden),
+        optimizer_in_backward: if settings.step.optimizer_in_backward {
+            Some(largest_trainable(model, plan, settings))
+        } else {
+            None
+        },
+        offload_blocks: settings
+            .step
+            .activation_offload
+            .then_some(model.dims.layers),
     })
+}
+
+/// The largest trainable tensor's gradient bytes and AdamW temporary bytes, for the optimizer in
+/// the backward (a walk over the plan's groups, off the default path).
+#[cold]
+fn largest_trainable(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> (u64, u64) {
+    let largest = plan
+        .groups(model)
+        .filter(|g| g.trainable)
+        .map(|g| g.numel)
+        .max()
+        .unwrap_or(0);
+    let precision = settings.precision;
+    let temporary = match settings.optimizer {
+        Optimizer::AdamW => largest.saturating_mul(precision.optimizer_state_dtype().bytes()),
+        Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
+    };
+    (
+        largest.saturating_mul(precision.gradient_dtype().bytes()),
+        temporary,
+    )
 }
 
 #[cfg(test)]
@@ -650,6 +695,18 @@ mod tests {
         assert_eq!(
             s.validate().unwrap_err().to_string(),
             "--zero: 4 is not a ZeRO stage (0, 1, 2 or 3)"
+        );
+    }
+
+    #[test]
+    fn optimizer_in_backward_refuses_accumulation() {
+        let mut s = MemorySettings::pytorch();
+        s.step.optimizer_in_backward = true;
+        assert_eq!(s.validate(), Ok(()));
+        s.step.grad_accum = 2;
+        assert_eq!(
+            s.validate().unwrap_err().to_string(),
+            "--optimizer-in-backward: cannot be combined with --grad-accum above 1"
         );
     }
 

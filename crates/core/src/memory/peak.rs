@@ -18,19 +18,86 @@
 //! No I/O, integer arithmetic only; the figures are the memory model's buckets rearranged, so the
 //! peak costs a few additions on top of [`super::estimate_memory`].
 
+use crate::error::UnknownName;
 use serde::Serialize;
 use std::fmt;
+use std::str::FromStr;
+
+/// How the loss turns hidden states into a cross-entropy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    /// transformers' loss: the full logits, their fp32 copy and log-softmax, and the fp32
+    /// gradients of both at the start of the backward.
+    #[default]
+    Full,
+    /// torchtune's `CEWithChunkedOutputLoss` (8 chunks): the logits are upcast and their
+    /// gradients computed one chunk at a time; every chunk's log-softmax is still saved.
+    Chunked,
+    /// A fused linear cross-entropy (Liger's kernel): the logits never exist whole; the
+    /// gradient of the hidden states is computed in the forward, chunk by chunk of about
+    /// `hidden` logits per token row, and kept for the backward.
+    Fused,
+}
+
+impl LossKind {
+    pub const ALL: [LossKind; 3] = [LossKind::Full, LossKind::Chunked, LossKind::Fused];
+    /// torchtune's default `num_output_chunks`.
+    pub const CHUNKS: u64 = 8;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LossKind::Full => "full",
+            LossKind::Chunked => "chunked",
+            LossKind::Fused => "fused",
+        }
+    }
+}
+
+impl fmt::Display for LossKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LossKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LossKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownName {
+                what: "loss",
+                value: s.to_string(),
+                expected: "full, chunked, fused".into(),
+            })
+    }
+}
 
 /// Settings of the step that change the timeline but not the buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct StepSettings {
     /// Micro-batches per optimizer step (`gradient_accumulation_steps`), at least 1.
     pub grad_accum: u64,
+    pub loss: LossKind,
+    /// The optimizer step fused into the backward (torchtune's `optimizer_in_bwd`, PyTorch's
+    /// `register_post_accumulate_grad_hook`): each gradient is applied and freed as soon as it is
+    /// accumulated, so at most one parameter's gradient (and its optimizer temporary) exists.
+    /// Not compatible with gradient accumulation.
+    pub optimizer_in_backward: bool,
+    /// Saved activations offloaded to host memory (torchtune's `enable_activation_offloading`):
+    /// the GPU keeps one block's saved tensors in flight; the host holds the rest.
+    pub activation_offload: bool,
 }
 
 impl Default for StepSettings {
     fn default() -> Self {
-        StepSettings { grad_accum: 1 }
+        StepSettings {
+            grad_accum: 1,
+            loss: LossKind::Full,
+            optimizer_in_backward: false,
+            activation_offload: false,
+        }
     }
 }
 
@@ -147,6 +214,8 @@ pub struct PeakEstimate {
     pub first_step_bytes: u64,
     pub steady_step_bytes: u64,
     pub by_category: LiveBytes,
+    /// Host memory holding offloaded activations (`--activation-offload`; 0 otherwise).
+    pub host_offload_bytes: u64,
     #[serde(skip)]
     pub first: StepPeak,
     #[serde(skip)]
@@ -191,6 +260,31 @@ pub struct StepInputs {
     /// The input ids (`8 T`).
     pub inputs: u64,
     pub grad_accum: u64,
+    pub loss: LossKind,
+    /// Hidden-state elements of the micro-batch (`T h`), for the fused loss.
+    pub hidden_elements: u64,
+    /// With the optimizer in the backward: the largest trainable tensor's gradient and its
+    /// optimizer temporary (0 otherwise).
+    pub optimizer_in_backward: Option<(u64, u64)>,
+    /// With activation offloading: the number of blocks (the GPU keeps one block's share).
+    pub offload_blocks: Option<u64>,
+}
+
+/// Host memory the activation offloading needs: the saved tensors moved off the GPU.
+pub fn offloaded_bytes(s: &StepInputs) -> u64 {
+    match s.offload_blocks {
+        Some(blocks) => {
+            let offloadable = offloadable(s);
+            offloadable - offloadable.div_ceil(blocks.max(1))
+        }
+        None => 0,
+    }
+}
+
+/// The saved bytes (weight casts included) outside the loss.
+fn offloadable(s: &StepInputs) -> u64 {
+    (s.activations_at_backward_start + s.weight_casts_at_backward_start)
+        .saturating_sub(s.loss_saved)
 }
 
 /// Moments of a step, in order. A checkpointed step adds the recomputation of the last block;
@@ -230,18 +324,37 @@ pub fn timeline(s: &StepInputs, kind: StepKind) -> [Moment; MOMENTS] {
     };
     let logits_stored = s.logits * s.logit_bytes;
     let logits_fp32_copy = if s.logit_bytes == 4 { 0 } else { 4 * s.logits };
-    let saved = s.activations_at_backward_start + s.weight_casts_at_backward_start;
+    // What the loss keeps and briefly holds, by kind: (saved for backward, held with the logits
+    // in the loss, gradients in flight when the backward starts).
+    let (loss_saved, loss_transient, loss_backward) = match s.loss {
+        LossKind::Full => (s.loss_saved, logits_stored + logits_fp32_copy, 8 * s.logits),
+        LossKind::Chunked => (
+            s.loss_saved,
+            logits_stored + logits_fp32_copy.div_ceil(LossKind::CHUNKS),
+            (8 * s.logits).div_ceil(LossKind::CHUNKS),
+        ),
+        // The gradient of the hidden states (`c T h`) replaces the log-softmax; one chunk's
+        // fp32 logits and their gradient (about `T h` elements each) live in the forward.
+        LossKind::Fused => (s.logit_bytes * s.hidden_elements, 8 * s.hidden_elements, 0),
+    };
+    let kept_outside_loss = offloadable(s);
+    let on_gpu = match s.offload_blocks {
+        Some(blocks) => kept_outside_loss.div_ceil(blocks.max(1)),
+        None => kept_outside_loss,
+    };
+    let saved = on_gpu + loss_saved;
     let forward_end = LiveBytes {
-        activations: saved.saturating_sub(s.loss_saved) + logits_stored,
+        activations: on_gpu + logits_stored * u64::from(s.loss != LossKind::Fused),
         ..base
     };
+    // MemTracker books what the forward creates (the logits and their copies) as activations.
     let loss = LiveBytes {
-        activations: saved + logits_stored + logits_fp32_copy,
+        activations: saved + loss_transient,
         ..base
     };
     let backward_start = LiveBytes {
         activations: saved,
-        temporaries: 8 * s.logits,
+        temporaries: loss_backward,
         ..base
     };
     let recompute = if s.activations_at_recompute > 0 {
@@ -254,13 +367,23 @@ pub fn timeline(s: &StepInputs, kind: StepKind) -> [Moment; MOMENTS] {
     } else {
         backward_start
     };
+    // With the optimizer in the backward, one gradient and one optimizer temporary at a time.
+    let (grads_after, optimizer_temporaries) = match s.optimizer_in_backward {
+        Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
+        None => (s.gradients, s.optimizer_temporaries),
+    };
     let backward_end = LiveBytes {
-        gradients: s.gradients,
+        gradients: grads_after,
+        optimizer: if s.optimizer_in_backward.is_some() {
+            s.optimizer_state + optimizer_temporaries
+        } else {
+            state_before
+        },
         ..base
     };
     let optimizer = LiveBytes {
-        gradients: s.gradients,
-        optimizer: s.optimizer_state + s.optimizer_temporaries,
+        gradients: grads_after,
+        optimizer: s.optimizer_state + optimizer_temporaries,
         ..base
     };
     let zero_grad = LiveBytes {
@@ -314,6 +437,7 @@ pub fn peak(s: &StepInputs) -> PeakEstimate {
         first_step_bytes: first.bytes,
         steady_step_bytes: steady.bytes,
         by_category: at.by_category,
+        host_offload_bytes: offloaded_bytes(s),
         first,
         steady,
     }
@@ -340,6 +464,10 @@ mod tests {
             recompute_temporaries: 0,
             inputs: 8,
             grad_accum: 1,
+            loss: LossKind::Full,
+            hidden_elements: 4,
+            optimizer_in_backward: None,
+            offload_blocks: None,
         }
     }
 
@@ -383,5 +511,57 @@ mod tests {
         assert_eq!(p.first.bytes, 1000 + 1000 + 3000 + 8);
         assert_eq!(p.steady.bytes, 5008);
         assert_eq!(p.step, StepKind::First);
+    }
+
+    /// torchtune's chunked loss: the fp32 copy and the backward's gradients one chunk of 8 at a
+    /// time; the loss itself (bf16 logits 20 + one chunk's copy 5 + saved 500) now peaks:
+    /// 1000 + 200 + 525 + 8 = 1733, below the full loss's 1788.
+    #[test]
+    fn chunked_loss_divides_the_loss_transients() {
+        let mut s = inputs();
+        s.loss = LossKind::Chunked;
+        let p = peak(&s);
+        assert_eq!((p.steady.bytes, p.steady.phase), (1733, StepPhase::Loss));
+        assert_eq!(timeline(&s, StepKind::Steady)[2].live.temporaries, 10);
+    }
+
+    /// A fused linear cross-entropy: no logits, no log-softmax (48 saved bytes out), the hidden
+    /// states' gradient in (2 x 4) and one chunk's fp32 logits and gradient in the forward (32):
+    /// the loss moment, 1000 + 200 + 452 + 8 + 32 + 8 = 1700.
+    #[test]
+    fn fused_loss_never_holds_the_logits() {
+        let mut s = inputs();
+        s.loss = LossKind::Fused;
+        let p = peak(&s);
+        assert_eq!((p.steady.bytes, p.steady.phase), (1700, StepPhase::Loss));
+        assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1668);
+    }
+
+    /// The optimizer in the backward holds one gradient and one temporary at a time: full
+    /// fine-tuning's first step no longer peaks in the optimizer (5008) but when the steady
+    /// step's backward starts (1000 + 2000 + 500 + 80 + 8).
+    #[test]
+    fn optimizer_in_backward_frees_each_gradient() {
+        let mut s = inputs();
+        s.gradients = 1000;
+        s.optimizer_state = 2000;
+        s.optimizer_temporaries = 1000;
+        s.optimizer_in_backward = Some((100, 100));
+        let p = peak(&s);
+        assert_eq!(p.first.bytes, 1000 + 100 + 2000 + 100 + 8);
+        assert_eq!(
+            (p.bytes, p.phase, p.step),
+            (3588, StepPhase::Backward, StepKind::Steady)
+        );
+    }
+
+    /// Offloading keeps one of 4 blocks' saved bytes on the GPU (452 / 4 = 113) and the loss's
+    /// 48; the host holds the other 339.
+    #[test]
+    fn offload_keeps_one_block_on_the_gpu() {
+        let mut s = inputs();
+        s.offload_blocks = Some(4);
+        assert_eq!(peak(&s).steady.bytes, 1000 + 200 + 113 + 48 + 80 + 8);
+        assert_eq!(offloaded_bytes(&s), 339);
     }
 }
