@@ -14,8 +14,8 @@ pub mod units;
 use comfy_table::{Cell, CellAlignment, Table, presets};
 use export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
 use ftbudget_core::{
-    CountError, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError, Workload,
-    estimate_memory,
+    CountError, FlopSettings, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError,
+    StepFlops, Workload, estimate_memory, step_flops,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -119,6 +119,9 @@ pub struct Row {
     pub activations: ftbudget_core::memory::ActivationBreakdown,
     /// This row's total bytes over the baseline's (the first row).
     pub ratio_vs_baseline: f64,
+    /// FLOPs of one training step on one GPU's micro-batch, as PyTorch's FlopCounterMode counts
+    /// them (`ftbudget_core::flops`).
+    pub flops: StepFlops,
     #[serde(skip)]
     pub estimate: MemoryEstimate,
 }
@@ -144,6 +147,7 @@ pub fn compare(
         let estimate = estimate_memory(model, &plan, settings)?;
         let trainable = plan.trainable_params()?;
         let all = plan.all_params()?;
+        let flops = step_flops(model, &plan, &FlopSettings::of(settings))?;
         rows.push(Row {
             regime: regime.spec(),
             label: regime.label(),
@@ -155,6 +159,7 @@ pub fn compare(
             bytes: Bytes::from(&estimate),
             activations: estimate.detail.activations.clone(),
             ratio_vs_baseline: 0.0,
+            flops,
             estimate,
         });
     }
@@ -326,7 +331,7 @@ pub fn render_rows(
             frozen: row.frozen_params,
             all: row.all_params,
         };
-        RowRecord::new(&cmp.model, regime, workload, params, &row.estimate)
+        RowRecord::new(&cmp.model, regime, workload, params, &row.estimate).with_flops(&row.flops)
     });
     let mut out = Vec::new();
     write_rows(format, true, records, &mut out)?;
