@@ -389,13 +389,22 @@ impl Context<'_> {
         let m = &self.model.modules[site.module];
         let (r, layout) = (site.rank, site.layout);
         if let AdapterHost::Parameter { .. } = m.host {
-            // peft's ParamWrapper: W + scaling B A every forward (one mm or baddbmm per module),
-            // the two gradients of that product backward.
+            // peft's ParamWrapper: W + scaling B A every forward, the two gradients of that
+            // product backward. On stacked experts the product is a `baddbmm` inside the
+            // parametrization, which `register_parametrization` also evaluates once to check its
+            // output: twice per forward. A router's (one matrix) is one `mm` computed before
+            // registering, the parametrization only adds it.
             let delta = product(&[2, r, m.in_features, m.out_features, m.count]);
-            sums.forward(delta);
+            let evaluations = if routed_experts(self.model, m).is_some() {
+                2
+            } else {
+                1
+            };
+            let forward = delta.and_then(|d| d.checked_mul(evaluations));
+            sums.forward(forward);
             sums.backward(delta.and_then(|d| d.checked_mul(2)));
             if self.checkpointing {
-                sums.recompute(delta);
+                sums.recompute(forward);
             }
             return;
         }
