@@ -8,6 +8,7 @@
 //! size) live in [`config`], shared formatting (percentages, model lines, chart points) in
 //! [`format`].
 
+mod compute_cost;
 pub mod config;
 mod format;
 mod lora_counts;
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "production-scale",
     "memory-validation",
     "scaling",
+    "compute-cost",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -159,6 +161,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "production-scale" => production_scale::generate(&exp)?,
         "memory-validation" => memory_validation::generate(&exp)?,
         "scaling" => scaling::generate(&exp)?,
+        "compute-cost" => compute_cost::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
