@@ -620,3 +620,32 @@ pub fn run_cost(step: &StepFlops, run: &RunSettings) -> Option<RunCost> {
         gpu_hours: seconds * run.gpus as f64 / 3600.0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_costs_its_steps_over_the_peak() {
+        // 1,000 tokens in steps of 2 GPUs x 64 tokens: ceil(1000 / 128) = 8 steps, 16 GPU-steps
+        // of 1e12 FLOPs; at 100 TFLOP/s x 0.5 per GPU that is 16e12 / 1e14 = 0.16 s.
+        let step = StepFlops {
+            step: 1_000_000_000_000,
+            ..StepFlops::default()
+        };
+        let run = RunSettings {
+            tokens: 1000,
+            gpus: 2,
+            tokens_per_gpu_step: 64,
+            peak_flops: 100_000_000_000_000,
+            mfu: 0.5,
+        };
+        let cost = run_cost(&step, &run).unwrap();
+        assert_eq!(cost.tokens_per_step, 128);
+        assert_eq!(cost.steps, 8);
+        assert_eq!(cost.total_flops, 16_000_000_000_000);
+        assert!((cost.seconds - 0.16).abs() < 1e-12);
+        assert!((cost.gpu_hours - 0.32 / 3600.0).abs() < 1e-15);
+        assert!(run_cost(&step, &RunSettings { mfu: 0.0, ..run }).is_none());
+    }
+}

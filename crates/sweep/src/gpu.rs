@@ -275,6 +275,31 @@ mod tests {
     }
 
     #[test]
+    fn peaks_are_the_datasheets_dense_figures() {
+        // (name, bf16, fp8) in TFLOP/s x 10, read off the documents cited on each preset: the
+        // sparsity figures halved where the datasheet gives only those.
+        let expected = [
+            ("rtx-3090", 710u64, None),
+            ("rtx-4090", 1652, Some(3303u64)),
+            ("l4", 1210, Some(2425)),
+            ("a100-40g", 3120, None),
+            ("a100-80g", 3120, None),
+            ("h100-80g", 9895, Some(19790)),
+            ("h200", 9895, Some(19790)),
+        ];
+        for (name, bf16, fp8) in expected {
+            let p = GPU_PRESETS.iter().find(|p| p.name == name).unwrap();
+            assert_eq!(p.peak.bf16, bf16 * 100_000_000_000, "{name}");
+            assert_eq!(
+                p.peak.fp16, p.peak.bf16,
+                "{name}: fp16 and bf16 tensor peaks are equal"
+            );
+            assert_eq!(p.peak.fp8, fp8.map(|f| f * 100_000_000_000), "{name}");
+            assert!(p.peak.source.starts_with("https://"), "{name}");
+        }
+    }
+
+    #[test]
     fn bad_sizes_are_named_errors() {
         assert!(
             parse_size("24XB")
