@@ -28,13 +28,22 @@
 //!   builds `lora_B(lora_A(eye(in)))` every forward (`2 r in (in + out)` per module, no
 //!   gradient: the weight norm is detached), plus `x W` again when `lora_dropout` is on. An
 //!   adapter on a parameter host (peft's `ParamWrapper` on MoE experts and routers) adds
-//!   `scaling B A` to the weight every forward (`2 r in out` per expert), two gradient matmuls of
-//!   that size backward, and makes the effective weight need its weight gradient.
+//!   `scaling B A` to the weight every forward (`2 r in out` per expert; on stacked experts
+//!   twice, as `register_parametrization` evaluates it once to check it), two gradient matmuls
+//!   of that size backward, and makes the effective weight need its weight gradient.
 //! - Checkpointing (non-reentrant, per block) recomputes each block's forward inside
 //!   `backward()`, but stops as soon as every saved tensor is back: with pre-norm (or parallel)
 //!   blocks the MLP's output projection is not recomputed (its output is added to the residual,
 //!   which saves nothing), nor LoRA's B on it; DoRA's magnitude and a post-norm save that output,
 //!   so the whole block is recomputed.
+//!
+//! Measured and held exactly: llama, qwen3, gpt2, olmo2, gemma3_text, qwen3_moe, mixtral,
+//! deepseek_v3 (see the fixture's README for the kernels the counter cannot see: MoE models were
+//! run with the eager experts loop, as `torch._grouped_mm` counts 0). Derived but not measured:
+//! parallel-residual blocks (phi, falcon: the MLP's output projection taken as the block's last
+//! matmul), and targets that leave the first block's attention with nothing trainable (`mlp`
+//! only, without checkpointing): the first block's o_proj and MLP input gradients are then
+//! counted although PyTorch skips them (a slight over-count, one layer's worth).
 //!
 //! Not counted, as the counter does not: norms, activations, softmax, rotary embeddings, the loss,
 //! dequantization. bitsandbytes' 4-bit matmul on CPU is a custom op the counter cannot see
@@ -606,7 +615,7 @@ pub struct RunSettings {
 pub fn run_cost(step: &StepFlops, run: &RunSettings) -> Option<RunCost> {
     let gpus = u128::from(run.gpus);
     let tokens_per_step = u128::from(run.tokens_per_gpu_step).checked_mul(gpus)?;
-    if tokens_per_step == 0 || run.peak_flops == 0 || !(run.mfu > 0.0) {
+    if tokens_per_step == 0 || run.peak_flops == 0 || run.mfu.is_nan() || run.mfu <= 0.0 {
         return None;
     }
     let steps = run.tokens.div_ceil(tokens_per_step);
