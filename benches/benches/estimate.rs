@@ -1,6 +1,7 @@
 //! Criterion benchmarks. Groups:
 //! - `estimate/<model>`: one estimate (`plan_into` into a reused plan + `estimate_memory` under
 //!   the PyTorch conventions) per regime, at MiniGPT, LLaMA-2-7B and LLaMA-2-70B shapes.
+//! - `flops/<model>`: `step_flops` on a planned step, per regime (the FLOP columns' cost).
 //! - `counts`: the answer peft's `get_nb_trainable_parameters()` gives (LLaMA-2-7B, LoRA r=8 on
 //!   q_proj+v_proj), for the side-by-side with peft (`cargo xtask bench`).
 //! - `sweep`: rank x width grids through `Grid::run` on all cores, and one core through
@@ -37,6 +38,26 @@ fn single_estimate(c: &mut Criterion) {
                     // instead of the value spares a 150-byte copy that is not the tool's work.
                     black_box(estimate.as_ref().expect("estimate"));
                 })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// `step_flops` alone on a planned step (what `estimate` and `sweep` add per row for the FLOP
+/// columns).
+fn step_flops_only(c: &mut Criterion) {
+    let registry = ftbudget_roster::registry().unwrap();
+    let settings = ftbudget_core::FlopSettings::of(&pytorch_settings());
+    for &model_name in MODELS {
+        let model = shape(model_name);
+        let mut group = c.benchmark_group(format!("flops/{model_name}"));
+        group.throughput(Throughput::Elements(1));
+        for &(id, spec) in REGIMES {
+            let regime = registry.build(spec).unwrap();
+            let plan = regime.plan(&model).unwrap();
+            group.bench_with_input(BenchmarkId::from_parameter(id), &model, |b, model| {
+                b.iter(|| ftbudget_core::step_flops(black_box(model), &plan, black_box(&settings)))
             });
         }
         group.finish();
@@ -121,5 +142,11 @@ fn sweep(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_estimate, peft_equivalent_counts, sweep);
+criterion_group!(
+    benches,
+    single_estimate,
+    step_flops_only,
+    peft_equivalent_counts,
+    sweep
+);
 criterion_main!(benches);

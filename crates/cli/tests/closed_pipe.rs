@@ -32,6 +32,7 @@ const INVOCATIONS: &[(&str, &[&str])] = &[
         "fit",
         &["fit", "--gpu", "h100-80g", "--model", "llama-2-7b"],
     ),
+    ("cost", &["cost", "--model", "llama-2-7b", "--tokens", "1B"]),
 ];
 
 /// The subcommands `ftbudget --help` lists, so that a new one must be added above.

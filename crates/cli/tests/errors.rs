@@ -77,3 +77,64 @@ fn memory_settings_are_checked_once_with_the_cores_limits() {
         assert_eq!(error_of(&args), message, "{args:?}");
     }
 }
+
+/// `ftbudget cost`: each bad flag is one line naming it, exit 2.
+#[test]
+fn cost_flags_are_checked() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--tokens", "1B", "--mfu", "1.5"], "--mfu"),
+        (&["--tokens", "1B", "--gpu", "24GiB"], "--gpu"),
+        (
+            &["--tokens", "1B", "--gpu", "a100-80g", "--peak", "fp8"],
+            "--peak",
+        ),
+        (
+            &["--tokens", "1B", "--price-per-gpu-hour=-1"],
+            "--price-per-gpu-hour",
+        ),
+        (&[], "--tokens"),
+    ];
+    for (args, flag) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ftbudget"))
+            .arg("cost")
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+/// `ftbudget cost --format json`: the step FLOPs of full fine-tuning on MiniGPT (seed
+/// conventions: batch 16, seq 32, eager) by hand: 229,376 weight elements per token in matmuls
+/// (4 layers x 49,152 + the tied 64 x 512 lm_head), 2 x 512 tokens: 234,881,024, plus eager
+/// attention 2 x 16 x 4 x 32^2 x (16 + 16) x 4 layers = 16,777,216: 251,658,240 forward; the
+/// backward twice that; 1,000 tokens in steps of 512: 2 steps.
+#[test]
+fn cost_json_has_the_step_flops() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ftbudget"))
+        .args([
+            "cost",
+            "--conventions",
+            "seed",
+            "--tokens",
+            "1000",
+            "--regime",
+            "full-ft",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &v["rows"][0];
+    assert_eq!(row["flops"]["forward"], 251_658_240u64);
+    assert_eq!(row["flops"]["backward"], 503_316_480u64);
+    assert_eq!(row["flops"]["step"], 754_974_720u64);
+    assert_eq!(row["steps"], 2);
+    assert_eq!(row["total_flops"], 1_509_949_440u64);
+    assert_eq!(v["mfu"], 0.4);
+}

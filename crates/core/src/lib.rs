@@ -10,6 +10,7 @@
 
 pub mod dtype;
 pub mod error;
+pub mod flops;
 pub mod memory;
 pub mod plan;
 pub mod regime;
@@ -23,6 +24,7 @@ pub use error::{
     CountError, RegimeError, RegistryError, SettingProblem, SettingsError, ShapeError,
     TargetSpecError, UnknownName,
 };
+pub use flops::{FlopSettings, RunCost, RunSettings, StepFlops, run_cost, step_flops};
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, LossKind, MemoryEstimate,
     MemorySettings, Optimizer, PeakEstimate, Precision, Sharding, StepKind, StepPhase,

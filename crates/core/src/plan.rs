@@ -1093,6 +1093,17 @@ impl TrainingPlan {
         self.activation_terms.push(term);
     }
 
+    /// The treatment of the base model's parameters, if the plan set one.
+    pub fn base(&self) -> Option<&BaseTreatment> {
+        self.base.as_ref()
+    }
+
+    /// Parameter groups pushed one by one (saved copies, base parameters planned apart, a
+    /// regime's own tensors), beyond the base treatment and the adapter sites.
+    pub fn extra_groups(&self) -> &[PlannedParams] {
+        &self.groups
+    }
+
     /// The adapted Linear modules.
     pub fn adapters(&self) -> &[AdapterSite] {
         &self.adapters

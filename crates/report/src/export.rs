@@ -8,7 +8,7 @@
 //! and numbers are written straight into the output buffer: writing a row allocates nothing.
 
 use crate::{ModelSummary, ReportError};
-use ftbudget_core::{MemoryEstimate, RegimeSpec, Workload};
+use ftbudget_core::{MemoryEstimate, RegimeSpec, StepFlops, Workload};
 use serde::Serialize;
 
 /// A machine-readable row format.
@@ -92,6 +92,13 @@ pub struct RowRecord<'a> {
     pub peak_bytes: u64,
     pub peak_phase: &'static str,
     pub peak_step: &'static str,
+    /// FLOPs of one step on one GPU's micro-batch (FlopCounterMode's count): the forward, the
+    /// backward's gradient matmuls, checkpointing's recompute, their sum, and the sum per token.
+    pub flops_forward: u128,
+    pub flops_backward: u128,
+    pub flops_recompute: u128,
+    pub flops_step: u128,
+    pub flops_per_token: u128,
 }
 
 impl<'a> RowRecord<'a> {
@@ -134,7 +141,22 @@ impl<'a> RowRecord<'a> {
             peak_bytes: memory.peak.bytes,
             peak_phase: memory.peak.phase.name(),
             peak_step: memory.peak.step.name(),
+            flops_forward: 0,
+            flops_backward: 0,
+            flops_recompute: 0,
+            flops_step: 0,
+            flops_per_token: 0,
         }
+    }
+
+    /// The row with the step's FLOP columns filled in.
+    pub fn with_flops(mut self, flops: &StepFlops) -> Self {
+        self.flops_forward = flops.forward;
+        self.flops_backward = flops.backward;
+        self.flops_recompute = flops.recompute;
+        self.flops_step = flops.step;
+        self.flops_per_token = flops.per_token;
+        self
     }
 }
 

@@ -14,8 +14,8 @@ pub mod units;
 use comfy_table::{Cell, CellAlignment, Table, presets};
 use export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
 use ftbudget_core::{
-    CountError, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError, Workload,
-    estimate_memory,
+    CountError, FlopSettings, MemoryEstimate, MemorySettings, ModelShape, Regime, RegimeError,
+    StepFlops, Workload, estimate_memory, step_flops,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -122,6 +122,9 @@ pub struct Row {
     pub peak: ftbudget_core::PeakEstimate,
     /// This row's total bytes over the baseline's (the first row).
     pub ratio_vs_baseline: f64,
+    /// FLOPs of one training step on one GPU's micro-batch, as PyTorch's FlopCounterMode counts
+    /// them (`ftbudget_core::flops`).
+    pub flops: StepFlops,
     #[serde(skip)]
     pub estimate: MemoryEstimate,
 }
@@ -147,6 +150,7 @@ pub fn compare(
         let estimate = estimate_memory(model, &plan, settings)?;
         let trainable = plan.trainable_params()?;
         let all = plan.all_params()?;
+        let flops = step_flops(model, &plan, &FlopSettings::of(settings))?;
         rows.push(Row {
             regime: regime.spec(),
             label: regime.label(),
@@ -159,6 +163,7 @@ pub fn compare(
             activations: estimate.detail.activations.clone(),
             peak: estimate.peak,
             ratio_vs_baseline: 0.0,
+            flops,
             estimate,
         });
     }
@@ -333,7 +338,7 @@ pub fn render_rows(
             frozen: row.frozen_params,
             all: row.all_params,
         };
-        RowRecord::new(&cmp.model, regime, workload, params, &row.estimate)
+        RowRecord::new(&cmp.model, regime, workload, params, &row.estimate).with_flops(&row.flops)
     });
     let mut out = Vec::new();
     write_rows(format, true, records, &mut out)?;

@@ -12,7 +12,7 @@
 
 use crate::error::SweepError;
 
-/// A named GPU and its memory.
+/// A named GPU, its memory and its datasheet peak throughput.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GpuPreset {
     pub name: &'static str,
@@ -20,7 +20,25 @@ pub struct GpuPreset {
     pub nvidia_smi_mib: u64,
     /// The capacity as the vendor writes it.
     pub spec: &'static str,
+    /// Dense (no 2:4 sparsity) tensor-core peaks in FLOP/s, as the vendor's datasheet or
+    /// architecture whitepaper states them (FP32 accumulate where the document distinguishes);
+    /// a datasheet that quotes only "with sparsity" figures is halved, as its footnote says.
+    pub peak: PeakFlops,
 }
+
+/// Dense tensor-core peak FLOP/s per compute dtype, with the document they come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeakFlops {
+    pub bf16: u64,
+    pub fp16: u64,
+    /// `None`: the GPU has no FP8 tensor cores (Ampere).
+    pub fp8: Option<u64>,
+    /// The datasheet or whitepaper the figures are read from.
+    pub source: &'static str,
+}
+
+/// 10^12.
+const TERA: u64 = 1_000_000_000_000;
 
 impl GpuPreset {
     /// The capacity in bytes (`nvidia_smi_mib` x 2^20).
@@ -31,57 +49,106 @@ impl GpuPreset {
 
 /// GeForce RTX 3090: 24,576 MiB, e.g. the `nvidia-smi` table in
 /// <https://github.com/noonghunna/club-3090/issues/1128> (`22598MiB / 24576MiB`).
+/// Peak: NVIDIA Ampere GA102 whitepaper, appendix table (RTX 3090): peak FP16 and BF16 tensor TFLOPS with FP32 accumulate 71 dense (142 with sparsity).
 pub const RTX_3090: GpuPreset = GpuPreset {
     name: "rtx-3090",
     nvidia_smi_mib: 24_576,
     spec: "24 GB GDDR6X",
+    peak: PeakFlops {
+        bf16: 71 * TERA,
+        fp16: 71 * TERA,
+        fp8: None,
+        source: "https://images.nvidia.com/aem-dam/en-zz/Solutions/geforce/ampere/pdf/NVIDIA-ampere-GA102-GPU-Architecture-Whitepaper-V1.pdf",
+    },
 };
 
 /// GeForce RTX 4090: 24,564 MiB, e.g. the `nvidia-smi` table in
 /// <https://github.com/RLinf/RLinf/issues/255> (`507MiB / 24564MiB`).
+/// Peak: NVIDIA Ada GPU architecture whitepaper, appendix table (RTX 4090): peak FP16 and BF16 tensor TFLOPS with FP32 accumulate 165.2, FP8 with FP32 accumulate 330.3, dense.
 pub const RTX_4090: GpuPreset = GpuPreset {
     name: "rtx-4090",
     nvidia_smi_mib: 24_564,
     spec: "24 GB GDDR6X",
+    peak: PeakFlops {
+        bf16: 165_200_000_000_000,
+        fp16: 165_200_000_000_000,
+        fp8: Some(330_300_000_000_000),
+        source: "https://images.nvidia.com/aem-dam/Solutions/geforce/ada/nvidia-ada-gpu-architecture.pdf",
+    },
 };
 
 /// L4: 23,034 MiB (<https://thundergolfer.com/blog/nvidia-gpu-memory-capacity>, the table of
 /// NVML totals; the same figures in <https://github.com/modal-labs/modal-client/pull/2797>).
+/// Peak: NVIDIA L4 datasheet: BF16 and FP16 tensor 242 TFLOPS, FP8 485 TFLOPS, both "with sparsity": halved.
 pub const L4: GpuPreset = GpuPreset {
     name: "l4",
     nvidia_smi_mib: 23_034,
     spec: "24 GB GDDR6",
+    peak: PeakFlops {
+        bf16: 121 * TERA,
+        fp16: 121 * TERA,
+        fp8: Some(242_500_000_000_000),
+        source: "https://www.nvidia.com/en-us/data-center/l4/",
+    },
 };
 
 /// A100 40GB: 40,960 MiB (the same two sources as [`L4`]). Some A100 40GB systems report
 /// 40,536 MiB (<https://github.com/nanopool/phoenix-miner/issues/17>): give `--gpu 40536MiB`
 /// for those.
+/// Peak: NVIDIA A100 datasheet: BF16 and FP16 tensor 312 TFLOPS dense (624 with sparsity); no FP8.
 pub const A100_40G: GpuPreset = GpuPreset {
     name: "a100-40g",
     nvidia_smi_mib: 40_960,
     spec: "40 GB HBM2",
+    peak: PeakFlops {
+        bf16: 312 * TERA,
+        fp16: 312 * TERA,
+        fp8: None,
+        source: "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+    },
 };
 
 /// A100 80GB: 81,920 MiB (the same two sources as [`L4`]; also `34447MiB / 81920MiB` on an
 /// A800-SXM4-80GB in <https://github.com/dexmal/dexbotic/issues/41>).
+/// Peak: NVIDIA A100 datasheet: BF16 and FP16 tensor 312 TFLOPS dense (624 with sparsity); no FP8.
 pub const A100_80G: GpuPreset = GpuPreset {
     name: "a100-80g",
     nvidia_smi_mib: 81_920,
     spec: "80 GB HBM2e",
+    peak: PeakFlops {
+        bf16: 312 * TERA,
+        fp16: 312 * TERA,
+        fp8: None,
+        source: "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+    },
 };
 
 /// H100 80GB (HBM3): 81,559 MiB (the same two sources as [`L4`]).
+/// Peak: NVIDIA H100 datasheet, SXM column (the HBM3 part): BF16 and FP16 tensor 1,979 TFLOPS, FP8 3,958 TFLOPS, "with sparsity": halved.
 pub const H100_80G: GpuPreset = GpuPreset {
     name: "h100-80g",
     nvidia_smi_mib: 81_559,
     spec: "80 GB HBM3",
+    peak: PeakFlops {
+        bf16: 989_500_000_000_000,
+        fp16: 989_500_000_000_000,
+        fp8: Some(1_979 * TERA),
+        source: "https://www.nvidia.com/en-us/data-center/h100/",
+    },
 };
 
 /// H200: 143,771 MiB (<https://thundergolfer.com/blog/nvidia-gpu-memory-capacity>).
+/// Peak: NVIDIA H200 datasheet, SXM column: BF16 and FP16 tensor 1,979 TFLOPS, FP8 3,958 TFLOPS, "with sparsity": halved.
 pub const H200: GpuPreset = GpuPreset {
     name: "h200",
     nvidia_smi_mib: 143_771,
     spec: "141 GB HBM3e",
+    peak: PeakFlops {
+        bf16: 989_500_000_000_000,
+        fp16: 989_500_000_000_000,
+        fp8: Some(1_979 * TERA),
+        source: "https://www.nvidia.com/en-us/data-center/h200/",
+    },
 };
 
 /// Every preset `--gpu` accepts by name.
@@ -205,6 +272,31 @@ mod tests {
         // Spelled out once: an H100 80GB holds 85,520,809,984 bytes (79.65 GiB), not 80 GiB.
         assert_eq!(parse_gpu("H100-80G").unwrap().bytes, 85_520_809_984);
         assert_eq!(parse_gpu("h200").unwrap().bytes, 150_754_820_096);
+    }
+
+    #[test]
+    fn peaks_are_the_datasheets_dense_figures() {
+        // (name, bf16, fp8) in TFLOP/s x 10, read off the documents cited on each preset: the
+        // sparsity figures halved where the datasheet gives only those.
+        let expected = [
+            ("rtx-3090", 710u64, None),
+            ("rtx-4090", 1652, Some(3303u64)),
+            ("l4", 1210, Some(2425)),
+            ("a100-40g", 3120, None),
+            ("a100-80g", 3120, None),
+            ("h100-80g", 9895, Some(19790)),
+            ("h200", 9895, Some(19790)),
+        ];
+        for (name, bf16, fp8) in expected {
+            let p = GPU_PRESETS.iter().find(|p| p.name == name).unwrap();
+            assert_eq!(p.peak.bf16, bf16 * 100_000_000_000, "{name}");
+            assert_eq!(
+                p.peak.fp16, p.peak.bf16,
+                "{name}: fp16 and bf16 tensor peaks are equal"
+            );
+            assert_eq!(p.peak.fp8, fp8.map(|f| f * 100_000_000_000), "{name}");
+            assert!(p.peak.source.starts_with("https://"), "{name}");
+        }
     }
 
     #[test]

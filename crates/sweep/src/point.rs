@@ -3,7 +3,8 @@
 
 use crate::error::SweepError;
 use ftbudget_core::{
-    MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan, estimate_memory,
+    FlopSettings, MemoryEstimate, MemorySettings, ModelShape, Regime, StepFlops, TrainingPlan,
+    estimate_memory, step_flops,
 };
 use serde::Serialize;
 
@@ -17,6 +18,8 @@ pub struct PointEstimate {
     /// trainable / all params.
     pub trainable_fraction: f64,
     pub memory: MemoryEstimate,
+    /// FLOPs of one step (`ftbudget_core::flops`).
+    pub flops: StepFlops,
 }
 
 /// Counts and memory of `plan` (already planned for `model`) under `settings`.
@@ -29,6 +32,7 @@ pub fn evaluate_into(
     let frozen = plan.frozen_params()?;
     let all = plan.all_params()?;
     let memory = estimate_memory(model, plan, settings)?;
+    let flops = step_flops(model, plan, &FlopSettings::of(settings))?;
     Ok(PointEstimate {
         trainable_params: trainable,
         frozen_params: frozen,
@@ -39,6 +43,7 @@ pub fn evaluate_into(
             trainable as f64 / all as f64
         },
         memory,
+        flops,
     })
 }
 

@@ -8,6 +8,7 @@
 //! size) live in [`config`], shared formatting (percentages, model lines, chart points) in
 //! [`format`].
 
+mod compute_cost;
 pub mod config;
 mod format;
 mod lora_counts;
@@ -29,6 +30,7 @@ pub const KINDS: &[&str] = &[
     "memory-validation",
     "scaling",
     "model-zoo",
+    "compute-cost",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -162,6 +164,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "memory-validation" => memory_validation::generate(&exp)?,
         "scaling" => scaling::generate(&exp)?,
         "model-zoo" => model_zoo::generate(&exp)?,
+        "compute-cost" => compute_cost::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -230,7 +233,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, model-zoo)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, model-zoo, compute-cost)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(

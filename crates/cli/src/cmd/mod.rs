@@ -1,3 +1,4 @@
+pub mod cost;
 pub mod estimate;
 pub mod fit;
 pub mod presets;

@@ -227,6 +227,7 @@ impl Columns {
                 params,
                 &e.memory,
             )
+            .with_flops(&e.flops)
         });
         write_rows(format, header, records, &mut out)?;
         Ok(out)
