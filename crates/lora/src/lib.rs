@@ -572,7 +572,8 @@ impl Regime for Lora {
     }
 
     fn label(&self) -> String {
-        format!("LoRA {}", self.config.label_suffix())
+        let base = if self.config.base_int8 { " int8 base" } else { "" };
+        format!("LoRA {}{base}", self.config.label_suffix())
     }
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {

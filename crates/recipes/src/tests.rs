@@ -190,3 +190,36 @@ fn peft_adapter_config_reads_layers_and_rank_pattern() {
     );
     assert_eq!(r.model.as_deref(), Some("org/m"));
 }
+
+#[test]
+fn trl_example_config_takes_trainingarguments_defaults() {
+    // TRL's examples/cli_configs/example_config.yaml names only the model and the optimizer's
+    // learning rate: no SFT key, so transformers' TrainingArguments defaults (batch 8, no
+    // checkpointing, fp32) and TRL ModelConfig's float32 model; no use_peft: full fine-tuning.
+    let r = fixture("trl/examples_cli_configs_example_config.yaml");
+    assert_eq!(r.format, RecipeFormat::Trl);
+    assert_eq!(r.model.as_deref(), Some("Qwen/Qwen2.5-0.5B"));
+    assert_eq!(r.regime, "full-ft");
+    let s = &r.settings;
+    assert_eq!((s.workload.batch, s.precision, s.frozen_dtype()), (8, Precision::Fp32, DType::F32));
+    assert_eq!(s.activations.checkpointing, Checkpointing::None);
+}
+
+#[test]
+fn trl_sft_json_with_peft_and_4bit() {
+    let text = r#"{"model_name_or_path": "org/m", "use_peft": true, "lora_r": 32,
+        "lora_target_modules": ["q_proj", "k_proj"], "load_in_4bit": true,
+        "use_bnb_nested_quant": true, "per_device_train_batch_size": 4, "max_length": 4096,
+        "dtype": "bfloat16", "optim": "paged_adamw_8bit"}"#;
+    let r = parse(text).unwrap();
+    assert_eq!(r.regime, "qlora:r=32,targets=q_proj+k_proj,double_quant=true");
+    let s = &r.settings;
+    // SFTConfig: bf16 and gradient checkpointing on by default.
+    assert_eq!(
+        (s.workload.batch, s.workload.seq, s.precision, s.frozen_dtype(), s.optimizer),
+        (4, 4096, Precision::AmpBf16, DType::BF16, Optimizer::AdamW8bit)
+    );
+    assert_eq!(s.activations.checkpointing, Checkpointing::Full);
+    let err = parse(r#"{"model_name_or_path": "m", "load_in_4bit": true}"#).unwrap_err();
+    assert!(matches!(&err, RecipeError::Contradiction { key, .. } if key == "load_in_4bit"), "{err}");
+}

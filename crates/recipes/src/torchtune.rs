@@ -30,6 +30,9 @@ const PRESETS: &[(&str, &str)] = &[
     ("qwen3_4b_instruct", "qwen3-4b"),
     ("qwen3_8b_base", "qwen3-8b"),
     ("qwen3_8b_instruct", "qwen3-8b"),
+    ("qwen3_14b_base", "qwen3-14b"),
+    ("qwen3_14b_instruct", "qwen3-14b"),
+    ("qwen3_32b", "qwen3-32b"),
 ];
 
 /// torchtune's attention module names as Hugging Face's (`output_proj` is `o_proj`).
