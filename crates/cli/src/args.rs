@@ -53,12 +53,12 @@ pub struct MemoryArgs {
     /// Sequence length in tokens
     #[arg(long)]
     pub seq: Option<u64>,
-    /// Data-parallel GPUs
-    #[arg(long, default_value_t = 1)]
-    pub gpus: u64,
-    /// DeepSpeed ZeRO stage (0-3; FSDP full shard is 3)
-    #[arg(long, default_value_t = 0)]
-    pub zero: u8,
+    /// Data-parallel GPUs (default 1)
+    #[arg(long)]
+    pub gpus: Option<u64>,
+    /// DeepSpeed ZeRO stage (0-3; FSDP full shard is 3; default 0)
+    #[arg(long)]
+    pub zero: Option<u8>,
     /// Gradient accumulation steps: the later micro-batches run with the gradients alive, which
     /// raises the step's peak (not the bucket total)
     #[arg(long, default_value_t = 1)]
@@ -118,8 +118,8 @@ impl MemoryArgs {
             s.workload.seq = q;
         }
         s.sharding = Sharding {
-            gpus: self.gpus,
-            zero_stage: self.zero,
+            gpus: self.gpus.unwrap_or(1),
+            zero_stage: self.zero.unwrap_or(0),
         };
         s.step.grad_accum = self.grad_accum;
         s.step.loss = self.loss;

@@ -5,6 +5,7 @@ mod args;
 mod cmd;
 mod model_source;
 mod output;
+mod recipe;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

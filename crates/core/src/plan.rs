@@ -91,6 +91,27 @@ pub enum Storage {
     Dense { dtype: DType },
     /// 4-bit NormalFloat (frozen only).
     Nf4(Nf4Layout),
+    /// bitsandbytes LLM.int8 (`load_in_8bit`, frozen Linear weights only): an int8 weight plus
+    /// one fp32 scale (`SCB`) per output row, as `Int8Params` holds them (measured with
+    /// bitsandbytes 0.50.2 on CPU: a 96x64 weight is `int8 (96, 64)` + `SCB fp32 (96,)`).
+    Int8,
+}
+
+/// Bytes of one LLM.int8 weight of `numel` elements and `rows` output rows.
+pub fn int8_tensor_bytes(numel: u64, rows: u64) -> Option<u64> {
+    rows.checked_mul(4).and_then(|scb| numel.checked_add(scb))
+}
+
+/// The output rows of the Linear weight a group is (for per-row quantization scales).
+fn weight_rows(model: &ModelShape, group: &PlannedParams) -> u64 {
+    match group.source {
+        ParamSource::Base { param } => match model.params[param].kind {
+            ParamKind::LinearWeight(i) => model.modules[i].out_features,
+            _ => 0,
+        },
+        ParamSource::SavedWeight { module } => model.modules[module].out_features,
+        _ => 0,
+    }
 }
 
 /// Which tensor a planned group is, by index into the model and by the regime's own static names
@@ -496,8 +517,13 @@ pub struct AdapterSite {
 }
 
 impl AdapterSite {
-    /// The parameter groups the site stands for on `model`, in its layout's order.
-    fn groups(self, model: &ModelShape) -> impl Iterator<Item = PlannedParams> + use<'_> {
+    /// The parameter groups the site stands for on `model`, `count` module instances of each
+    /// tensor, in its layout's order.
+    fn groups(
+        self,
+        model: &ModelShape,
+        count: u64,
+    ) -> impl Iterator<Item = PlannedParams> + use<'_> {
         let (m, layout) = (&model.modules[self.module], self.layout);
         let (rank, module) = (self.rank, self.module);
         layout.pieces().iter().map(move |p| {
@@ -519,7 +545,7 @@ impl AdapterSite {
                     reads_input: p.matmul == PieceMatmul::Input,
                 },
                 numel,
-                count: m.count,
+                count,
                 trainable,
                 origin,
                 storage,
@@ -562,7 +588,7 @@ impl BaseTreatment {
         let (storage, matmul_weight) = match p.kind {
             ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => (
                 self.block_linear_storage,
-                !matches!(self.block_linear_storage, Storage::Nf4(_)),
+                !matches!(self.block_linear_storage, Storage::Nf4(_) | Storage::Int8),
             ),
             kind => (Storage::Policy, model.is_matmul_weight(kind)),
         };
@@ -612,6 +638,9 @@ pub struct ActivationTerm {
 pub struct TrainingPlan {
     base: Option<BaseTreatment>,
     adapters: Vec<AdapterSite>,
+    /// The module instances each adapter sits on: `None` for every instance of its module,
+    /// fewer with [`TrainingPlan::push_adapter_on_layers`].
+    adapter_instances: Vec<Option<u64>>,
     groups: Vec<PlannedParams>,
     activation_terms: Vec<ActivationTerm>,
     #[serde(skip)]
@@ -695,6 +724,8 @@ impl PlanTotals {
                 Storage::Policy => n.and_then(|n| n.checked_mul(DType::F32.bytes())),
                 Storage::Dense { dtype } => n.and_then(|n| n.checked_mul(dtype.bytes())),
                 Storage::Nf4(layout) => group.count.checked_mul(layout.tensor_bytes(group.numel)),
+                Storage::Int8 => int8_tensor_bytes(group.numel, weight_rows(model, group))
+                    .and_then(|b| b.checked_mul(group.count)),
             };
             self.add(|t| &mut t.fixed_storage_bytes, bytes);
             return;
@@ -732,6 +763,12 @@ impl PlanTotals {
             Storage::Nf4(layout) => {
                 self.add_fixed(group.trainable, n);
                 let bytes = group.count.checked_mul(layout.tensor_bytes(group.numel));
+                self.add(|t| &mut t.fixed_storage_bytes, bytes);
+            }
+            Storage::Int8 => {
+                self.add_fixed(group.trainable, n);
+                let bytes = int8_tensor_bytes(group.numel, weight_rows(model, group))
+                    .and_then(|b| b.checked_mul(group.count));
                 self.add(|t| &mut t.fixed_storage_bytes, bytes);
             }
         }
@@ -866,6 +903,7 @@ impl TrainingPlan {
     pub fn clear(&mut self) {
         self.base = None;
         self.adapters.clear();
+        self.adapter_instances.clear();
         self.groups.clear();
         self.activation_terms.clear();
         self.totals = PlanTotals::default();
@@ -931,6 +969,20 @@ impl TrainingPlan {
                         t.add(|t| &mut t.fixed_storage_bytes, bytes);
                     }
                 }
+            }
+            Storage::Int8 => {
+                // The int8 weights, plus one fp32 scale per output row of each weight.
+                let rows: Option<u64> = model.params.iter().try_fold(0u64, |acc, p| match p.kind {
+                    ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => p
+                        .count
+                        .checked_mul(model.modules[i].out_features)?
+                        .checked_add(acc),
+                    _ => Some(acc),
+                });
+                let bytes = rows
+                    .and_then(|r| r.checked_mul(4))
+                    .and_then(|scb| scb.checked_add(sums.block_linear_params));
+                t.add(|t| &mut t.fixed_storage_bytes, bytes);
             }
         }
         self.base = Some(base);
@@ -1043,6 +1095,62 @@ impl TrainingPlan {
         self.totals.adapts_attention_output |=
             m.group == ModuleGroup::Attention && !m.reads_attention_input;
         self.adapters.push(site);
+        self.adapter_instances.push(None);
+        Ok(())
+    }
+
+    /// Add an adapter on `selected` of the `layers` layers a block module repeats in (peft's
+    /// `layers_to_transform`, or the layers `rank_pattern` gives one rank): `m.count / layers x
+    /// selected` instances. The module's `count` must be a whole number of instances per layer
+    /// (every block Linear's is). The lowest adapted layer plays the first block's part (with a
+    /// frozen base nothing upstream of its q, k, v needs a gradient), as
+    /// [`first_block_elements`] counts it: one layer's instances per site. When `rank_pattern`
+    /// splits a module's layers over several sites, each site counts one such layer, so the
+    /// autocast copies of lora_A saved are under-counted by `in x r` per extra site.
+    pub fn push_adapter_on_layers(
+        &mut self,
+        model: &ModelShape,
+        site: AdapterSite,
+        selected: u64,
+    ) -> Result<(), CountError> {
+        let m = &model.modules[site.module];
+        let (r, layout) = (site.rank, site.layout);
+        let layers = model.dims.layers.max(1);
+        let instances = (m.count / layers).checked_mul(selected).ok_or(CountError {
+            what: "adapted instances",
+        })?;
+        let ins = m.in_features.checked_mul(instances);
+        let outs = m.out_features.checked_mul(instances);
+        let (Some(ins), Some(outs)) = (ins, outs) else {
+            return Err(CountError {
+                what: "adapted instances",
+            });
+        };
+        let first = m.first_block_instances(model.dims.layers).min(instances);
+        let span = AdapterSpan {
+            rank: r,
+            ins,
+            outs,
+            count: instances,
+            first: FirstBlock::All {
+                ins: m.in_features * first,
+                outs: m.out_features * first,
+                count: first,
+            },
+        };
+        let sums = &layout.sums;
+        let trainable = span.all(&sums.trainable);
+        if trainable.is_none()
+            || sums.frozen_or_buffers
+                && (span.all(&sums.frozen).is_none() || span.all(&sums.buffer_bytes).is_none())
+        {
+            check_pieces(layout, r, m.in_features, m.out_features)?;
+        }
+        self.totals.add_adapters(layout, &span, trainable);
+        self.totals.adapts_attention_output |=
+            m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        self.adapters.push(site);
+        self.adapter_instances.push(Some(instances));
         Ok(())
     }
 
@@ -1083,6 +1191,7 @@ impl TrainingPlan {
                 rank,
                 layout,
             });
+            self.adapter_instances.push(None);
         }
         true
     }
@@ -1109,6 +1218,11 @@ impl TrainingPlan {
         &self.adapters
     }
 
+    /// The module instances adapter `i` of [`TrainingPlan::adapters`] sits on.
+    pub fn adapter_instance_count(&self, model: &ModelShape, i: usize) -> u64 {
+        self.adapter_instances[i].unwrap_or(model.modules[self.adapters[i].module].count)
+    }
+
     /// Activation terms pushed one by one (beyond the adapters' own per-token activation).
     pub fn activation_terms(&self) -> &[ActivationTerm] {
         &self.activation_terms
@@ -1130,11 +1244,11 @@ impl TrainingPlan {
             .base
             .iter()
             .flat_map(move |b| (0..model.params.len()).map(move |i| b.group(model, i)));
-        base.chain(
-            self.adapters
-                .iter()
-                .flat_map(move |site| site.groups(model)),
-        )
+        base.chain(self.adapters.iter().zip(&self.adapter_instances).flat_map(
+            move |(site, count)| {
+                site.groups(model, count.unwrap_or(model.modules[site.module].count))
+            },
+        ))
         .chain(self.groups.iter().cloned())
     }
 
@@ -1145,13 +1259,14 @@ impl TrainingPlan {
         for g in self.groups(model) {
             totals.add_group(model, &g);
         }
-        for site in &self.adapters {
+        for (site, count) in self.adapters.iter().zip(&self.adapter_instances) {
             let m = &model.modules[site.module];
+            let count = count.unwrap_or(m.count);
             let layout = site.layout;
             let per_token = layout
                 .per_token
                 .total(site.rank, m.in_features, m.out_features, 1)
-                .and_then(|n| n.checked_mul(m.count));
+                .and_then(|n| n.checked_mul(count));
             totals.overflow |= per_token.is_none();
             totals.add_activation_term(&ActivationTerm {
                 name: layout.name,

@@ -24,20 +24,27 @@ impl Regime for Dora {
     }
 
     fn plan_into(&self, model: &ModelShape, plan: &mut TrainingPlan) -> Result<(), RegimeError> {
-        adapter_plan_into(NAME, model, &self.config, Storage::Policy, plan)?;
+        let storage = if self.config.base_int8 {
+            Storage::Int8
+        } else {
+            Storage::Policy
+        };
+        adapter_plan_into(NAME, model, &self.config, storage, plan)?;
         // Measured (peft 0.21, `fixtures/memory`): DoRA feeds `eye(in)` through lora_A and
         // lora_B to get the LoRA weight (saving `in x in` and `in x r`), saves the base and LoRA
         // outputs for the magnitude scaling (`2 T out`), and a few fp32 `out`-sized norms.
         for i in 0..plan.adapters().len() {
             let site = plan.adapters()[i];
             let m = &model.modules[site.module];
+            // The instances this adapter sits on (fewer than the module's with `layers=`).
+            let instances = plan.adapter_instance_count(model, i);
             // (`out x count` and `in x out x count` are bounded by the shape's checks; this
             // product is not.)
             let fixed = m
                 .in_features
                 .checked_add(site.rank)
                 .and_then(|n| n.checked_mul(m.in_features))
-                .and_then(|n| n.checked_mul(m.count))
+                .and_then(|n| n.checked_mul(instances))
                 .ok_or_else(|| RegimeError::Count {
                     regime: NAME.to_string(),
                     cause: CountError {
@@ -50,15 +57,15 @@ impl Regime for Dora {
             plan.push_activation_term(ActivationTerm {
                 name: "dora weight norm",
                 module: Some(site.module),
-                per_token: outputs_in_compute * m.out_features * m.count,
+                per_token: outputs_in_compute * m.out_features * instances,
                 fixed,
                 dtype: ActivationDtype::Compute,
             });
             plan.push_activation_term(ActivationTerm {
                 name: "dora fp32 norms",
                 module: Some(site.module),
-                per_token: (2 - outputs_in_compute) * m.out_features * m.count,
-                fixed: 3 * m.out_features * m.count,
+                per_token: (2 - outputs_in_compute) * m.out_features * instances,
+                fixed: 3 * m.out_features * instances,
                 dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
             });
             // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
@@ -67,7 +74,7 @@ impl Regime for Dora {
                     name: "dora transposed weight",
                     module: Some(site.module),
                     per_token: 0,
-                    fixed: m.in_features * m.out_features * m.count,
+                    fixed: m.in_features * m.out_features * instances,
                     dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
                 });
             }

@@ -69,6 +69,12 @@ pub struct LoraConfig {
     /// Parameters adapted by name through peft's `target_parameters` (`lora.ParamWrapper`):
     /// `mlp.experts.gate_up_proj`, `mlp.router.weight`. Rank `r` per expert, never doubled.
     pub target_parameters: Vec<String>,
+    /// peft's `layers_to_transform`: adapt only the modules of these layers (`None`: all).
+    pub layers: Option<Vec<u64>>,
+    /// peft's `rank_pattern`: (pattern, rank), the first pattern matching a module's name wins.
+    pub rank_pattern: Vec<(String, u64)>,
+    /// Block Linear weights stored as bitsandbytes LLM.int8 (`load_in_8bit`).
+    pub base_int8: bool,
 }
 
 pub const LORA_OPTIONS: &[OptionDoc] = &[
@@ -108,6 +114,24 @@ pub const LORA_OPTIONS: &[OptionDoc] = &[
         default: "",
         help: "parameters adapted through peft's target_parameters, e.g. mlp.experts.gate_up_proj (targets=none adapts no module)",
     },
+    OptionDoc {
+        key: "layers",
+        values: "index+index...",
+        default: "all",
+        help: "peft's layers_to_transform: adapt only these layers (0-based), e.g. layers=0+1+2",
+    },
+    OptionDoc {
+        key: "rank_pattern",
+        values: "name:rank+name:rank...",
+        default: "",
+        help: "peft's rank_pattern: per-module ranks, e.g. rank_pattern=q_proj:16+v_proj:4 or layers.0.self_attn.q_proj:32 (first match wins)",
+    },
+    OptionDoc {
+        key: "base",
+        values: "policy|int8",
+        default: "policy",
+        help: "block Linear weights as the precision says, or bitsandbytes LLM.int8 (load_in_8bit: int8 + fp32 scale per row)",
+    },
 ];
 
 impl LoraConfig {
@@ -139,6 +163,25 @@ impl LoraConfig {
                 "module names, or none with target_parameters",
             ));
         }
+        let layers = match reader.raw("layers") {
+            None | Some("all") => None,
+            Some(v) => Some(
+                v.split('+')
+                    .map(|i| i.trim().parse::<u64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| reader.invalid("layers", v, "layer indices joined by +"))?,
+            ),
+        };
+        let rank_pattern = match reader.raw("rank_pattern") {
+            None | Some("") => Vec::new(),
+            Some(v) => parse_rank_pattern(v)
+                .ok_or_else(|| reader.invalid("rank_pattern", v, "name:rank pairs joined by +"))?,
+        };
+        let base_int8 = match reader.raw("base") {
+            None | Some("policy") => false,
+            Some("int8") => true,
+            Some(v) => return Err(reader.invalid("base", v, "policy or int8")),
+        };
         Ok(LoraConfig {
             target_parameters,
             rank,
@@ -147,7 +190,18 @@ impl LoraConfig {
             modules_to_save,
             lora_bias,
             dora,
+            layers,
+            rank_pattern,
+            base_int8,
         })
+    }
+
+    /// The rank peft gives the module at `path` (`rank_pattern`'s first match, else `r`).
+    pub fn rank_for(&self, path: &str) -> u64 {
+        self.rank_pattern
+            .iter()
+            .find(|(pattern, _)| pattern_matches(pattern, path))
+            .map_or(self.rank, |&(_, r)| r)
     }
 
     /// The options that differ from their defaults, as spec text (`r=8,targets=q_proj+v_proj`).
@@ -174,6 +228,21 @@ impl LoraConfig {
                 self.target_parameters.join("+")
             ));
         }
+        if let Some(layers) = &self.layers {
+            let l: Vec<String> = layers.iter().map(u64::to_string).collect();
+            out.push(format!("layers={}", l.join("+")));
+        }
+        if !self.rank_pattern.is_empty() {
+            let p: Vec<String> = self
+                .rank_pattern
+                .iter()
+                .map(|(k, r)| format!("{k}:{r}"))
+                .collect();
+            out.push(format!("rank_pattern={}", p.join("+")));
+        }
+        if self.base_int8 {
+            out.push("base=int8".into());
+        }
         out
     }
 
@@ -184,6 +253,33 @@ impl LoraConfig {
         }
         s
     }
+}
+
+/// `name:rank+name:rank`; names are module names or dotted paths (no regular expressions).
+fn parse_rank_pattern(text: &str) -> Option<Vec<(String, u64)>> {
+    text.split('+')
+        .map(|pair| {
+            let (name, rank) = pair.split_once(':')?;
+            let plain = name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            let rank = rank
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&r| (1..=MAX_RANK).contains(&r))?;
+            (plain && !name.is_empty()).then(|| (name.to_string(), rank))
+        })
+        .collect()
+}
+
+/// peft's `get_pattern_key`: `re.match(rf"(.*\.)?({pattern})$", name)`, for a pattern without
+/// regular-expression syntax: the name is the pattern or ends with `.pattern`.
+fn pattern_matches(pattern: &str, name: &str) -> bool {
+    name == pattern
+        || name.len() > pattern.len()
+            && name.ends_with(pattern)
+            && name.as_bytes()[name.len() - pattern.len() - 1] == b'.'
 }
 
 /// peft's `lora_A`: `r x in`, applied to the module's input.
@@ -269,8 +365,14 @@ pub fn adapter_plan_into(
             .select_targets(&config.targets)
             .map_err(shape_err(regime))?
     };
+    // Embeddings are no Linear module: their names are checked (and copied) apart.
+    let (embedding_names, linear_names): (Vec<String>, Vec<String>) = config
+        .modules_to_save
+        .iter()
+        .cloned()
+        .partition(|n| embedding_param(model, n).is_some());
     model
-        .check_names(&config.modules_to_save)
+        .check_names(&linear_names)
         .map_err(shape_err(regime))?;
     let frozen = BaseTreatment {
         training: BaseTraining::Frozen,
@@ -299,11 +401,25 @@ pub fn adapter_plan_into(
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
     let layout = adapter_layout(config.lora_bias, config.dora);
-    let whole_group = !no_modules
+    let per_layer = config.layers.is_some() || !config.rank_pattern.is_empty();
+    if per_layer && !no_modules {
+        if config.bias == BiasMode::LoraOnly && config.layers.is_some() {
+            return Err(RegimeError::InvalidOption {
+                regime: regime.to_string(),
+                key: "bias".into(),
+                value: "lora_only".into(),
+                expected: "none or all with layers= (lora_only biases per layer are not modelled)"
+                    .into(),
+            });
+        }
+        layered_adapters_into(regime, model, config, &targets, layout, plan)?;
+    }
+    let whole_group = !per_layer
+        && !no_modules
         && model
             .group_adapter_units(&config.targets)
             .is_some_and(|units| plan.try_push_group_adapters(units, config.rank, layout));
-    if !whole_group {
+    if !per_layer && !whole_group {
         for (i, m) in model.modules.iter().enumerate() {
             if !targets.contains(i, m) {
                 continue;
@@ -338,7 +454,119 @@ pub fn adapter_plan_into(
         }
     }
     push_parameter_adapters(regime, model, config, &parameter_targets, &targets, plan)?;
-    push_saved_copies(model, &config.modules_to_save, plan);
+    push_saved_copies(model, &linear_names, plan);
+    // peft's ModulesToSaveWrapper on an embedding (`embed_tokens`): a trainable copy.
+    for name in &embedding_names {
+        if let Some(index) = embedding_param(model, name) {
+            let p = &model.params[index];
+            plan.push_group(
+                model,
+                PlannedParams {
+                    source: ParamSource::Extra {
+                        name: "modules_to_save embedding",
+                    },
+                    numel: p.numel,
+                    count: p.count,
+                    trainable: true,
+                    origin: ParamOrigin::SavedCopy,
+                    storage: Storage::Policy,
+                    matmul_weight: false,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The token embedding parameter `name` (peft's suffix match on its module path) names.
+fn embedding_param(model: &ModelShape, name: &str) -> Option<usize> {
+    model.params.iter().position(|p| {
+        p.kind == ParamKind::Embedding && {
+            let path = p.name.strip_suffix(".weight").unwrap_or(&p.name);
+            path == name || path.ends_with(&format!(".{name}"))
+        }
+    })
+}
+
+/// Adapters with peft's `layers_to_transform` and `rank_pattern`: each targeted block module's
+/// layers grouped by the rank they get, one site per group; a module outside the blocks (the
+/// lm_head) has no layer index and is adapted whole.
+fn layered_adapters_into(
+    regime: &str,
+    model: &ModelShape,
+    config: &LoraConfig,
+    targets: &ftbudget_core::TargetSelection<'_>,
+    layout: &'static AdapterLayout,
+    plan: &mut TrainingPlan,
+) -> Result<(), RegimeError> {
+    let layers = model.dims.layers;
+    let count_err = |cause| RegimeError::Count {
+        regime: regime.to_string(),
+        cause,
+    };
+    let selected = |i: u64| config.layers.as_ref().is_none_or(|l| l.contains(&i));
+    let mut any = false;
+    let mut by_rank: Vec<(u64, u64)> = Vec::new();
+    for (i, m) in model.modules.iter().enumerate() {
+        if !targets.contains(i, m) {
+            continue;
+        }
+        if m.host != AdapterHost::Module && (config.dora || config.lora_bias) {
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "targets",
+                reason: format!(
+                    "`{}` is adapted through peft's target_parameters (lora.ParamWrapper), which does not support DoRA or lora_bias",
+                    m.target_names.join("+")
+                ),
+            }));
+        }
+        let site = |rank: u64| -> Result<AdapterSite, RegimeError> {
+            Ok(AdapterSite {
+                module: i,
+                rank: checked(regime, "lora rank", rank.checked_mul(m.host.rank_factor()))?,
+                layout,
+            })
+        };
+        if !m.path.contains('*') {
+            // Measured (fixtures/peft/recipes_counts.json, `layers=0+1,lm_head`): peft 0.21
+            // adapts a module named exactly in target_modules (the lm_head) whatever
+            // layers_to_transform says.
+            plan.push_adapter(model, site(config.rank_for(&m.path))?)
+                .map_err(count_err)?;
+            any = true;
+            continue;
+        }
+        if layers == 0 || m.count % layers != 0 {
+            return Err(shape_err(regime)(ShapeError::Inconsistent {
+                field: "layers",
+                reason: format!("`{}` does not repeat once per layer", m.path),
+            }));
+        }
+        by_rank.clear();
+        for layer in (0..layers).filter(|&l| selected(l)) {
+            let path = m.path.replacen('*', &layer.to_string(), 1);
+            let rank = config.rank_for(&path);
+            match by_rank.iter_mut().find(|(r, _)| *r == rank) {
+                Some(entry) => entry.1 += 1,
+                None => by_rank.push((rank, 1)),
+            }
+        }
+        for &(rank, n) in &by_rank {
+            plan.push_adapter_on_layers(model, site(rank)?, n)
+                .map_err(count_err)?;
+            any = true;
+        }
+    }
+    if !any {
+        // peft: "Target modules ... not found in the base model" (layers_to_transform noted).
+        return Err(shape_err(regime)(ShapeError::Inconsistent {
+            field: "layers",
+            reason: format!(
+                "no targeted module sits in layers {:?} (the model has {layers})",
+                config.layers.as_deref().unwrap_or_default()
+            ),
+        }));
+    }
     Ok(())
 }
 
@@ -352,11 +580,21 @@ impl Regime for Lora {
     }
 
     fn label(&self) -> String {
-        format!("LoRA {}", self.config.label_suffix())
+        let base = if self.config.base_int8 {
+            " int8 base"
+        } else {
+            ""
+        };
+        format!("LoRA {}{base}", self.config.label_suffix())
     }
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
-        adapter_plan_into(NAME, model, &self.config, Storage::Policy, out)
+        let storage = if self.config.base_int8 {
+            Storage::Int8
+        } else {
+            Storage::Policy
+        };
+        adapter_plan_into(NAME, model, &self.config, storage, out)
     }
 }
 

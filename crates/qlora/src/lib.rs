@@ -40,6 +40,8 @@ pub const ALL_OPTIONS: &[OptionDoc] = &[
     LORA_OPTIONS[3],
     LORA_OPTIONS[4],
     LORA_OPTIONS[5],
+    LORA_OPTIONS[6],
+    LORA_OPTIONS[7],
     QLORA_OPTIONS[0],
     QLORA_OPTIONS[1],
     QLORA_OPTIONS[2],

@@ -1,4 +1,5 @@
 use crate::args::MemoryArgs;
+use crate::recipe::{RecipeArgs, SettingsEcho};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ftbudget_report::export::RowFormat;
@@ -28,9 +29,10 @@ pub const DEFAULT_REGIMES: &[&str] = &[
 #[derive(Args)]
 pub struct EstimateArgs {
     /// A preset name (see `ftbudget presets`), a path to a config.json / safetensors model, or a
-    /// Hugging Face Hub id (org/name[@revision]: the Hugging Face cache first, else config.json)
-    #[arg(long, default_value = "minigpt")]
-    pub model: String,
+    /// Hugging Face Hub id (org/name[@revision]: the Hugging Face cache first, else config.json);
+    /// default minigpt, or the recipe's model
+    #[arg(long)]
+    pub model: Option<String>,
     /// With a Hub id: count parameters from the checkpoint's safetensors headers (fetched by
     /// HTTP range requests, never the weights) instead of config.json
     #[arg(long)]
@@ -43,6 +45,8 @@ pub struct EstimateArgs {
     pub format: Format,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
 }
 
 /// Build `spec` and plan it on `model`, so that a regime the model cannot take is an error that
@@ -58,15 +62,22 @@ fn checked_regime(
 }
 
 pub fn run(args: EstimateArgs) -> Result<()> {
-    let mut settings = args.memory.settings()?;
+    let run = crate::recipe::resolve(
+        &args.recipe,
+        args.model.as_deref(),
+        &args.regimes,
+        &args.memory,
+        DEFAULT_REGIMES,
+    )?;
+    let mut settings = run.settings;
     let model = crate::args::load_model(
-        &args.model,
+        &run.model,
         args.exact_from_hub,
         &mut settings,
-        args.memory.seq.is_some(),
+        run.seq_given,
     )?;
     let registry = ftbudget_roster::registry()?;
-    let specs = crate::args::regime_specs(&args.regimes, DEFAULT_REGIMES);
+    let specs = run.regimes;
     let regimes = specs
         .iter()
         .map(|s| checked_regime(&registry, &model, s).with_context(|| format!("--regime {s}")))
@@ -76,7 +87,10 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     let out = match args.format {
         Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
         Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
-        Format::Json => render_json(&cmp),
+        Format::Json => crate::recipe::with_settings(
+            &render_json(&cmp),
+            &SettingsEcho::of(&settings, run.grad_accum),
+        )?,
         Format::Csv => render_rows(&cmp, settings.workload, RowFormat::Csv)?,
         Format::Jsonl => render_rows(&cmp, settings.workload, RowFormat::Jsonl)?,
     };

@@ -2,6 +2,7 @@
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
 use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
+use crate::recipe::{RecipeArgs, SettingsEcho};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ftbudget_report::{group_digits, units};
@@ -22,9 +23,9 @@ pub const DEFAULT_FIT_REGIMES: &[&str] = &["full-ft", "lora:r=8", "qlora:r=8", "
 #[derive(Args)]
 pub struct FitArgs {
     /// A preset name (see `ftbudget presets`), a path to a model description, or a Hugging Face
-    /// Hub id (org/name[@revision])
-    #[arg(long, default_value = "minigpt")]
-    pub model: String,
+    /// Hub id (org/name[@revision]); default minigpt, or the recipe's model
+    #[arg(long)]
+    pub model: Option<String>,
     /// With a Hub id: count parameters from the checkpoint's safetensors headers (fetched by
     /// HTTP range requests, never the weights) instead of config.json
     #[arg(long)]
@@ -40,10 +41,13 @@ pub struct FitArgs {
     pub format: FitFormat,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
 }
 
 #[derive(Serialize)]
 struct FitReport {
+    settings: SettingsEcho,
     model: String,
     gpu: String,
     capacity_bytes: u64,
@@ -53,16 +57,23 @@ struct FitReport {
 }
 
 pub fn run(args: FitArgs) -> Result<()> {
-    let mut settings = args.memory.settings()?;
+    let run = crate::recipe::resolve(
+        &args.recipe,
+        args.model.as_deref(),
+        &args.regimes,
+        &args.memory,
+        DEFAULT_FIT_REGIMES,
+    )?;
+    let mut settings = run.settings;
     let gpu = parse_gpu(&args.gpu)?;
     let model = crate::args::load_model(
-        &args.model,
+        &run.model,
         args.exact_from_hub,
         &mut settings,
-        args.memory.seq.is_some(),
+        run.seq_given,
     )?;
     let registry = ftbudget_roster::registry()?;
-    let specs = crate::args::regime_specs(&args.regimes, DEFAULT_FIT_REGIMES);
+    let specs = run.regimes;
     let query = FitQuery {
         model: &model,
         settings: settings.clone(),
@@ -79,6 +90,7 @@ pub fn run(args: FitArgs) -> Result<()> {
         answers.push(answer);
     }
     let report = FitReport {
+        settings: SettingsEcho::of(&settings, run.grad_accum),
         model: model.name.clone(),
         gpu: gpu.name.clone(),
         capacity_bytes: gpu.bytes,

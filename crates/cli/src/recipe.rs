@@ -1,0 +1,205 @@
+//! `--recipe FILE` (and `--recipe-format`): a training recipe read by `ftbudget_recipes` gives
+//! the model, the regime and the memory settings; every flag given explicitly overrides it. Also
+//! the `settings` object the JSON outputs echo, spelled as the flags take each value.
+
+use crate::args::MemoryArgs;
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ftbudget_core::{Checkpointing, MemorySettings};
+use ftbudget_recipes::{Recipe, RecipeFormat};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct RecipeArgs {
+    /// A training recipe: an axolotl, LLaMA-Factory or torchtune YAML, TRL / TrainingArguments
+    /// JSON, or a peft adapter_config.json. It gives the model, the regime and the settings;
+    /// flags given explicitly override it
+    #[arg(long)]
+    pub recipe: Option<PathBuf>,
+    /// Force the recipe format: axolotl | llama-factory | torchtune | trl | peft
+    #[arg(long, requires = "recipe")]
+    pub recipe_format: Option<RecipeFormat>,
+}
+
+/// What one run estimates: from flags alone, or from a recipe with flags on top.
+pub struct Resolved {
+    pub model: String,
+    pub regimes: Vec<String>,
+    pub settings: MemorySettings,
+    pub grad_accum: u64,
+    /// The sequence length was set explicitly (a flag or the recipe): a model's shorter
+    /// position table is then an error, not a silent cut.
+    pub seq_given: bool,
+}
+
+/// Sequence-length keys of the recipe formats.
+const SEQ_KEYS: &[&str] = &[
+    "sequence_len",
+    "cutoff_len",
+    "tokenizer.max_seq_len",
+    "max_length",
+    "max_seq_length",
+];
+
+pub fn resolve(
+    recipe_args: &RecipeArgs,
+    model_flag: Option<&str>,
+    regime_flags: &[String],
+    memory: &MemoryArgs,
+    default_regimes: &[&str],
+) -> Result<Resolved> {
+    let Some(path) = &recipe_args.recipe else {
+        return Ok(Resolved {
+            model: model_flag.unwrap_or("minigpt").to_string(),
+            regimes: crate::args::regime_specs(regime_flags, default_regimes),
+            settings: memory.settings()?,
+            grad_accum: 1,
+            seq_given: memory.seq.is_some(),
+        });
+    };
+    let recipe = ftbudget_recipes::read_recipe(path, recipe_args.recipe_format)?;
+    report(path, &recipe);
+    let settings = overlay(recipe.settings.clone(), memory).context("--recipe")?;
+    let model = match (model_flag, &recipe.model) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => bail!(
+            "--recipe {}: the recipe names no model ftbudget can read: pass --model",
+            path.display()
+        ),
+    };
+    let regimes = if regime_flags.is_empty() {
+        vec![recipe.regime.clone()]
+    } else {
+        regime_flags.to_vec()
+    };
+    let seq_given = memory.seq.is_some()
+        || recipe
+            .read
+            .iter()
+            .any(|(k, _)| SEQ_KEYS.contains(&k.as_str()));
+    Ok(Resolved {
+        model,
+        regimes,
+        settings,
+        grad_accum: recipe.grad_accum,
+        seq_given,
+    })
+}
+
+/// The recipe's settings with every memory flag given on top.
+fn overlay(mut s: MemorySettings, m: &MemoryArgs) -> Result<MemorySettings> {
+    if let Some(p) = m.precision {
+        s.precision = p;
+    }
+    if m.base_dtype.is_some() {
+        s.base_dtype = m.base_dtype;
+    }
+    if let Some(o) = m.optimizer {
+        s.optimizer = o;
+    }
+    if let Some(v) = m.step_counters {
+        s.step_counters = v;
+    }
+    if let Some(a) = m.activations {
+        s.activations.model = a;
+    }
+    if let Some(a) = m.attention {
+        s.activations.attention = a;
+    }
+    if let Some(c) = m.checkpointing {
+        s.activations.checkpointing = c;
+    }
+    if m.dropout.is_some() {
+        s.activations.dropout = m.dropout;
+    }
+    if let Some(b) = m.batch {
+        s.workload.batch = b;
+    }
+    if let Some(q) = m.seq {
+        s.workload.seq = q;
+    }
+    if let Some(g) = m.gpus {
+        s.sharding.gpus = g;
+    }
+    if let Some(z) = m.zero {
+        s.sharding.zero_stage = z;
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+/// What was read, the defaults applied and every key not modelled, on stderr (stdout stays
+/// the table or the JSON).
+fn report(path: &std::path::Path, r: &Recipe) {
+    eprintln!(
+        "recipe: {} ({}): model {}, regime {}",
+        path.display(),
+        r.format,
+        r.model.as_deref().unwrap_or("(none: pass --model)"),
+        r.regime
+    );
+    let read: Vec<String> = r.read.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    eprintln!("recipe read: {}", read.join(", "));
+    for note in &r.notes {
+        eprintln!("recipe default: {note}");
+    }
+    for u in &r.unmodelled {
+        eprintln!(
+            "recipe key not modelled: `{}` = {}: {}",
+            u.key, u.value, u.why
+        );
+    }
+}
+
+/// Every memory setting used, each spelled as its flag takes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SettingsEcho {
+    pub batch: u64,
+    pub seq: u64,
+    pub precision: &'static str,
+    pub base_dtype: &'static str,
+    pub optimizer: &'static str,
+    pub step_counters: bool,
+    pub activations: &'static str,
+    pub attention: &'static str,
+    pub checkpointing: &'static str,
+    pub dropout: f64,
+    pub grad_accum: u64,
+    pub gpus: u64,
+    pub zero: u8,
+}
+
+impl SettingsEcho {
+    pub fn of(s: &MemorySettings, grad_accum: u64) -> Self {
+        SettingsEcho {
+            batch: s.workload.batch,
+            seq: s.workload.seq,
+            precision: s.precision.name(),
+            base_dtype: s.frozen_dtype().name(),
+            optimizer: s.optimizer.name(),
+            step_counters: s.step_counters,
+            activations: s.activations.model.name(),
+            attention: s.activations.attention.name(),
+            checkpointing: match s.activations.checkpointing {
+                Checkpointing::None => "none",
+                Checkpointing::Full => "full",
+            },
+            dropout: s.activations.dropout.unwrap_or(0.0),
+            grad_accum,
+            gpus: s.sharding.gpus,
+            zero: s.sharding.zero_stage,
+        }
+    }
+}
+
+/// `json` (a pretty-printed object) with `"settings": ...` as its first key.
+pub fn with_settings(json: &str, echo: &SettingsEcho) -> Result<String> {
+    let settings = serde_json::to_string_pretty(echo)?;
+    let Some(rest) = json.strip_prefix("{\n") else {
+        bail!("internal: the JSON output is not an object");
+    };
+    let indented = settings.replace('\n', "\n  ");
+    Ok(format!("{{\n  \"settings\": {indented},\n{rest}"))
+}
