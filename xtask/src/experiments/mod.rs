@@ -12,6 +12,7 @@ pub mod config;
 mod format;
 mod lora_counts;
 mod memory_validation;
+mod peak_memory;
 mod production_scale;
 mod scaling;
 
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "production-scale",
     "memory-validation",
     "scaling",
+    "peak-memory",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -159,6 +161,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "production-scale" => production_scale::generate(&exp)?,
         "memory-validation" => memory_validation::generate(&exp)?,
         "scaling" => scaling::generate(&exp)?,
+        "peak-memory" => peak_memory::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -227,7 +230,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, peak-memory)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
