@@ -14,6 +14,7 @@ mod format;
 mod lora_counts;
 mod memory_validation;
 mod model_zoo;
+mod peak_memory;
 mod production_scale;
 mod scaling;
 
@@ -31,6 +32,7 @@ pub const KINDS: &[&str] = &[
     "scaling",
     "model-zoo",
     "compute-cost",
+    "peak-memory",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -165,6 +167,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "scaling" => scaling::generate(&exp)?,
         "model-zoo" => model_zoo::generate(&exp)?,
         "compute-cost" => compute_cost::generate(&exp)?,
+        "peak-memory" => peak_memory::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -233,7 +236,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, model-zoo, compute-cost)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, model-zoo, compute-cost, peak-memory)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
