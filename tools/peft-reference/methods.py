@@ -94,7 +94,7 @@ def grid(model_type):
          lambda: BOFTConfig(boft_block_size=4, boft_n_butterfly_factor=2, target_modules=lst(qv), **CL)),
         (f"boft:block_size=8,n_butterfly_factor=1,targets={alll}",
          lambda: BOFTConfig(boft_block_size=8, boft_n_butterfly_factor=1, target_modules=alll, **CL)),
-        (f"boft:block_num=8,n_butterfly_factor=2,targets={qv}",
+        (f"boft:block_size=0,block_num=8,n_butterfly_factor=2,targets={qv}",
          lambda: BOFTConfig(boft_block_size=0, boft_block_num=8, boft_n_butterfly_factor=2, target_modules=lst(qv),
                             **CL)),
         ("boft", lambda: BOFTConfig(**CL)),
@@ -120,11 +120,12 @@ def grid(model_type):
     return g
 
 
-def build(config_path):
+def build(config_path, tiny):
+    """Tiny models are built on the CPU, as users run peft; published ones on the meta device."""
     with open(os.path.join(FIXTURES, config_path)) as f:
         raw = json.load(f)
     config = AutoConfig.for_model(**raw)
-    with torch.device("meta"):
+    with torch.device("cpu" if tiny else "meta"):
         return AutoModelForCausalLM.from_config(config), config
 
 
@@ -141,13 +142,32 @@ def defaults():
     return out
 
 
+def arange_randperm(n, *args, **kwargs):
+    """FourierFT draws `randperm(in x out)` per module for its frequency locations: seconds per
+    module on a 7B model. The counts do not depend on the locations: an arange stands in."""
+    return torch.arange(n)
+
+
 def main():
     torch.manual_seed(0)
+    import peft.tuners.fourierft.layer as fourierft_layer
+
+    class TorchWithArangePermutation:
+        randperm = staticmethod(arange_randperm)
+
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+    fourierft_layer.torch = TorchWithArangePermutation()
     only = sys.argv[1].split(",") if len(sys.argv) > 1 else list(MODELS)
+    out_path = os.path.join(FIXTURES, "methods_counts.json")
     records = []
+    if len(sys.argv) > 1 and os.path.exists(out_path):  # merge: replace only these models' records
+        with open(out_path) as f:
+            records = [r for r in json.load(f)["records"] if r["model"] not in only]
     for name in only:
         path, tiny = MODELS[name]
-        base_model, config = build(path)
+        base_model, config = build(path, tiny)
         base = base_model.num_parameters()
         base_buffers = {n for n, _ in base_model.named_buffers()}
         for spec, make in grid(config.model_type):
@@ -155,7 +175,7 @@ def main():
                 continue  # BOFT's dense (in x in) permutation buffers for every module: tens of GB on CPU
             record = {"id": f"{name}|{spec}", "model": name, "model_type": config.model_type, "config": path,
                       "regime": spec, "base_params": base}
-            model, _ = build(path)
+            model, _ = build(path, tiny)
             try:
                 cfg = make()
                 record["peft"] = {k: (sorted(v) if isinstance(v, set) else v)
@@ -166,6 +186,13 @@ def main():
                 trainable, all_params = pm.get_nb_trainable_parameters()
                 record["trainable"] = trainable
                 record["all_params"] = all_params
+                # AdaLoRA's `ranknum` is created with requires_grad=False, but peft's move of the
+                # adapter to the base layer's device re-creates it trainable on the meta device
+                # only (a tiny model gives 4 more trainable on meta than on the CPU).
+                ranknum = sum(p.numel() for n, p in pm.named_parameters() if ".ranknum." in n and p.requires_grad)
+                if ranknum and not tiny:
+                    record["trainable_on_device"] = trainable - ranknum
+                    record["note"] = "meta device: peft leaves AdaLoRA's ranknum trainable; on a device it is frozen"
                 if tiny:
                     record["trainable_tensors"] = {n: list(p.shape) for n, p in pm.named_parameters() if p.requires_grad}
                     record["added_buffers"] = {n: [list(b.shape), str(b.dtype)] for n, b in pm.named_buffers()
@@ -181,7 +208,9 @@ def main():
         "defaults": defaults(),
         "records": records,
     }
-    with open(os.path.join(FIXTURES, "methods_counts.json"), "w") as f:
+    order = list(MODELS)
+    out["records"].sort(key=lambda r: order.index(r["model"]))
+    with open(out_path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
 

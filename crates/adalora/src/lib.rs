@@ -1,14 +1,15 @@
 //! AdaLoRA (Zhang et al. 2023) as peft's `AdaLoraConfig` builds it: the base is frozen and every
 //! targeted Linear gains an SVD-shaped adapter at the initial rank `init_r`: `lora_A (r x in)`,
-//! `lora_B (out x r)`, the singular values `lora_E (r x 1)` and `ranknum`, a one-element
-//! parameter peft leaves trainable: `r (in + out + 1) + 1` per module. Pruning towards
+//! `lora_B (out x r)`, the singular values `lora_E (r x 1)` (`r (in + out + 1)` trainable per
+//! module) and `ranknum`, a frozen one-element parameter (peft creates it with
+//! `requires_grad=False`; only a model built on the meta device shows it trainable). Pruning towards
 //! `target_r` masks singular values during training and never frees a tensor, so the counts and
 //! memory are those of `init_r`. Activations: LoRA's `x A` (`r` per token) and the fixed
 //! product `A * E` (`r x in`) per module.
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec,
     SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, selected_modules};
@@ -34,11 +35,12 @@ const ADALORA: AdapterLayout = AdapterLayout::new("adalora", SizeForm::RANK)
         SizeForm::RANK,
         PieceMatmul::No,
     ))
-    .with(AdapterPiece::trainable(
-        "ranknum",
-        SizeForm::constant(1),
-        PieceMatmul::No,
-    ));
+    .with(AdapterPiece {
+        name: "ranknum",
+        size: SizeForm::constant(1),
+        role: PieceRole::Frozen,
+        matmul: PieceMatmul::No,
+    });
 
 const OPTIONS: &[OptionDoc] = &[
     OptionDoc {

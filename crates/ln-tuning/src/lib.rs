@@ -2,11 +2,12 @@
 //! every targeted module (the normalization layers by default: peft's per-model-type list,
 //! `input_layernorm, post_attention_layernorm, norm` on LLaMA) gets a trainable copy
 //! (`ln_tuning_layers`) used in its place: the copies' parameters train, and peft's all-params
-//! counts both the originals and the copies. A targeted Linear is copied the same way. No new
-//! activation: the copy runs instead of the original.
+//! counts both the originals and the copies. A targeted Linear is copied the same way.
+//! Activations: each trained norm keeps its normalized input (`width` per token, fp32), which
+//! the frozen model does not.
 
 use ftbudget_core::{
-    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
+    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
     Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, defaults, path_matches, refusal};
@@ -52,6 +53,10 @@ impl Regime for LnTuning {
         };
         plan.set_base(model, FROZEN);
         let mut matched = false;
+        // A trained norm weight's backward keeps the normalized input (a copied Linear, its
+        // input): what the frozen model did not save. Measured fp32 (the residual stream's
+        // dtype with fp32 weights).
+        let mut saved_per_token = 0u64;
         for (param, p) in model.params.iter().enumerate() {
             let copied = match p.kind {
                 ParamKind::NormWeight | ParamKind::NormBias | ParamKind::Other => {
@@ -68,6 +73,12 @@ impl Regime for LnTuning {
                 continue;
             }
             matched = true;
+            let per_token = match p.kind {
+                ParamKind::NormWeight | ParamKind::Other => p.numel,
+                ParamKind::LinearWeight(i) => model.modules[i].in_features,
+                _ => 0,
+            };
+            saved_per_token = saved_per_token.saturating_add(per_token.saturating_mul(p.count));
             plan.push_group(
                 model,
                 PlannedParams {
@@ -81,6 +92,13 @@ impl Regime for LnTuning {
                 },
             );
         }
+        plan.push_activation_term(ActivationTerm {
+            name: "ln-tuning normalized inputs",
+            module: None,
+            per_token: saved_per_token,
+            fixed: 0,
+            dtype: ActivationDtype::Dense(DType::F32),
+        });
         if !matched {
             return Err(refusal(
                 NAME,

@@ -85,6 +85,16 @@ impl Regime for PrefixTuning {
             );
             push(plan, "prompt_encoder.transform.2.bias", width);
         }
+        // The prefix's gradient flows through every layer's attention: its queries and output
+        // are kept per token (`2 x heads x head_dim` per layer), which a frozen model spares.
+        let attention = mul(NAME, "prefix attention", d.heads * d.head_dim, 2 * d.layers)?;
+        plan.push_activation_term(ActivationTerm {
+            name: "attention queries and outputs",
+            module: None,
+            per_token: attention,
+            fixed: 0,
+            dtype: ActivationDtype::Compute,
+        });
         let cache = mul(NAME, "prefix cache", vt, width)?;
         plan.push_activation_term(ActivationTerm {
             name: "prefix key/value cache",

@@ -3,6 +3,7 @@
 //! prepended to every sequence, so activations are those of `seq + virtual_tokens` tokens.
 
 use ftbudget_core::{
+    ActivationDtype, ActivationTerm, DType,
     ModelShape, OptionDoc, OptionReader, Regime, RegimeError, RegimeRegistration, RegimeSpec,
     TrainingPlan,
 };
@@ -44,6 +45,15 @@ impl Regime for PromptTuning {
         )?;
         plan.push_extra_params(model, "prompt_encoder.embedding.weight", numel, 1, true);
         plan.add_extra_tokens(self.virtual_tokens);
+        // The embedding output now needs a gradient: the first block's norm keeps its input
+        // (the fp32 residual stream), which a frozen embedding spares.
+        plan.push_activation_term(ActivationTerm {
+            name: "first norm input",
+            module: None,
+            per_token: model.dims.hidden,
+            fixed: 0,
+            dtype: ActivationDtype::Dense(DType::F32),
+        });
         Ok(())
     }
 }

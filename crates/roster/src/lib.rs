@@ -94,10 +94,24 @@ mod tests {
         use ftbudget_core::TransformerSpec;
         let model = TransformerSpec::minigpt().build().unwrap();
         let registry = registry().unwrap();
+        // Each regime with its defaults, or the first of a few common options that plans on
+        // the test model (peft's per-model-type defaults do not know it; trainable tokens
+        // need ids).
         let regimes: Vec<_> = registry
             .names()
             .into_iter()
-            .map(|name| registry.build(name).unwrap())
+            .map(|name| {
+                [
+                    "",
+                    ":targets=q_proj+v_proj",
+                    ":targets=q_proj+v_proj,feedforward=",
+                    ":tokens=0+1+2",
+                ]
+                    .iter()
+                    .filter_map(|options| registry.build(&format!("{name}{options}")).ok())
+                    .find(|regime| regime.plan(&model).is_ok())
+                    .unwrap_or_else(|| panic!("{name}: no example spec plans"))
+            })
             .collect();
         for regime in &regimes {
             let fresh = regime.plan(&model).unwrap();

@@ -2,9 +2,11 @@
 //! listed rows (`tokens=`, peft's `token_indices`) of the targeted embedding train, as a delta
 //! `trainable_tokens_delta (n x hidden)`; peft keeps the original rows as a buffer
 //! (`trainable_tokens_original`, `n x hidden`), memory in no parameter count. A tied output
-//! layer shares the same delta. No new activation.
+//! layer shares the same delta. Activations: the embedding output now needs a gradient, so the
+//! first norm keeps its input (`hidden` per token, fp32).
 
 use ftbudget_core::{
+    ActivationDtype, ActivationTerm, DType,
     ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
     Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
@@ -92,6 +94,15 @@ impl Regime for TrainableTokens {
                 matmul_weight: false,
             },
         );
+        // The embedding output now needs a gradient: the first block's norm keeps its input
+        // (the fp32 residual stream), which a frozen embedding spares.
+        plan.push_activation_term(ActivationTerm {
+            name: "first norm input",
+            module: None,
+            per_token: model.dims.hidden,
+            fixed: 0,
+            dtype: ActivationDtype::Dense(DType::F32),
+        });
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 mod format;
 mod lora_counts;
 mod memory_validation;
+mod peft_methods;
 mod production_scale;
 mod scaling;
 
@@ -27,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "production-scale",
     "memory-validation",
     "scaling",
+    "peft-methods",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -159,6 +161,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "production-scale" => production_scale::generate(&exp)?,
         "memory-validation" => memory_validation::generate(&exp)?,
         "scaling" => scaling::generate(&exp)?,
+        "peft-methods" => peft_methods::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
