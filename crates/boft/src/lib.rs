@@ -186,9 +186,9 @@ impl Regime for Boft {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            // The rotated weight (in x out) and, per factor, the Cayley blocks and their
-            // permuted dense product (in x in).
-            let dense = mul("boft rotation", factors, m.in_features * m.in_features)?;
+            // The rotated weight (in x out) and, per factor, the Cayley blocks and two dense
+            // `in x in` products (the block-diagonal rotation and its permuted copy).
+            let dense = mul("boft rotation", 2 * factors, m.in_features * m.in_features)?;
             let per_instance = dense
                 .checked_add(m.weight_numel())
                 .and_then(|n| n.checked_add(r))

@@ -2,8 +2,8 @@
 //! every targeted Linear trains `n_frequency` spectral coefficients `fourierft_spectrum` at
 //! random frequencies; their locations are an int64 `2 x n` tensor per module (`indices`, held
 //! on the device though peft keeps it in a dict, not as a buffer). The update is the real part
-//! of the inverse 2-D FFT of the dense `out x in` spectrum: the dense spectrum (fp32) and the
-//! complex64 result are fp32 activation terms of `3 x in x out` per adapted module.
+//! of the inverse 2-D FFT of the dense `out x in` spectrum, computed in fp32: measured about
+//! one fp32 `out x in` tensor kept per adapted module.
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
@@ -88,7 +88,7 @@ impl Regime for FourierFt {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            let per_instance = ftbudget_tuners::mul(NAME, "fourierft update", product, 3)?;
+            let per_instance = product;
             plan.push_activation_term(ActivationTerm {
                 name: "fourierft dense spectrum and inverse FFT",
                 module: Some(module),

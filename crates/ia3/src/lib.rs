@@ -18,9 +18,9 @@ pub const NAME: &str = "ia3";
 const IA3_OUTPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::OUT).with(
     AdapterPiece::trainable("ia3_l", SizeForm::OUT, PieceMatmul::No),
 );
-/// IA3 on a feed-forward Linear, whose input it scales (peft: `(1, in)`); the scaled input is
-/// a new tensor the matmul saves, `in` per token.
-const IA3_INPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::IN).with(
+/// IA3 on a feed-forward Linear, whose input it scales (peft: `(1, in)`); the scaling keeps
+/// the unscaled input, which the shared model already counts as the adapted block's MLP input.
+const IA3_INPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::ZERO).with(
     AdapterPiece::trainable("ia3_l", SizeForm::IN, PieceMatmul::No),
 );
 

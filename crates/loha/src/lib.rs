@@ -1,9 +1,8 @@
 //! LoHa (Hyeon-Woo et al. 2022, LyCORIS) as peft's `LoHaConfig` builds it on Linears: the base
 //! is frozen and every targeted Linear gains four trainable factors, `hada_w1_a`, `hada_w2_a`
 //! (`out x r`) and `hada_w1_b`, `hada_w2_b` (`r x in`): `2 r (in + out)` per module, twice
-//! LoRA's. The update `(w1_a w1_b) * (w2_a w2_b)` is a full `out x in` matrix: the two products
-//! (saved for the Hadamard product's backward) and the update itself (saved by the extra
-//! matmul) are activation terms of three weight-sized tensors per adapted module.
+//! LoRA's. The update `(w1_a w1_b) * (w2_a w2_b)` is a full `out x in` matrix per adapted
+//! module, an activation term (measured: about one weight-sized tensor kept per module).
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
@@ -102,10 +101,10 @@ impl Regime for Loha {
             let m = &model.modules[module];
             let weight = ftbudget_tuners::mul(NAME, "loha update", m.weight_numel(), m.count)?;
             plan.push_activation_term(ActivationTerm {
-                name: "loha products and update",
+                name: "loha update",
                 module: Some(module),
                 per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "loha update", weight, 3)?,
+                fixed: weight,
                 dtype: ActivationDtype::Compute,
             });
         }

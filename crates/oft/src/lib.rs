@@ -150,16 +150,16 @@ impl Regime for Oft {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            // The skew-symmetric blocks, the Cayley-Neumann powers (peft's default 5 terms)
-            // and the orthogonal blocks: 7 tensors of r b^2 per instance.
+            // The skew-symmetric blocks, the Cayley-Neumann powers and the orthogonal blocks,
+            // computed in fp32 from the fp32 weight: measured about 4 tensors of r b^2.
             let square = ftbudget_tuners::mul(NAME, "oft blocks", r, b * b)?;
-            let per_instance = ftbudget_tuners::mul(NAME, "oft blocks", square, 7)?;
+            let per_instance = ftbudget_tuners::mul(NAME, "oft blocks", square, 4)?;
             plan.push_activation_term(ActivationTerm {
                 name: "oft orthogonal blocks",
                 module: Some(module),
                 per_token: 0,
                 fixed: ftbudget_tuners::mul(NAME, "oft blocks", per_instance, m.count)?,
-                dtype: ActivationDtype::Compute,
+                dtype: ActivationDtype::Dense(DType::F32),
             });
         }
         Ok(())

@@ -7,9 +7,34 @@ use ftbudget_measurements::{parse_records, settings, shape};
 
 const MEASURED: &str = include_str!("../../../fixtures/peft/methods_memory.json");
 
-/// Worst activation error per method over the record's four steps, in percent, and the bound.
-/// Methods that only add vectors or tokens are within a few percent; the gaps are stated.
-const ACTIVATION_BOUNDS: &[(&str, f64, f64)] = &[];
+/// Worst activation error per method over its four steps (fp32 and autocast, 2 x 32 and 4 x 64),
+/// in percent, and the bound, just above it. Within 10%: AdaLoRA, LN tuning, the prompt methods,
+/// trainable tokens (IA3 at 10.0%). Stated gaps, all from the shared model's fixed recipe
+/// (an adapted block saves every block input, once, in one dtype):
+/// - LoHa, LoKr (-17%, -20%, autocast): each adapted module's input is cast to bf16 again for
+///   the update's own matmul (autocast caches weight casts only); exact within 5% in fp32.
+/// - OFT (+36%, fp32): the rotated input is a new bf16 tensor under autocast (declared, exact
+///   there) but the same storage in fp32.
+/// - VeRA (+22%, fp32): the sliced projections and the scaled intermediates are shared in ways
+///   the per-token `2r + out` over-counts in fp32 (autocast within 7%).
+/// - BOFT (-25%, autocast): the dense `in x in` rotation products are kept in fp32.
+/// - FourierFT (+15%, autocast): the inverse FFT's complex intermediate is freed sooner than one
+///   fp32 weight-sized tensor per module.
+const ACTIVATION_BOUNDS: &[(&str, f64, f64)] = &[
+    ("ia3", 10.04, 11.0),
+    ("vera", 21.89, 23.0),
+    ("loha", -17.48, 18.0),
+    ("lokr", -19.63, 20.0),
+    ("adalora", 0.15, 1.0),
+    ("oft", 35.88, 37.0),
+    ("boft", -25.43, 26.0),
+    ("fourierft", 15.20, 16.0),
+    ("ln-tuning", 0.00, 1.0),
+    ("prompt-tuning", -0.06, 1.0),
+    ("prefix-tuning", -2.57, 3.0),
+    ("p-tuning", -3.15, 4.0),
+    ("trainable-tokens", -0.13, 1.0),
+];
 
 fn method(spec: &str) -> &str {
     spec.split(':').next().unwrap()
