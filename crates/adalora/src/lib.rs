@@ -9,8 +9,8 @@
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec,
-    SizeForm, TrainingPlan,
+    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
+    RegimeSpec, SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, selected_modules};
 

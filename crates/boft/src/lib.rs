@@ -38,7 +38,7 @@ pub fn blocks(
 ) -> Result<(u64, u64), String> {
     let shown = factor + 1;
     let (size, num) = if block_size == 0 {
-        if in_features % block_num != 0 {
+        if !in_features.is_multiple_of(block_num) {
             return Err(format!(
                 "in_features ({in_features}) must be divisible by boft_block_num ({block_num})!"
             ));
@@ -49,7 +49,7 @@ pub fn blocks(
                     "Invalid combination of boft_n_butterfly_factor ({shown}) and boft_block_num ({block_num})!"
                 ));
             }
-            if block_num % (1 << factor) != 0 {
+            if !block_num.is_multiple_of(1 << factor) {
                 return Err(format!(
                     "boft_block_num ({block_num}) must be a multiple of 2 raised to the power of boft_n_butterfly_factor ({shown})!"
                 ));
@@ -57,14 +57,14 @@ pub fn blocks(
         }
         (in_features / block_num, block_num)
     } else {
-        if in_features % block_size != 0 {
+        if !in_features.is_multiple_of(block_size) {
             return Err(format!(
                 "in_features ({in_features}) must be divisible by boft_block_size ({block_size})!"
             ));
         }
         if factor != 0 {
             let span = block_size.checked_shl(factor as u32).unwrap_or(u64::MAX);
-            if in_features < span || in_features % span != 0 {
+            if in_features < span || !in_features.is_multiple_of(span) {
                 return Err(format!(
                     "Invalid combination of in_features ({in_features}), boft_n_butterfly_factor ({shown}) and boft_block_size ({block_size})!"
                 ));

@@ -7,8 +7,9 @@
 //! the frozen model does not.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
-    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, ParamKind,
+    ParamOrigin, ParamSource, PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    Storage, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, defaults, path_matches, refusal};
 

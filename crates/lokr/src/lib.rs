@@ -26,7 +26,7 @@ pub const CONV1D_REFUSAL: &str = "Target module of type <class 'transformers.pyt
 /// factor)` ordered; otherwise the most balanced pair whose smaller side is at most `factor`
 /// (any, for `factor < 0`).
 pub fn factorization(dimension: u64, factor: i64) -> (u64, u64) {
-    if factor > 0 && dimension % factor as u64 == 0 {
+    if factor > 0 && dimension.is_multiple_of(factor as u64) {
         let (m, n) = (factor as u64, dimension / factor as u64);
         return if m > n { (n, m) } else { (m, n) };
     }
@@ -35,7 +35,7 @@ pub fn factorization(dimension: u64, factor: i64) -> (u64, u64) {
     let length = m + n;
     while m < n {
         let mut new_m = m + 1;
-        while dimension % new_m != 0 {
+        while !dimension.is_multiple_of(new_m) {
             new_m += 1;
         }
         let new_n = dimension / new_m;
@@ -183,7 +183,7 @@ impl Regime for Lokr {
 fn build(spec: &RegimeSpec) -> Result<Box<dyn Regime>, RegimeError> {
     let reader = OptionReader::new(spec, OPTIONS)?;
     let decompose_factor: i64 = reader.parse("decompose_factor", -1, "-1 or a positive integer")?;
-    if decompose_factor == 0 || decompose_factor < -1 || decompose_factor > 1 << 20 {
+    if decompose_factor == 0 || !(-1..=1 << 20).contains(&decompose_factor) {
         return Err(reader.invalid(
             "decompose_factor",
             &decompose_factor.to_string(),

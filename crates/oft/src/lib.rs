@@ -1,12 +1,12 @@
 //! OFT (Qiu et al. 2023) as peft 0.21's `OFTConfig` builds it on Linears: the base is frozen and
 //! every targeted Linear's input is rotated by a block-diagonal orthogonal matrix of `r` blocks
 //! of `b x b` (`r b = in`; give one of `r` and `block_size`, peft's `oft_block_size`), each block
-//! the Cayley transform of a skew-symmetric matrix stored as its upper triangle:
-//! `oft_R.weight (r x b (b - 1) / 2)` trains, and two int64 index buffers (`rows`, `cols`, `b (b
-//! - 1) / 2` each) locate it. A block size that does not divide `in` is moved to the nearest
-//! divisor, as peft does (with a warning). Activations: the rotated input (`in` per token) and
-//! the orthogonal blocks built from the weight (`r b^2`, with the Cayley-Neumann terms) per
-//! module. peft refuses GPT-2's Conv1D.
+//! the Cayley transform of a skew-symmetric matrix stored as its upper triangle: `oft_R.weight`
+//! (`r x n`, `n = b (b - 1) / 2`) trains, and two int64 index buffers (`rows`, `cols`, `n` each)
+//! locate it. A block size that does not divide `in` is moved to the nearest divisor, as peft
+//! does (with a warning). Activations: the rotated input (`in` per token) and the orthogonal
+//! blocks built from the weight (`r b^2`, with the Cayley-Neumann terms, fp32) per module.
+//! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
@@ -34,11 +34,11 @@ pub fn adjust(in_features: u64, params: u64) -> u64 {
         return in_features;
     }
     let mut higher = params;
-    while higher <= in_features && in_features % higher != 0 {
+    while higher <= in_features && !in_features.is_multiple_of(higher) {
         higher += 1;
     }
     let mut lower = params;
-    while lower > 1 && in_features % lower != 0 {
+    while lower > 1 && !in_features.is_multiple_of(lower) {
         lower -= 1;
     }
     if params - lower <= higher - params {
@@ -51,14 +51,14 @@ pub fn adjust(in_features: u64, params: u64) -> u64 {
 /// `(r, block size)` on a Linear of `in_features`, as peft's `update_layer` settles them.
 pub fn blocks(in_features: u64, r: u64, block_size: u64) -> (u64, u64) {
     if r == 0 {
-        let b = if in_features % block_size != 0 || block_size > in_features {
+        let b = if !in_features.is_multiple_of(block_size) || block_size > in_features {
             adjust(in_features, block_size)
         } else {
             block_size
         };
         (in_features / b, b)
     } else {
-        let r = if in_features % r != 0 || r > in_features {
+        let r = if !in_features.is_multiple_of(r) || r > in_features {
             adjust(in_features, r)
         } else {
             r

@@ -6,9 +6,8 @@
 //! 2e -> hidden`.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, DType,
-    ModelShape, OptionDoc, OptionReader, Regime, RegimeError, RegimeRegistration, RegimeSpec,
-    TrainingPlan,
+    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, Regime,
+    RegimeError, RegimeRegistration, RegimeSpec, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, mul};
 

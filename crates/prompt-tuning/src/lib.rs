@@ -3,9 +3,8 @@
 //! prepended to every sequence, so activations are those of `seq + virtual_tokens` tokens.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, DType,
-    ModelShape, OptionDoc, OptionReader, Regime, RegimeError, RegimeRegistration, RegimeSpec,
-    TrainingPlan,
+    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, Regime,
+    RegimeError, RegimeRegistration, RegimeSpec, TrainingPlan,
 };
 use ftbudget_tuners::FROZEN;
 

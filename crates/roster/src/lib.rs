@@ -107,10 +107,10 @@ mod tests {
                     ":targets=q_proj+v_proj,feedforward=",
                     ":tokens=0+1+2",
                 ]
-                    .iter()
-                    .filter_map(|options| registry.build(&format!("{name}{options}")).ok())
-                    .find(|regime| regime.plan(&model).is_ok())
-                    .unwrap_or_else(|| panic!("{name}: no example spec plans"))
+                .iter()
+                .filter_map(|options| registry.build(&format!("{name}{options}")).ok())
+                .find(|regime| regime.plan(&model).is_ok())
+                .unwrap_or_else(|| panic!("{name}: no example spec plans"))
             })
             .collect();
         for regime in &regimes {

@@ -51,15 +51,29 @@ fn measured_steps_match() {
         let plan = registry.build(&r.regime).unwrap().plan(&model).unwrap();
         let e = ftbudget_core::estimate_memory(&model, &plan, &settings(r).unwrap()).unwrap();
         let buffers = r.extra["buffer_bytes"].as_u64().unwrap();
-        assert_eq!(plan.trainable_params().unwrap(), r.params.trainable_count, "{}", r.id);
-        assert_eq!(e.weights, r.params.total_bytes + buffers, "{} weights", r.id);
+        assert_eq!(
+            plan.trainable_params().unwrap(),
+            r.params.trainable_count,
+            "{}",
+            r.id
+        );
+        assert_eq!(
+            e.weights,
+            r.params.total_bytes + buffers,
+            "{} weights",
+            r.id
+        );
         assert_eq!(e.gradients, r.grads.bytes, "{} gradients", r.id);
         assert_eq!(
             e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
             "{} optimizer",
             r.id
         );
-        assert_eq!(e.detail.step_counters, r.optimizer.step_bytes, "{} steps", r.id);
+        assert_eq!(
+            e.detail.step_counters, r.optimizer.step_bytes,
+            "{} steps",
+            r.id
+        );
         let measured = r.activations.activation_bytes_dedup_excl_weight_casts as f64;
         let error = 100.0 * (e.activations as f64 - measured) / measured;
         let m = method(&r.regime).to_string();

@@ -6,9 +6,9 @@
 //! first norm keeps its input (`hidden` per token, fp32).
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, DType,
-    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PlannedParams,
-    Regime, RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
+    ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, ParamKind,
+    ParamOrigin, ParamSource, PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    Storage, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, mul, path_matches, refusal};
 

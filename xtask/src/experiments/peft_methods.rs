@@ -54,7 +54,11 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     let (first_model, first) = &evaluated[0];
     let bucket = |f: fn(&ftbudget_report::Bytes) -> u64| Segment {
         name: String::new(),
-        values: first.rows.iter().map(|r| f(&r.bytes) as f64 / GIB).collect(),
+        values: first
+            .rows
+            .iter()
+            .map(|r| f(&r.bytes) as f64 / GIB)
+            .collect(),
     };
     let segments = vec![
         Segment {
@@ -158,7 +162,11 @@ fn fill_discussion(
     evaluated: &[(ModelShape, Comparison)],
 ) {
     let (model, cmp) = &evaluated[0];
-    let adapters: Vec<_> = cmp.rows.iter().filter(|r| r.trainable_params < r.base_params).collect();
+    let adapters: Vec<_> = cmp
+        .rows
+        .iter()
+        .filter(|r| r.trainable_params < r.base_params)
+        .collect();
     let fewest = adapters.iter().min_by_key(|r| r.trainable_params);
     let most = adapters.iter().max_by_key(|r| r.trainable_params);
     let smallest = adapters.iter().min_by_key(|r| r.bytes.total);
