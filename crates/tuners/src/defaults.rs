@@ -84,14 +84,6 @@ pub const VERA: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -137,14 +129,6 @@ pub const LOHA: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -190,14 +174,6 @@ pub const LOKR: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -241,14 +217,6 @@ pub const ADALORA: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -285,14 +253,6 @@ pub const OFT: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -338,14 +298,6 @@ pub const BOFT: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["c_attn"]),
     ("gpt_bigcode", &["c_attn"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
@@ -391,14 +343,6 @@ pub const FOURIERFT: DefaultTargets = &[
     ("gemma", &["q_proj", "v_proj"]),
     ("gemma2", &["q_proj", "v_proj"]),
     ("gemma3_text", &["q_proj", "v_proj"]),
-    (
-        "gemma4",
-        &[
-            ".", "*", "l", "a", "n", "g", "u", "a", "g", "e", "_", "m", "o", "d", "e", "l", "\\",
-            ".", ".", "*", "\\", ".", "(", "q", "_", "p", "r", "o", "j", "|", "v", "_", "p", "r",
-            "o", "j", ")",
-        ],
-    ),
     ("gpt2", &["mlp.c_proj"]),
     ("gpt_bigcode", &["mlp.c_proj"]),
     ("gpt_neo", &["q_proj", "v_proj"]),
