@@ -18,7 +18,11 @@ fn error_of(args: &[&str]) -> String {
 
 #[test]
 fn an_unknown_regime_names_regime_in_every_command() {
-    let unknown = "unknown regime `lorra` (registered: dora, full-ft, lora, qlora)";
+    // The registered list is the roster's (CONTRIBUTING: tests read `EXPECTED_REGIMES`).
+    let unknown = format!(
+        "unknown regime `lorra` (registered: {})",
+        ftbudget_roster::EXPECTED_REGIMES.join(", ")
+    );
     assert_eq!(
         error_of(&["fit", "--gpu", "h100-80g", "--regime", "lorra:r=8"]),
         format!("error: --regime lorra:r=8: {unknown}")

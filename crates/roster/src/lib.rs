@@ -5,13 +5,44 @@
 
 use ftbudget_core::{Registry, RegistryError};
 
+use ftbudget_adalora as _;
+use ftbudget_boft as _;
 use ftbudget_dora as _;
+use ftbudget_fourierft as _;
 use ftbudget_full_ft as _;
+use ftbudget_ia3 as _;
+use ftbudget_ln_tuning as _;
+use ftbudget_loha as _;
+use ftbudget_lokr as _;
 use ftbudget_lora as _;
+use ftbudget_oft as _;
+use ftbudget_p_tuning as _;
+use ftbudget_prefix_tuning as _;
+use ftbudget_prompt_tuning as _;
 use ftbudget_qlora as _;
+use ftbudget_trainable_tokens as _;
+use ftbudget_vera as _;
 
 /// The names this roster links, sorted. The roster test checks the registry against it.
-pub const EXPECTED_REGIMES: &[&str] = &["dora", "full-ft", "lora", "qlora"];
+pub const EXPECTED_REGIMES: &[&str] = &[
+    "adalora",
+    "boft",
+    "dora",
+    "fourierft",
+    "full-ft",
+    "ia3",
+    "ln-tuning",
+    "loha",
+    "lokr",
+    "lora",
+    "oft",
+    "p-tuning",
+    "prefix-tuning",
+    "prompt-tuning",
+    "qlora",
+    "trainable-tokens",
+    "vera",
+];
 
 /// The registry of every linked regime.
 pub fn registry() -> Result<Registry, RegistryError> {
@@ -63,10 +94,24 @@ mod tests {
         use ftbudget_core::TransformerSpec;
         let model = TransformerSpec::minigpt().build().unwrap();
         let registry = registry().unwrap();
+        // Each regime with its defaults, or the first of a few common options that plans on
+        // the test model (peft's per-model-type defaults do not know it; trainable tokens
+        // need ids).
         let regimes: Vec<_> = registry
             .names()
             .into_iter()
-            .map(|name| registry.build(name).unwrap())
+            .map(|name| {
+                [
+                    "",
+                    ":targets=q_proj+v_proj",
+                    ":targets=q_proj+v_proj,feedforward=",
+                    ":tokens=0+1+2",
+                ]
+                .iter()
+                .filter_map(|options| registry.build(&format!("{name}{options}")).ok())
+                .find(|regime| regime.plan(&model).is_ok())
+                .unwrap_or_else(|| panic!("{name}: no example spec plans"))
+            })
             .collect();
         for regime in &regimes {
             let fresh = regime.plan(&model).unwrap();

@@ -15,6 +15,7 @@ mod lora_counts;
 mod memory_validation;
 mod model_zoo;
 mod peak_memory;
+mod peft_methods;
 mod production_scale;
 mod scaling;
 
@@ -33,6 +34,7 @@ pub const KINDS: &[&str] = &[
     "model-zoo",
     "compute-cost",
     "peak-memory",
+    "peft-methods",
 ];
 
 pub const CONFIG_FILE: &str = "experiment.toml";
@@ -168,6 +170,7 @@ pub fn generate(root: &Path, dir: &Path) -> Result<Vec<OutputFile>> {
         "model-zoo" => model_zoo::generate(&exp)?,
         "compute-cost" => compute_cost::generate(&exp)?,
         "peak-memory" => peak_memory::generate(&exp)?,
+        "peft-methods" => peft_methods::generate(&exp)?,
         other => {
             return Err(exp.key_error(
                 "kind",
@@ -236,7 +239,10 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, model-zoo, compute-cost, peak-memory)"
+            format!(
+                "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: {})",
+                KINDS.join(", ")
+            )
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(

@@ -271,3 +271,55 @@ proptest! {
         prop_assert_eq!((a.gradients, a.optimizer), (b.gradients, b.optimizer));
     }
 }
+
+/// The PEFT-method regimes (issue 14) on a model's first module kind, with the options each
+/// exercises; a spec peft would refuse on this model (a Conv1D, a block size that does not
+/// divide, a fused expert) is skipped by the property, which checks the plans that exist.
+fn peft_method_regimes(r: u64, model: &ModelShape) -> Vec<String> {
+    let first = model.modules[0].target_names.join("+");
+    vec![
+        format!("ia3:targets={first},feedforward="),
+        format!("ia3:targets=all-linear,feedforward={first}"),
+        format!("vera:r={r},targets=all-linear"),
+        format!("loha:r={r},targets=all-linear"),
+        format!("lokr:r={r},decompose_both=true,targets=all-linear"),
+        format!("lokr:r={r},decompose_factor=4,targets={first}"),
+        format!("adalora:init_r={r},target_r=1,targets=all-linear"),
+        format!("oft:r={r},block_size=0,targets=all-linear"),
+        "oft:block_size=16,targets=all-linear".into(),
+        format!("boft:block_size=2,n_butterfly_factor=2,targets={first}"),
+        format!("fourierft:n_frequency={r},targets=all-linear"),
+        "ln-tuning:targets=norm".into(),
+        format!("prompt-tuning:virtual_tokens={r}"),
+        format!("prefix-tuning:virtual_tokens={r}"),
+        format!("prefix-tuning:virtual_tokens={r},projection=16"),
+        format!("p-tuning:virtual_tokens={r},encoder_hidden=8"),
+        format!("p-tuning:virtual_tokens={r},encoder_type=lstm"),
+        "trainable-tokens:targets=embed_tokens,tokens=0+1+2".into(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn peft_methods_keep_the_plan_invariants(model in model(), r in 1u64..=16) {
+        let registry = ftbudget_roster::registry().unwrap();
+        let mut planned = 0;
+        for spec in peft_method_regimes(r, &model) {
+            let Ok(p) = registry.build(&spec).unwrap().plan(&model) else { continue };
+            planned += 1;
+            let (t, f, all) = (
+                p.trainable_params().unwrap(),
+                p.frozen_params().unwrap(),
+                p.all_params().unwrap(),
+            );
+            prop_assert_eq!(t + f, all, "{}", spec);
+            prop_assert_eq!(p.base_params().unwrap(), model.total_params(), "{}", spec);
+            prop_assert!(t > 0, "{}", spec);
+            prop_assert_eq!(*p.totals(), p.recount(&model), "{}", spec);
+        }
+        // The prompt methods plan on any model; most adapters do too.
+        prop_assert!(planned >= 8, "{} of the specs planned on {}", planned, model.name);
+    }
+}
