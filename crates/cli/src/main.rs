@@ -32,6 +32,8 @@ enum Command {
     Sweep(cmd::sweep::SweepArgs),
     /// Will it fit on this GPU? Largest batch, sequence and rank that fit
     Fit(cmd::fit::FitArgs),
+    /// Serve a local web page and a JSON API with the same answers (estimate, fit)
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Estimate(a) => cmd::estimate::run(a),
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Fit(a) => cmd::fit::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
