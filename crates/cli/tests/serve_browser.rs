@@ -60,7 +60,7 @@ fn launch(profile: &std::path::Path) -> Browser {
         .sandbox(false)
         .enable_gpu(false)
         .user_data_dir(Some(profile.to_path_buf()))
-        .window_size(Some((1440, 1100)))
+        .window_size(Some((1440, 1300)))
         .idle_browser_timeout(Duration::from_secs(300))
         .args(flags)
         .build()
