@@ -314,8 +314,11 @@ fn serve_section(root: &Path, quick: bool) -> Result<String> {
 /// `--serve-only`: rerun the load check and replace its section, keeping the rest.
 fn update_serve_section(root: &Path, quick: bool) -> Result<()> {
     let path = root.join("benches/RESULTS.md");
-    let old = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let kept = old.find(SERVE_HEADING).map_or(old.as_str(), |at| &old[..at]);
+    let old =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let kept = old
+        .find(SERVE_HEADING)
+        .map_or(old.as_str(), |at| &old[..at]);
     let md = format!("{}\n{}", kept.trim_end(), serve_section(root, quick)?);
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());

@@ -14,8 +14,7 @@ mod report;
 use anyhow::{Result, bail};
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask report [--check] | cargo xtask bench [--quick] [--serve-only] [--python PATH]";
+const USAGE: &str = "usage: cargo xtask report [--check] | cargo xtask bench [--quick] [--serve-only] [--python PATH]";
 
 fn main() -> ExitCode {
     match run() {

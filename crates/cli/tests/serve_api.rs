@@ -245,22 +245,40 @@ fn what_only_the_server_refuses_is_a_400_naming_it() {
             "Hub ids are not served yet",
         ),
         // The server reads no files.
-        ("/api/estimate?model=/etc/hostname", "the server reads no files"),
-        ("/api/estimate?batch=1&batch=2", "cannot be used multiple times"),
+        (
+            "/api/estimate?model=/etc/hostname",
+            "the server reads no files",
+        ),
+        (
+            "/api/estimate?batch=1&batch=2",
+            "cannot be used multiple times",
+        ),
         ("/api/estimate?bogus=1", "unexpected argument 'bogus'"),
         ("/api/estimate?format=csv", "JSON only"),
         ("/api/fit?model=minigpt", "--gpu"),
     ] {
         let answer = get(server.addr, path);
         assert_eq!(answer.status, 400, "{path}: {}", answer.body);
-        assert!(answer.error().contains(needle), "{path}: {}", answer.error());
+        assert!(
+            answer.error().contains(needle),
+            "{path}: {}",
+            answer.error()
+        );
     }
     for body in [&b"{not json"[..], b"[1, 2]", br#"{"regime": [{"r": 8}]}"#] {
         let answer = post(server.addr, "/api/estimate", body);
         assert_eq!(answer.status, 400, "{}", answer.body);
-        assert!(answer.error().starts_with("request body: "), "{}", answer.error());
+        assert!(
+            answer.error().starts_with("request body: "),
+            "{}",
+            answer.error()
+        );
     }
-    let answer = post(server.addr, "/api/estimate", br#"{"config": "{\"model_type\": 3}"}"#);
+    let answer = post(
+        server.addr,
+        "/api/estimate",
+        br#"{"config": "{\"model_type\": 3}"}"#,
+    );
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert!(answer.error().starts_with("config: "), "{}", answer.error());
 }
@@ -275,7 +293,10 @@ fn a_body_over_64_kib_is_refused_with_413_and_the_server_goes_on() {
     assert!(answer.error().contains("65536 bytes"), "{}", answer.error());
     // A body just under the limit is read.
     let body = format!("{{\"model\": \"minigpt\"{}}}", &padding[..60 * 1024]);
-    assert_eq!(post(server.addr, "/api/estimate", body.as_bytes()).status, 200);
+    assert_eq!(
+        post(server.addr, "/api/estimate", body.as_bytes()).status,
+        200
+    );
     assert!(server.alive());
 }
 
@@ -300,7 +321,10 @@ fn the_server_keeps_serving_after_bad_input() {
     let nowhere = get(server.addr, "/nowhere");
     assert_eq!(nowhere.status, 404);
     assert!(nowhere.error().contains("/api/estimate"));
-    let malformed = send_raw(server.addr, b"GET /api/estimate?batch=%ZZ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let malformed = send_raw(
+        server.addr,
+        b"GET /api/estimate?batch=%ZZ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(malformed.status, 400, "{}", malformed.body);
     assert!(server.alive());
 }
@@ -313,11 +337,22 @@ fn the_page_is_one_self_contained_document() {
     assert_eq!(page.content_type, "text/html; charset=utf-8");
     assert!(page.body.contains("<script>") && page.body.contains("<style>"));
     // Nothing is fetched from elsewhere: no external script, style, image or font.
-    for attr in ["src=\"http", "href=\"http", "url(http", "@import", "src=\"//"] {
+    for attr in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+        "src=\"//",
+    ] {
         assert!(!page.body.contains(attr), "the page loads `{attr}...`");
     }
     // The bars use the PNG charts' colours (crates/report/src/chart.rs, Okabe-Ito).
-    for colour in ["rgb(0,114,178)", "rgb(230,159,0)", "rgb(0,158,115)", "rgb(204,121,167)"] {
+    for colour in [
+        "rgb(0,114,178)",
+        "rgb(230,159,0)",
+        "rgb(0,158,115)",
+        "rgb(204,121,167)",
+    ] {
         assert!(page.body.contains(colour), "{colour}");
     }
 }

@@ -129,7 +129,10 @@ fn changing_a_rank_changes_the_table_and_the_chart() {
         &server.url("/?model=minigpt&conventions=seed&regime=full-ft&regime=lora%3Ar%3D4"),
     );
     let before = eval(&tab, LORA_ROW);
-    assert!(before.contains("LoRA r=4") && before.contains("18,432"), "{before}");
+    assert!(
+        before.contains("LoRA r=4") && before.contains("18,432"),
+        "{before}"
+    );
     let chart_before = eval(&tab, "document.getElementById('chart').innerHTML");
     let bar_before = bar_height(&tab, "lora:r=4");
     assert!(bar_before > 0.0);
@@ -145,7 +148,10 @@ fn changing_a_rank_changes_the_table_and_the_chart() {
 
     // Type a new rank into the LoRA form, as a person would.
     let rank = ".regime[data-index=\"1\"] input[data-key=\"r\"]";
-    eval(&tab, &format!("document.querySelector('{rank}').value = ''"));
+    eval(
+        &tab,
+        &format!("document.querySelector('{rank}').value = ''"),
+    );
     tab.find_element(rank).unwrap().click().unwrap();
     tab.type_str("16").unwrap();
     wait_until(
@@ -155,7 +161,10 @@ fn changing_a_rank_changes_the_table_and_the_chart() {
     );
     let after = eval(&tab, LORA_ROW);
     assert!(after.contains("LoRA r=16"), "{after}");
-    assert_ne!(eval(&tab, "document.getElementById('chart').innerHTML"), chart_before);
+    assert_ne!(
+        eval(&tab, "document.getElementById('chart').innerHTML"),
+        chart_before
+    );
     let bar_after = bar_height(&tab, "lora:r=16");
     assert!(bar_after > bar_before, "{bar_after} <= {bar_before}");
     assert_eq!(bar_height(&tab, "lora:r=4"), 0.0, "the old bar is gone");
@@ -167,7 +176,10 @@ fn changing_a_rank_changes_the_table_and_the_chart() {
     let again = browser.new_tab().unwrap();
     open(&again, &url);
     assert_eq!(
-        eval(&again, "document.getElementById('estimate-table').innerText"),
+        eval(
+            &again,
+            "document.getElementById('estimate-table').innerText"
+        ),
         table
     );
 

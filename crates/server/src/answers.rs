@@ -131,11 +131,7 @@ pub fn fit(
 }
 
 /// One regime's answer; a regime with a rank option also gets the largest rank that fits.
-fn fit_one(
-    query: &FitQuery<'_>,
-    registry: &Registry,
-    spec: &str,
-) -> Result<FitAnswer, SweepError> {
+fn fit_one(query: &FitQuery<'_>, registry: &Registry, spec: &str) -> Result<FitAnswer, SweepError> {
     let regime = registry.build(spec)?;
     let name = spec.split(':').next().unwrap_or(spec).trim();
     // The rank search sets the option the regime declares as its rank, if it has one.

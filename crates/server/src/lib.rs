@@ -201,10 +201,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     json(status, to_json(&serde_json::json!({ "error": message })))
 }
 
-fn bad_request(message: String) -> Response {
-    error(StatusCode::BAD_REQUEST, &message)
-}
-
 fn estimate(shared: &Shared, params: &Params) -> Result<String, String> {
     params.check_format()?;
     let mut settings = params.settings()?;
@@ -235,31 +231,41 @@ fn fit(shared: &Shared, params: &Params) -> Result<String, String> {
 
 type Answer = fn(&Shared, &Params) -> Result<String, String>;
 
-fn respond(shared: &Shared, params: Result<Params, String>, answer: Answer) -> Response {
-    match params.and_then(|p| answer(shared, &p)) {
+/// Why a request's parameters were not read: the status to answer and the message.
+type Refused = (StatusCode, String);
+
+fn respond(shared: &Shared, params: Result<Params, Refused>, answer: Answer) -> Response {
+    let answered =
+        params.and_then(|p| answer(shared, &p).map_err(|m| (StatusCode::BAD_REQUEST, m)));
+    match answered {
         Ok(body) => json(StatusCode::OK, body),
-        Err(message) => bad_request(message),
+        Err((status, message)) => error(status, &message),
     }
 }
 
-fn from_query(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, String> {
-    let Query(pairs) = query.map_err(|e| format!("query string: {}", e.body_text()))?;
-    Params::from_pairs(pairs)
+fn bad(message: String) -> Refused {
+    (StatusCode::BAD_REQUEST, message)
 }
 
-/// A body's parameters, or the response refusing it (413 over the limit).
-fn from_body(body: Result<Bytes, BytesRejection>) -> Result<Result<Params, String>, Response> {
+fn from_query(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Params, Refused> {
+    let Query(pairs) = query.map_err(|e| bad(format!("query string: {}", e.body_text())))?;
+    Params::from_pairs(pairs).map_err(bad)
+}
+
+/// A JSON body's parameters; a body over [`BODY_LIMIT`] is refused with 413.
+fn from_body(body: Result<Bytes, BytesRejection>) -> Result<Params, Refused> {
     match body {
-        Ok(bytes) => Ok(Params::from_json(&bytes)),
-        Err(rejection) => Err(error(rejection.status(), &too_large_or(rejection.body_text()))),
-    }
-}
-
-fn too_large_or(text: String) -> String {
-    if text.to_ascii_lowercase().contains("length limit") {
-        format!("request body: larger than the limit of {BODY_LIMIT} bytes")
-    } else {
-        format!("request body: {text}")
+        Ok(bytes) => Params::from_json(&bytes).map_err(bad),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body: larger than the limit of {BODY_LIMIT} bytes"),
+        )),
+        Err(rejection) => Err((
+            rejection.status(),
+            format!("request body: {}", rejection.body_text()),
+        )),
     }
 }
 
@@ -274,33 +280,28 @@ async fn post_estimate(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match from_body(body) {
-        Ok(params) => respond(&shared, params, estimate),
-        Err(refused) => refused,
-    }
+    respond(&shared, from_body(body), estimate)
+}
+
+/// `fit` off the async workers: its rank searches take milliseconds.
+async fn fit_blocking(shared: Arc<Shared>, params: Result<Params, Refused>) -> Response {
+    tokio::task::spawn_blocking(move || respond(&shared, params, fit))
+        .await
+        .unwrap_or_else(|_| internal_error())
 }
 
 async fn get_fit(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    let params = from_query(query);
-    // The rank searches take milliseconds: off the async workers.
-    tokio::task::spawn_blocking(move || respond(&shared, params, fit))
-        .await
-        .unwrap_or_else(|_| internal_error())
+    fit_blocking(shared, from_query(query)).await
 }
 
 async fn post_fit(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match from_body(body) {
-        Ok(params) => tokio::task::spawn_blocking(move || respond(&shared, params, fit))
-            .await
-            .unwrap_or_else(|_| internal_error()),
-        Err(refused) => refused,
-    }
+    fit_blocking(shared, from_body(body)).await
 }
 
 async fn regimes(State(shared): State<Arc<Shared>>) -> Response {
@@ -312,11 +313,7 @@ async fn presets(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        PAGE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 async fn not_found() -> Response {
@@ -389,10 +386,18 @@ mod tests {
 
     fn status_of(addr: SocketAddr, path: &str) -> String {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         text.lines().next().unwrap_or_default().to_string()
+    }
+
+    async fn boom() -> &'static str {
+        panic!("a handler bug")
     }
 
     #[test]
@@ -408,13 +413,19 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let app = guarded(
             Router::new()
-                .route("/boom", get(|| async { panic!("a handler bug") }))
+                .route("/boom", get(boom))
                 .route("/ok", get(|| async { "ok" })),
         );
         runtime.spawn(async move { axum::serve(listener, app).await });
-        assert_eq!(status_of(addr, "/boom"), "HTTP/1.1 500 Internal Server Error");
+        assert_eq!(
+            status_of(addr, "/boom"),
+            "HTTP/1.1 500 Internal Server Error"
+        );
         assert_eq!(status_of(addr, "/ok"), "HTTP/1.1 200 OK");
-        assert_eq!(status_of(addr, "/boom"), "HTTP/1.1 500 Internal Server Error");
+        assert_eq!(
+            status_of(addr, "/boom"),
+            "HTTP/1.1 500 Internal Server Error"
+        );
         assert_eq!(status_of(addr, "/ok"), "HTTP/1.1 200 OK");
     }
 }

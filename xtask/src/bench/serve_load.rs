@@ -17,7 +17,8 @@ pub const CONNECTIONS: usize = 8;
 /// A bound on each connection's loop besides the duration.
 const MAX_REQUESTS_PER_CONNECTION: usize = 2_000_000;
 /// The request timed: one LoRA estimate of Llama-2-7B (peft's own example).
-pub const PATH: &str = "/api/estimate?model=llama-2-7b&regime=lora%3Ar%3D8%2Ctargets%3Dq_proj%2Bv_proj";
+pub const PATH: &str =
+    "/api/estimate?model=llama-2-7b&regime=lora%3Ar%3D8%2Ctargets%3Dq_proj%2Bv_proj";
 
 pub struct LoadResult {
     pub requests: usize,

@@ -73,8 +73,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// The `error` of a refusal.
@@ -89,7 +88,9 @@ impl Answer {
 /// Send `raw` bytes as they are and read the answer until the server closes the connection.
 pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Answer {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     // A server that refuses early may close before reading everything: the answer still comes.
     let _ = stream.write_all(raw);
     let mut bytes = Vec::new();
