@@ -2,7 +2,11 @@
 //! time peft's `get_nb_trainable_parameters()` on the same question in the same invocation (when
 //! a Python with torch/transformers/peft is available), and write `benches/RESULTS.md`: estimates
 //! per second and nanoseconds per estimate for every benchmark, and the peft ratio or why it was
-//! skipped.
+//! skipped. Then the load check of `ftbudget serve` ([`serve_load`]): requests per second and
+//! latency percentiles of estimate calls over HTTP on 127.0.0.1 for 10 s; `--serve-only` runs
+//! just that and replaces its section of `benches/RESULTS.md`.
+
+mod serve_load;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -116,16 +120,23 @@ fn rustc_version() -> String {
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut quick = false;
+    let mut serve_only = false;
     let mut python: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            "--serve-only" => serve_only = true,
             "--python" => python = Some(it.next().context("--python needs a path")?.clone()),
-            other => bail!("bench: unknown argument `{other}` (expected --quick, --python PATH)"),
+            other => bail!(
+                "bench: unknown argument `{other}` (expected --quick, --serve-only, --python PATH)"
+            ),
         }
     }
     let root = workspace_root();
+    if serve_only {
+        return update_serve_section(&root, quick);
+    }
     let since = SystemTime::now();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&root).args([
@@ -244,7 +255,71 @@ pub fn run(args: &[String]) -> Result<()> {
             let _ = writeln!(md, "Skipped: the `counts` benchmark did not run.");
         }
     }
+    md.push_str(&serve_section(&root, quick)?);
     let path = root.join("benches/RESULTS.md");
+    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+const SERVE_HEADING: &str = "\n## ftbudget serve under load\n";
+
+/// The load check's section of RESULTS.md (it comes last).
+fn serve_section(root: &Path, quick: bool) -> Result<String> {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args(["build", "--release", "--quiet", "-p", "ftbudget-cli"])
+        .status()
+        .context("building the release ftbudget")?;
+    if !status.success() {
+        bail!("cargo build --release -p ftbudget-cli failed ({status})");
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let seconds = if quick { 2 } else { 10 };
+    let load = serve_load::measure(
+        &target.join("release/ftbudget"),
+        std::time::Duration::from_secs(seconds),
+    )?;
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mut md = String::from(SERVE_HEADING);
+    let _ = writeln!(
+        md,
+        "\n`ftbudget serve` (release build) on 127.0.0.1; {} keep-alive connections, one client thread each, in\n\
+         the same machine's {} hardware threads as the server; `GET {}` back to back for {seconds} s\n\
+         (every answer checked: 200 and the first answer's length).\n\n\
+         | requests | requests/s | p50 latency | p99 latency | max latency |\n|---:|---:|---:|---:|---:|\n\
+         | {} | {:.0} | {:.0} µs | {:.0} µs | {:.1} ms |\n\n\
+         Targets: at least 20,000 requests/s ({}), p99 under 5 ms ({}).",
+        serve_load::CONNECTIONS,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        serve_load::PATH,
+        load.requests,
+        load.per_second(),
+        load.p50_us,
+        load.p99_us,
+        load.max_us / 1000.0,
+        verdict(load.per_second() >= 20_000.0),
+        verdict(load.p99_us < 5_000.0),
+    );
+    println!(
+        "serve: {:.0} requests/s, p99 {:.0} µs",
+        load.per_second(),
+        load.p99_us
+    );
+    Ok(md)
+}
+
+/// `--serve-only`: rerun the load check and replace its section, keeping the rest.
+fn update_serve_section(root: &Path, quick: bool) -> Result<()> {
+    let path = root.join("benches/RESULTS.md");
+    let old =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let kept = old
+        .find(SERVE_HEADING)
+        .map_or(old.as_str(), |at| &old[..at]);
+    let md = format!("{}\n{}", kept.trim_end(), serve_section(root, quick)?);
     std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())

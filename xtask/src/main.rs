@@ -4,8 +4,8 @@
 //! - `cargo xtask report`: regenerate every experiment under `experiments/`.
 //! - `cargo xtask report --check`: regenerate in memory and fail, naming the file, when a
 //!   committed output is stale (also run by `cargo test` as a plain test).
-//! - `cargo xtask bench [--quick] [--python PATH]`: criterion benchmarks and the peft
-//!   side-by-side, summarized in `benches/RESULTS.md`.
+//! - `cargo xtask bench [--quick] [--serve-only] [--python PATH]`: criterion benchmarks, the peft
+//!   side-by-side and the `ftbudget serve` load check, summarized in `benches/RESULTS.md`.
 
 mod bench;
 mod experiments;
@@ -14,8 +14,7 @@ mod report;
 use anyhow::{Result, bail};
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: cargo xtask report [--check] | cargo xtask bench [--quick] [--python PATH]";
+const USAGE: &str = "usage: cargo xtask report [--check] | cargo xtask bench [--quick] [--serve-only] [--python PATH]";
 
 fn main() -> ExitCode {
     match run() {

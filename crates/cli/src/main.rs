@@ -35,6 +35,8 @@ enum Command {
     Fit(cmd::fit::FitArgs),
     /// What a run costs: step FLOPs, wall time, GPU-hours and money per regime
     Cost(cmd::cost::CostArgs),
+    /// Serve a local web page and a JSON API with the same answers (estimate, fit)
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Sweep(a) => cmd::sweep::run(a),
         Command::Fit(a) => cmd::fit::run(a),
         Command::Cost(a) => cmd::cost::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,9 +5,8 @@
 use crate::args::MemoryArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use ftbudget_core::{Checkpointing, MemorySettings};
+use ftbudget_core::MemorySettings;
 use ftbudget_recipes::{Recipe, RecipeFormat};
-use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
@@ -151,55 +150,4 @@ fn report(path: &std::path::Path, r: &Recipe) {
             u.key, u.value, u.why
         );
     }
-}
-
-/// Every memory setting used, each spelled as its flag takes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct SettingsEcho {
-    pub batch: u64,
-    pub seq: u64,
-    pub precision: &'static str,
-    pub base_dtype: &'static str,
-    pub optimizer: &'static str,
-    pub step_counters: bool,
-    pub activations: &'static str,
-    pub attention: &'static str,
-    pub checkpointing: &'static str,
-    pub dropout: f64,
-    pub grad_accum: u64,
-    pub gpus: u64,
-    pub zero: u8,
-}
-
-impl SettingsEcho {
-    pub fn of(s: &MemorySettings, grad_accum: u64) -> Self {
-        SettingsEcho {
-            batch: s.workload.batch,
-            seq: s.workload.seq,
-            precision: s.precision.name(),
-            base_dtype: s.frozen_dtype().name(),
-            optimizer: s.optimizer.name(),
-            step_counters: s.step_counters,
-            activations: s.activations.model.name(),
-            attention: s.activations.attention.name(),
-            checkpointing: match s.activations.checkpointing {
-                Checkpointing::None => "none",
-                Checkpointing::Full => "full",
-            },
-            dropout: s.activations.dropout.unwrap_or(0.0),
-            grad_accum,
-            gpus: s.sharding.gpus,
-            zero: s.sharding.zero_stage,
-        }
-    }
-}
-
-/// `json` (a pretty-printed object) with `"settings": ...` as its first key.
-pub fn with_settings(json: &str, echo: &SettingsEcho) -> Result<String> {
-    let settings = serde_json::to_string_pretty(echo)?;
-    let Some(rest) = json.strip_prefix("{\n") else {
-        bail!("internal: the JSON output is not an object");
-    };
-    let indented = settings.replace('\n', "\n  ");
-    Ok(format!("{{\n  \"settings\": {indented},\n{rest}"))
 }

@@ -33,6 +33,9 @@ const INVOCATIONS: &[(&str, &[&str])] = &[
         &["fit", "--gpu", "h100-80g", "--model", "llama-2-7b"],
     ),
     ("cost", &["cost", "--model", "llama-2-7b", "--tokens", "1B"]),
+    // `serve` writes no rows (it listens until stopped; crates/cli/tests/serve_api.rs covers
+    // it): its help is what it writes to stdout.
+    ("serve", &["serve", "--help"]),
 ];
 
 /// The subcommands `ftbudget --help` lists, so that a new one must be added above.

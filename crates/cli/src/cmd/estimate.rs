@@ -1,9 +1,9 @@
 use crate::args::MemoryArgs;
-use crate::recipe::{RecipeArgs, SettingsEcho};
-use anyhow::{Context, Result};
+use crate::recipe::RecipeArgs;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_report::export::RowFormat;
-use ftbudget_report::{TableStyle, compare, render_json, render_rows, render_table};
+use ftbudget_report::{TableStyle, render_rows, render_table};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -17,14 +17,7 @@ pub enum Format {
 }
 
 /// The seed lab's six regimes, the default comparison.
-pub const DEFAULT_REGIMES: &[&str] = &[
-    "full-ft",
-    "lora:r=4",
-    "lora:r=8",
-    "lora:r=16",
-    "qlora:r=8",
-    "dora:r=8",
-];
+pub use ftbudget_server::answers::DEFAULT_REGIMES;
 
 #[derive(Args)]
 pub struct EstimateArgs {
@@ -49,18 +42,6 @@ pub struct EstimateArgs {
     pub recipe: RecipeArgs,
 }
 
-/// Build `spec` and plan it on `model`, so that a regime the model cannot take is an error that
-/// names its `--regime`.
-fn checked_regime(
-    registry: &ftbudget_core::Registry,
-    model: &ftbudget_core::ModelShape,
-    spec: &str,
-) -> Result<Box<dyn ftbudget_core::Regime>> {
-    let regime = registry.build(spec)?;
-    regime.plan(model)?;
-    Ok(regime)
-}
-
 pub fn run(args: EstimateArgs) -> Result<()> {
     let run = crate::recipe::resolve(
         &args.recipe,
@@ -78,19 +59,13 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     )?;
     let registry = ftbudget_roster::registry()?;
     let specs = run.regimes;
-    let regimes = specs
-        .iter()
-        .map(|s| checked_regime(&registry, &model, s).with_context(|| format!("--regime {s}")))
-        .collect::<Result<Vec<_>>>()?;
-    let cmp = compare(&model, &regimes, &settings)?;
+    // The one code path the server's /api/estimate also takes.
+    let cmp = ftbudget_server::answers::comparison(&registry, &model, &specs, &settings)?;
     let baseline = cmp.rows[0].label.clone();
     let out = match args.format {
         Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
         Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
-        Format::Json => crate::recipe::with_settings(
-            &render_json(&cmp),
-            &SettingsEcho::of(&settings, run.grad_accum),
-        )?,
+        Format::Json => ftbudget_server::answers::comparison_json(&cmp, &settings, run.grad_accum),
         Format::Csv => render_rows(&cmp, settings.workload, RowFormat::Csv)?,
         Format::Jsonl => render_rows(&cmp, settings.workload, RowFormat::Jsonl)?,
     };

@@ -1,15 +1,13 @@
 //! `ftbudget fit`: for each regime, does the workload fit on this GPU, and what are the largest
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
-use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
-use crate::recipe::{RecipeArgs, SettingsEcho};
-use anyhow::{Context, Result};
+use crate::args::MemoryArgs;
+use crate::recipe::RecipeArgs;
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_report::{group_digits, units};
-use ftbudget_sweep::{
-    FitAnswer, FitQuery, Limit, MAX_RANK, RankSearch, SweepError, parse_gpu, spec_with_rank,
-};
-use serde::Serialize;
+use ftbudget_server::answers::FitReport;
+use ftbudget_sweep::{Limit, parse_gpu};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum FitFormat {
@@ -18,7 +16,7 @@ pub enum FitFormat {
 }
 
 /// Regimes answered when none is given.
-pub const DEFAULT_FIT_REGIMES: &[&str] = &["full-ft", "lora:r=8", "qlora:r=8", "dora:r=8"];
+pub use ftbudget_server::answers::DEFAULT_FIT_REGIMES;
 
 #[derive(Args)]
 pub struct FitArgs {
@@ -45,17 +43,6 @@ pub struct FitArgs {
     pub recipe: RecipeArgs,
 }
 
-#[derive(Serialize)]
-struct FitReport {
-    settings: SettingsEcho,
-    model: String,
-    gpu: String,
-    capacity_bytes: u64,
-    gpus: u64,
-    zero_stage: u8,
-    answers: Vec<FitAnswer>,
-}
-
 pub fn run(args: FitArgs) -> Result<()> {
     let run = crate::recipe::resolve(
         &args.recipe,
@@ -74,56 +61,14 @@ pub fn run(args: FitArgs) -> Result<()> {
     )?;
     let registry = ftbudget_roster::registry()?;
     let specs = run.regimes;
-    let query = FitQuery {
-        model: &model,
-        settings: settings.clone(),
-        capacity: gpu.bytes,
-        max_batch: MAX_BATCH,
-        max_seq: model
-            .position_limit()
-            .map_or(MAX_SEQ, |limit| limit.min(MAX_SEQ)),
-    };
-    let mut answers = Vec::with_capacity(specs.len());
-    for spec in &specs {
-        let answer =
-            answer_one(&query, &registry, spec).with_context(|| format!("--regime {spec}"))?;
-        answers.push(answer);
-    }
-    let report = FitReport {
-        settings: SettingsEcho::of(&settings, run.grad_accum),
-        model: model.name.clone(),
-        gpu: gpu.name.clone(),
-        capacity_bytes: gpu.bytes,
-        gpus: settings.sharding.gpus,
-        zero_stage: settings.sharding.zero_stage,
-        answers,
-    };
+    // The one code path the server's /api/fit also takes.
+    let report =
+        ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu, run.grad_accum)?;
     let text = match args.format {
         FitFormat::Json => serde_json::to_string_pretty(&report)?,
         FitFormat::Table => render(&report, &settings),
     };
     crate::output::emit(&text)
-}
-
-/// One regime's answer; a regime with a rank option also gets the largest rank that fits.
-fn answer_one(
-    query: &FitQuery<'_>,
-    registry: &ftbudget_core::Registry,
-    spec: &str,
-) -> Result<FitAnswer, SweepError> {
-    let regime = registry.build(spec)?;
-    let name = spec.split(':').next().unwrap_or(spec).trim();
-    // The rank search sets the option the regime declares as its rank, if it has one.
-    let rank_option = registry.get(name)?.rank_option;
-    let build = |r: u64| -> Result<_, SweepError> {
-        let text = spec_with_rank(spec, rank_option.unwrap_or_default(), r)?;
-        Ok(registry.build(&text)?)
-    };
-    let search = rank_option.is_some().then_some(RankSearch {
-        max: MAX_RANK,
-        build: &build,
-    });
-    query.answer(regime.as_ref(), search)
 }
 
 fn signed_binary(bytes: i128) -> String {

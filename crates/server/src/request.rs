@@ -1,0 +1,210 @@
+//! A request's settings, from a query string or a JSON body, read as the CLI reads its flags:
+//! the names are the flag names without their dashes (`model`, `regime` repeated, `batch`,
+//! `base-dtype`, ...; `_` may stand for `-`), the defaults are the flags' defaults, and a bad
+//! value is refused with the message the CLI gives for it.
+
+use crate::answers::one_line;
+use ftbudget_core::{
+    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, ModelShape, Optimizer,
+    Precision, Sharding,
+};
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// A parameter's name as the CLI spells its flag, and the value name clap shows for it.
+const FLAGS: &[(&str, &str)] = &[
+    ("model", "MODEL"),
+    ("config", "CONFIG"),
+    ("regime", "REGIMES"),
+    ("gpu", "GPU"),
+    ("conventions", "CONVENTIONS"),
+    ("precision", "PRECISION"),
+    ("base-dtype", "BASE_DTYPE"),
+    ("optimizer", "OPTIMIZER"),
+    ("step-counters", "STEP_COUNTERS"),
+    ("activations", "ACTIVATIONS"),
+    ("attention", "ATTENTION"),
+    ("checkpointing", "CHECKPOINTING"),
+    ("dropout", "DROPOUT"),
+    ("batch", "BATCH"),
+    ("seq", "SEQ"),
+    ("gpus", "GPUS"),
+    ("zero", "ZERO"),
+    ("format", "FORMAT"),
+];
+
+/// The parameters of one request, by flag name; every name but `regime` at most once.
+#[derive(Debug, Default)]
+pub struct Params {
+    values: HashMap<&'static str, Vec<String>>,
+}
+
+impl Params {
+    /// Collect `pairs`, refusing names that are not flags and flags given twice.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut params = Params::default();
+        for (key, value) in pairs {
+            let wanted = key.replace('_', "-");
+            let Some(&(name, value_name)) = FLAGS.iter().find(|(n, _)| *n == wanted) else {
+                let known: Vec<&str> = FLAGS.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unexpected argument '{key}' (the parameters are: {})",
+                    known.join(", ")
+                ));
+            };
+            let slot = params.values.entry(name).or_default();
+            if name != "regime" && !slot.is_empty() {
+                return Err(format!(
+                    "the argument '--{name} <{value_name}>' cannot be used multiple times"
+                ));
+            }
+            slot.push(value);
+        }
+        Ok(params)
+    }
+
+    /// The pairs of a JSON object: strings, numbers and booleans as they are written, an array
+    /// as that name repeated (`"regime": ["full-ft", "lora:r=8"]`).
+    pub fn from_json(body: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err("request body: a JSON object is expected".into());
+        };
+        let mut pairs = Vec::new();
+        for (key, value) in map {
+            let items = match value {
+                serde_json::Value::Array(items) => items,
+                serde_json::Value::Null => continue,
+                other => vec![other],
+            };
+            for item in items {
+                let text = match item {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => {
+                        return Err(format!(
+                            "request body: `{key}` takes a string, a number, a boolean or a list of them"
+                        ));
+                    }
+                };
+                pairs.push((key.clone(), text));
+            }
+        }
+        Self::from_pairs(pairs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+
+    /// The `regime` values in order.
+    pub fn regimes(&self) -> &[String] {
+        self.values.get("regime").map_or(&[], Vec::as_slice)
+    }
+
+    /// `name` parsed as the CLI parses its flag.
+    fn parsed<T: FromStr>(&self, name: &str) -> Result<Option<T>, String>
+    where
+        T::Err: Display,
+    {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let value_name = FLAGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("VALUE", |(_, v)| v);
+        text.parse::<T>()
+            .map(Some)
+            .map_err(|e| format!("invalid value '{text}' for '--{name} <{value_name}>': {e}"))
+    }
+
+    /// The memory settings, resolved as `MemoryArgs::settings` resolves the CLI's flags:
+    /// `conventions` fills what is not given, then every setting given replaces its default.
+    pub fn settings(&self) -> Result<MemorySettings, String> {
+        let mut s = match self.get("conventions").unwrap_or("pytorch") {
+            "pytorch" => MemorySettings::pytorch(),
+            "seed" => MemorySettings::seed(),
+            other => {
+                return Err(format!(
+                    "invalid value '{other}' for '--conventions <CONVENTIONS>' [possible values: seed, pytorch]"
+                ));
+            }
+        };
+        if let Some(p) = self.parsed::<Precision>("precision")? {
+            s.precision = p;
+        }
+        if let Some(d) = self.parsed::<DType>("base-dtype")? {
+            s.base_dtype = Some(d);
+        }
+        if let Some(o) = self.parsed::<Optimizer>("optimizer")? {
+            s.optimizer = o;
+        }
+        if let Some(v) = self.parsed::<bool>("step-counters")? {
+            s.step_counters = v;
+        }
+        if let Some(m) = self.parsed::<ActivationModel>("activations")? {
+            s.activations.model = m;
+        }
+        if let Some(a) = self.parsed::<AttentionImpl>("attention")? {
+            s.activations.attention = a;
+        }
+        if let Some(c) = self.parsed::<Checkpointing>("checkpointing")? {
+            s.activations.checkpointing = c;
+        }
+        if let Some(p) = self.parsed::<f64>("dropout")? {
+            s.activations.dropout = Some(p);
+        }
+        if let Some(b) = self.parsed::<u64>("batch")? {
+            s.workload.batch = b;
+        }
+        if let Some(q) = self.parsed::<u64>("seq")? {
+            s.workload.seq = q;
+        }
+        s.sharding = Sharding {
+            gpus: self.parsed::<u64>("gpus")?.unwrap_or(1),
+            zero_stage: self.parsed::<u8>("zero")?.unwrap_or(0),
+        };
+        s.validate().map_err(|e| one_line(&e))?;
+        Ok(s)
+    }
+
+    /// `format` is accepted for links copied from the CLI, but the API answers JSON only.
+    pub fn check_format(&self) -> Result<(), String> {
+        match self.get("format") {
+            None | Some("json") => Ok(()),
+            Some(other) => Err(format!(
+                "--format {other}: the API answers JSON only (format=json)"
+            )),
+        }
+    }
+
+    /// Whether `seq` was given (else a shorter learned position table becomes the sequence).
+    pub fn seq_given(&self) -> bool {
+        self.get("seq").is_some()
+    }
+}
+
+/// As the CLI does: without `seq`, a learned position table shorter than the default sequence
+/// becomes the sequence; a given `seq` is checked against it.
+pub fn fit_seq_to_model(
+    model: &ModelShape,
+    settings: &mut MemorySettings,
+    seq_given: bool,
+) -> Result<(), String> {
+    if !seq_given
+        && let Some(limit) = model.position_limit()
+        && settings.workload.seq > limit
+    {
+        settings.workload.seq = limit;
+    }
+    model
+        .check_seq("--seq", settings.workload.seq)
+        .map_err(|e| one_line(&e))
+}
