@@ -230,7 +230,7 @@ mod tests {
         let err = error_for("kind", &GOOD.replace("\"lora-counts\"", "\"lora-count\""));
         assert_eq!(
             err,
-            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling)"
+            "experiments/99-bad/experiment.toml: kind: unknown kind `lora-count` (known: lora-counts, production-scale, memory-validation, scaling, compute-cost)"
         );
         let err = error_for("zero", &GOOD.replace("\nzero = 0", "\nzero = 4"));
         assert_eq!(
