@@ -229,49 +229,38 @@ fn embedding_trained(model: &ModelShape, plan: &TrainingPlan) -> bool {
 }
 
 /// Per module: which of its tensors the plan trains. Base treatments are one rule for every
-/// module; extra groups (saved copies, base parameters planned one by one) and adapter sites
-/// are few.
+/// module; extra groups (saved copies, base parameters planned one by one) and adapter sites are
+/// few, and are searched in place (sweeps call this per point: nothing is allocated).
 fn module_training(model: &ModelShape, plan: &TrainingPlan) -> impl Fn(usize) -> ModuleTraining {
     let base = plan.base().map(|b| b.training);
     let all = base == Some(BaseTraining::All);
     let biases = base == Some(BaseTraining::Biases);
-    let mut extra: Vec<(usize, ModuleTraining)> = Vec::new();
-    let mut mark = |module: usize, f: fn(&mut ModuleTraining)| match extra
-        .iter_mut()
-        .find(|(m, _)| *m == module)
-    {
-        Some((_, t)) => f(t),
-        None => {
-            let mut t = ModuleTraining::default();
-            f(&mut t);
-            extra.push((module, t));
-        }
-    };
-    for g in plan.extra_groups().iter().filter(|g| g.trainable) {
-        match g.source {
-            ParamSource::Base { param } => match model.params[param].kind {
-                ParamKind::LinearWeight(i) => mark(i, |t| t.weight = true),
-                ParamKind::LinearBias(i) => mark(i, |t| t.bias = true),
-                _ => {}
-            },
-            ParamSource::SavedWeight { module } => mark(module, |t| t.weight = true),
-            ParamSource::SavedBias { module } => mark(module, |t| t.bias = true),
-            _ => {}
-        }
-    }
-    for site in plan.adapters() {
-        mark(site.module, |t| t.adapted = true);
-    }
     let embedding_trained = embedding_trained(model, plan);
-    let tied = |i: usize| model.modules[i].weight_tied;
+    let extra = plan.extra_groups();
+    let adapters = plan.adapters();
     move |i| {
-        let mut t = extra
-            .iter()
-            .find(|(m, _)| *m == i)
-            .map_or_else(ModuleTraining::default, |(_, t)| *t);
         let m = &model.modules[i];
-        t.weight |= all && !tied(i) || tied(i) && embedding_trained;
-        t.bias |= (all || biases) && m.bias;
+        let mut t = ModuleTraining {
+            weight: if m.weight_tied {
+                embedding_trained
+            } else {
+                all
+            },
+            bias: (all || biases) && m.bias,
+            adapted: adapters.iter().any(|s| s.module == i),
+        };
+        for g in extra.iter().filter(|g| g.trainable) {
+            match g.source {
+                ParamSource::Base { param } => match model.params[param].kind {
+                    ParamKind::LinearWeight(j) if j == i => t.weight = true,
+                    ParamKind::LinearBias(j) if j == i => t.bias = true,
+                    _ => {}
+                },
+                ParamSource::SavedWeight { module } if module == i => t.weight = true,
+                ParamSource::SavedBias { module } if module == i => t.bias = true,
+                _ => {}
+            }
+        }
         t
     }
 }
@@ -536,10 +525,13 @@ impl Context<'_> {
                 .position(|m| m.group == ModuleGroup::Attention && m.name == name)
                 .is_some_and(|i| training(i).has_gradient())
         };
-        let inputs: Vec<usize> = (0..model.modules.len())
-            .filter(|&i| model.modules[i].reads_attention_input)
-            .collect();
-        let input_grad = |k: usize| inputs.get(k).is_some_and(|&i| training(i).has_gradient());
+        // The attention-input projections in declaration order: q, k, v (or one fused qkv).
+        let input_grad = |k: usize| {
+            (0..model.modules.len())
+                .filter(|&i| model.modules[i].reads_attention_input)
+                .nth(k)
+                .is_some_and(|i| training(i).has_gradient())
+        };
         match model.attention {
             AttentionLayout::Separate => (input_grad(0), input_grad(1), input_grad(2)),
             AttentionLayout::FusedQkv => {
