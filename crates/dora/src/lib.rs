@@ -52,8 +52,11 @@ impl Regime for Dora {
                     },
                 })?;
             let conv1d = m.layout == ftbudget_core::LinearLayout::Conv1D;
-            // With Conv1D one of the two saved outputs stays fp32 under autocast.
-            let outputs_in_compute = if conv1d { 1 } else { 2 };
+            // peft subtracts the base layer's bias from its output before the magnitude scaling:
+            // under autocast the 16-bit output minus the fp32 bias is an fp32 tensor, so one of
+            // the two saved outputs of a biased module is fp32 (measured on GPT-2's Conv1D and
+            // Phi's biased Linears).
+            let outputs_in_compute = if conv1d || m.bias { 1 } else { 2 };
             plan.push_activation_term(ActivationTerm {
                 name: "dora weight norm",
                 module: Some(site.module),

@@ -4,10 +4,11 @@
 //! DoRA; fp32 and autocast; eager and sdpa; two shapes). Weights, gradients and optimizer state
 //! are exact on every record (but AdamW's step counters for LoRA on fused experts, below);
 //! activations are held to each group's recorded worst error: within 10% on every group but
-//! Gemma 2 in fp32 (-10.2% full, -11.6% LoRA: soft-capping and its four norms) and Phi's DoRA
-//! under autocast (-12.4%). The activation building blocks these records calibrated: LayerNorm,
+//! Gemma 2 in fp32 (-10.2% full, -11.6% LoRA: soft-capping and its four norms). The activation
+//! building blocks these records calibrated: LayerNorm,
 //! the plain MLP's activation (and Python `gelu_new`), fused experts, `ParamWrapper` delta
-//! weights, gpt-oss's clamped SwiGLU, latent attention's padded values.
+//! weights, gpt-oss's clamped SwiGLU, latent attention's padded values, DoRA's fp32 bias-free
+//! output on biased modules.
 
 mod common;
 
@@ -42,7 +43,7 @@ const ACTIVATIONS: &[Bound] = &[
     bound("gemma3_text full fp32", -4.18, 5.0),
     bound("gemma3_text lora autocast", -3.61, 5.0),
     bound("gemma3_text lora fp32", -5.03, 6.0),
-    bound("gpt_oss dora autocast", 1.46, 2.0),
+    bound("gpt_oss dora autocast", 5.84, 7.0),
     bound("gpt_oss dora fp32", 5.17, 6.0),
     bound("gpt_oss full autocast", -1.66, 3.0),
     bound("gpt_oss full fp32", -3.07, 4.0),
@@ -54,13 +55,13 @@ const ACTIVATIONS: &[Bound] = &[
     bound("olmo2 full fp32", 0.00, 1.0),
     bound("olmo2 lora autocast", 0.00, 1.0),
     bound("olmo2 lora fp32", 0.00, 1.0),
-    bound("phi dora autocast", -12.36, 13.0),
+    bound("phi dora autocast", 0.10, 1.0),
     bound("phi dora fp32", -1.79, 3.0),
     bound("phi full autocast", 2.15, 3.0),
     bound("phi full fp32", -1.58, 3.0),
     bound("phi lora autocast", -0.04, 1.0),
     bound("phi lora fp32", -3.16, 4.0),
-    bound("qwen2_moe dora autocast", -2.10, 3.0),
+    bound("qwen2_moe dora autocast", 1.27, 2.0),
     bound("qwen2_moe dora fp32", 0.85, 2.0),
     bound("qwen2_moe full autocast", -4.07, 5.0),
     bound("qwen2_moe full fp32", -2.24, 3.0),
