@@ -526,11 +526,15 @@ impl AdapterSite {
     ) -> impl Iterator<Item = PlannedParams> + use<'_> {
         let (m, layout) = (&model.modules[self.module], self.layout);
         let (rank, module) = (self.rank, self.module);
+        // Fused experts share one tensor per layer: `per_tensor` instances in each.
+        let per_tensor = model.instances_per_tensor(module).max(1);
+        let count = count / per_tensor;
         layout.pieces().iter().map(move |p| {
             let numel = p
                 .size
                 .total(rank, m.in_features, m.out_features, 1)
-                .unwrap_or(u64::MAX);
+                .unwrap_or(u64::MAX)
+                .saturating_mul(per_tensor);
             let (trainable, origin, storage) = match p.role {
                 PieceRole::Trainable => (true, ParamOrigin::Adapter, Storage::Policy),
                 PieceRole::Frozen => (false, ParamOrigin::Adapter, Storage::Policy),
@@ -779,7 +783,7 @@ impl PlanTotals {
     fn add_adapters(&mut self, layout: &AdapterLayout, span: &AdapterSpan, trainable: Option<u64>) {
         let sums = &layout.sums;
         self.add(|t| &mut t.trainable_params, trainable);
-        let tensors = span.count.checked_mul(sums.trainable_tensors);
+        let tensors = (span.count / span.per_tensor.max(1)).checked_mul(sums.trainable_tensors);
         self.add(|t| &mut t.trainable_tensors, tensors);
         // (LoRA's trainable tensors are all matmul weights: one evaluation for both.)
         let matmul = if sums.trainable_all_matmul {
@@ -833,6 +837,9 @@ struct AdapterSpan {
     ins: u64,
     outs: u64,
     count: u64,
+    /// Instances that share one tensor (peft's `ParamWrapper` on fused experts keeps one
+    /// lora_A/lora_B per layer for all of a layer's experts); 1 otherwise.
+    per_tensor: u64,
     first: FirstBlock,
 }
 
@@ -1080,6 +1087,7 @@ impl TrainingPlan {
             ins,
             outs,
             count: m.count,
+            per_tensor: model.instances_per_tensor(site.module),
             first,
         };
         // A tensor too large for u64 makes its sum over the instances too large as well: only
@@ -1132,6 +1140,7 @@ impl TrainingPlan {
             ins,
             outs,
             count: instances,
+            per_tensor: model.instances_per_tensor(site.module),
             first: FirstBlock::All {
                 ins: m.in_features * first,
                 outs: m.out_features * first,
@@ -1174,6 +1183,8 @@ impl TrainingPlan {
             ins,
             outs,
             count: units.count,
+            // Module hosts only: one tensor per instance.
+            per_tensor: 1,
             // Input-reading tensors have only `rank x in` and `in` terms (checked above).
             first: FirstBlock::InTerms {
                 first_block_in: units.first_block_in,

@@ -611,6 +611,23 @@ impl ModelShape {
         &self.sums
     }
 
+    /// Instances of `modules[index]` held in one tensor: a mixture of experts' fused 3-D weight
+    /// holds every expert of its layer (and so does the adapter peft's `ParamWrapper` puts on
+    /// it); 1 for every other module.
+    pub fn instances_per_tensor(&self, index: usize) -> u64 {
+        let m = &self.modules[index];
+        match self.mlp {
+            MlpLayout::Experts(e)
+                if matches!(m.host, AdapterHost::Parameter { .. })
+                    && m.group == ModuleGroup::Mlp
+                    && m.count.is_multiple_of(e.experts.max(1)) =>
+            {
+                e.experts.max(1)
+            }
+            _ => 1,
+        }
+    }
+
     /// The precomputed adapter units of `modules[index]`.
     pub fn adapter_units(&self, index: usize) -> AdapterUnits {
         self.modules[index].adapter_units
