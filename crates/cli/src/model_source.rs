@@ -72,6 +72,9 @@ fn from_checkpoint(
             .context("--model")?;
         tensors.extend(entries);
     }
+    // Layers beyond config.json's (a multi-token-prediction layer) are not model parameters.
+    let (tensors, extra, extra_elements) =
+        ftbudget_models::inventory::split_extra_layers(tensors, config.dims.layers);
     let checkpoint = ftbudget_models::inventory::shape_from_inventory(&id, &tensors)
         .with_context(|| format!("--model {id}: checkpoint"))?;
     let shape = ModelShape::from_parts(
@@ -105,5 +108,14 @@ fn from_checkpoint(
         ftbudget_report::group_digits(shape.total_params()),
         ftbudget_report::group_digits(config.total_params()),
     );
+    let line = if extra > 0 {
+        format!(
+            "{line}; {extra} tensors ({} elements) of layers beyond config.json's {} (multi-token prediction) set apart",
+            ftbudget_report::group_digits(extra_elements),
+            config.dims.layers
+        )
+    } else {
+        line
+    };
     Ok((shape, line))
 }

@@ -607,3 +607,29 @@ pub fn locate(path: &Path) -> Option<PathBuf> {
         .map(|f| path.join(f))
         .find(|p| p.is_file())
 }
+
+/// Split off the tensors of layers at index `layers` or beyond: a checkpoint can hold layers the
+/// model does not run (DeepSeek-V3's multi-token-prediction layer `model.layers.61`, which makes
+/// its 671B checkpoint 685B). Returns the tensors kept and the element count of those set apart.
+pub fn split_extra_layers(tensors: Vec<TensorEntry>, layers: u64) -> (Vec<TensorEntry>, u64, u64) {
+    let index_of = |name: &str| {
+        let mut parts = name.split('.');
+        while let Some(p) = parts.next() {
+            if p == "layers" || p == "h" {
+                return parts.next().and_then(|i| i.parse::<u64>().ok());
+            }
+        }
+        None
+    };
+    let (mut kept, mut dropped, mut elements) = (Vec::new(), 0u64, 0u64);
+    for t in tensors {
+        match index_of(&t.name) {
+            Some(i) if i >= layers => {
+                dropped += 1;
+                elements = elements.saturating_add(t.numel());
+            }
+            _ => kept.push(t),
+        }
+    }
+    (kept, dropped, elements)
+}

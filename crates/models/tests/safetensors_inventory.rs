@@ -399,3 +399,24 @@ fn unknown_model_type_with_headers_counts_from_the_headers() {
         "{err}"
     );
 }
+
+/// DeepSeek-V3's checkpoint holds a multi-token-prediction layer past `num_hidden_layers`
+/// (`model.layers.61`): its tensors are set apart, not counted as parameters.
+#[test]
+fn layers_beyond_the_config_are_set_apart() {
+    let entry = |name: &str, n: u64| ftbudget_models::inventory::TensorEntry {
+        name: name.into(),
+        shape: vec![n],
+        dtype: "BF16".into(),
+    };
+    let tensors = vec![
+        entry("model.embed_tokens.weight", 10),
+        entry("model.layers.0.input_layernorm.weight", 4),
+        entry("model.layers.1.input_layernorm.weight", 4),
+        entry("model.layers.2.input_layernorm.weight", 4),
+        entry("model.layers.2.eh_proj.weight", 16),
+    ];
+    let (kept, dropped, elements) = ftbudget_models::inventory::split_extra_layers(tensors, 2);
+    assert_eq!(kept.len(), 3);
+    assert_eq!((dropped, elements), (2, 20));
+}
