@@ -133,8 +133,13 @@ pub fn parse_records(json: &str) -> Result<Vec<MemoryRecord>, MeasurementError> 
 }
 
 fn unsupported(r: &MemoryRecord, field: &'static str, value: &str) -> MeasurementError {
+    unsupported_value(&r.id, field, value)
+}
+
+/// Record `id` has a `field` value ftbudget cannot map (shared by every record kind).
+pub(crate) fn unsupported_value(id: &str, field: &'static str, value: &str) -> MeasurementError {
     MeasurementError::Unsupported {
-        id: r.id.clone(),
+        id: id.to_owned(),
         field,
         value: value.to_owned(),
     }
@@ -179,15 +184,21 @@ pub(crate) fn shape_of(
 
 /// The ftbudget regime spec of the record's regime.
 pub fn regime_spec(r: &MemoryRecord) -> Result<String, MeasurementError> {
-    if r.regime == "full" {
+    regime_spec_of(&r.id, &r.regime)
+}
+
+/// The ftbudget spec of a measured regime (`full`, `lora-r{r}`, `dora-r{r}`: peft all-linear) of
+/// record `id`.
+pub(crate) fn regime_spec_of(id: &str, regime: &str) -> Result<String, MeasurementError> {
+    if regime == "full" {
         return Ok("full-ft".into());
     }
     for (prefix, name) in [("lora-r", "lora"), ("dora-r", "dora")] {
-        if let Some(rank) = r.regime.strip_prefix(prefix) {
+        if let Some(rank) = regime.strip_prefix(prefix) {
             return Ok(format!("{name}:r={rank},targets=all-linear"));
         }
     }
-    Err(unsupported(r, "regime", &r.regime))
+    Err(unsupported_value(id, "regime", regime))
 }
 
 /// The memory settings the record was measured under: torch AdamW with step counters, the

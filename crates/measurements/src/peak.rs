@@ -86,24 +86,12 @@ pub fn parse_peak_records(json: &str) -> Result<Vec<PeakRecord>, MeasurementErro
 }
 
 fn unsupported(r: &PeakRecord, field: &'static str, value: &str) -> MeasurementError {
-    MeasurementError::Unsupported {
-        id: r.id.clone(),
-        field,
-        value: value.to_owned(),
-    }
+    crate::unsupported_value(&r.id, field, value)
 }
 
 /// The ftbudget regime spec of the record's regime.
 pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
-    if r.regime == "full" {
-        return Ok("full-ft".into());
-    }
-    for (prefix, name) in [("lora-r", "lora"), ("dora-r", "dora")] {
-        if let Some(rank) = r.regime.strip_prefix(prefix) {
-            return Ok(format!("{name}:r={rank},targets=all-linear"));
-        }
-    }
-    Err(unsupported(r, "regime", &r.regime))
+    crate::regime_spec_of(&r.id, &r.regime)
 }
 
 /// The settings the record ran under: torch AdamW (foreach) with step counters, the
