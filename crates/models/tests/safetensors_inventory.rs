@@ -94,12 +94,22 @@ fn llama_tiny_gqa() -> Vec<(String, Vec<usize>)> {
 
 /// GPT2LMHeadModel tensors for fixtures/peft/configs/gpt2-tiny.json (tied: no lm_head tensor).
 fn gpt2_tiny() -> Vec<(String, Vec<usize>)> {
-    let (h, inner, vocab, pos) = (64, 96, 100, 32);
+    gpt2_tensors(64, 96, 100, 32, 2)
+}
+
+/// GPT2LMHeadModel tensors (Conv1D `[in, out]` weights, tied head) of the given sizes.
+fn gpt2_tensors(
+    h: usize,
+    inner: usize,
+    vocab: usize,
+    pos: usize,
+    layers: usize,
+) -> Vec<(String, Vec<usize>)> {
     let mut t = vec![
         ("transformer.wte.weight".to_string(), vec![vocab, h]),
         ("transformer.wpe.weight".to_string(), vec![pos, h]),
     ];
-    for l in 0..2 {
+    for l in 0..layers {
         let p = format!("transformer.h.{l}");
         for (name, shape) in [
             ("ln_1.weight", vec![h]),
@@ -287,29 +297,7 @@ fn mixtral_v4_checkpoint_counts_like_peft_on_transformers_5() {
 /// GPT-2's head dimension (64) is assumed and stated rather than one head of `n_embd`.
 #[test]
 fn gpt2_headers_alone_estimate_like_the_config() {
-    let (h, inner, vocab, pos) = (128usize, 512usize, 100usize, 48usize);
-    let mut t = vec![
-        ("transformer.wte.weight".to_string(), vec![vocab, h]),
-        ("transformer.wpe.weight".to_string(), vec![pos, h]),
-    ];
-    for (name, shape) in [
-        ("ln_1.weight", vec![h]),
-        ("ln_1.bias", vec![h]),
-        ("attn.c_attn.weight", vec![h, 3 * h]),
-        ("attn.c_attn.bias", vec![3 * h]),
-        ("attn.c_proj.weight", vec![h, h]),
-        ("attn.c_proj.bias", vec![h]),
-        ("ln_2.weight", vec![h]),
-        ("ln_2.bias", vec![h]),
-        ("mlp.c_fc.weight", vec![h, inner]),
-        ("mlp.c_fc.bias", vec![inner]),
-        ("mlp.c_proj.weight", vec![inner, h]),
-        ("mlp.c_proj.bias", vec![h]),
-    ] {
-        t.push((format!("transformer.h.0.{name}"), shape));
-    }
-    t.push(("transformer.ln_f.weight".into(), vec![h]));
-    t.push(("transformer.ln_f.bias".into(), vec![h]));
+    let t = gpt2_tensors(128, 512, 100, 48, 1);
     let path = tmp("gpt2-h128.safetensors");
     write(&path, &t);
     let loaded = ftbudget_models::load_model(path.to_str().unwrap()).unwrap();
