@@ -207,14 +207,8 @@ impl Regime for Boft {
 
 fn build(spec: &RegimeSpec) -> Result<Box<dyn Regime>, RegimeError> {
     let reader = OptionReader::new(spec, OPTIONS)?;
-    let expected = format!("an integer from 0 to {MAX_OPTION}");
-    let block_size: u64 = reader.parse("block_size", 4, &expected)?;
-    let block_num: u64 = reader.parse("block_num", 0, &expected)?;
-    for (key, v) in [("block_size", block_size), ("block_num", block_num)] {
-        if v > MAX_OPTION {
-            return Err(reader.invalid(key, &v.to_string(), &expected));
-        }
-    }
+    let block_size = reader.at_most("block_size", 4, MAX_OPTION)?;
+    let block_num = reader.at_most("block_num", 0, MAX_OPTION)?;
     if block_size == 0 && block_num == 0 {
         return Err(refusal(
             NAME,

@@ -166,6 +166,16 @@ impl<'a> OptionReader<'a> {
         Ok(value)
     }
 
+    /// A non-negative integer at most `max` (0 allowed: "not set" for options that pair up).
+    pub fn at_most(&self, key: &str, default: u64, max: u64) -> Result<u64, RegimeError> {
+        let expected = format!("an integer from 0 to {max}");
+        let value: u64 = self.parse(key, default, &expected)?;
+        if value > max {
+            return Err(self.invalid(key, &value.to_string(), &expected));
+        }
+        Ok(value)
+    }
+
     pub fn flag(&self, key: &str, default: bool) -> Result<bool, RegimeError> {
         match self.raw(key) {
             None => Ok(default),

@@ -168,14 +168,8 @@ impl Regime for Oft {
 
 fn build(spec: &RegimeSpec) -> Result<Box<dyn Regime>, RegimeError> {
     let reader = OptionReader::new(spec, OPTIONS)?;
-    let expected = format!("an integer from 0 to {MAX_BLOCK}");
-    let r: u64 = reader.parse("r", 0, &expected)?;
-    let block_size: u64 = reader.parse("block_size", 32, &expected)?;
-    for (key, v) in [("r", r), ("block_size", block_size)] {
-        if v > MAX_BLOCK {
-            return Err(reader.invalid(key, &v.to_string(), &expected));
-        }
-    }
+    let r = reader.at_most("r", 0, MAX_BLOCK)?;
+    let block_size = reader.at_most("block_size", 32, MAX_BLOCK)?;
     if r == 0 && block_size == 0 {
         return Err(refusal(
             NAME,
