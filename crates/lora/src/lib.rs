@@ -366,11 +366,16 @@ pub fn adapter_plan_into(
             .map_err(shape_err(regime))?
     };
     // Embeddings are no Linear module: their names are checked (and copied) apart.
-    let (embedding_names, linear_names): (Vec<String>, Vec<String>) = config
-        .modules_to_save
-        .iter()
-        .cloned()
-        .partition(|n| embedding_param(model, n).is_some());
+    let (embedding_names, linear_names): (Vec<String>, Vec<String>) =
+        if config.modules_to_save.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            config
+                .modules_to_save
+                .iter()
+                .cloned()
+                .partition(|n| embedding_param(model, n).is_some())
+        };
     model
         .check_names(&linear_names)
         .map_err(shape_err(regime))?;
@@ -657,6 +662,9 @@ fn push_parameter_adapters(
 /// peft's `modules_to_save`: a full trainable copy of each named module beside its frozen
 /// original.
 fn push_saved_copies(model: &ModelShape, names: &[String], plan: &mut TrainingPlan) {
+    if names.is_empty() {
+        return;
+    }
     for (i, m) in model.modules.iter().enumerate() {
         if !names_select(names, m) {
             continue;
@@ -702,6 +710,9 @@ fn parameter_targets(
                 && path.as_bytes()[path.len() - name.len() - 1] == b'.')
     };
     let mut found = Vec::new();
+    if config.target_parameters.is_empty() {
+        return Ok(found);
+    }
     for name in &config.target_parameters {
         let before = found.len();
         for (i, m) in model.modules.iter().enumerate() {

@@ -309,6 +309,28 @@ pub const MOMENTS: usize = 7;
 ///   temporaries;
 /// - **zero_grad**: gradients set to `None`; parameters and state remain.
 pub fn timeline(s: &StepInputs, kind: StepKind) -> [Moment; MOMENTS] {
+    let live = live_bytes(s, kind);
+    std::array::from_fn(|i| Moment {
+        phase: MOMENT_NAMES[i].0,
+        label: MOMENT_NAMES[i].1,
+        live: live[i],
+    })
+}
+
+/// The phase and label of each moment of [`timeline`], in order.
+const MOMENT_NAMES: [(StepPhase, &str); MOMENTS] = [
+    (StepPhase::Forward, "forward end"),
+    (StepPhase::Loss, "loss"),
+    (StepPhase::Backward, "backward start"),
+    (StepPhase::Backward, "recompute last block"),
+    (StepPhase::Backward, "backward end"),
+    (StepPhase::Optimizer, "optimizer step"),
+    (StepPhase::ZeroGrad, "zero_grad"),
+];
+
+/// The live bytes of each moment of [`timeline`].
+#[inline]
+fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
     let state_before = match kind {
         StepKind::First => 0,
         StepKind::Steady => s.optimizer_state,
@@ -390,20 +412,18 @@ pub fn timeline(s: &StepInputs, kind: StepKind) -> [Moment; MOMENTS] {
         optimizer: s.optimizer_state,
         ..base
     };
-    let moment = |phase, label, live| Moment { phase, label, live };
     [
-        moment(StepPhase::Forward, "forward end", forward_end),
-        moment(StepPhase::Loss, "loss", loss),
-        moment(StepPhase::Backward, "backward start", backward_start),
-        moment(StepPhase::Backward, "recompute last block", recompute),
-        moment(StepPhase::Backward, "backward end", backward_end),
-        moment(StepPhase::Optimizer, "optimizer step", optimizer),
-        moment(StepPhase::ZeroGrad, "zero_grad", zero_grad),
+        forward_end,
+        loss,
+        backward_start,
+        recompute,
+        backward_end,
+        optimizer,
+        zero_grad,
     ]
 }
 
 /// The largest moment of a step (the earliest one on a tie).
-#[inline]
 pub fn step_peak(s: &StepInputs, kind: StepKind) -> StepPeak {
     let moments = timeline(s, kind);
     let mut best = StepPeak::default();
@@ -420,11 +440,53 @@ pub fn step_peak(s: &StepInputs, kind: StepKind) -> StepPeak {
     best
 }
 
+/// The moments before which the first step has no optimizer state: up to the optimizer step,
+/// or up to the end of the backward when the optimizer runs inside it.
+const fn moments_without_state(s: &StepInputs) -> usize {
+    if s.optimizer_in_backward.is_some() {
+        4
+    } else {
+        5
+    }
+}
+
 /// The peak over the first and a steady-state step.
+///
+/// One timeline is evaluated: a steady step is the first step with the optimizer state alive
+/// from its start, so its moments are the first step's plus the state wherever the first step
+/// has not created it yet (the optimizer step and `zero_grad` are the same in both). The test
+/// `peak_equals_the_largest_moment_of_both_timelines` holds this to [`step_peak`] on both.
 #[inline]
 pub fn peak(s: &StepInputs) -> PeakEstimate {
-    let first = step_peak(s, StepKind::First);
-    let steady = step_peak(s, StepKind::Steady);
+    let stateless = moments_without_state(s);
+    let moments = live_bytes(s, StepKind::First);
+    // The largest totals first (earliest on a tie), then the categories of those two moments.
+    let (mut first_at, mut first_bytes) = (0, 0);
+    let (mut steady_at, mut steady_bytes) = (0, 0);
+    for (i, live) in moments.iter().enumerate() {
+        let bytes = live.total();
+        if bytes > first_bytes {
+            (first_at, first_bytes) = (i, bytes);
+        }
+        let bytes = bytes + if i < stateless { s.optimizer_state } else { 0 };
+        if bytes > steady_bytes {
+            (steady_at, steady_bytes) = (i, bytes);
+        }
+    }
+    let first = StepPeak {
+        bytes: first_bytes,
+        phase: MOMENT_NAMES[first_at].0,
+        by_category: moments[first_at],
+    };
+    let mut steady_live = moments[steady_at];
+    if steady_at < stateless {
+        steady_live.optimizer += s.optimizer_state;
+    }
+    let steady = StepPeak {
+        bytes: steady_bytes,
+        phase: MOMENT_NAMES[steady_at].0,
+        by_category: steady_live,
+    };
     let (step, at) = if steady.bytes > first.bytes {
         (StepKind::Steady, steady)
     } else {
@@ -488,6 +550,43 @@ mod tests {
         // The loss holds the bf16 logits (20) and their fp32 copy (40) beside the saved bytes.
         assert_eq!(m[1].live.total(), 1000 + 500 + 20 + 40 + 8);
         assert_eq!(m[5].live.total(), 1408);
+    }
+
+    /// The single-timeline shortcut of [`peak`] equals the largest moment of each step's own
+    /// timeline, over every loss, accumulation, optimizer-in-backward, offload and recompute case.
+    #[test]
+    fn peak_equals_the_largest_moment_of_both_timelines() {
+        let mut cases = 0;
+        for loss in LossKind::ALL {
+            for grad_accum in [1, 3] {
+                for oib in [None, Some((70, 90))] {
+                    for offload in [None, Some(4)] {
+                        for (recompute, state, temps) in
+                            [(0, 200, 100), (300, 200, 100), (0, 3000, 1500), (900, 0, 0)]
+                        {
+                            let s = StepInputs {
+                                loss,
+                                grad_accum,
+                                optimizer_in_backward: oib,
+                                offload_blocks: offload,
+                                activations_at_recompute: recompute,
+                                weight_casts_at_recompute: recompute / 10,
+                                head_gradients: 30,
+                                recompute_temporaries: 40,
+                                optimizer_state: state,
+                                optimizer_temporaries: temps,
+                                ..inputs()
+                            };
+                            let p = peak(&s);
+                            assert_eq!(p.first, step_peak(&s, StepKind::First), "{s:?}");
+                            assert_eq!(p.steady, step_peak(&s, StepKind::Steady), "{s:?}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 3 * 2 * 2 * 2 * 4);
     }
 
     /// Accumulation keeps the gradients alive through the next micro-batch's backward.
