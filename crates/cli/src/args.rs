@@ -29,7 +29,8 @@ pub struct MemoryArgs {
     /// dtype of frozen weights: fp32 | bf16 | fp16 (default: follows the precision)
     #[arg(long)]
     pub base_dtype: Option<DType>,
-    /// adamw | adamw-8bit | sgd-momentum | sgd
+    /// adamw (torch's foreach step) | adamw-fused (torch fused=True, the HF Trainer's default
+    /// adamw_torch_fused: no step temporaries) | adamw-8bit | sgd-momentum | sgd
     #[arg(long)]
     pub optimizer: Option<Optimizer>,
     /// Count the optimizer's per-tensor step counters (true|false)
@@ -59,14 +60,15 @@ pub struct MemoryArgs {
     /// DeepSpeed ZeRO stage (0-3; FSDP full shard is 3; default 0)
     #[arg(long)]
     pub zero: Option<u8>,
-    /// Gradient accumulation steps: the later micro-batches run with the gradients alive, which
-    /// raises the step's peak (not the bucket total)
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: u64,
-    /// Cross-entropy: full (transformers) | chunked (torchtune, 8 chunks) | fused (Liger's fused
-    /// linear cross-entropy: the logits never exist whole); changes the peak
-    #[arg(long, default_value = "full")]
-    pub loss: LossKind,
+    /// Gradient accumulation steps (default 1, or the recipe's): the later micro-batches run
+    /// with the gradients alive, which raises the step's peak (not the bucket total)
+    #[arg(long)]
+    pub grad_accum: Option<u64>,
+    /// Cross-entropy: full (transformers; the default, or the recipe's) | chunked (torchtune, 8
+    /// chunks) | fused (Liger's fused linear cross-entropy: the logits never exist whole);
+    /// changes the peak
+    #[arg(long)]
+    pub loss: Option<LossKind>,
     /// Apply each gradient inside the backward and free it (torchtune's optimizer_in_bwd);
     /// changes the peak
     #[arg(long)]
@@ -121,12 +123,21 @@ impl MemoryArgs {
             gpus: self.gpus.unwrap_or(1),
             zero_stage: self.zero.unwrap_or(0),
         };
-        s.step.grad_accum = self.grad_accum;
-        s.step.loss = self.loss;
-        s.step.optimizer_in_backward = self.optimizer_in_backward;
-        s.step.activation_offload = self.activation_offload;
+        self.step_on(&mut s);
         s.validate()?;
         Ok(s)
+    }
+
+    /// The step flags given, on top of `s` (the conventions' or a recipe's settings).
+    pub fn step_on(&self, s: &mut MemorySettings) {
+        if let Some(n) = self.grad_accum {
+            s.step.grad_accum = n;
+        }
+        if let Some(loss) = self.loss {
+            s.step.loss = loss;
+        }
+        s.step.optimizer_in_backward |= self.optimizer_in_backward;
+        s.step.activation_offload |= self.activation_offload;
     }
 }
 

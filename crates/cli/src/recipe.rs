@@ -26,7 +26,6 @@ pub struct Resolved {
     pub model: String,
     pub regimes: Vec<String>,
     pub settings: MemorySettings,
-    pub grad_accum: u64,
     /// The sequence length was set explicitly (a flag or the recipe): a model's shorter
     /// position table is then an error, not a silent cut.
     pub seq_given: bool,
@@ -53,7 +52,6 @@ pub fn resolve(
             model: model_flag.unwrap_or("minigpt").to_string(),
             regimes: crate::args::regime_specs(regime_flags, default_regimes),
             settings: memory.settings()?,
-            grad_accum: 1,
             seq_given: memory.seq.is_some(),
         });
     };
@@ -82,7 +80,6 @@ pub fn resolve(
         model,
         regimes,
         settings,
-        grad_accum: recipe.grad_accum,
         seq_given,
     })
 }
@@ -125,6 +122,7 @@ fn overlay(mut s: MemorySettings, m: &MemoryArgs) -> Result<MemorySettings> {
     if let Some(z) = m.zero {
         s.sharding.zero_stage = z;
     }
+    m.step_on(&mut s);
     s.validate()?;
     Ok(s)
 }

@@ -120,6 +120,60 @@ fn flags_override_the_recipe() {
     assert_eq!(json["rows"][0]["regime"], "lora:r=16,targets=q_proj+v_proj");
 }
 
+/// The recipe's accumulation reaches the step timeline (the later micro-batches' backward runs
+/// with the earlier gradients alive), and `--grad-accum` overrides it: LoRA r=8 on q, v, o, gate,
+/// up, down of Llama-3-8B trains 19,660,800 parameters (peft), in bf16 (torchtune's dtype), so
+/// the peak (in the loss or the backward) differs by their 2-byte gradients; the echo follows
+/// each.
+#[test]
+fn the_recipes_accumulation_raises_the_peak_and_flags_override_it() {
+    let recipe = path("fixtures/recipes/torchtune/llama3_8B_lora_single_device.yaml");
+    let peak = |extra: &[&str]| {
+        let mut args = vec!["estimate", "--recipe", &recipe, "--format", "json"];
+        args.extend_from_slice(extra);
+        let (json, _) = run(&args);
+        let p = &json["rows"][0]["peak"];
+        // Before the optimizer: the earlier micro-batches' gradients are alive (torchtune's
+        // chunked loss moves the peak to the loss).
+        assert!(
+            ["loss", "backward"].contains(&p["phase"].as_str().unwrap()),
+            "{p}"
+        );
+        (
+            p["bytes"].as_u64().unwrap(),
+            json["settings"]["grad_accum"].as_u64().unwrap(),
+        )
+    };
+    let (accumulating, echoed) = peak(&[]);
+    let (single, echoed_single) = peak(&["--grad-accum", "1"]);
+    assert_eq!((echoed, echoed_single), (8, 1));
+    assert_eq!(accumulating - single, 19_660_800 * 2);
+    let (json, _) = run(&[
+        "estimate",
+        "--model",
+        "llama-3-8b",
+        "--regime",
+        "lora:r=8",
+        "--grad-accum",
+        "4",
+        "--loss",
+        "chunked",
+        "--optimizer",
+        "adamw-fused",
+        "--format",
+        "json",
+    ]);
+    let s = &json["settings"];
+    assert_eq!(
+        (&s["grad_accum"], &s["loss"], &s["optimizer"]),
+        (
+            &Value::from(4),
+            &Value::from("chunked"),
+            &Value::from("adamw-fused")
+        )
+    );
+}
+
 #[test]
 fn a_published_adapter_config_counts_its_layers() {
     let recipe = path("fixtures/recipes/peft/llama-2-7b_layers.json");

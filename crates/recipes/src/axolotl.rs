@@ -4,7 +4,7 @@
 use crate::common::{self, AdapterChoice, PEFT_DEFAULT_TARGETS};
 use crate::doc::Doc;
 use crate::{Recipe, RecipeError, RecipeFormat};
-use ftbudget_core::{AttentionImpl, Checkpointing, DType, MemorySettings, Precision};
+use ftbudget_core::{AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, Precision};
 
 pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
     let model = doc.string("base_model")?;
@@ -32,13 +32,19 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
     (s.optimizer, s.step_counters) = common::hf_optimizer("optimizer", &optimizer)?;
     // schemas/config.py: gradient_checkpointing default false; "offload" also checkpoints.
     match doc.raw("gradient_checkpointing") {
+        // "offload": the checkpoints go to host memory (axolotl's CPU-offloaded checkpointing).
+        Some(serde_json::Value::String(mode)) if mode == "offload" => {
+            doc.string("gradient_checkpointing")?;
+            s.activations.checkpointing = Checkpointing::Full;
+            s.step.activation_offload = true;
+        }
         Some(serde_json::Value::String(mode)) => {
             s.activations.checkpointing = Checkpointing::Full;
             let mode = mode.clone();
             doc.unmodelled(
                 "gradient_checkpointing",
                 &mode,
-                "activation offload not modelled: checkpointed activations stay on the GPU",
+                "this checkpointing mode is modelled as full checkpointing on the GPU",
             );
         }
         _ => {
@@ -48,6 +54,7 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         }
     }
     attention(doc, &mut s)?;
+    step(doc, &mut s)?;
     common::read_deepspeed(doc, "deepspeed", &mut s)?;
     if doc.set("fsdp").is_some() || doc.set("fsdp_config").is_some() {
         // FSDP's FULL_SHARD shards parameters, gradients and optimizer state: ZeRO stage 3.
@@ -69,6 +76,23 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         s,
         grad_accum,
     ))
+}
+
+/// The settings of the step that change its peak: the loss kernels and activation offloading
+/// (schemas/config.py and the integrations' args: all default off).
+fn step(doc: &mut Doc<'_>, s: &mut MemorySettings) -> Result<(), RecipeError> {
+    // Apple's cut cross-entropy and Liger's fused linear cross-entropy never hold the logits.
+    let fused = doc.flag("cut_cross_entropy")? == Some(true)
+        || doc.flag("liger_fused_linear_cross_entropy")? == Some(true);
+    if fused {
+        s.step.loss = LossKind::Fused;
+    } else if doc.flag("chunked_cross_entropy")? == Some(true) {
+        s.step.loss = LossKind::Chunked;
+    }
+    if doc.flag("activation_offloading")? == Some(true) {
+        s.step.activation_offload = true;
+    }
+    Ok(())
 }
 
 fn adapter(doc: &mut Doc<'_>) -> Result<AdapterChoice, RecipeError> {
@@ -239,15 +263,6 @@ fn unmodelled(doc: &mut Doc<'_>) {
             "torch_compile",
             "torch.compile changes activation memory and speed",
         ),
-        ("activation_offloading", "activation offload not modelled"),
-        (
-            "cut_cross_entropy",
-            "fused cross-entropy never materializes the logits: logits memory over-estimated",
-        ),
-        (
-            "chunked_cross_entropy",
-            "chunked cross-entropy: logits memory over-estimated",
-        ),
         ("fp8", "fp8 training not modelled"),
         (
             "rl",
@@ -283,6 +298,7 @@ fn unmodelled(doc: &mut Doc<'_>) {
     for (k, why) in keys {
         doc.unmodelled_if_set(k, why);
     }
+    // liger_fused_linear_cross_entropy is read above; the other Liger kernels are not modelled.
     doc.unmodelled_prefix("liger_", "Liger kernels change activation memory");
     doc.unmodelled_prefix("unsloth_", "Unsloth kernels change activation memory");
 }

@@ -117,28 +117,26 @@ impl AdapterChoice {
 /// Python int, bitsandbytes/optim/optimizer.py).
 pub fn hf_optimizer(key: &str, name: &str) -> Result<(Optimizer, bool), RecipeError> {
     Ok(match name {
-        "adamw_torch"
-        | "adamw_torch_fused"
-        | "adamw_hf"
-        | "adamw_apex_fused"
-        | "adamw_torch_xla"
-        | "adamw_torch_npu_fused"
-        | "adamw"
-        | "adam"
-        | "adamw_torch_4bit" => {
-            if name == "adamw_torch_4bit" {
-                return Err(RecipeError::Invalid {
-                    key: key.into(),
-                    value: name.into(),
-                    expected: "an optimizer ftbudget models: 4-bit AdamW state is not modelled"
-                        .into(),
-                });
-            }
+        "adamw_torch_4bit" => {
+            return Err(RecipeError::Invalid {
+                key: key.into(),
+                value: name.into(),
+                expected: "an optimizer ftbudget models: 4-bit AdamW state is not modelled".into(),
+            });
+        }
+        // torch.optim.AdamW(fused=True) and the other one-kernel AdamWs: updated in place, no
+        // step temporaries.
+        "adamw_torch_fused" | "adamw_apex_fused" | "adamw_torch_npu_fused" => {
+            (Optimizer::AdamWFused, true)
+        }
+        // torch.optim.AdamW with its default (foreach) step.
+        "adamw_torch" | "adamw_hf" | "adamw_torch_xla" | "adamw" | "adam" => {
             (Optimizer::AdamW, true)
         }
-        // bitsandbytes' 32-bit AdamW: fp32 states like torch's, no step tensor. Paging moves
-        // the state to CPU only under memory pressure: its bytes stay.
-        "paged_adamw_32bit" | "paged_adamw" | "adamw_bnb_32bit" => (Optimizer::AdamW, false),
+        // bitsandbytes' 32-bit AdamW: fp32 states like torch's, no step tensor, updated in place
+        // by one kernel per tensor (optimizer_update_32bit). Paging moves the state to CPU only
+        // under memory pressure: its bytes stay.
+        "paged_adamw_32bit" | "paged_adamw" | "adamw_bnb_32bit" => (Optimizer::AdamWFused, false),
         "adamw_bnb_8bit" | "adamw_8bit" | "paged_adamw_8bit" | "bnb_8bit" => {
             (Optimizer::AdamW8bit, false)
         }
@@ -261,9 +259,10 @@ pub fn finish(
     format: RecipeFormat,
     model: Option<String>,
     adapter: &AdapterChoice,
-    settings: MemorySettings,
+    mut settings: MemorySettings,
     grad_accum: u64,
 ) -> Recipe {
+    settings.step.grad_accum = grad_accum;
     Recipe {
         format,
         model,

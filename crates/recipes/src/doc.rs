@@ -188,6 +188,8 @@ impl<'a> Doc<'a> {
             .map
             .keys()
             .filter(|k| k.starts_with(prefix))
+            // A key read and modelled is not listed again.
+            .filter(|k| !self.read.iter().any(|(read, _)| read == *k))
             .cloned()
             .collect();
         for k in keys {

@@ -41,9 +41,11 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
     } else {
         (Precision::Fp32, Some(DType::F32))
     };
-    // TrainingArguments.optim: adamw_torch (adamw_torch_fused in newer transformers: the same
-    // state bytes).
-    let optim = doc.string("optim")?.unwrap_or_else(|| "adamw_torch".into());
+    // TrainingArguments.optim: adamw_torch_fused, transformers' default with torch >= 2.8
+    // (training_args.py, transformers 5).
+    let optim = doc
+        .string("optim")?
+        .unwrap_or_else(|| "adamw_torch_fused".into());
     (s.optimizer, s.step_counters) = common::hf_optimizer("optim", &optim)?;
     // model_args.py: disable_gradient_checkpointing default false: checkpointing is on.
     if doc.flag("disable_gradient_checkpointing")? != Some(true) {

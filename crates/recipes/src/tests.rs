@@ -50,30 +50,31 @@ fn expected() -> Vec<Expected> {
         e("axolotl/llama-3_instruct-lora-8b.yml", AX, Some("NousResearch/Meta-Llama-3-8B-Instruct"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
         e("axolotl/llama-2_lora.yml", AX, Some("NousResearch/Llama-2-7b-hf"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
         e("axolotl/mistral_lora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "lora:r=32,targets=all-linear,base=int8", 2, 8192, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
-        // QLoRA: double quantization (axolotl's bnb defaults), fp32 non-quantized parameters.
-        e("axolotl/llama-3_qlora.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 4096, AmpBf16, F32, AdamW, FULL, FLASH, 0),
+        // QLoRA: double quantization (axolotl's bnb defaults), fp32 non-quantized parameters,
+        // paged_adamw_32bit (bitsandbytes' in-place 32-bit AdamW: no step temporaries).
+        e("axolotl/llama-3_qlora.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 4096, AmpBf16, F32, AdamWFused, FULL, FLASH, 0),
         e("axolotl/mistral_qlora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 8192, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
         e("axolotl/llama-3_lora-1b.yml", AX, Some("NousResearch/Llama-3.2-1B"), "lora:r=16,targets=gate_proj+down_proj+up_proj+q_proj+v_proj+k_proj+o_proj", 2, 2048, AmpBf16, BF16, AdamW8bit, FULL, FLASH, 0),
         // Full fine-tuning of a bf16 model: pure bf16.
         e("axolotl/llama-3_fft-8b.yaml", AX, Some("NousResearch/Meta-Llama-3.1-8B"), "full-ft", 1, 8192, Bf16, BF16, AdamW8bit, FULL, FLASH, 0),
         // LLaMA-Factory: checkpointing on, lora_target all, batch 1, cutoff 2048.
-        e("llama-factory/train_lora_qwen3_lora_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
-        e("llama-factory/train_lora_qwen3_lora_pretrain.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
-        e("llama-factory/extras_loraplus_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
-        e("llama-factory/extras_pissa_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
-        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
-        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 0),
+        e("llama-factory/train_lora_qwen3_lora_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/train_lora_qwen3_lora_pretrain.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/extras_loraplus_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/extras_pissa_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
         // ds_z3_config.json is not beside the copy: the stage comes from its name.
-        e("llama-factory/train_lora_qwen3_lora_sft_ds3.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 3),
-        e("llama-factory/train_full_qwen3_full_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "full-ft", 1, 2048, AmpBf16, BF16, AdamW, FULL, SDPA, 3),
+        e("llama-factory/train_lora_qwen3_lora_sft_ds3.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
+        e("llama-factory/train_full_qwen3_full_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "full-ft", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
         // torchtune: pure bf16, max_seq_len null (the default 2048 stands in).
-        e("torchtune/llama3_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/llama3_1_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/llama2_7B_lora_single_device.yaml", TT, Some("llama-2-7b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/llama3_8B_dora_single_device.yaml", TT, Some("llama-3-8b"), "dora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/llama3_8B_qlora_single_device.yaml", TT, Some("llama-3-8b"), "qlora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj,double_quant=true", 2, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/mistral_7B_lora_single_device.yaml", TT, Some("mistral-7b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj+lm_head", 4, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
-        e("torchtune/gemma_2B_lora_single_device.yaml", TT, Some("gemma-2b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 4, 2048, Bf16, BF16, AdamW, FULL, SDPA, 0),
+        e("torchtune/llama3_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/llama3_1_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/llama2_7B_lora_single_device.yaml", TT, Some("llama-2-7b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/llama3_8B_dora_single_device.yaml", TT, Some("llama-3-8b"), "dora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/llama3_8B_qlora_single_device.yaml", TT, Some("llama-3-8b"), "qlora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj,double_quant=true", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/mistral_7B_lora_single_device.yaml", TT, Some("mistral-7b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj+lm_head", 4, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/gemma_2B_lora_single_device.yaml", TT, Some("gemma-2b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 4, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/llama3_8B_full_single_device.yaml", TT, Some("llama-3-8b"), "full-ft", 2, 2048, Bf16, BF16, AdamW8bit, FULL, SDPA, 0),
     ]
 }
@@ -118,7 +119,9 @@ fn every_fixture_recipe_maps_as_read_by_hand() {
 fn unmodelled_keys_are_listed() {
     let r = fixture("torchtune/llama3_8B_lora_single_device.yaml");
     let keys: Vec<&str> = r.unmodelled.iter().map(|u| u.key.as_str()).collect();
-    assert_eq!(keys, ["tokenizer.max_seq_len", "loss._component_"]);
+    assert_eq!(keys, ["tokenizer.max_seq_len"]);
+    // CEWithChunkedOutputLoss is the chunked loss of the step timeline.
+    assert_eq!(r.settings.step.loss, ftbudget_core::LossKind::Chunked);
     let r = fixture("axolotl/llama-3_lora-8b.yml");
     let keys: Vec<&str> = r.unmodelled.iter().map(|u| u.key.as_str()).collect();
     assert_eq!(keys, ["lora_dropout"]);
@@ -243,4 +246,42 @@ fn trl_sft_json_with_peft_and_4bit() {
         matches!(&err, RecipeError::Contradiction { key, .. } if key == "load_in_4bit"),
         "{err}"
     );
+}
+
+/// The keys that change the step's peak, as axolotl and torchtune document them: the loss
+/// kernels, activation offloading (axolotl's `gradient_checkpointing: offload` included), the
+/// optimizer in the backward and the fused optimizers.
+#[test]
+fn step_keys_reach_the_step_settings() {
+    use ftbudget_core::LossKind;
+    let axolotl = |extra: &str| {
+        let text =
+            format!("base_model: NousResearch/Llama-3.2-1B\nadapter: lora\nlora_r: 8\n{extra}");
+        parse_recipe("a.yml", &text, None, Some(AX)).unwrap()
+    };
+    let r = axolotl("cut_cross_entropy: true\nactivation_offloading: true\n");
+    assert_eq!(r.settings.step.loss, LossKind::Fused);
+    assert!(r.settings.step.activation_offload);
+    assert_eq!(r.settings.optimizer, Optimizer::AdamWFused);
+    assert!(r.unmodelled.is_empty(), "{:?}", r.unmodelled);
+    let r = axolotl("liger_fused_linear_cross_entropy: true\nliger_rms_norm: true\n");
+    assert_eq!(r.settings.step.loss, LossKind::Fused);
+    let keys: Vec<&str> = r.unmodelled.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(keys, ["liger_rms_norm"]);
+    let r = axolotl(
+        "chunked_cross_entropy: true\ngradient_checkpointing: offload\noptimizer: adamw_torch\n",
+    );
+    assert_eq!(r.settings.step.loss, LossKind::Chunked);
+    assert_eq!(r.settings.activations.checkpointing, Checkpointing::Full);
+    assert!(r.settings.step.activation_offload);
+    assert_eq!(r.settings.optimizer, Optimizer::AdamW);
+    let torchtune = "model:\n  _component_: torchtune.models.llama3_2.llama3_2_3b\n\
+        loss:\n  _component_: torchtune.modules.loss.CEWithChunkedOutputLoss\n\
+        optimizer:\n  _component_: torch.optim.AdamW\n\
+        optimizer_in_bwd: True\nenable_activation_offloading: True\n";
+    let r = parse_recipe("t.yaml", torchtune, None, Some(TT)).unwrap();
+    assert_eq!(r.settings.step.loss, LossKind::Chunked);
+    assert!(r.settings.step.optimizer_in_backward);
+    assert!(r.settings.step.activation_offload);
+    assert_eq!(r.settings.optimizer, Optimizer::AdamW);
 }

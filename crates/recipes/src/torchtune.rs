@@ -7,7 +7,9 @@
 use crate::common::{AdapterChoice, finish};
 use crate::doc::Doc;
 use crate::{Recipe, RecipeError, RecipeFormat};
-use ftbudget_core::{AttentionImpl, Checkpointing, DType, MemorySettings, Optimizer, Precision};
+use ftbudget_core::{
+    AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, Optimizer, Precision,
+};
 
 /// torchtune's model builders and the ftbudget presets of the same shape (Llama 3.1 8B has
 /// Llama 3 8B's shape; Llama 3 70B has Llama 3.1 70B's).
@@ -106,26 +108,11 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         s.sharding.zero_stage = 3;
         doc.note("distributed recipe: FSDP full shard as ZeRO stage 3; pass --gpus N");
     }
-    let loss = doc.string("loss._component_")?.unwrap_or_default();
-    if loss.contains("LinearCrossEntropyLoss") || loss.contains("Chunked") {
-        doc.unmodelled(
-            "loss._component_",
-            &loss,
-            "chunked output projection and loss: logits memory over-estimated",
-        );
-    }
+    step(doc, &mut s)?;
     let keys: &[(&str, &str)] = &[
-        (
-            "enable_activation_offloading",
-            "activation offload not modelled",
-        ),
         (
             "compile",
             "torch.compile changes activation memory and speed",
-        ),
-        (
-            "optimizer_in_bwd",
-            "optimizer step in backward frees gradients early: gradients over-estimated",
         ),
         ("fsdp_cpu_offload", "CPU offload not modelled"),
         (
@@ -145,6 +132,27 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         s,
         grad_accum,
     ))
+}
+
+/// The recipe's settings that change the step's peak: the loss, the optimizer in the backward
+/// and activation offloading (the recipes' cfg.get(..., False)).
+fn step(doc: &mut Doc<'_>, s: &mut MemorySettings) -> Result<(), RecipeError> {
+    let loss = doc.string("loss._component_")?.unwrap_or_default();
+    if loss.ends_with("CEWithChunkedOutputLoss") {
+        s.step.loss = LossKind::Chunked;
+    } else if loss.ends_with("LinearCrossEntropyLoss") {
+        // The output projection and the loss chunk by chunk: the logits never exist whole, but
+        // each chunk's log-softmax is saved for the backward, as the chunked loss saves it.
+        s.step.loss = LossKind::Chunked;
+        doc.note("loss: LinearCrossEntropyLoss counted as the chunked loss (its bf16 logits are not held whole: the peak is over-estimated by them)");
+    }
+    if doc.flag("optimizer_in_bwd")? == Some(true) {
+        s.step.optimizer_in_backward = true;
+    }
+    if doc.flag("enable_activation_offloading")? == Some(true) {
+        s.step.activation_offload = true;
+    }
+    Ok(())
 }
 
 fn lora(doc: &mut Doc<'_>, qlora: bool) -> Result<AdapterChoice, RecipeError> {
@@ -205,10 +213,19 @@ fn optimizer(doc: &mut Doc<'_>) -> Result<(Optimizer, bool), RecipeError> {
         .string(key)?
         .unwrap_or_else(|| "torch.optim.AdamW".into());
     Ok(match component.as_str() {
-        "torch.optim.AdamW" | "torch.optim.Adam" => (Optimizer::AdamW, true),
+        // torch's default step is foreach (one state-sized temporary); `fused: True` updates in
+        // place.
+        "torch.optim.AdamW" | "torch.optim.Adam" => {
+            if doc.flag("optimizer.fused")? == Some(true) {
+                (Optimizer::AdamWFused, true)
+            } else {
+                (Optimizer::AdamW, true)
+            }
+        }
+        // bitsandbytes' 32-bit AdamW: one in-place kernel per tensor, no step tensor.
         "bitsandbytes.optim.PagedAdamW"
         | "bitsandbytes.optim.PagedAdamW32bit"
-        | "bitsandbytes.optim.AdamW32bit" => (Optimizer::AdamW, false),
+        | "bitsandbytes.optim.AdamW32bit" => (Optimizer::AdamWFused, false),
         "bitsandbytes.optim.PagedAdamW8bit"
         | "bitsandbytes.optim.AdamW8bit"
         | "torchao.optim.AdamW8bit"

@@ -86,7 +86,11 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
     // SFTTrainer (trl/trainer/sft_trainer.py) no longer calls prepare_model_for_kbit_training:
     // the rest of a quantized base stays in the model's dtype.
     s.base_dtype = Some(stored);
-    let optim = doc.string("optim")?.unwrap_or_else(|| "adamw_torch".into());
+    // TrainingArguments.optim: adamw_torch_fused, transformers' default with torch >= 2.8
+    // (training_args.py, transformers 5).
+    let optim = doc
+        .string("optim")?
+        .unwrap_or_else(|| "adamw_torch_fused".into());
     (s.optimizer, s.step_counters) = common::hf_optimizer("optim", &optim)?;
     let checkpointing = doc.flag("gradient_checkpointing")?.unwrap_or(sft);
     if checkpointing {

@@ -81,8 +81,8 @@ pub fn comparison(
 }
 
 /// The JSON contract of `estimate --format json` (without the final newline the CLI adds).
-pub fn comparison_json(cmp: &Comparison, settings: &MemorySettings, grad_accum: u64) -> String {
-    with_settings(&render_json(cmp), &SettingsEcho::of(settings, grad_accum))
+pub fn comparison_json(cmp: &Comparison, settings: &MemorySettings) -> String {
+    with_settings(&render_json(cmp), &SettingsEcho::of(settings))
 }
 
 /// Every memory setting used, each spelled as its flag takes it (the JSON outputs' `settings`).
@@ -99,12 +99,15 @@ pub struct SettingsEcho {
     pub checkpointing: &'static str,
     pub dropout: f64,
     pub grad_accum: u64,
+    pub loss: &'static str,
+    pub optimizer_in_backward: bool,
+    pub activation_offload: bool,
     pub gpus: u64,
     pub zero: u8,
 }
 
 impl SettingsEcho {
-    pub fn of(s: &MemorySettings, grad_accum: u64) -> Self {
+    pub fn of(s: &MemorySettings) -> Self {
         SettingsEcho {
             batch: s.workload.batch,
             seq: s.workload.seq,
@@ -119,7 +122,10 @@ impl SettingsEcho {
                 Checkpointing::Full => "full",
             },
             dropout: s.activations.dropout.unwrap_or(0.0),
-            grad_accum,
+            grad_accum: s.step.grad_accum,
+            loss: s.step.loss.name(),
+            optimizer_in_backward: s.step.optimizer_in_backward,
+            activation_offload: s.step.activation_offload,
             gpus: s.sharding.gpus,
             zero: s.sharding.zero_stage,
         }
@@ -158,7 +164,6 @@ pub fn fit(
     specs: &[String],
     settings: &MemorySettings,
     gpu: &GpuMemory,
-    grad_accum: u64,
 ) -> Result<FitReport, AnswerError> {
     let query = FitQuery {
         model,
@@ -176,7 +181,7 @@ pub fn fit(
         answers.push(fit_one(&query, registry, spec).map_err(|e| regime_error(spec, e))?);
     }
     Ok(FitReport {
-        settings: SettingsEcho::of(settings, grad_accum),
+        settings: SettingsEcho::of(settings),
         model: model.name.clone(),
         gpu: gpu.name.clone(),
         capacity_bytes: gpu.bytes,

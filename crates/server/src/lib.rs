@@ -209,7 +209,7 @@ fn estimate(shared: &Shared, params: &Params) -> Result<String, String> {
     let specs = answers::regime_specs(params.regimes(), answers::DEFAULT_REGIMES);
     let cmp = answers::comparison(&shared.registry, &model, &specs, &settings)
         .map_err(|e| answers::one_line(&e))?;
-    let mut text = answers::comparison_json(&cmp, &settings, 1);
+    let mut text = answers::comparison_json(&cmp, &settings);
     text.push('\n');
     Ok(text)
 }
@@ -224,7 +224,7 @@ fn fit(shared: &Shared, params: &Params) -> Result<String, String> {
     let model = shared.model(params)?;
     fit_seq_to_model(&model, &mut settings, params.seq_given())?;
     let specs = answers::regime_specs(params.regimes(), answers::DEFAULT_FIT_REGIMES);
-    let report = answers::fit(&shared.registry, &model, &specs, &settings, &gpu, 1)
+    let report = answers::fit(&shared.registry, &model, &specs, &settings, &gpu)
         .map_err(|e| answers::one_line(&e))?;
     Ok(to_json(&report) + "\n")
 }

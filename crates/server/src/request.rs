@@ -5,8 +5,8 @@
 
 use crate::answers::one_line;
 use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, DType, MemorySettings, ModelShape, Optimizer,
-    Precision, Sharding,
+    ActivationModel, AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, ModelShape,
+    Optimizer, Precision, Sharding,
 };
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -31,6 +31,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("seq", "SEQ"),
     ("gpus", "GPUS"),
     ("zero", "ZERO"),
+    ("grad-accum", "GRAD_ACCUM"),
+    ("loss", "LOSS"),
+    ("optimizer-in-backward", "OPTIMIZER_IN_BACKWARD"),
+    ("activation-offload", "ACTIVATION_OFFLOAD"),
     ("format", "FORMAT"),
 ];
 
@@ -171,6 +175,19 @@ impl Params {
             gpus: self.parsed::<u64>("gpus")?.unwrap_or(1),
             zero_stage: self.parsed::<u8>("zero")?.unwrap_or(0),
         };
+        if let Some(n) = self.parsed::<u64>("grad-accum")? {
+            s.step.grad_accum = n;
+        }
+        if let Some(loss) = self.parsed::<LossKind>("loss")? {
+            s.step.loss = loss;
+        }
+        // The CLI's switches: `true` or `false` here.
+        if let Some(on) = self.parsed::<bool>("optimizer-in-backward")? {
+            s.step.optimizer_in_backward = on;
+        }
+        if let Some(on) = self.parsed::<bool>("activation-offload")? {
+            s.step.activation_offload = on;
+        }
         s.validate().map_err(|e| one_line(&e))?;
         Ok(s)
     }

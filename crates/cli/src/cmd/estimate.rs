@@ -65,7 +65,7 @@ pub fn run(args: EstimateArgs) -> Result<()> {
     let out = match args.format {
         Format::Table => render_table(&cmp, TableStyle::Terminal, &baseline),
         Format::Markdown => render_table(&cmp, TableStyle::Markdown, &baseline),
-        Format::Json => ftbudget_server::answers::comparison_json(&cmp, &settings, run.grad_accum),
+        Format::Json => ftbudget_server::answers::comparison_json(&cmp, &settings),
         Format::Csv => render_rows(&cmp, settings.workload, RowFormat::Csv)?,
         Format::Jsonl => render_rows(&cmp, settings.workload, RowFormat::Jsonl)?,
     };

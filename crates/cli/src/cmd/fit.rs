@@ -62,8 +62,7 @@ pub fn run(args: FitArgs) -> Result<()> {
     let registry = ftbudget_roster::registry()?;
     let specs = run.regimes;
     // The one code path the server's /api/fit also takes.
-    let report =
-        ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu, run.grad_accum)?;
+    let report = ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu)?;
     let text = match args.format {
         FitFormat::Json => serde_json::to_string_pretty(&report)?,
         FitFormat::Table => render(&report, &settings),

@@ -133,9 +133,15 @@ impl FromStr for Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optimizer {
-    /// `torch.optim.AdamW`: `exp_avg` and `exp_avg_sq` in the state dtype, plus a 4-byte fp32
-    /// `step` tensor per parameter tensor.
+    /// `torch.optim.AdamW` (the foreach implementation, PyTorch's default on GPUs):
+    /// `exp_avg` and `exp_avg_sq` in the state dtype, plus a 4-byte fp32 `step` tensor per
+    /// parameter tensor; its step holds one state-dtype temporary per parameter
+    /// (`torch._foreach_sqrt(exp_avg_sqs)`).
     AdamW,
+    /// `torch.optim.AdamW(fused=True)` (the Hugging Face Trainer's default `adamw_torch_fused`
+    /// since transformers 4.5x with torch >= 2.8, axolotl's default): the same state, updated in
+    /// place by one kernel, so the step allocates no temporaries (measured with `MemTracker`).
+    AdamWFused,
     /// bitsandbytes `AdamW8bit`: two uint8 states and two fp32 absmax per 256-element block;
     /// tensors under 4,096 elements keep 32-bit states.
     AdamW8bit,
@@ -146,8 +152,9 @@ pub enum Optimizer {
 }
 
 impl Optimizer {
-    pub const ALL: [Optimizer; 4] = [
+    pub const ALL: [Optimizer; 5] = [
         Optimizer::AdamW,
+        Optimizer::AdamWFused,
         Optimizer::AdamW8bit,
         Optimizer::SgdMomentum,
         Optimizer::Sgd,
@@ -156,6 +163,7 @@ impl Optimizer {
     pub const fn name(self) -> &'static str {
         match self {
             Optimizer::AdamW => "adamw",
+            Optimizer::AdamWFused => "adamw-fused",
             Optimizer::AdamW8bit => "adamw-8bit",
             Optimizer::SgdMomentum => "sgd-momentum",
             Optimizer::Sgd => "sgd",
@@ -166,7 +174,7 @@ impl Optimizer {
     pub fn state_bytes(self, numel: u64, state_dtype: DType) -> u128 {
         let n = u128::from(numel);
         match self {
-            Optimizer::AdamW => 2 * n * u128::from(state_dtype.bytes()),
+            Optimizer::AdamW | Optimizer::AdamWFused => 2 * n * u128::from(state_dtype.bytes()),
             Optimizer::AdamW8bit => {
                 if numel < 4096 {
                     2 * n * 4
@@ -182,7 +190,7 @@ impl Optimizer {
     /// Bytes of the `step` counter kept per trainable tensor.
     pub const fn step_bytes_per_tensor(self) -> u64 {
         match self {
-            Optimizer::AdamW => 4,
+            Optimizer::AdamW | Optimizer::AdamWFused => 4,
             Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
         }
     }
@@ -526,7 +534,7 @@ fn step_inputs(
             u128::from(totals.trainable_params)
                 * u128::from(precision.optimizer_state_dtype().bytes()),
         ),
-        Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
+        Optimizer::AdamWFused | Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
     };
     let hidden = u128::from(model.dims.hidden);
     let head_gradients = if totals.base_trainable {
@@ -644,7 +652,7 @@ fn largest_trainable(
     let precision = settings.precision;
     let temporary = match settings.optimizer {
         Optimizer::AdamW => largest.saturating_mul(precision.optimizer_state_dtype().bytes()),
-        Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
+        Optimizer::AdamWFused | Optimizer::AdamW8bit | Optimizer::SgdMomentum | Optimizer::Sgd => 0,
     };
     (
         largest.saturating_mul(precision.gradient_dtype().bytes()),
@@ -720,7 +728,7 @@ mod tests {
         );
         assert_eq!(
             "adam".parse::<Optimizer>().unwrap_err().to_string(),
-            "unknown optimizer `adam` (expected one of: adamw, adamw-8bit, sgd-momentum, sgd)"
+            "unknown optimizer `adam` (expected one of: adamw, adamw-fused, adamw-8bit, sgd-momentum, sgd)"
         );
         assert_eq!(
             "fp64".parse::<DType>().unwrap_err().to_string(),
