@@ -75,6 +75,9 @@ pub struct LoraConfig {
     pub rank_pattern: Vec<(String, u64)>,
     /// Block Linear weights stored as bitsandbytes LLM.int8 (`load_in_8bit`).
     pub base_int8: bool,
+    /// peft's `lora_alpha` as given (the update's scale `alpha / r`): no parameter, byte or FLOP
+    /// depends on it; kept so that a spec copied from a config reads back as written.
+    pub alpha: Option<String>,
 }
 
 pub const LORA_OPTIONS: &[OptionDoc] = &[
@@ -132,6 +135,12 @@ pub const LORA_OPTIONS: &[OptionDoc] = &[
         default: "policy",
         help: "block Linear weights as the precision says, or bitsandbytes LLM.int8 (load_in_8bit: int8 + fp32 scale per row)",
     },
+    OptionDoc {
+        key: "alpha",
+        values: "<number>",
+        default: "8",
+        help: "peft's lora_alpha (scale alpha/r): accepted as configs write it; changes no count, byte or FLOP",
+    },
 ];
 
 impl LoraConfig {
@@ -182,7 +191,15 @@ impl LoraConfig {
             Some("int8") => true,
             Some(v) => return Err(reader.invalid("base", v, "policy or int8")),
         };
+        let alpha = match reader.raw("alpha") {
+            None => None,
+            Some(v) => match v.parse::<f64>() {
+                Ok(a) if a.is_finite() && a > 0.0 => Some(v.to_string()),
+                _ => return Err(reader.invalid("alpha", v, "a positive number")),
+            },
+        };
         Ok(LoraConfig {
+            alpha,
             target_parameters,
             rank,
             targets,
@@ -207,6 +224,9 @@ impl LoraConfig {
     /// The options that differ from their defaults, as spec text (`r=8,targets=q_proj+v_proj`).
     pub fn spec_options(&self) -> Vec<String> {
         let mut out = vec![format!("r={}", self.rank)];
+        if let Some(alpha) = &self.alpha {
+            out.push(format!("alpha={alpha}"));
+        }
         if self.targets != TargetSpec::AllLinear {
             out.push(format!("targets={}", self.targets));
         }

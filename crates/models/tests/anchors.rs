@@ -22,6 +22,23 @@ fn llama_2_7b_q_v_r8_matches_peft() {
     );
 }
 
+/// peft's `lora_alpha` only scales the update: the counts are peft's for r=8 whatever alpha is,
+/// the spec reads back as written, and a non-positive alpha is refused naming the option.
+#[test]
+fn lora_alpha_changes_no_count() {
+    let model = ftbudget_models::load("llama-2-7b").unwrap();
+    let spec = "lora:r=8,alpha=16,targets=q_proj+v_proj";
+    assert_eq!(counts(&model, spec), (4_194_304, 6_742_609_920));
+    let registry = ftbudget_roster::registry().unwrap();
+    assert_eq!(registry.build(spec).unwrap().spec(), spec);
+    let err = registry
+        .build("qlora:r=8,alpha=0")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("alpha") && err.contains("positive"), "{err}");
+}
+
 /// LoRA paper (Hu et al. 2021), GPT-3 175B (d_model 12288, 96 layers): |Theta| = 2 x L x d x r
 /// per adapted matrix, so r=1 on Wq,Wv (or r=2 on Wv alone) gives 4.7M and r=8 on Wq,Wv (or r=4
 /// on Wq,Wk,Wv,Wo) gives 37.7M (section 4 and Table 6 budgets).

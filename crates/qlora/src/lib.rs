@@ -42,6 +42,7 @@ pub const ALL_OPTIONS: &[OptionDoc] = &[
     LORA_OPTIONS[5],
     LORA_OPTIONS[6],
     LORA_OPTIONS[7],
+    LORA_OPTIONS[9],
     QLORA_OPTIONS[0],
     QLORA_OPTIONS[1],
     QLORA_OPTIONS[2],
