@@ -35,6 +35,8 @@ struct Config {
     seq: u64,
     regimes: Vec<String>,
     chart: ChartKeys,
+    /// Peaks a project published, set against ftbudget's (an outside check).
+    published: super::peak_published::Published,
 }
 
 /// One measured step with its prediction.
@@ -253,8 +255,22 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .collect::<Vec<_>>()
         .join("\n");
 
+    let published = super::peak_published::check(exp, &config.published)?;
     let mut values = Values::new();
     values
+        .set("published_source", config.published.source.clone())
+        .set("published_metric", config.published.metric.clone())
+        .set("published_model", config.published.model.clone())
+        .set("published_batch", config.published.batch.to_string())
+        .set("published_seq", config.published.seq.to_string())
+        .set("published_precision", config.published.precision.clone())
+        .set(
+            "published_table",
+            super::peak_published::table(&config.published, &published)
+                .trim_end()
+                .to_string(),
+        )
+        .set("published_prose", super::peak_published::prose(&published))
         .set("fixtures", path.clone())
         .set("records", records.len().to_string())
         .set("steps", steps.len().to_string())
