@@ -140,6 +140,10 @@ pub struct BlockSpec {
     pub rotary_dim: Option<u64>,
     /// Gemma 2's attention-logit soft-capping (eager attention saves the capped scores too).
     pub logit_softcap: bool,
+    /// Soft-capping of the lm_head's logits (Gemma 2's `final_logit_softcapping`:
+    /// `tanh(logits / cap) * cap`): tanh keeps its output, one more logits-sized tensor in the
+    /// compute dtype.
+    pub final_logit_softcap: bool,
     /// Sliding-window attention: the window and how many of the layers use it.
     pub sliding_window: Option<SlidingWindow>,
     /// What the MLP's activation function keeps for backward.
@@ -179,6 +183,7 @@ impl BlockSpec {
         attention_sinks: false,
         rotary_dim: None,
         logit_softcap: false,
+        final_logit_softcap: false,
         sliding_window: None,
         mlp_activation: MlpActivation::Fused,
         recipe: ActivationRecipe::Decoder,

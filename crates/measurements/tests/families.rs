@@ -4,12 +4,11 @@
 //! DoRA; fp32 and autocast; eager and sdpa; two shapes). Weights, gradients and optimizer state
 //! are exact on every record (AdamW's step counters included: peft's `ParamWrapper` keeps one
 //! lora_A/lora_B per layer for all of a layer's fused experts);
-//! activations are held to each group's recorded worst error: within 10% on every group but
-//! Gemma 2 in fp32 (-10.2% full, -11.6% LoRA: soft-capping and its four norms). The activation
-//! building blocks these records calibrated: LayerNorm,
+//! activations are held to each group's recorded worst error: within 10% on every group. The
+//! activation building blocks these records calibrated: LayerNorm,
 //! the plain MLP's activation (and Python `gelu_new`), fused experts, `ParamWrapper` delta
 //! weights, gpt-oss's clamped SwiGLU, latent attention's padded values, DoRA's fp32 bias-free
-//! output on biased modules.
+//! output on biased modules, Gemma 2's final logit soft-capping (tanh keeps the logits).
 
 mod common;
 
@@ -32,12 +31,12 @@ const ACTIVATIONS: &[Bound] = &[
     bound("falcon full fp32", -2.72, 4.0),
     bound("falcon lora autocast", -4.01, 5.0),
     bound("falcon lora fp32", -5.55, 7.0),
-    bound("gemma2 dora autocast", -4.88, 6.0),
-    bound("gemma2 dora fp32", -6.35, 7.0),
-    bound("gemma2 full autocast", -6.89, 8.0),
-    bound("gemma2 full fp32", -10.23, 11.0),
-    bound("gemma2 lora autocast", -8.18, 9.0),
-    bound("gemma2 lora fp32", -11.56, 13.0),
+    bound("gemma2 dora autocast", -0.11, 1.0),
+    bound("gemma2 dora fp32", -0.07, 1.0),
+    bound("gemma2 full autocast", -0.23, 1.0),
+    bound("gemma2 full fp32", -0.18, 1.0),
+    bound("gemma2 lora autocast", -0.25, 1.0),
+    bound("gemma2 lora fp32", -0.18, 1.0),
     bound("gemma3_text dora autocast", -2.24, 3.0),
     bound("gemma3_text dora fp32", -2.68, 4.0),
     bound("gemma3_text full autocast", -5.79, 7.0),

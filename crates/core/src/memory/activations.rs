@@ -397,6 +397,10 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     parts.norms += final_norm;
     let lm_head_input = if x.base_trainable { x.cth } else { Exact::ZERO };
     parts.logits_loss = 4 * x.t * x.v + 8 * x.t + 4 + lm_head_input;
+    if model.block.final_logit_softcap {
+        // tanh(logits / cap) keeps its output for the backward.
+        parts.logits_loss += x.c * x.t * x.v;
+    }
     if x.base_trainable {
         parts.embeddings = 8 * x.t + if x.gpt2 { 8 * x.s } else { Exact::ZERO };
     }

@@ -59,8 +59,11 @@ pub const GEMMA2: FamilyReader = FamilyReader {
         };
         let mut spec = gemma_common(f, name, family, &d)?;
         spec.block = BlockSpec {
+            // Gemma2Config: attn_logit_softcapping 50.0, final_logit_softcapping 30.0 by default.
             logit_softcap: f.has("attn_logit_softcapping")
                 || !f.map.contains_key("attn_logit_softcapping"),
+            final_logit_softcap: f.has("final_logit_softcapping")
+                || !f.map.contains_key("final_logit_softcapping"),
             ..SANDWICH
         };
         Ok(spec)
@@ -84,7 +87,9 @@ pub const GEMMA3_TEXT: FamilyReader = FamilyReader {
         let mut spec = gemma_common(f, name, family, &d)?;
         spec.block = BlockSpec {
             qk_norm: QkNorm::HeadDim,
+            // Gemma3TextConfig: both soft-cappings default to None.
             logit_softcap: f.has("attn_logit_softcapping"),
+            final_logit_softcap: f.has("final_logit_softcapping"),
             ..SANDWICH
         };
         Ok(spec)
