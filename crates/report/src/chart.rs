@@ -662,7 +662,7 @@ pub struct TimelineChart {
 impl TimelineChart {
     /// The height the chart takes for `panels` panels: a title strip and 330 px per panel.
     pub fn height_for(panels: usize) -> u32 {
-        80 + 330 * panels.max(2) as u32
+        TIMELINE_HEAD + 330 * panels.max(2) as u32
     }
 }
 
@@ -677,13 +677,19 @@ fn check_timeline(spec: &TimelineChart) -> Result<(), ChartError> {
             return Err(invalid(title, format!("panel `{}` is empty", p.title)));
         }
         if p.peak.0 >= n {
-            return Err(invalid(title, format!("panel `{}`: peak past the moments", p.title)));
+            return Err(invalid(
+                title,
+                format!("panel `{}`: peak past the moments", p.title),
+            ));
         }
         for c in &p.categories {
             if c.values.len() != n || c.values.iter().any(|v| !v.is_finite() || *v < 0.0) {
                 return Err(invalid(
                     title,
-                    format!("panel `{}`: category `{}` does not have one finite, non-negative value per moment", p.title, c.name),
+                    format!(
+                        "panel `{}`: category `{}` does not have one finite, non-negative value per moment",
+                        p.title, c.name
+                    ),
                 ));
             }
         }
@@ -697,20 +703,47 @@ pub fn timeline_chart(spec: &TimelineChart) -> Result<Vec<u8>, ChartError> {
     check_timeline(spec)?;
     let title = spec.title.as_str();
     render(title, spec.size, |root| {
-        let (head, body) = root.split_vertically(60);
+        let (head, body) = root.split_vertically(TIMELINE_HEAD);
         head.draw(&Text::new(
             title.to_string(),
-            (spec.size.width as i32 / 2, 14),
-            font(28).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top)),
+            (spec.size.width as i32 / 2, 12),
+            font(28)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
         ))
         .map_err(to_string_err)?;
+        // The categories' legend, one row under the title.
+        let names: Vec<&str> = spec.panels[0]
+            .categories
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let step = 190;
+        let mut x = spec.size.width as i32 / 2 - step * names.len() as i32 / 2;
+        for (k, name) in names.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            head.draw(&Rectangle::new([(x, 54), (x + 18, 72)], color.filled()))
+                .map_err(to_string_err)?;
+            head.draw(&Text::new(
+                name.to_string(),
+                (x + 26, 63),
+                font(17)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(to_string_err)?;
+            x += step;
+        }
         let panels = body.split_evenly((spec.panels.len(), 1));
-        for (k, (panel, area)) in spec.panels.iter().zip(&panels).enumerate() {
-            draw_timeline_panel(area, panel, &spec.y_label, k == 0)?;
+        for (panel, area) in spec.panels.iter().zip(&panels) {
+            draw_timeline_panel(area, panel, &spec.y_label)?;
         }
         Ok(())
     })
 }
+
+/// The title and legend strip above the panels.
+const TIMELINE_HEAD: u32 = 90;
 
 /// The x position of moment `i`: groups after the first are shifted right by half a bar.
 fn moment_x(panel: &TimelinePanel, i: usize) -> f64 {
@@ -722,7 +755,6 @@ fn draw_timeline_panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     panel: &TimelinePanel,
     y_label: &str,
-    legend: bool,
 ) -> Result<(), String> {
     let n = panel.moments.len();
     let totals: Vec<f64> = (0..n)
@@ -754,7 +786,7 @@ fn draw_timeline_panel(
         .map_err(to_string_err)?;
     for (k, category) in panel.categories.iter().enumerate() {
         let color = PALETTE[k % PALETTE.len()];
-        let drawn = chart
+        chart
             .draw_series((0..n).map(|i| {
                 let below: f64 = panel.categories[..k].iter().map(|c| c.values[i]).sum();
                 let x = moment_x(panel, i);
@@ -764,11 +796,6 @@ fn draw_timeline_panel(
                 )
             }))
             .map_err(to_string_err)?;
-        if legend {
-            drawn.label(category.name.as_str()).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 7), (x + 16, y + 7)], color.filled())
-            });
-        }
     }
     let (peak, peak_label) = (&panel.peak.0, &panel.peak.1);
     let px = moment_x(panel, *peak);
@@ -783,7 +810,9 @@ fn draw_timeline_panel(
         .draw_series([Text::new(
             peak_label.clone(),
             (px, totals[*peak] + y_max * 0.02),
-            font(17).color(&red).pos(Pos::new(HPos::Center, VPos::Bottom)),
+            font(17)
+                .color(&red)
+                .pos(Pos::new(HPos::Center, VPos::Bottom)),
         )])
         .map_err(to_string_err)?;
     for (start, name) in &panel.groups {
@@ -792,18 +821,10 @@ fn draw_timeline_panel(
             .draw_series([Text::new(
                 name.clone(),
                 (x, y_max * 0.97),
-                font(16).color(&BLACK.mix(0.7)).pos(Pos::new(HPos::Left, VPos::Top)),
+                font(16)
+                    .color(&BLACK.mix(0.7))
+                    .pos(Pos::new(HPos::Left, VPos::Top)),
             )])
-            .map_err(to_string_err)?;
-    }
-    if legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(font(15))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .draw()
             .map_err(to_string_err)?;
     }
     for (i, label) in panel.moments.iter().enumerate() {
@@ -812,7 +833,9 @@ fn draw_timeline_panel(
             .draw(&Text::new(
                 label.clone(),
                 (x, 4),
-                font(13).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Top)),
+                font(13)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(to_string_err)?;
     }

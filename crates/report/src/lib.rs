@@ -261,7 +261,14 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
     header.push(if gpus > 1 { "Peak per GPU" } else { "Peak" }.into());
     let has_reserved = cmp.rows.iter().any(|r| r.reserved.is_some());
     if has_reserved {
-        header.push(if gpus > 1 { "Reserved per GPU (est.)" } else { "Reserved (est.)" }.into());
+        header.push(
+            if gpus > 1 {
+                "Reserved per GPU (est.)"
+            } else {
+                "Reserved (est.)"
+            }
+            .into(),
+        );
     }
     header.push(labels.ratio.clone());
     table.set_header(header);

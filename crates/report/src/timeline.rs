@@ -97,6 +97,26 @@ fn short_label(label: &str) -> &str {
     }
 }
 
+/// The labels under the bars; a recompute moment that only repeats the backward's start (no
+/// checkpointing) says so.
+fn moment_labels(t: &RegimeTimeline) -> Vec<String> {
+    let moments: Vec<&Moment> = t.moments().collect();
+    moments
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let repeats =
+                i > 0 && m.label == "recompute last block" && moments[i - 1].live == m.live;
+            if repeats {
+                "(no recompute)"
+            } else {
+                short_label(m.label)
+            }
+            .to_string()
+        })
+        .collect()
+}
+
 /// The chart of `timelines`, titled with `title`; the axis in GiB when a moment reaches 1 GiB,
 /// else MiB.
 pub fn timeline_spec(title: &str, timelines: &[RegimeTimeline]) -> TimelineChart {
@@ -132,10 +152,13 @@ pub fn timeline_spec(title: &str, timelines: &[RegimeTimeline]) -> TimelineChart
                     t.peak.step.name(),
                     t.peak.phase
                 ),
-                moments: t.moments().map(|m| short_label(m.label).into()).collect(),
+                moments: moment_labels(t),
                 groups: vec![(0, "first step".into()), (MOMENTS, "steady step".into())],
                 categories,
-                peak: (t.peak_index(), format!("peak {}", units::binary(t.peak.bytes))),
+                peak: (
+                    t.peak_index(),
+                    format!("peak {}", units::binary(t.peak.bytes)),
+                ),
             }
         })
         .collect::<Vec<_>>();

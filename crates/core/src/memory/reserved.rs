@@ -270,11 +270,18 @@ pub fn reserved(
     peak: &PeakEstimate,
     overhead: &CudaOverhead,
 ) -> Result<ReservedEstimate, CountError> {
+    reserved_for_peak(peak.bytes, overhead)
+}
+
+/// The reserved estimate of a peak of `peak_bytes` live bytes.
+pub fn reserved_for_peak(
+    peak_bytes: u64,
+    overhead: &CudaOverhead,
+) -> Result<ReservedEstimate, CountError> {
     let overflow = CountError {
         what: "reserved bytes",
     };
-    let segments = peak
-        .bytes
+    let segments = peak_bytes
         .checked_next_multiple_of(ROUND_LARGE)
         .ok_or(overflow.clone())?;
     let bytes = segments
@@ -283,7 +290,7 @@ pub fn reserved(
     Ok(ReservedEstimate {
         bytes,
         context_bytes: overhead.context_bytes,
-        allocator_rounding_bytes: segments - peak.bytes,
+        allocator_rounding_bytes: segments - peak_bytes,
         model: model_statement(overhead),
     })
 }
@@ -343,15 +350,7 @@ mod tests {
     #[test]
     fn every_segment_is_whole_2_mib_and_holds_its_block() {
         for bytes in (0..40u64).map(|i| i * 777_777 + 1).chain([
-            1,
-            511,
-            512,
-            513,
-            1_048_575,
-            1_048_576,
-            1_048_577,
-            10_485_759,
-            10_485_760,
+            1, 511, 512, 513, 1_048_575, 1_048_576, 1_048_577, 10_485_759, 10_485_760,
         ]) {
             let block = block_size(bytes);
             let segment = segment_size(block);
@@ -370,7 +369,10 @@ mod tests {
         assert_eq!(r.bytes, 541_065_216);
         let exact = reserved(&peak_of(4 * 1_048_576), &CudaOverhead::DEFAULT).unwrap();
         assert_eq!(exact.allocator_rounding_bytes, 0);
-        assert!(r.model.starts_with("estimate: CUDA context 512 MiB (default"));
+        assert!(
+            r.model
+                .starts_with("estimate: CUDA context 512 MiB (default")
+        );
         assert!(reserved(&peak_of(u64::MAX - 5), &CudaOverhead::DEFAULT).is_err());
     }
 
@@ -381,7 +383,8 @@ mod tests {
         let capacity = 24 * 1_073_741_824 + 12_345;
         let margin = FitMargin::DEFAULT.bytes_of(capacity);
         let budget = peak_budget(capacity, margin, &overhead);
-        let fits = |peak: u64| reserved(&peak_of(peak), &overhead).unwrap().bytes + margin <= capacity;
+        let fits =
+            |peak: u64| reserved(&peak_of(peak), &overhead).unwrap().bytes + margin <= capacity;
         for peak in [budget - 1, budget, budget + 1, budget + 2_097_152, 0] {
             assert_eq!(fits(peak), peak <= budget, "{peak}");
         }
