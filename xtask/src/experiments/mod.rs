@@ -15,6 +15,7 @@ mod lora_counts;
 mod memory_validation;
 mod model_zoo;
 mod peak_memory;
+mod peak_reserved;
 mod peft_methods;
 mod production_scale;
 mod scaling;
