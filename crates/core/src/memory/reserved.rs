@@ -354,8 +354,8 @@ mod tests {
         ]) {
             let block = block_size(bytes);
             let segment = segment_size(block);
-            assert!(block >= bytes && block % 512 == 0, "{bytes}");
-            assert!(segment >= block && segment % 2_097_152 == 0, "{bytes}");
+            assert!(block >= bytes && block.is_multiple_of(512), "{bytes}");
+            assert!(segment >= block && segment.is_multiple_of(2_097_152), "{bytes}");
         }
     }
 
