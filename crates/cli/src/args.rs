@@ -79,6 +79,17 @@ pub struct MemoryArgs {
     pub activation_offload: bool,
 }
 
+/// The CUDA context counted in the reserved estimate (estimate and fit).
+#[derive(Args, Debug, Clone)]
+pub struct CudaArgs {
+    /// CUDA context per GPU in the "Reserved (est.)" figure (what nvidia-smi would show): a
+    /// whole number of MiB, or a preset: default (512 MiB, an assumption), lazy (400 MiB: CUDA
+    /// 11.7+ lazy loading, pytorch/pytorch#109888), eager-v100 (1343 MiB: V100, CUDA 11.2,
+    /// transformers docs), none
+    #[arg(long, default_value = "default")]
+    pub cuda_context: ftbudget_core::CudaOverhead,
+}
+
 /// Limits that keep every byte count exact (the core's, so the CLI and experiments agree).
 pub const MAX_BATCH: u64 = MemorySettings::MAX_BATCH;
 pub const MAX_SEQ: u64 = MemorySettings::MAX_SEQ;

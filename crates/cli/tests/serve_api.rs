@@ -76,6 +76,7 @@ const CASES: &[&[(&str, &str)]] = &[
         ("zero", "3"),
         ("attention", "eager"),
         ("dropout", "0.1"),
+        ("cuda-context", "eager-v100"),
     ],
     &[
         ("conventions", "seed"),
@@ -160,6 +161,18 @@ fn fit_answers_what_the_cli_prints() {
     assert_eq!(answer.body, expected);
     // 80 GiB A100: nvidia-smi's 81,920 MiB.
     assert_eq!(answer.json()["capacity_bytes"], 81_920u64 * 1024 * 1024);
+    // The reserved estimate's settings: a 300 MiB context and a 2.5% margin (2,048 MiB).
+    let mut with_overhead = pairs.to_vec();
+    with_overhead.extend([("cuda-context", "300"), ("margin", "2.5%")]);
+    let expected = cli_json("fit", &with_overhead);
+    let answer = get(server.addr, &format!("/api/fit{}", query(&with_overhead)));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, expected);
+    let v = answer.json();
+    assert_eq!(v["cuda_context_bytes"], 300u64 << 20);
+    assert_eq!(v["margin_bytes"], 2_048u64 << 20);
+    // 81,920 - 2,048 - 300 = 79,572 MiB, a whole number of 2 MiB.
+    assert_eq!(v["peak_budget_bytes"], 79_572u64 << 20);
 }
 
 #[test]

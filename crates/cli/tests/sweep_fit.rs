@@ -170,9 +170,17 @@ fn fit_answers_sit_on_the_boundary() {
         "lora:r=8",
         "--format",
         "json",
+        // No context and no margin: the budget for the peak is the GPU's 10 MiB (a whole number
+        // of 2 MiB segments), so the limits below are the peak's own (tests/reserved.rs checks
+        // the context and the margin).
+        "--cuda-context",
+        "none",
+        "--margin",
+        "0",
     ]);
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["capacity_bytes"], capacity);
+    assert_eq!(v["peak_budget_bytes"], capacity);
     let a = &v["answers"][0];
     // "Fits" is decided on the step's peak. Seed conventions, LoRA r=8 (36,864 trainable): the
     // steady step peaks when the forward ends, with weights (681,088 B), optimizer state

@@ -26,9 +26,9 @@ pub use error::{
 };
 pub use flops::{FlopSettings, RunCost, RunSettings, StepFlops, run_cost, step_flops};
 pub use memory::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, LossKind, MemoryEstimate,
-    MemorySettings, Optimizer, PeakEstimate, Precision, Sharding, StepKind, StepPhase,
-    StepSettings, Workload, estimate_memory,
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, CudaOverhead, FitMargin,
+    LossKind, MemoryEstimate, MemorySettings, Optimizer, PeakEstimate, Precision, ReservedEstimate,
+    Sharding, StepKind, StepPhase, StepSettings, Workload, estimate_memory,
 };
 pub use plan::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,

@@ -633,6 +633,215 @@ pub fn scatter(spec: &Scatter) -> Result<Vec<u8>, ChartError> {
     })
 }
 
+/// One regime's step: bars of live memory at each moment, stacked by category, with the peak
+/// marked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TimelinePanel {
+    /// The regime, shown above its panel.
+    pub title: String,
+    /// The moments' labels, in order (one bar each).
+    pub moments: Vec<String>,
+    /// Where a group of moments starts and its name (`first step` at 0, `steady step` at 7).
+    pub groups: Vec<(usize, String)>,
+    /// One stack segment per category, one value per moment.
+    pub categories: Vec<Segment>,
+    /// The moment marked as the peak, and its label.
+    pub peak: (usize, String),
+}
+
+/// Live memory through the step, one panel per regime, sharing the legend of categories.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TimelineChart {
+    pub title: String,
+    pub panels: Vec<TimelinePanel>,
+    /// The y axis title, with its unit (`Live memory (GiB)`).
+    pub y_label: String,
+    pub size: Size,
+}
+
+impl TimelineChart {
+    /// The height the chart takes for `panels` panels: a title strip and 330 px per panel.
+    pub fn height_for(panels: usize) -> u32 {
+        TIMELINE_HEAD + 330 * panels.max(2) as u32
+    }
+}
+
+fn check_timeline(spec: &TimelineChart) -> Result<(), ChartError> {
+    let title = spec.title.as_str();
+    if spec.panels.is_empty() {
+        return Err(invalid(title, "no panels"));
+    }
+    for p in &spec.panels {
+        let n = p.moments.len();
+        if n == 0 || p.categories.is_empty() {
+            return Err(invalid(title, format!("panel `{}` is empty", p.title)));
+        }
+        if p.peak.0 >= n {
+            return Err(invalid(
+                title,
+                format!("panel `{}`: peak past the moments", p.title),
+            ));
+        }
+        for c in &p.categories {
+            if c.values.len() != n || c.values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+                return Err(invalid(
+                    title,
+                    format!(
+                        "panel `{}`: category `{}` does not have one finite, non-negative value per moment",
+                        p.title, c.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Live memory through the step: per panel, one stacked bar per moment, the groups (first and
+/// steady step) separated by a gap, the peak's bar outlined and labelled.
+pub fn timeline_chart(spec: &TimelineChart) -> Result<Vec<u8>, ChartError> {
+    check_timeline(spec)?;
+    let title = spec.title.as_str();
+    render(title, spec.size, |root| {
+        let (head, body) = root.split_vertically(TIMELINE_HEAD);
+        head.draw(&Text::new(
+            title.to_string(),
+            (spec.size.width as i32 / 2, 12),
+            font(28)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top)),
+        ))
+        .map_err(to_string_err)?;
+        // The categories' legend, one row under the title.
+        let names: Vec<&str> = spec.panels[0]
+            .categories
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        let step = 190;
+        let mut x = spec.size.width as i32 / 2 - step * names.len() as i32 / 2;
+        for (k, name) in names.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            head.draw(&Rectangle::new([(x, 54), (x + 18, 72)], color.filled()))
+                .map_err(to_string_err)?;
+            head.draw(&Text::new(
+                name.to_string(),
+                (x + 26, 63),
+                font(17)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(to_string_err)?;
+            x += step;
+        }
+        let panels = body.split_evenly((spec.panels.len(), 1));
+        for (panel, area) in spec.panels.iter().zip(&panels) {
+            draw_timeline_panel(area, panel, &spec.y_label)?;
+        }
+        Ok(())
+    })
+}
+
+/// The title and legend strip above the panels.
+const TIMELINE_HEAD: u32 = 90;
+
+/// The x position of moment `i`: groups after the first are shifted right by half a bar.
+fn moment_x(panel: &TimelinePanel, i: usize) -> f64 {
+    let group = panel.groups.iter().filter(|(start, _)| *start <= i).count();
+    i as f64 + 0.6 * group.saturating_sub(1) as f64
+}
+
+fn draw_timeline_panel(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    panel: &TimelinePanel,
+    y_label: &str,
+) -> Result<(), String> {
+    let n = panel.moments.len();
+    let totals: Vec<f64> = (0..n)
+        .map(|i| panel.categories.iter().map(|c| c.values[i]).sum())
+        .collect();
+    let y_max = nice_ceiling(totals.iter().copied().fold(0.0, f64::max) * 1.25);
+    let x_max = moment_x(panel, n - 1) + 0.5;
+    let (plot, labels) = area.split_vertically(area.dim_in_pixel().1 - 34);
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(panel.title.as_str(), font(22))
+        .margin(8)
+        .margin_right(40)
+        .x_label_area_size(4)
+        .y_label_area_size(110)
+        .build_cartesian_2d(-0.5f64..x_max, 0f64..y_max)
+        .map_err(to_string_err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(5)
+        .y_desc(y_label)
+        .y_label_formatter(&|v| tick_label(*v))
+        .y_label_style(font(16))
+        .axis_desc_style(font(17))
+        .light_line_style(WHITE.mix(0.0))
+        .bold_line_style(BLACK.mix(0.12))
+        .draw()
+        .map_err(to_string_err)?;
+    for (k, category) in panel.categories.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        chart
+            .draw_series((0..n).map(|i| {
+                let below: f64 = panel.categories[..k].iter().map(|c| c.values[i]).sum();
+                let x = moment_x(panel, i);
+                Rectangle::new(
+                    [(x - 0.36, below), (x + 0.36, below + category.values[i])],
+                    color.filled(),
+                )
+            }))
+            .map_err(to_string_err)?;
+    }
+    let (peak, peak_label) = (&panel.peak.0, &panel.peak.1);
+    let px = moment_x(panel, *peak);
+    let red = RGBColor(180, 30, 30);
+    chart
+        .draw_series([Rectangle::new(
+            [(px - 0.42, 0.0), (px + 0.42, totals[*peak])],
+            red.stroke_width(3),
+        )])
+        .map_err(to_string_err)?;
+    chart
+        .draw_series([Text::new(
+            peak_label.clone(),
+            (px, totals[*peak] + y_max * 0.02),
+            font(17)
+                .color(&red)
+                .pos(Pos::new(HPos::Center, VPos::Bottom)),
+        )])
+        .map_err(to_string_err)?;
+    for (start, name) in &panel.groups {
+        let x = moment_x(panel, *start) - 0.45;
+        chart
+            .draw_series([Text::new(
+                name.clone(),
+                (x, y_max * 0.97),
+                font(16)
+                    .color(&BLACK.mix(0.7))
+                    .pos(Pos::new(HPos::Left, VPos::Top)),
+            )])
+            .map_err(to_string_err)?;
+    }
+    for (i, label) in panel.moments.iter().enumerate() {
+        let (x, _) = chart.backend_coord(&(moment_x(panel, i), 0.0));
+        labels
+            .draw(&Text::new(
+                label.clone(),
+                (x, 4),
+                font(13)
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
+            ))
+            .map_err(to_string_err)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

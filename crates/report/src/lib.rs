@@ -9,6 +9,7 @@
 pub mod chart;
 pub mod export;
 pub mod template;
+pub mod timeline;
 pub mod units;
 
 use comfy_table::{Cell, CellAlignment, Table, presets};
@@ -33,6 +34,8 @@ pub enum ReportError {
     Csv(csv::Error),
     #[error("writing JSON: {0}")]
     Json(serde_json::Error),
+    #[error(transparent)]
+    Chart(#[from] chart::ChartError),
 }
 
 /// The model part of the JSON contract.
@@ -120,6 +123,11 @@ pub struct Row {
     /// The most bytes alive at one moment of the step, per GPU (`bytes`: the larger of the first
     /// and a steady-state step; where it happens and what it holds).
     pub peak: ftbudget_core::PeakEstimate,
+    /// What `nvidia-smi` would show at the peak (an estimate: the CUDA context and the
+    /// allocator's segments, `ftbudget_core::memory::reserved`); filled by the answer layer, not
+    /// by [`compare`], and left out of the JSON when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<ftbudget_core::ReservedEstimate>,
     /// This row's total bytes over the baseline's (the first row).
     pub ratio_vs_baseline: f64,
     /// FLOPs of one training step on one GPU's micro-batch, as PyTorch's FlopCounterMode counts
@@ -162,6 +170,7 @@ pub fn compare(
             bytes: Bytes::from(&estimate),
             activations: estimate.detail.activations.clone(),
             peak: estimate.peak,
+            reserved: None,
             ratio_vs_baseline: 0.0,
             flops,
             estimate,
@@ -216,8 +225,8 @@ impl TableLabels {
 }
 
 /// The comparison table: Regime, Trainable params, Frozen params, Weights, Grads, Optimizer
-/// state, Activations, Total, Peak (the most bytes alive at one moment of the step), Ratio vs the
-/// first row (of the totals).
+/// state, Activations, Total, Peak (the most bytes alive at one moment of the step), Reserved
+/// (est.) when the rows carry a reserved estimate, Ratio vs the first row (of the totals).
 pub fn render_table(cmp: &Comparison, style: TableStyle, baseline_name: &str) -> String {
     render_table_with(cmp, style, &TableLabels::new(baseline_name))
 }
@@ -250,6 +259,17 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
         header.push("Total".into());
     }
     header.push(if gpus > 1 { "Peak per GPU" } else { "Peak" }.into());
+    let has_reserved = cmp.rows.iter().any(|r| r.reserved.is_some());
+    if has_reserved {
+        header.push(
+            if gpus > 1 {
+                "Reserved per GPU (est.)"
+            } else {
+                "Reserved (est.)"
+            }
+            .into(),
+        );
+    }
     header.push(labels.ratio.clone());
     table.set_header(header);
     for row in &cmp.rows {
@@ -271,6 +291,13 @@ pub fn render_table_with(cmp: &Comparison, style: TableStyle, labels: &TableLabe
             cells.push(Cell::new(units::binary(b.total_all_gpus)));
         }
         cells.push(Cell::new(units::binary(row.peak.bytes)));
+        if has_reserved {
+            cells.push(Cell::new(
+                row.reserved
+                    .as_ref()
+                    .map_or_else(|| "n/a".into(), |r| units::binary(r.bytes)),
+            ));
+        }
         cells.push(Cell::new(format!("{:.3}", row.ratio_vs_baseline)));
         table.add_row(cells);
     }

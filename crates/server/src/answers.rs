@@ -3,8 +3,16 @@
 //! fit` and `/api/fit` both call [`fit`]. Errors name the `--regime` they come from, with the
 //! cause as their `source()`, so the CLI's `error: ...` line and the server's `{"error": ...}`
 //! read the same.
+//!
+//! The reserved estimate (what `nvidia-smi` would show, `ftbudget_core::memory::reserved`) is
+//! added here, after the memory model: it is part of every answer but never of the estimate's
+//! hot path.
 
-use ftbudget_core::{Checkpointing, MemorySettings, ModelShape, Regime, Registry};
+use ftbudget_core::memory::reserved::{self, ReservedEstimate, model_statement, peak_budget};
+use ftbudget_core::{
+    Checkpointing, CountError, CudaOverhead, FitMargin, MemorySettings, ModelShape, Regime,
+    Registry,
+};
 use ftbudget_report::{Comparison, ReportError, compare, render_json};
 use ftbudget_sweep::{
     FitAnswer, FitQuery, GpuMemory, MAX_RANK, RankSearch, SweepError, spec_with_rank,
@@ -36,6 +44,8 @@ pub enum AnswerError {
     },
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Count(#[from] CountError),
 }
 
 /// The given specs, or `defaults` when none is given.
@@ -66,18 +76,33 @@ fn checked_regime(
     Ok(regime)
 }
 
-/// Every regime of `specs` on `model` under `settings`; the first is the baseline of the ratios.
+/// Every regime of `specs` built and checked on `model`.
+pub fn regimes(
+    registry: &Registry,
+    model: &ModelShape,
+    specs: &[String],
+) -> Result<Vec<Box<dyn Regime>>, AnswerError> {
+    specs
+        .iter()
+        .map(|s| checked_regime(registry, model, s))
+        .collect()
+}
+
+/// Every regime of `specs` on `model` under `settings`, each row with its reserved estimate
+/// under `overhead`; the first is the baseline of the ratios.
 pub fn comparison(
     registry: &Registry,
     model: &ModelShape,
     specs: &[String],
     settings: &MemorySettings,
+    overhead: &CudaOverhead,
 ) -> Result<Comparison, AnswerError> {
-    let regimes = specs
-        .iter()
-        .map(|s| checked_regime(registry, model, s))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(compare(model, &regimes, settings)?)
+    let regimes = regimes(registry, model, specs)?;
+    let mut cmp = compare(model, &regimes, settings)?;
+    for row in &mut cmp.rows {
+        row.reserved = Some(reserved::reserved(&row.peak, overhead)?);
+    }
+    Ok(cmp)
 }
 
 /// The JSON contract of `estimate --format json` (without the final newline the CLI adds).
@@ -145,16 +170,63 @@ pub fn with_settings(json: &str, echo: &SettingsEcho) -> String {
 }
 
 /// `fit --format json`: the GPU, and for each regime whether it fits and the largest batch,
-/// sequence and rank that do.
+/// sequence and rank that do. A workload fits when its reserved estimate plus the margin stays
+/// within the GPU's memory, that is when its peak is at most `peak_budget_bytes`; every limit
+/// is solved against that budget, and each answer's `capacity_bytes` and `headroom_bytes` are
+/// the budget's.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
     pub settings: SettingsEcho,
     pub model: String,
     pub gpu: String,
+    /// The GPU's memory (what `nvidia-smi` reports as its total).
     pub capacity_bytes: u64,
     pub gpus: u64,
     pub zero_stage: u8,
-    pub answers: Vec<FitAnswer>,
+    /// The CUDA context counted in every reserved estimate.
+    pub cuda_context_bytes: u64,
+    /// The margin kept free, as a fraction of `capacity_bytes` (`5%`) and in bytes.
+    pub margin: String,
+    pub margin_bytes: u64,
+    /// The largest peak whose reserved estimate plus the margin fits in `capacity_bytes`.
+    pub peak_budget_bytes: u64,
+    /// The reserved estimate's model, in one line.
+    pub reserved_model: String,
+    pub answers: Vec<FitRow>,
+}
+
+/// One regime's fit answer with the reserved estimate of its workload.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitRow {
+    #[serde(flatten)]
+    pub answer: FitAnswer,
+    /// The reserved estimate's bytes at the workload (context, segments).
+    pub reserved: ReservedBytes,
+}
+
+/// The figures of a [`ReservedEstimate`] without its statement (given once per report).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReservedBytes {
+    pub bytes: u64,
+    pub context_bytes: u64,
+    pub allocator_rounding_bytes: u64,
+}
+
+impl From<&ReservedEstimate> for ReservedBytes {
+    fn from(r: &ReservedEstimate) -> Self {
+        ReservedBytes {
+            bytes: r.bytes,
+            context_bytes: r.context_bytes,
+            allocator_rounding_bytes: r.allocator_rounding_bytes,
+        }
+    }
+}
+
+/// How `fit` turns a peak into a decision: the CUDA context and the margin it keeps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FitOverhead {
+    pub cuda: CudaOverhead,
+    pub margin: FitMargin,
 }
 
 /// Answer every regime of `specs` for `model` on `gpu` (solved exactly by crates/sweep).
@@ -164,11 +236,14 @@ pub fn fit(
     specs: &[String],
     settings: &MemorySettings,
     gpu: &GpuMemory,
+    overhead: &FitOverhead,
 ) -> Result<FitReport, AnswerError> {
+    let margin_bytes = overhead.margin.bytes_of(gpu.bytes);
+    let budget = peak_budget(gpu.bytes, margin_bytes, &overhead.cuda);
     let query = FitQuery {
         model,
         settings: settings.clone(),
-        capacity: gpu.bytes,
+        capacity: budget,
         max_batch: MemorySettings::MAX_BATCH,
         max_seq: model
             .position_limit()
@@ -178,7 +253,12 @@ pub fn fit(
     };
     let mut answers = Vec::with_capacity(specs.len());
     for spec in specs {
-        answers.push(fit_one(&query, registry, spec).map_err(|e| regime_error(spec, e))?);
+        let answer = fit_one(&query, registry, spec).map_err(|e| regime_error(spec, e))?;
+        let reserved = reserved::reserved_for_peak(answer.peak_bytes, &overhead.cuda)?;
+        answers.push(FitRow {
+            answer,
+            reserved: ReservedBytes::from(&reserved),
+        });
     }
     Ok(FitReport {
         settings: SettingsEcho::of(settings),
@@ -187,6 +267,11 @@ pub fn fit(
         capacity_bytes: gpu.bytes,
         gpus: settings.sharding.gpus,
         zero_stage: settings.sharding.zero_stage,
+        cuda_context_bytes: overhead.cuda.context_bytes,
+        margin: overhead.margin.to_string(),
+        margin_bytes,
+        peak_budget_bytes: budget,
+        reserved_model: model_statement(&overhead.cuda),
         answers,
     })
 }

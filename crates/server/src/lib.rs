@@ -207,7 +207,8 @@ fn estimate(shared: &Shared, params: &Params) -> Result<String, String> {
     let model = shared.model(params)?;
     fit_seq_to_model(&model, &mut settings, params.seq_given())?;
     let specs = answers::regime_specs(params.regimes(), answers::DEFAULT_REGIMES);
-    let cmp = answers::comparison(&shared.registry, &model, &specs, &settings)
+    let overhead = params.cuda_overhead()?;
+    let cmp = answers::comparison(&shared.registry, &model, &specs, &settings, &overhead)
         .map_err(|e| answers::one_line(&e))?;
     let mut text = answers::comparison_json(&cmp, &settings);
     text.push('\n');
@@ -224,7 +225,8 @@ fn fit(shared: &Shared, params: &Params) -> Result<String, String> {
     let model = shared.model(params)?;
     fit_seq_to_model(&model, &mut settings, params.seq_given())?;
     let specs = answers::regime_specs(params.regimes(), answers::DEFAULT_FIT_REGIMES);
-    let report = answers::fit(&shared.registry, &model, &specs, &settings, &gpu)
+    let overhead = params.fit_overhead()?;
+    let report = answers::fit(&shared.registry, &model, &specs, &settings, &gpu, &overhead)
         .map_err(|e| answers::one_line(&e))?;
     Ok(to_json(&report) + "\n")
 }

@@ -3,10 +3,10 @@
 //! `base-dtype`, ...; `_` may stand for `-`), the defaults are the flags' defaults, and a bad
 //! value is refused with the message the CLI gives for it.
 
-use crate::answers::one_line;
+use crate::answers::{FitOverhead, one_line};
 use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, ModelShape,
-    Optimizer, Precision, Sharding,
+    ActivationModel, AttentionImpl, Checkpointing, CudaOverhead, DType, FitMargin, LossKind,
+    MemorySettings, ModelShape, Optimizer, Precision, Sharding,
 };
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -35,6 +35,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("loss", "LOSS"),
     ("optimizer-in-backward", "OPTIMIZER_IN_BACKWARD"),
     ("activation-offload", "ACTIVATION_OFFLOAD"),
+    ("cuda-context", "CUDA_CONTEXT"),
+    ("margin", "MARGIN"),
     ("format", "FORMAT"),
 ];
 
@@ -190,6 +192,21 @@ impl Params {
         }
         s.validate().map_err(|e| one_line(&e))?;
         Ok(s)
+    }
+
+    /// `cuda-context` as `--cuda-context` reads it (default: the `default` preset).
+    pub fn cuda_overhead(&self) -> Result<CudaOverhead, String> {
+        Ok(self
+            .parsed::<CudaOverhead>("cuda-context")?
+            .unwrap_or_default())
+    }
+
+    /// `cuda-context` and `margin`, as `fit` reads them.
+    pub fn fit_overhead(&self) -> Result<FitOverhead, String> {
+        Ok(FitOverhead {
+            cuda: self.cuda_overhead()?,
+            margin: self.parsed::<FitMargin>("margin")?.unwrap_or_default(),
+        })
     }
 
     /// `format` is accepted for links copied from the CLI, but the API answers JSON only.

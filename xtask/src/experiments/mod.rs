@@ -16,6 +16,7 @@ mod memory_validation;
 mod model_zoo;
 mod peak_memory;
 mod peak_published;
+mod peak_reserved;
 mod peft_methods;
 mod production_scale;
 mod scaling;

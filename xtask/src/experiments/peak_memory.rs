@@ -7,7 +7,7 @@
 
 use super::config::ChartKeys;
 use super::format::signed_percent;
-use super::{Experiment, OutputFile};
+use super::{Experiment, OutputFile, peak_reserved};
 use anyhow::Result;
 use ftbudget_core::{LossKind, MemoryEstimate, MemorySettings, estimate_memory};
 use ftbudget_measurements::peak::{PeakRecord, parse_peak_records, predict_peak};
@@ -37,6 +37,10 @@ struct Config {
     chart: ChartKeys,
     /// Peaks a project published, set against ftbudget's (an outside check).
     published: super::peak_published::Published,
+    /// The step timeline chart of the published model (`peak_reserved.rs`).
+    timeline: peak_reserved::TimelineKeys,
+    /// The reserved estimate beside the peak (`peak_reserved.rs`).
+    reserved: peak_reserved::ReservedKeys,
 }
 
 /// One measured step with its prediction.
@@ -241,6 +245,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .map(|s| s.error())
         .fold(0.0f64, |w, e| if e.abs() > w.abs() { e } else { w });
     let (buckets, rows) = bucket_table(exp, &config)?;
+    let (timeline_file, reserved_table, reserved_prose) = reserved_and_timeline(exp, &config)?;
     let prose = rows
         .iter()
         .map(|(label, total, peak)| {
@@ -300,10 +305,32 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("bucket_table", buckets.trim_end())
         .set("bucket_prose", prose)
         .set("chart", config.chart.file.clone())
-        .set("table_file", config.table.clone());
+        .set("table_file", config.table.clone())
+        .set("timeline_chart", timeline_file.name.clone())
+        .set("timeline_regimes", config.timeline.regimes.join(", "))
+        .set("reserved_table", reserved_table.trim_end())
+        .set("reserved_prose", reserved_prose);
     Ok(vec![
         OutputFile::text(&config.table, table),
         OutputFile::chart(&config.chart, chart),
+        timeline_file,
         exp.render_report(&values)?,
     ])
+}
+
+/// The published model's timeline chart and reserved table (`peak_reserved.rs`), under the
+/// bucket table's settings.
+fn reserved_and_timeline(
+    exp: &Experiment,
+    config: &Config,
+) -> Result<(OutputFile, String, String)> {
+    let model = ftbudget_models::load(&config.model).map_err(|e| exp.key_error("model", e))?;
+    let mut settings = MemorySettings::pytorch();
+    settings.workload.batch = config.batch;
+    settings.workload.seq = config.seq;
+    settings.validate().map_err(|e| exp.key_error("batch", e))?;
+    let chart = peak_reserved::timeline_chart(exp, &model, &settings, &config.timeline)?;
+    let (table, prose) =
+        peak_reserved::reserved_section(exp, &model, &settings, &config.regimes, &config.reserved)?;
+    Ok((chart, table, prose))
 }

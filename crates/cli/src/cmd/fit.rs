@@ -1,12 +1,13 @@
 //! `ftbudget fit`: for each regime, does the workload fit on this GPU, and what are the largest
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
-use crate::args::MemoryArgs;
+use crate::args::{CudaArgs, MemoryArgs};
 use crate::recipe::RecipeArgs;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
+use ftbudget_core::FitMargin;
 use ftbudget_report::{group_digits, units};
-use ftbudget_server::answers::FitReport;
+use ftbudget_server::answers::{FitOverhead, FitReport};
 use ftbudget_sweep::{Limit, parse_gpu};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,6 +38,13 @@ pub struct FitArgs {
     pub regimes: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: FitFormat,
+    /// GPU memory kept free beyond the reserved estimate (cached free blocks, fragmentation),
+    /// as a fraction (0.05) or a percentage (5%) of the GPU; a workload fits when its reserved
+    /// estimate plus this margin is within the GPU's memory
+    #[arg(long, default_value = "5%")]
+    pub margin: FitMargin,
+    #[command(flatten)]
+    pub cuda: CudaArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
     #[command(flatten)]
@@ -62,7 +70,12 @@ pub fn run(args: FitArgs) -> Result<()> {
     let registry = ftbudget_roster::registry()?;
     let specs = run.regimes;
     // The one code path the server's /api/fit also takes.
-    let report = ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu)?;
+    let overhead = FitOverhead {
+        cuda: args.cuda.cuda_context,
+        margin: args.margin,
+    };
+    let report =
+        ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu, &overhead)?;
     let text = match args.format {
         FitFormat::Json => serde_json::to_string_pretty(&report)?,
         FitFormat::Table => render(&report, &settings),
@@ -110,25 +123,34 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
         settings.precision,
         settings.optimizer,
     );
-    out.push_str("fits: the step's peak (most bytes alive at once) within the GPU's memory\n");
+    out.push_str(&format!(
+        "fits: reserved (an estimate of what nvidia-smi shows: the step's peak in whole 2 MiB allocator segments + {} CUDA context) + a {} margin ({}) within the GPU's memory, i.e. a peak of at most {}\n",
+        units::binary(report.cuda_context_bytes),
+        report.margin,
+        units::binary(report.margin_bytes),
+        units::binary(report.peak_budget_bytes),
+    ));
     let header = [
         "Regime".to_string(),
         "Total".into(),
         "Peak".into(),
+        "Reserved (est.)".into(),
         "Fits".into(),
         "Headroom".into(),
         format!("Max batch (seq {})", w.seq),
         format!("Max seq (batch {})", w.batch),
         "Max rank".into(),
     ];
-    let rows: Vec<[String; 8]> = report
+    let rows: Vec<[String; 9]> = report
         .answers
         .iter()
-        .map(|a| {
+        .map(|row| {
+            let a = &row.answer;
             [
                 a.label.clone(),
                 units::binary(a.total_bytes),
                 format!("{} ({})", units::binary(a.peak_bytes), a.peak_phase),
+                units::binary(row.reserved.bytes),
                 if a.fits { "yes" } else { "no" }.into(),
                 signed_binary(a.headroom_bytes),
                 limit(&a.max_batch, true),
@@ -150,7 +172,7 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             let pad = widths[i] - c.chars().count();
-            if i == 0 || i == 3 {
+            if i == 0 || i == 4 {
                 s.push_str(c);
                 s.push_str(&" ".repeat(pad));
             } else {

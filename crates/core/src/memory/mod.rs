@@ -7,11 +7,13 @@
 pub mod activations;
 pub mod exact;
 pub mod peak;
+pub mod reserved;
 
 pub use activations::{
     ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
 };
 pub use peak::{LiveBytes, LossKind, PeakEstimate, StepKind, StepPeak, StepPhase, StepSettings};
+pub use reserved::{CudaOverhead, FitMargin, ReservedEstimate};
 
 use crate::dtype::DType;
 use crate::error::{CountError, SettingProblem, SettingsError, UnknownName};
@@ -499,6 +501,19 @@ pub fn estimate_memory(
         },
         peak: peak::peak(&step),
     })
+}
+
+/// The step's timeline inputs for `plan` on `model` ([`peak::timeline`] draws the moments from
+/// them): the memory model evaluated again, off the hot path, for charts and reports.
+pub fn timeline_inputs(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<peak::StepInputs, CountError> {
+    let estimate = estimate_memory(model, plan, settings)?;
+    let acts = activations::estimate_activations(model, plan, settings)?;
+    let buckets = [estimate.weights, estimate.gradients, estimate.optimizer].map(u128::from);
+    step_inputs(model, plan, settings, &acts, buckets)
 }
 
 /// The timeline's inputs ([`peak::StepInputs`]) from the buckets (`[weights, gradients,
