@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_core::{
     ActivationModel, AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, Optimizer,
-    Precision, Sharding,
+    Precision,
 };
 
 /// Which conventions fill the flags not given.
@@ -96,10 +96,15 @@ pub const MAX_SEQ: u64 = MemorySettings::MAX_SEQ;
 
 impl MemoryArgs {
     pub fn settings(&self) -> Result<MemorySettings> {
-        let mut s = match self.conventions {
+        let base = match self.conventions {
             Conventions::Seed => MemorySettings::seed(),
             Conventions::Pytorch => MemorySettings::pytorch(),
         };
+        self.on(base)
+    }
+
+    /// Every flag given, on top of `s` (the conventions' settings or a recipe's), validated.
+    pub fn on(&self, mut s: MemorySettings) -> Result<MemorySettings> {
         if let Some(p) = self.precision {
             s.precision = p;
         }
@@ -130,17 +135,19 @@ impl MemoryArgs {
         if let Some(q) = self.seq {
             s.workload.seq = q;
         }
-        s.sharding = Sharding {
-            gpus: self.gpus.unwrap_or(1),
-            zero_stage: self.zero.unwrap_or(0),
-        };
+        if let Some(g) = self.gpus {
+            s.sharding.gpus = g;
+        }
+        if let Some(z) = self.zero {
+            s.sharding.zero_stage = z;
+        }
         self.step_on(&mut s);
         s.validate()?;
         Ok(s)
     }
 
-    /// The step flags given, on top of `s` (the conventions' or a recipe's settings).
-    pub fn step_on(&self, s: &mut MemorySettings) {
+    /// The step flags given, on top of `s`.
+    fn step_on(&self, s: &mut MemorySettings) {
         if let Some(n) = self.grad_accum {
             s.step.grad_accum = n;
         }

@@ -57,7 +57,7 @@ pub fn resolve(
     };
     let recipe = ftbudget_recipes::read_recipe(path, recipe_args.recipe_format)?;
     report(path, &recipe);
-    let settings = overlay(recipe.settings.clone(), memory).context("--recipe")?;
+    let settings = memory.on(recipe.settings.clone()).context("--recipe")?;
     let model = match (model_flag, &recipe.model) {
         (Some(m), _) => m.to_string(),
         (None, Some(m)) => m.clone(),
@@ -82,49 +82,6 @@ pub fn resolve(
         settings,
         seq_given,
     })
-}
-
-/// The recipe's settings with every memory flag given on top.
-fn overlay(mut s: MemorySettings, m: &MemoryArgs) -> Result<MemorySettings> {
-    if let Some(p) = m.precision {
-        s.precision = p;
-    }
-    if m.base_dtype.is_some() {
-        s.base_dtype = m.base_dtype;
-    }
-    if let Some(o) = m.optimizer {
-        s.optimizer = o;
-    }
-    if let Some(v) = m.step_counters {
-        s.step_counters = v;
-    }
-    if let Some(a) = m.activations {
-        s.activations.model = a;
-    }
-    if let Some(a) = m.attention {
-        s.activations.attention = a;
-    }
-    if let Some(c) = m.checkpointing {
-        s.activations.checkpointing = c;
-    }
-    if m.dropout.is_some() {
-        s.activations.dropout = m.dropout;
-    }
-    if let Some(b) = m.batch {
-        s.workload.batch = b;
-    }
-    if let Some(q) = m.seq {
-        s.workload.seq = q;
-    }
-    if let Some(g) = m.gpus {
-        s.sharding.gpus = g;
-    }
-    if let Some(z) = m.zero {
-        s.sharding.zero_stage = z;
-    }
-    m.step_on(&mut s);
-    s.validate()?;
-    Ok(s)
 }
 
 /// What was read, the defaults applied and every key not modelled, on stderr (stdout stays
