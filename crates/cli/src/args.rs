@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_core::{
     ActivationModel, AttentionImpl, Checkpointing, DType, LossKind, MemorySettings, Optimizer,
-    Precision,
+    Precision, SettingsOverrides,
 };
 
 /// Which conventions fill the flags not given.
@@ -104,58 +104,34 @@ impl MemoryArgs {
     }
 
     /// Every flag given, on top of `s` (the conventions' settings or a recipe's), validated.
-    pub fn on(&self, mut s: MemorySettings) -> Result<MemorySettings> {
-        if let Some(p) = self.precision {
-            s.precision = p;
-        }
-        if self.base_dtype.is_some() {
-            s.base_dtype = self.base_dtype;
-        }
-        if let Some(o) = self.optimizer {
-            s.optimizer = o;
-        }
-        if let Some(v) = self.step_counters {
-            s.step_counters = v;
-        }
-        if let Some(m) = self.activations {
-            s.activations.model = m;
-        }
-        if let Some(a) = self.attention {
-            s.activations.attention = a;
-        }
-        if let Some(c) = self.checkpointing {
-            s.activations.checkpointing = c;
-        }
-        if self.dropout.is_some() {
-            s.activations.dropout = self.dropout;
-        }
-        if let Some(b) = self.batch {
-            s.workload.batch = b;
-        }
-        if let Some(q) = self.seq {
-            s.workload.seq = q;
-        }
-        if let Some(g) = self.gpus {
-            s.sharding.gpus = g;
-        }
-        if let Some(z) = self.zero {
-            s.sharding.zero_stage = z;
-        }
-        self.step_on(&mut s);
+    pub fn on(&self, s: MemorySettings) -> Result<MemorySettings> {
+        let s = self.overrides().apply(s);
         s.validate()?;
         Ok(s)
     }
 
-    /// The step flags given, on top of `s`.
-    fn step_on(&self, s: &mut MemorySettings) {
-        if let Some(n) = self.grad_accum {
-            s.step.grad_accum = n;
+    /// The flags given, as the settings they replace (the server reads its parameters into the
+    /// same overrides).
+    fn overrides(&self) -> SettingsOverrides {
+        SettingsOverrides {
+            precision: self.precision,
+            base_dtype: self.base_dtype,
+            optimizer: self.optimizer,
+            step_counters: self.step_counters,
+            activations: self.activations,
+            attention: self.attention,
+            checkpointing: self.checkpointing,
+            dropout: self.dropout,
+            batch: self.batch,
+            seq: self.seq,
+            gpus: self.gpus,
+            zero: self.zero,
+            grad_accum: self.grad_accum,
+            loss: self.loss,
+            // Switches: given turns on; absent keeps the base's (a recipe may turn them on).
+            optimizer_in_backward: self.optimizer_in_backward.then_some(true),
+            activation_offload: self.activation_offload.then_some(true),
         }
-        if let Some(loss) = self.loss {
-            s.step.loss = loss;
-        }
-        s.step.optimizer_in_backward |= self.optimizer_in_backward;
-        s.step.activation_offload |= self.activation_offload;
     }
 }
 

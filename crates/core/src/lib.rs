@@ -28,7 +28,7 @@ pub use flops::{FlopSettings, RunCost, RunSettings, StepFlops, run_cost, step_fl
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, CudaOverhead, FitMargin,
     LossKind, MemoryEstimate, MemorySettings, Optimizer, PeakEstimate, Precision, ReservedEstimate,
-    Sharding, StepKind, StepPhase, StepSettings, Workload, estimate_memory,
+    SettingsOverrides, Sharding, StepKind, StepPhase, StepSettings, Workload, estimate_memory,
 };
 pub use plan::{
     ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,

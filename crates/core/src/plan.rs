@@ -1193,17 +1193,21 @@ impl TrainingPlan {
         let trainable = span.all(&layout.sums.trainable);
         self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |= units.has_attention_output;
+        // One site per module of the group, lowest index first; `extend` over a range sizes the
+        // vector once (sweeps plan millions of times).
+        let sites = units.mask.count_ones() as usize;
         let mut modules = units.mask;
-        while modules != 0 {
+        self.adapters.extend((0..sites).map(|_| {
             let module = modules.trailing_zeros() as usize;
             modules &= modules - 1;
-            self.adapters.push(AdapterSite {
+            AdapterSite {
                 module,
                 rank,
                 layout,
-            });
-            self.adapter_instances.push(None);
-        }
+            }
+        }));
+        self.adapter_instances
+            .resize(self.adapter_instances.len() + sites, None);
         true
     }
 

@@ -163,7 +163,12 @@ impl ModelShape {
         if let TargetSpec::Names(names) = spec {
             self.check_names(names)?;
         }
-        if !self.modules.iter().any(|m| spec.selects(m)) {
+        // A group's modules are known from the shape's precomputed sums.
+        let selects_some = match self.group_adapter_units(spec) {
+            Some(units) => units.mask != 0,
+            None => self.modules.iter().any(|m| spec.selects(m)),
+        };
+        if !selects_some {
             return Err(ShapeError::NoTargets {
                 spec: spec.to_string(),
             });

@@ -4,10 +4,7 @@
 //! value is refused with the message the CLI gives for it.
 
 use crate::answers::{FitOverhead, one_line};
-use ftbudget_core::{
-    ActivationModel, AttentionImpl, Checkpointing, CudaOverhead, DType, FitMargin, LossKind,
-    MemorySettings, ModelShape, Optimizer, Precision, Sharding,
-};
+use ftbudget_core::{CudaOverhead, FitMargin, MemorySettings, ModelShape, SettingsOverrides};
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
@@ -134,7 +131,7 @@ impl Params {
     /// The memory settings, resolved as `MemoryArgs::settings` resolves the CLI's flags:
     /// `conventions` fills what is not given, then every setting given replaces its default.
     pub fn settings(&self) -> Result<MemorySettings, String> {
-        let mut s = match self.get("conventions").unwrap_or("pytorch") {
+        let s = match self.get("conventions").unwrap_or("pytorch") {
             "pytorch" => MemorySettings::pytorch(),
             "seed" => MemorySettings::seed(),
             other => {
@@ -143,53 +140,26 @@ impl Params {
                 ));
             }
         };
-        if let Some(p) = self.parsed::<Precision>("precision")? {
-            s.precision = p;
-        }
-        if let Some(d) = self.parsed::<DType>("base-dtype")? {
-            s.base_dtype = Some(d);
-        }
-        if let Some(o) = self.parsed::<Optimizer>("optimizer")? {
-            s.optimizer = o;
-        }
-        if let Some(v) = self.parsed::<bool>("step-counters")? {
-            s.step_counters = v;
-        }
-        if let Some(m) = self.parsed::<ActivationModel>("activations")? {
-            s.activations.model = m;
-        }
-        if let Some(a) = self.parsed::<AttentionImpl>("attention")? {
-            s.activations.attention = a;
-        }
-        if let Some(c) = self.parsed::<Checkpointing>("checkpointing")? {
-            s.activations.checkpointing = c;
-        }
-        if let Some(p) = self.parsed::<f64>("dropout")? {
-            s.activations.dropout = Some(p);
-        }
-        if let Some(b) = self.parsed::<u64>("batch")? {
-            s.workload.batch = b;
-        }
-        if let Some(q) = self.parsed::<u64>("seq")? {
-            s.workload.seq = q;
-        }
-        s.sharding = Sharding {
-            gpus: self.parsed::<u64>("gpus")?.unwrap_or(1),
-            zero_stage: self.parsed::<u8>("zero")?.unwrap_or(0),
+        let overrides = SettingsOverrides {
+            precision: self.parsed("precision")?,
+            base_dtype: self.parsed("base-dtype")?,
+            optimizer: self.parsed("optimizer")?,
+            step_counters: self.parsed("step-counters")?,
+            activations: self.parsed("activations")?,
+            attention: self.parsed("attention")?,
+            checkpointing: self.parsed("checkpointing")?,
+            dropout: self.parsed("dropout")?,
+            batch: self.parsed("batch")?,
+            seq: self.parsed("seq")?,
+            gpus: self.parsed("gpus")?,
+            zero: self.parsed("zero")?,
+            grad_accum: self.parsed("grad-accum")?,
+            loss: self.parsed("loss")?,
+            // The CLI's switches: `true` or `false` here.
+            optimizer_in_backward: self.parsed("optimizer-in-backward")?,
+            activation_offload: self.parsed("activation-offload")?,
         };
-        if let Some(n) = self.parsed::<u64>("grad-accum")? {
-            s.step.grad_accum = n;
-        }
-        if let Some(loss) = self.parsed::<LossKind>("loss")? {
-            s.step.loss = loss;
-        }
-        // The CLI's switches: `true` or `false` here.
-        if let Some(on) = self.parsed::<bool>("optimizer-in-backward")? {
-            s.step.optimizer_in_backward = on;
-        }
-        if let Some(on) = self.parsed::<bool>("activation-offload")? {
-            s.step.activation_offload = on;
-        }
+        let s = overrides.apply(s);
         s.validate().map_err(|e| one_line(&e))?;
         Ok(s)
     }

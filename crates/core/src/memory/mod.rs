@@ -6,12 +6,14 @@
 
 pub mod activations;
 pub mod exact;
+pub mod overrides;
 pub mod peak;
 pub mod reserved;
 
 pub use activations::{
     ActivationBreakdown, ActivationModel, ActivationSettings, AttentionImpl, Checkpointing,
 };
+pub use overrides::SettingsOverrides;
 pub use peak::{LiveBytes, LossKind, PeakEstimate, StepKind, StepPeak, StepPhase, StepSettings};
 pub use reserved::{CudaOverhead, FitMargin, ReservedEstimate};
 
