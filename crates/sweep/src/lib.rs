@@ -17,6 +17,7 @@ pub mod point;
 pub mod range;
 pub mod scale;
 pub mod spec;
+pub mod timing;
 
 pub use error::SweepError;
 pub use fit::{FitAnswer, FitQuery, Limit, RankSearch, largest_fitting};
@@ -26,3 +27,4 @@ pub use point::{PointEstimate, evaluate, evaluate_into};
 pub use range::{MAX_AXIS_VALUES, parse_values};
 pub use scale::{ScaledShape, scale_spec, width_step};
 pub use spec::{MAX_RANK, spec_with_rank};
+pub use timing::{DEFAULT_MFU, PeakDtype, RunCost, Timing, TimingInputs, parse_tokens};
