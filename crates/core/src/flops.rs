@@ -570,3 +570,102 @@ fn routed_experts(model: &ModelShape, m: &LinearModule) -> Option<(u64, u64)> {
         && expert_dims)
         .then_some((e.top_k, e.sparse_layers))
 }
+
+/// A plan's step FLOPs as a function of the workload, precomputed once per plan so that a sweep
+/// row costs a few multiplies instead of a walk over the model.
+///
+/// Every count [`step_flops`] adds is, for fixed attention, checkpointing, dropout and NF4
+/// settings, one of three kinds: per token (`batch x s'` with `s' = seq + extra tokens`: every
+/// Linear and adapter matmul, and the first block's skipped gradients), per attention score
+/// (`batch x s'^2`: the attention matmuls) or per step (peft's parametrized weight deltas, DoRA's
+/// weight norm). So forward, backward and recompute are each `constant + b s' per_token +
+/// b s'^2 per_score`, and the three coefficients are read exactly off `step_flops` at three
+/// workloads ((1, 1), (2, 1), (1, 2)); [`FlopUnits::at`] evaluates the form with checked
+/// arithmetic. A test holds it equal to `step_flops` over every preset and regime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlopUnits {
+    extra_tokens: u64,
+    /// `[forward, backward, recompute]` each.
+    constant: [u128; 3],
+    per_token: [u128; 3],
+    per_score: [u128; 3],
+}
+
+impl FlopUnits {
+    /// The units of `plan` on `model` under `settings` (its batch and seq are not read).
+    pub fn of(
+        model: &ModelShape,
+        plan: &TrainingPlan,
+        settings: &FlopSettings,
+    ) -> Result<Self, CountError> {
+        let err = CountError { what: "flops" };
+        let at = |batch: u64, seq: u64| {
+            step_flops(
+                model,
+                plan,
+                &FlopSettings {
+                    batch,
+                    seq,
+                    ..*settings
+                },
+            )
+            .map(|f| [f.forward, f.backward, f.recompute])
+        };
+        let (f11, f21, f12) = (at(1, 1)?, at(2, 1)?, at(1, 2)?);
+        let e = plan.extra_tokens();
+        // p = s' at seq 1.
+        let p = u128::from(e.checked_add(1).ok_or(err.clone())?);
+        let mut units = FlopUnits {
+            extra_tokens: e,
+            ..FlopUnits::default()
+        };
+        for k in 0..3 {
+            // f(1, p) = C + p L + p^2 A; f(2, p) - f(1, p) = p (L + p A);
+            // f(1, p + 1) - f(1, p) = L + (2p + 1) A.
+            let d1 = f21[k].checked_sub(f11[k]).ok_or(err.clone())? / p;
+            let d2 = f12[k].checked_sub(f11[k]).ok_or(err.clone())?;
+            let a = d2.checked_sub(d1).ok_or(err.clone())? / (p + 1);
+            // C = f(1, p) - p (L + p A).
+            let pa = p.checked_mul(a).ok_or(err.clone())?;
+            let l = d1.checked_sub(pa).ok_or(err.clone())?;
+            let c = l
+                .checked_add(pa)
+                .and_then(|v| v.checked_mul(p))
+                .and_then(|v| f11[k].checked_sub(v))
+                .ok_or(err.clone())?;
+            units.constant[k] = c;
+            units.per_token[k] = l;
+            units.per_score[k] = a;
+        }
+        Ok(units)
+    }
+
+    /// The step's FLOPs at `batch x seq`, exact (an error when a count leaves `u128`).
+    pub fn at(&self, batch: u64, seq: u64) -> Result<StepFlops, CountError> {
+        let err = CountError { what: "flops" };
+        let s = u128::from(seq.checked_add(self.extra_tokens).ok_or(err.clone())?);
+        let tokens = u128::from(batch) * s;
+        let scores = tokens.checked_mul(s).ok_or(err.clone())?;
+        let mut out = [0u128; 3];
+        for (k, slot) in out.iter_mut().enumerate() {
+            *slot = tokens
+                .checked_mul(self.per_token[k])
+                .and_then(|t| scores.checked_mul(self.per_score[k])?.checked_add(t))
+                .and_then(|v| v.checked_add(self.constant[k]))
+                .ok_or(err.clone())?;
+        }
+        let [forward, backward, recompute] = out;
+        let step = forward
+            .checked_add(backward)
+            .and_then(|v| v.checked_add(recompute))
+            .ok_or(err)?;
+        let user_tokens = u128::from(batch) * u128::from(seq);
+        Ok(StepFlops {
+            forward,
+            backward,
+            recompute,
+            step,
+            per_token: step / user_tokens.max(1),
+        })
+    }
+}
