@@ -31,7 +31,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub exact_from_hub: bool,
     /// GPU memory: a preset (rtx-3090, rtx-4090, l4, a100-40g, a100-80g, h100-80g, h200) or an
-    /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30)
+    /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30); with --tokens a preset, whose
+    /// datasheet peak times the run
     #[arg(long)]
     pub gpu: String,
     /// Regime specs to answer for (default: full-ft, lora:r=8, qlora:r=8, dora:r=8)
@@ -46,8 +47,8 @@ pub struct FitArgs {
     pub margin: FitMargin,
     #[command(flatten)]
     pub cuda: CudaArgs,
-    /// With --tokens (or --dataset-tokens): time and price a run at each regime's largest batch
-    /// that fits, on --gpu (then a preset with a datasheet peak)
+    // With --tokens (or --dataset-tokens): time and price a run at each regime's largest batch
+    // that fits, on --gpu (then a preset with a datasheet peak).
     #[command(flatten)]
     pub timing: TimingArgs,
     #[command(flatten)]
