@@ -1,7 +1,9 @@
 //! Criterion benchmarks. Groups:
 //! - `estimate/<model>`: one estimate (`plan_into` into a reused plan + `estimate_memory` under
 //!   the PyTorch conventions) per regime, at MiniGPT, LLaMA-2-7B and LLaMA-2-70B shapes.
-//! - `flops/<model>`: `step_flops` on a planned step, per regime (the FLOP columns' cost).
+//! - `flops/<model>`: `step_flops` on a planned step, per regime (the FLOP columns' cost in
+//!   `estimate`), and `flops-row/<model>`: `FlopUnits::at`, what a sweep row pays (its units
+//!   are computed once per plan).
 //! - `counts`: the answer peft's `get_nb_trainable_parameters()` gives (LLaMA-2-7B, LoRA r=8 on
 //!   q_proj+v_proj), for the side-by-side with peft (`cargo xtask bench`).
 //! - `sweep`: rank x width grids through `Grid::run` on all cores, and one core through
@@ -58,6 +60,26 @@ fn step_flops_only(c: &mut Criterion) {
             let plan = regime.plan(&model).unwrap();
             group.bench_with_input(BenchmarkId::from_parameter(id), &model, |b, model| {
                 b.iter(|| ftbudget_core::step_flops(black_box(model), &plan, black_box(&settings)))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// `FlopUnits::at` on a plan's precomputed units: a sweep row's FLOP columns.
+fn flop_units_row(c: &mut Criterion) {
+    let registry = ftbudget_roster::registry().unwrap();
+    let settings = ftbudget_core::FlopSettings::of(&pytorch_settings());
+    for &model_name in MODELS {
+        let model = shape(model_name);
+        let mut group = c.benchmark_group(format!("flops-row/{model_name}"));
+        group.throughput(Throughput::Elements(1));
+        for &(id, spec) in REGIMES {
+            let regime = registry.build(spec).unwrap();
+            let plan = regime.plan(&model).unwrap();
+            let units = ftbudget_core::FlopUnits::of(&model, &plan, &settings).unwrap();
+            group.bench_with_input(BenchmarkId::from_parameter(id), &units, |b, units| {
+                b.iter(|| black_box(units).at(black_box(settings.batch), black_box(settings.seq)))
             });
         }
         group.finish();
@@ -146,6 +168,7 @@ criterion_group!(
     benches,
     single_estimate,
     step_flops_only,
+    flop_units_row,
     peft_equivalent_counts,
     sweep
 );

@@ -171,3 +171,53 @@ pub fn regime_specs(given: &[String], defaults: &[&str]) -> Vec<String> {
         given.to_vec()
     }
 }
+
+/// The flags that time a run and price it, read the same way by `cost`, `fit` and `sweep`
+/// (the arithmetic is `ftbudget_sweep::timing`).
+#[derive(Args, Debug, Clone)]
+pub struct TimingArgs {
+    /// Tokens to train on in total (1000000000, 1_000_000_000, 1e9, 1B, 500M, 2T)
+    #[arg(long, value_parser = ftbudget_sweep::parse_tokens, conflicts_with = "dataset_tokens")]
+    pub tokens: Option<u128>,
+    /// Tokens in the dataset (with --epochs)
+    #[arg(long, value_parser = ftbudget_sweep::parse_tokens)]
+    pub dataset_tokens: Option<u128>,
+    /// Passes over the dataset
+    #[arg(long, default_value_t = 1, requires = "dataset_tokens")]
+    pub epochs: u64,
+    /// Model FLOPs utilization: the fraction of the GPU's peak reached on the counted FLOPs
+    /// (default 0.4, an assumption stated in the output)
+    #[arg(long)]
+    pub mfu: Option<f64>,
+    /// Price of one GPU-hour (any currency); without it no cost
+    #[arg(long)]
+    pub price_per_gpu_hour: Option<f64>,
+    /// The peak to time at: bf16 | fp16 | fp8 (default: fp16 for fp16 precisions, else bf16)
+    #[arg(long)]
+    pub peak: Option<ftbudget_sweep::PeakDtype>,
+}
+
+impl TimingArgs {
+    /// `--tokens`, or `--dataset-tokens` x `--epochs`; `None` when neither is given.
+    pub fn tokens(&self) -> Result<Option<u128>> {
+        Ok(ftbudget_sweep::timing::total_tokens(
+            self.tokens,
+            self.dataset_tokens,
+            self.epochs,
+        )?)
+    }
+
+    /// The timing on `gpu` (a preset with a datasheet peak) under `settings`' precision and GPUs.
+    pub fn timing(&self, gpu: &str, settings: &MemorySettings) -> Result<ftbudget_sweep::Timing> {
+        Ok(ftbudget_sweep::Timing::new(
+            &ftbudget_sweep::TimingInputs {
+                gpu,
+                peak: self.peak,
+                precision: settings.precision,
+                mfu: self.mfu,
+                gpus: settings.sharding.gpus,
+                price_per_gpu_hour: self.price_per_gpu_hour,
+            },
+        )?)
+    }
+}

@@ -186,6 +186,10 @@ fn estimate_csv_and_jsonl_share_one_schema() {
     insta::assert_snapshot!("estimate_jsonl", jsonl);
 }
 
+/// The float time columns of a row (`sweep` fills them; `estimate` leaves them empty, as it
+/// does `tokens`).
+const TIME_COLUMNS: [&str; 5] = ["mfu", "step_seconds", "wall_hours", "gpu_hours", "cost"];
+
 #[test]
 fn sweep_csv_and_jsonl_share_the_estimate_schema() {
     let csv = sweep("csv");
@@ -204,11 +208,44 @@ fn sweep_csv_and_jsonl_share_the_estimate_schema() {
                 if let Some(text) = r["trainable_fraction"].as_str() {
                     r["trainable_fraction"] = serde_json::from_str(text).unwrap();
                 }
+                // The time columns: an empty cell is JSON's null; a figure is compared below
+                // to 1e-12 (serde_json's float parser may round the last digit differently).
+                if r["tokens"] == "" {
+                    r["tokens"] = Value::Null;
+                }
+                for key in TIME_COLUMNS {
+                    r[key] = match r[key].as_str() {
+                        Some("") => Value::Null,
+                        Some(text) => {
+                            Value::String(format!("{:.12e}", text.parse::<f64>().unwrap()))
+                        }
+                        None => r[key].clone(),
+                    };
+                }
                 r
             })
             .collect()
     };
-    assert_eq!(as_json(&from_csv), jsonl_records(&jsonl));
+    let rounded = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|mut r| {
+                for key in TIME_COLUMNS {
+                    if let Some(x) = r[key].as_f64() {
+                        r[key] = Value::String(format!("{x:.12e}"));
+                    }
+                }
+                r
+            })
+            .collect()
+    };
+    assert_eq!(as_json(&from_csv), rounded(jsonl_records(&jsonl)));
+    // Every row is timed on the default GPU (H100 SXM, 989.5 TFLOP/s dense bf16) at MFU 0.4.
+    for r in &from_csv {
+        assert_eq!(r["timing_gpu"], "h100-80g");
+        let flops: f64 = r["flops_step"].as_f64().unwrap();
+        let seconds: f64 = r["step_seconds"].as_str().unwrap().parse().unwrap();
+        assert!((seconds - flops / (989.5e12 * 0.4)).abs() <= seconds * 1e-12);
+    }
     // Width 64 is MiniGPT itself: the seed lab's LoRA r=4 and r=8 rows.
     assert_eq!(from_csv[0]["trainable_params"], 18_432);
     assert_eq!(from_csv[1]["trainable_params"], 36_864);

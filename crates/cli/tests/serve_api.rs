@@ -173,6 +173,33 @@ fn fit_answers_what_the_cli_prints() {
     assert_eq!(v["margin_bytes"], 2_048u64 << 20);
     // 81,920 - 2,048 - 300 = 79,572 MiB, a whole number of 2 MiB.
     assert_eq!(v["peak_budget_bytes"], 79_572u64 << 20);
+    // With a token count the largest batch is timed and priced, as `fit --tokens` does.
+    let mut timed = pairs.to_vec();
+    timed.extend([
+        ("tokens", "1B"),
+        ("mfu", "0.5"),
+        ("price-per-gpu-hour", "2"),
+        ("peak", "fp16"),
+    ]);
+    let expected = cli_json("fit", &timed);
+    let answer = get(server.addr, &format!("/api/fit{}", query(&timed)));
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, expected);
+    let v = answer.json();
+    assert_eq!(v["timing"]["tokens"], 1_000_000_000u64);
+    // The A100 datasheet's dense fp16 tensor peak.
+    assert_eq!(v["timing"]["peak_flops_per_gpu"], 312_000_000_000_000u64);
+    let lora = &v["answers"][1];
+    assert_eq!(
+        lora["time_at_max_batch"]["batch"],
+        lora["max_batch"]["value"]
+    );
+    let refused = get(server.addr, "/api/fit?gpu=80GiB&tokens=1B");
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.error(),
+        cli(&["fit", "--gpu", "80GiB", "--tokens", "1B"]).expect_err("the CLI refuses it")
+    );
 }
 
 #[test]

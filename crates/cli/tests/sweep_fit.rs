@@ -220,3 +220,166 @@ fn fit_table_and_gpu_presets() {
         error_of(&["fit", "--gpu", "24XB"]).starts_with("error: --gpu: `24XB`: unknown unit `XB`")
     );
 }
+
+/// Full fine-tuning of MiniGPT under the seed conventions (seq 32, eager attention): by hand,
+/// 229,376 weight elements per token in matmuls (4 layers x 49,152 + the tied 64 x 512 lm_head)
+/// at 2 FLOPs each on 32 b tokens, plus eager attention's 2 x b x 4 heads x 32^2 x (16 + 16) per
+/// layer, forward; backward twice the forward: 3 b (14,680,064 + 1,048,576) FLOPs.
+fn minigpt_full_ft_step_flops(batch: u64) -> u64 {
+    3 * batch * (2 * 229_376 * 32 + 2 * 4 * 32 * 32 * 32 * 4)
+}
+
+#[test]
+fn fit_times_the_largest_batch_that_fits() {
+    // A100 datasheet: 312 TFLOP/s dense bf16/fp16; at MFU 0.5 a GPU does 156e12 FLOP/s.
+    let rate = 312e12 * 0.5;
+    let v: Value = serde_json::from_str(&stdout_of(&[
+        "fit",
+        "--conventions",
+        "seed",
+        "--gpu",
+        "a100-80g",
+        "--regime",
+        "full-ft",
+        "--tokens",
+        "1M",
+        "--mfu",
+        "0.5",
+        "--price-per-gpu-hour",
+        "2",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["timing"]["tokens"], 1_000_000);
+    assert_eq!(v["timing"]["peak_flops_per_gpu"], 312_000_000_000_000u64);
+    assert_eq!(v["timing"]["mfu_is_default"], false);
+    let row = &v["answers"][0];
+    let batch = row["max_batch"]["value"].as_u64().unwrap();
+    let at = &row["time_at_max_batch"];
+    assert_eq!(at["batch"], batch);
+    assert_eq!(at["seq"], 32);
+    let step = minigpt_full_ft_step_flops(batch);
+    assert_eq!(at["flops"]["step"], step);
+    assert_eq!(at["tokens_per_step"], 32 * batch);
+    let steps = 1_000_000u64.div_ceil(32 * batch);
+    assert_eq!(at["steps"], steps);
+    assert_eq!(at["total_flops"], steps * step);
+    let close = |got: &Value, want: f64| {
+        let got = got.as_f64().unwrap();
+        assert!((got - want).abs() <= want * 1e-12, "{got} vs {want}");
+    };
+    close(&at["step_seconds"], step as f64 / rate);
+    close(&at["seconds"], steps as f64 * step as f64 / rate);
+    close(&at["gpu_hours"], steps as f64 * step as f64 / rate / 3600.0);
+    close(
+        &at["cost"],
+        2.0 * steps as f64 * step as f64 / rate / 3600.0,
+    );
+
+    // The table states the peak, the MFU and the run; the CSV carries the same figures.
+    let table = stdout_of(&[
+        "fit",
+        "--conventions",
+        "seed",
+        "--gpu",
+        "a100-80g",
+        "--regime",
+        "full-ft",
+        "--tokens",
+        "1M",
+    ]);
+    assert!(
+        table.contains("time at the largest batch that fits, 1,000,000 tokens on 1 x a100-80g")
+    );
+    assert!(
+        table.contains("peak 312.0 TFLOP/s dense fp16 per GPU"),
+        "{table}"
+    );
+    assert!(table.contains("MFU 0.40 (the default, an assumption: set --mfu)"));
+    let csv = stdout_of(&[
+        "fit",
+        "--conventions",
+        "seed",
+        "--gpu",
+        "a100-80g",
+        "--regime",
+        "full-ft",
+        "--tokens",
+        "1M",
+        "--format",
+        "csv",
+    ]);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(col("time_batch"), batch.to_string());
+    assert_eq!(col("time_flops_step"), step.to_string());
+    assert_eq!(col("time_steps"), steps.to_string());
+
+    // Without a token count there is no time; a GPU given as a size has no peak to time at.
+    let v: Value = serde_json::from_str(&stdout_of(&[
+        "fit",
+        "--conventions",
+        "seed",
+        "--gpu",
+        "a100-80g",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert!(v["timing"].is_null());
+    assert!(v["answers"][0]["time_at_max_batch"].is_null());
+    let err = error_of(&["fit", "--gpu", "80GiB", "--tokens", "1B"]);
+    assert!(
+        err.contains("--gpu: `80GiB` is not a preset with a datasheet peak"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sweep_rows_carry_step_time_and_with_tokens_the_run() {
+    // H100 datasheet (SXM): 1,979 TFLOP/s bf16 with sparsity, 989.5 dense; default MFU 0.4.
+    let rate = 989.5e12 * 0.4;
+    let text = stdout_of(&[
+        "sweep",
+        "--conventions",
+        "seed",
+        "--regime",
+        "full-ft",
+        "--batch",
+        "1,16",
+        "--precision",
+        "amp-bf16",
+        "--tokens",
+        "1000",
+        "--price-per-gpu-hour",
+        "3",
+    ]);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for line in lines {
+        let row: Vec<&str> = line.split(',').collect();
+        let batch: u64 = row[col("batch")].parse().unwrap();
+        let step = minigpt_full_ft_step_flops(batch);
+        assert_eq!(row[col("flops_step")], step.to_string());
+        assert_eq!(row[col("timing_gpu")], "h100-80g");
+        let num = |name: &str| row[col(name)].parse::<f64>().unwrap();
+        let close = |got: f64, want: f64| assert!((got - want).abs() <= want * 1e-12);
+        close(num("step_seconds"), step as f64 / rate);
+        let steps = 1000u64.div_ceil(32 * batch) as f64;
+        assert_eq!(row[col("tokens")], "1000");
+        close(num("wall_hours"), steps * step as f64 / rate / 3600.0);
+        close(num("gpu_hours"), steps * step as f64 / rate / 3600.0);
+        close(num("cost"), 3.0 * steps * step as f64 / rate / 3600.0);
+    }
+    // JSON lines carry the same keys; without --tokens the run's are null.
+    let line = stdout_of(&["sweep", "--format", "jsonl"]);
+    let v: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert!(v["step_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["wall_hours"].is_null() && v["cost"].is_null());
+    let err = error_of(&["sweep", "--gpu", "a100-80g", "--peak", "fp8"]);
+    assert_eq!(err, "error: --peak: a100-80g has no FP8 tensor cores");
+}

@@ -571,82 +571,101 @@ fn routed_experts(model: &ModelShape, m: &LinearModule) -> Option<(u64, u64)> {
         .then_some((e.top_k, e.sparse_layers))
 }
 
-/// What a run of `tokens` tokens costs at a step's FLOPs, on `gpus` data-parallel GPUs each
-/// reaching `mfu` of `peak` FLOP/s on the counted FLOPs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RunCost {
-    /// Tokens one optimizer step takes over every GPU (`batch x seq x gpus`).
-    pub tokens_per_step: u128,
-    /// Steps to see every token once: `ceil(tokens / tokens_per_step)` (a last, partial step is
-    /// counted as a whole one).
-    pub steps: u128,
-    /// `steps x gpus x step FLOPs`.
-    pub total_flops: u128,
-    /// Wall-clock seconds: `total_flops / (gpus x peak x mfu)`.
-    pub seconds: f64,
-    /// `seconds x gpus / 3600`.
-    pub gpu_hours: f64,
+/// A plan's step FLOPs as a function of the workload, precomputed once per plan so that a sweep
+/// row costs a few multiplies instead of a walk over the model.
+///
+/// Every count [`step_flops`] adds is, for fixed attention, checkpointing, dropout and NF4
+/// settings, one of three kinds: per token (`batch x s'` with `s' = seq + extra tokens`: every
+/// Linear and adapter matmul, and the first block's skipped gradients), per attention score
+/// (`batch x s'^2`: the attention matmuls) or per step (peft's parametrized weight deltas, DoRA's
+/// weight norm). So forward, backward and recompute are each `constant + b s' per_token +
+/// b s'^2 per_score`, and the three coefficients are read exactly off `step_flops` at three
+/// workloads ((1, 1), (2, 1), (1, 2)); [`FlopUnits::at`] evaluates the form with checked
+/// arithmetic. A test holds it equal to `step_flops` over every preset and regime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlopUnits {
+    extra_tokens: u64,
+    /// `[forward, backward, recompute]` each.
+    constant: [u128; 3],
+    per_token: [u128; 3],
+    per_score: [u128; 3],
 }
 
-/// The inputs of [`run_cost`] beyond the step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RunSettings {
-    /// Tokens to train on, epochs included.
-    pub tokens: u128,
-    /// Data-parallel GPUs, each running the step's micro-batch.
-    pub gpus: u64,
-    /// Tokens of one GPU's micro-batch (`batch x seq`).
-    pub tokens_per_gpu_step: u64,
-    /// Dense peak FLOP/s of one GPU at the compute dtype.
-    pub peak_flops: u64,
-    /// The fraction of that peak reached on the counted FLOPs, in (0, 1].
-    pub mfu: f64,
-}
-
-/// The cost of a run (`None` when a product leaves `u128` or an input is zero).
-pub fn run_cost(step: &StepFlops, run: &RunSettings) -> Option<RunCost> {
-    let gpus = u128::from(run.gpus);
-    let tokens_per_step = u128::from(run.tokens_per_gpu_step).checked_mul(gpus)?;
-    if tokens_per_step == 0 || run.peak_flops == 0 || run.mfu.is_nan() || run.mfu <= 0.0 {
-        return None;
+impl FlopUnits {
+    /// The units of `plan` on `model` under `settings` (its batch and seq are not read).
+    pub fn of(
+        model: &ModelShape,
+        plan: &TrainingPlan,
+        settings: &FlopSettings,
+    ) -> Result<Self, CountError> {
+        let err = CountError { what: "flops" };
+        let at = |batch: u64, seq: u64| {
+            step_flops(
+                model,
+                plan,
+                &FlopSettings {
+                    batch,
+                    seq,
+                    ..*settings
+                },
+            )
+            .map(|f| [f.forward, f.backward, f.recompute])
+        };
+        let (f11, f21, f12) = (at(1, 1)?, at(2, 1)?, at(1, 2)?);
+        let e = plan.extra_tokens();
+        // p = s' at seq 1.
+        let p = u128::from(e.checked_add(1).ok_or(err.clone())?);
+        let mut units = FlopUnits {
+            extra_tokens: e,
+            ..FlopUnits::default()
+        };
+        for k in 0..3 {
+            // f(1, p) = C + p L + p^2 A; f(2, p) - f(1, p) = p (L + p A);
+            // f(1, p + 1) - f(1, p) = L + (2p + 1) A.
+            let d1 = f21[k].checked_sub(f11[k]).ok_or(err.clone())? / p;
+            let d2 = f12[k].checked_sub(f11[k]).ok_or(err.clone())?;
+            let a = d2.checked_sub(d1).ok_or(err.clone())? / (p + 1);
+            // C = f(1, p) - p (L + p A).
+            let pa = p.checked_mul(a).ok_or(err.clone())?;
+            let l = d1.checked_sub(pa).ok_or(err.clone())?;
+            let c = l
+                .checked_add(pa)
+                .and_then(|v| v.checked_mul(p))
+                .and_then(|v| f11[k].checked_sub(v))
+                .ok_or(err.clone())?;
+            units.constant[k] = c;
+            units.per_token[k] = l;
+            units.per_score[k] = a;
+        }
+        Ok(units)
     }
-    let steps = run.tokens.div_ceil(tokens_per_step);
-    let total_flops = steps.checked_mul(gpus)?.checked_mul(step.step)?;
-    let seconds = total_flops as f64 / (run.gpus as f64 * run.peak_flops as f64 * run.mfu);
-    Some(RunCost {
-        tokens_per_step,
-        steps,
-        total_flops,
-        seconds,
-        gpu_hours: seconds * run.gpus as f64 / 3600.0,
-    })
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_run_costs_its_steps_over_the_peak() {
-        // 1,000 tokens in steps of 2 GPUs x 64 tokens: ceil(1000 / 128) = 8 steps, 16 GPU-steps
-        // of 1e12 FLOPs; at 100 TFLOP/s x 0.5 per GPU that is 16e12 / 1e14 = 0.16 s.
-        let step = StepFlops {
-            step: 1_000_000_000_000,
-            ..StepFlops::default()
-        };
-        let run = RunSettings {
-            tokens: 1000,
-            gpus: 2,
-            tokens_per_gpu_step: 64,
-            peak_flops: 100_000_000_000_000,
-            mfu: 0.5,
-        };
-        let cost = run_cost(&step, &run).unwrap();
-        assert_eq!(cost.tokens_per_step, 128);
-        assert_eq!(cost.steps, 8);
-        assert_eq!(cost.total_flops, 16_000_000_000_000);
-        assert!((cost.seconds - 0.16).abs() < 1e-12);
-        assert!((cost.gpu_hours - 0.32 / 3600.0).abs() < 1e-15);
-        assert!(run_cost(&step, &RunSettings { mfu: 0.0, ..run }).is_none());
+    /// The step's FLOPs at `batch x seq`, exact (an error when a count leaves `u128`).
+    pub fn at(&self, batch: u64, seq: u64) -> Result<StepFlops, CountError> {
+        let err = CountError { what: "flops" };
+        let s = u128::from(seq.checked_add(self.extra_tokens).ok_or(err.clone())?);
+        let tokens = u128::from(batch) * s;
+        let scores = tokens.checked_mul(s).ok_or(err.clone())?;
+        let mut out = [0u128; 3];
+        for (k, slot) in out.iter_mut().enumerate() {
+            *slot = tokens
+                .checked_mul(self.per_token[k])
+                .and_then(|t| scores.checked_mul(self.per_score[k])?.checked_add(t))
+                .and_then(|v| v.checked_add(self.constant[k]))
+                .ok_or(err.clone())?;
+        }
+        let [forward, backward, recompute] = out;
+        let step = forward
+            .checked_add(backward)
+            .and_then(|v| v.checked_add(recompute))
+            .ok_or(err)?;
+        let user_tokens = u128::from(batch) * u128::from(seq);
+        Ok(StepFlops {
+            forward,
+            backward,
+            recompute,
+            step,
+            per_token: step / user_tokens.max(1),
+        })
     }
 }

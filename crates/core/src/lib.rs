@@ -24,7 +24,7 @@ pub use error::{
     CountError, RegimeError, RegistryError, SettingProblem, SettingsError, ShapeError,
     TargetSpecError, UnknownName,
 };
-pub use flops::{FlopSettings, RunCost, RunSettings, StepFlops, run_cost, step_flops};
+pub use flops::{FlopSettings, FlopUnits, StepFlops, step_flops};
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, CudaOverhead, FitMargin,
     LossKind, MemoryEstimate, MemorySettings, Optimizer, PeakEstimate, Precision, ReservedEstimate,

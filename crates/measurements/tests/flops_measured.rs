@@ -3,7 +3,7 @@
 //! backward (recompute included) equal, record by record, for every family, regime, attention
 //! implementation, checkpointing setting and shape measured.
 
-use ftbudget_core::{AttentionImpl, Checkpointing, FlopSettings, step_flops};
+use ftbudget_core::{AttentionImpl, Checkpointing, FlopSettings, FlopUnits, step_flops};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +110,9 @@ fn flops_equal_flop_counter_mode_for_every_record() {
             nf4_forward_counted: r.regime != "qlora",
         };
         let f = step_flops(&model, &plan, &settings).unwrap();
+        // The precomputed form a sweep evaluates per row gives the same counts.
+        let units = FlopUnits::of(&model, &plan, &settings).unwrap();
+        assert_eq!(units.at(r.batch, r.seq).unwrap(), f, "{}", r.id);
         let got = (f.forward, f.backward + f.recompute);
         let want = (r.forward_flops, r.backward_flops);
         if got != want {
@@ -135,4 +138,66 @@ fn flops_equal_flop_counter_mode_for_every_record() {
         fixture.records.len(),
         failures.join("\n")
     );
+}
+
+/// `FlopUnits` (the per-plan form a sweep evaluates per row) equals `step_flops` for every preset,
+/// every registered regime with its default options (and LoRA-family regimes on named and group
+/// targets), every attention implementation, with and without checkpointing and adapter dropout,
+/// on workloads from 1 x 1 to long sequences.
+#[test]
+fn precomputed_flop_units_equal_the_walk_over_the_model() {
+    let registry = ftbudget_roster::registry().unwrap();
+    let mut specs: Vec<String> = registry.names().iter().map(|n| n.to_string()).collect();
+    specs.extend(
+        [
+            "lora:r=16,targets=q_proj+v_proj",
+            "lora:r=8,targets=mlp",
+            "dora:r=4,targets=attn",
+            "qlora:r=8",
+        ]
+        .map(String::from),
+    );
+    let workloads = [(1u64, 1u64), (3, 7), (1, 2048), (16, 512), (5, 4097)];
+    let mut checked = 0;
+    for name in ftbudget_models::presets::names() {
+        let model = ftbudget_models::load(name).unwrap();
+        for spec in &specs {
+            let Ok(regime) = registry.build(spec) else {
+                continue;
+            };
+            // A regime the model cannot take (no matching target) has no step to count.
+            let Ok(plan) = regime.plan(&model) else {
+                continue;
+            };
+            for attention in [
+                AttentionImpl::Eager,
+                AttentionImpl::Sdpa,
+                AttentionImpl::Flash,
+            ] {
+                for checkpointing in [Checkpointing::None, Checkpointing::Full] {
+                    for adapter_dropout in [false, true] {
+                        let base = FlopSettings {
+                            batch: 1,
+                            seq: 1,
+                            attention,
+                            checkpointing,
+                            adapter_dropout,
+                            nf4_forward_counted: !adapter_dropout,
+                        };
+                        let units = FlopUnits::of(&model, &plan, &base).unwrap();
+                        for (batch, seq) in workloads {
+                            let settings = FlopSettings { batch, seq, ..base };
+                            assert_eq!(
+                                units.at(batch, seq).unwrap(),
+                                step_flops(&model, &plan, &settings).unwrap(),
+                                "{name} {spec} {attention:?} {checkpointing:?} dropout {adapter_dropout} at {batch} x {seq}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked}");
 }

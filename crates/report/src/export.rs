@@ -99,6 +99,35 @@ pub struct RowRecord<'a> {
     pub flops_recompute: u128,
     pub flops_step: u128,
     pub flops_per_token: u128,
+    /// Time (`sweep`; empty in `estimate`'s rows): the GPU preset and MFU the step is timed at,
+    /// the step's seconds, and with a token count the run's tokens, wall hours, GPU-hours and
+    /// cost (`ftbudget_sweep::timing`).
+    pub timing_gpu: Option<&'a str>,
+    pub mfu: Option<f64>,
+    pub step_seconds: Option<f64>,
+    pub tokens: Option<u128>,
+    pub wall_hours: Option<f64>,
+    pub gpu_hours: Option<f64>,
+    pub cost: Option<f64>,
+}
+
+/// The time columns of one row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeColumns<'a> {
+    pub gpu: &'a str,
+    pub mfu: f64,
+    pub step_seconds: f64,
+    /// With a token count: the run's tokens, wall hours, GPU-hours and cost (with a price).
+    pub run: Option<RunColumns>,
+}
+
+/// A run's columns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunColumns {
+    pub tokens: u128,
+    pub wall_hours: f64,
+    pub gpu_hours: f64,
+    pub cost: Option<f64>,
 }
 
 impl<'a> RowRecord<'a> {
@@ -146,6 +175,13 @@ impl<'a> RowRecord<'a> {
             flops_recompute: 0,
             flops_step: 0,
             flops_per_token: 0,
+            timing_gpu: None,
+            mfu: None,
+            step_seconds: None,
+            tokens: None,
+            wall_hours: None,
+            gpu_hours: None,
+            cost: None,
         }
     }
 
@@ -156,6 +192,20 @@ impl<'a> RowRecord<'a> {
         self.flops_recompute = flops.recompute;
         self.flops_step = flops.step;
         self.flops_per_token = flops.per_token;
+        self
+    }
+
+    /// The row with its time columns filled in.
+    pub fn with_time(mut self, time: &TimeColumns<'a>) -> Self {
+        self.timing_gpu = Some(time.gpu);
+        self.mfu = Some(time.mfu);
+        self.step_seconds = Some(time.step_seconds);
+        if let Some(run) = time.run {
+            self.tokens = Some(run.tokens);
+            self.wall_hours = Some(run.wall_hours);
+            self.gpu_hours = Some(run.gpu_hours);
+            self.cost = run.cost;
+        }
         self
     }
 }

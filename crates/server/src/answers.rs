@@ -10,12 +10,13 @@
 
 use ftbudget_core::memory::reserved::{self, ReservedEstimate, model_statement, peak_budget};
 use ftbudget_core::{
-    Checkpointing, CountError, CudaOverhead, FitMargin, MemorySettings, ModelShape, Regime,
-    Registry,
+    Checkpointing, CountError, CudaOverhead, FitMargin, FlopSettings, MemorySettings, ModelShape,
+    Regime, Registry, StepFlops, step_flops,
 };
 use ftbudget_report::{Comparison, ReportError, compare, render_json};
 use ftbudget_sweep::{
-    FitAnswer, FitQuery, GpuMemory, MAX_RANK, RankSearch, SweepError, spec_with_rank,
+    FitAnswer, FitQuery, GpuMemory, MAX_RANK, RankSearch, RunCost, SweepError, Timing,
+    spec_with_rank,
 };
 use serde::Serialize;
 use thiserror::Error;
@@ -192,6 +193,8 @@ pub struct FitReport {
     pub peak_budget_bytes: u64,
     /// The reserved estimate's model, in one line.
     pub reserved_model: String,
+    /// With a token count (`--tokens`): how the largest batch's step is timed and priced.
+    pub timing: Option<FitTiming>,
     pub answers: Vec<FitRow>,
 }
 
@@ -202,6 +205,32 @@ pub struct FitRow {
     pub answer: FitAnswer,
     /// The reserved estimate's bytes at the workload (context, segments).
     pub reserved: ReservedBytes,
+    /// With a token count: the step at the largest batch that fits, timed and priced (`None`
+    /// without `--tokens`, or when not even batch 1 fits).
+    pub time_at_max_batch: Option<TimeAtBatch>,
+}
+
+/// What `fit` times the largest batch with: the shared timing (`ftbudget_sweep::timing`) and
+/// the tokens of the run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FitTiming {
+    #[serde(flatten)]
+    pub timing: Timing,
+    pub tokens: u128,
+}
+
+/// The step at the largest batch that fits (at the workload's sequence length), and a run of
+/// the report's tokens in such steps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TimeAtBatch {
+    pub batch: u64,
+    pub seq: u64,
+    /// The batch is the search bound: larger ones may fit too.
+    pub capped: bool,
+    /// FLOPs of one step at that batch on one GPU, exact.
+    pub flops: StepFlops,
+    #[serde(flatten)]
+    pub run: RunCost,
 }
 
 /// The figures of a [`ReservedEstimate`] without its statement (given once per report).
@@ -229,7 +258,8 @@ pub struct FitOverhead {
     pub margin: FitMargin,
 }
 
-/// Answer every regime of `specs` for `model` on `gpu` (solved exactly by crates/sweep).
+/// Answer every regime of `specs` for `model` on `gpu` (solved exactly by crates/sweep); with
+/// `timing`, also time and price a run at each regime's largest batch.
 pub fn fit(
     registry: &Registry,
     model: &ModelShape,
@@ -237,6 +267,7 @@ pub fn fit(
     settings: &MemorySettings,
     gpu: &GpuMemory,
     overhead: &FitOverhead,
+    timing: Option<&FitTiming>,
 ) -> Result<FitReport, AnswerError> {
     let margin_bytes = overhead.margin.bytes_of(gpu.bytes);
     let budget = peak_budget(gpu.bytes, margin_bytes, &overhead.cuda);
@@ -255,9 +286,17 @@ pub fn fit(
     for spec in specs {
         let answer = fit_one(&query, registry, spec).map_err(|e| regime_error(spec, e))?;
         let reserved = reserved::reserved_for_peak(answer.peak_bytes, &overhead.cuda)?;
+        let time_at_max_batch = match (timing, answer.max_batch) {
+            (Some(t), Some(limit)) => Some(
+                time_at_batch(registry, model, spec, settings, limit, t)
+                    .map_err(|e| regime_error(spec, e))?,
+            ),
+            _ => None,
+        };
         answers.push(FitRow {
             answer,
             reserved: ReservedBytes::from(&reserved),
+            time_at_max_batch,
         });
     }
     Ok(FitReport {
@@ -272,7 +311,36 @@ pub fn fit(
         margin_bytes,
         peak_budget_bytes: budget,
         reserved_model: model_statement(&overhead.cuda),
+        timing: timing.copied(),
         answers,
+    })
+}
+
+/// `spec`'s step at the batch of `limit`, timed by `t`.
+fn time_at_batch(
+    registry: &Registry,
+    model: &ModelShape,
+    spec: &str,
+    settings: &MemorySettings,
+    limit: ftbudget_sweep::Limit,
+    t: &FitTiming,
+) -> Result<TimeAtBatch, SweepError> {
+    let plan = registry.build(spec)?.plan(model)?;
+    let mut at = FlopSettings::of(settings);
+    at.batch = limit.value;
+    let flops = step_flops(model, &plan, &at)?;
+    let overflow = CountError { what: "flops" };
+    let tokens_per_gpu_step = at.batch.checked_mul(at.seq).ok_or(overflow.clone())?;
+    let run = t
+        .timing
+        .run(&flops, tokens_per_gpu_step, t.tokens)
+        .ok_or(overflow)?;
+    Ok(TimeAtBatch {
+        batch: at.batch,
+        seq: at.seq,
+        capped: limit.capped,
+        flops,
+        run,
     })
 }
 

@@ -226,8 +226,17 @@ fn fit(shared: &Shared, params: &Params) -> Result<String, String> {
     fit_seq_to_model(&model, &mut settings, params.seq_given())?;
     let specs = answers::regime_specs(params.regimes(), answers::DEFAULT_FIT_REGIMES);
     let overhead = params.fit_overhead()?;
-    let report = answers::fit(&shared.registry, &model, &specs, &settings, &gpu, &overhead)
-        .map_err(|e| answers::one_line(&e))?;
+    let timing = params.fit_timing(gpu_name, &settings)?;
+    let report = answers::fit(
+        &shared.registry,
+        &model,
+        &specs,
+        &settings,
+        &gpu,
+        &overhead,
+        timing.as_ref(),
+    )
+    .map_err(|e| answers::one_line(&e))?;
     Ok(to_json(&report) + "\n")
 }
 

@@ -3,7 +3,7 @@
 //! `base-dtype`, ...; `_` may stand for `-`), the defaults are the flags' defaults, and a bad
 //! value is refused with the message the CLI gives for it.
 
-use crate::answers::{FitOverhead, one_line};
+use crate::answers::{FitOverhead, FitTiming, one_line};
 use ftbudget_core::{CudaOverhead, FitMargin, MemorySettings, ModelShape, SettingsOverrides};
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -34,6 +34,12 @@ const FLAGS: &[(&str, &str)] = &[
     ("activation-offload", "ACTIVATION_OFFLOAD"),
     ("cuda-context", "CUDA_CONTEXT"),
     ("margin", "MARGIN"),
+    ("tokens", "TOKENS"),
+    ("dataset-tokens", "DATASET_TOKENS"),
+    ("epochs", "EPOCHS"),
+    ("mfu", "MFU"),
+    ("price-per-gpu-hour", "PRICE_PER_GPU_HOUR"),
+    ("peak", "PEAK"),
     ("format", "FORMAT"),
 ];
 
@@ -177,6 +183,51 @@ impl Params {
             cuda: self.cuda_overhead()?,
             margin: self.parsed::<FitMargin>("margin")?.unwrap_or_default(),
         })
+    }
+
+    /// `tokens` (or `dataset-tokens` x `epochs`), `mfu`, `price-per-gpu-hour` and `peak`, as
+    /// `fit --tokens` reads them: `None` without a token count.
+    pub fn fit_timing(
+        &self,
+        gpu: &str,
+        settings: &MemorySettings,
+    ) -> Result<Option<FitTiming>, String> {
+        let tokens = self.parsed_with("tokens", ftbudget_sweep::parse_tokens)?;
+        let dataset_tokens = self.parsed_with("dataset-tokens", ftbudget_sweep::parse_tokens)?;
+        let epochs = self.parsed::<u64>("epochs")?.unwrap_or(1);
+        let Some(tokens) = ftbudget_sweep::timing::total_tokens(tokens, dataset_tokens, epochs)
+            .map_err(|e| one_line(&e))?
+        else {
+            return Ok(None);
+        };
+        let timing = ftbudget_sweep::Timing::new(&ftbudget_sweep::TimingInputs {
+            gpu,
+            peak: self.parsed::<ftbudget_sweep::PeakDtype>("peak")?,
+            precision: settings.precision,
+            mfu: self.parsed::<f64>("mfu")?,
+            gpus: settings.sharding.gpus,
+            price_per_gpu_hour: self.parsed::<f64>("price-per-gpu-hour")?,
+        })
+        .map_err(|e| one_line(&e))?;
+        Ok(Some(FitTiming { timing, tokens }))
+    }
+
+    /// `name` parsed by `parse`, refused with the CLI's message.
+    fn parsed_with<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let value_name = FLAGS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("VALUE", |(_, v)| v);
+        parse(text)
+            .map(Some)
+            .map_err(|e| format!("invalid value '{text}' for '--{name} <{value_name}>': {e}"))
     }
 
     /// `format` is accepted for links copied from the CLI, but the API answers JSON only.

@@ -20,6 +20,9 @@ pub enum SweepError {
     TooManyShapes { shapes: u128, limit: u64 },
     #[error("--gpu: {reason}")]
     Gpu { reason: String },
+    /// A timing input (`--mfu`, `--peak`, `--price-per-gpu-hour`, `--tokens`) out of range.
+    #[error("{flag}: {reason}")]
+    Timing { flag: &'static str, reason: String },
     // The cause is part of the one-line message, so it is not also exposed as `source()`
     // (which would make `{:#}` print it twice).
     #[error("{context}: {cause}")]

@@ -11,8 +11,9 @@
 //! under 4,096 elements, so on tiny models memory can drop when a higher rank crosses that size.
 
 use crate::error::SweepError;
-use crate::point::evaluate;
-use ftbudget_core::{MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan, Workload};
+use ftbudget_core::{
+    MemoryEstimate, MemorySettings, ModelShape, Regime, TrainingPlan, Workload, estimate_memory,
+};
 use serde::Serialize;
 
 /// The largest `x` in `1..=max` with `fits(x)`, or `None` when even 1 does not fit. `fits` must
@@ -117,7 +118,9 @@ impl FitQuery<'_> {
     ) -> Result<MemoryEstimate, SweepError> {
         let mut settings = self.settings.clone();
         settings.workload = workload;
-        Ok(evaluate(self.model, regime, &settings, plan)?.memory)
+        // Memory only: a probe needs no FLOPs (the answer's time is counted once, afterwards).
+        regime.plan_into(self.model, plan)?;
+        Ok(estimate_memory(self.model, plan, &settings)?)
     }
 
     fn limit(

@@ -7,9 +7,9 @@
 //! rayon and handed back in order, so output is deterministic whatever the thread count.
 
 use crate::error::SweepError;
-use crate::point::{PointEstimate, evaluate_into};
+use crate::point::{PointEstimate, evaluate_with_flops};
 use crate::scale::ScaledShape;
-use ftbudget_core::{MemorySettings, Regime, TrainingPlan, Workload};
+use ftbudget_core::{FlopSettings, FlopUnits, MemorySettings, Regime, TrainingPlan, Workload};
 use rayon::prelude::*;
 
 /// The most points one sweep may have: a billion estimates take minutes, more is a typo.
@@ -126,11 +126,14 @@ impl Grid {
         let mut plan = TrainingPlan::default();
         let mut settings = self.settings.clone();
         let mut planned: Option<(usize, usize)> = None;
+        // The plan's FLOPs as a form of the workload, computed when the plan is.
+        let mut units = FlopUnits::default();
         for index in start..end {
             let (s, r, b, q) = self.decode(index);
             let model = &self.shapes[s].shape;
             if planned != Some((s, r)) {
                 self.regimes[r].regime.plan_into(model, &mut plan)?;
+                units = FlopUnits::of(model, &plan, &FlopSettings::of(&settings))?;
                 planned = Some((s, r));
             }
             settings.workload = Workload {
@@ -143,7 +146,12 @@ impl Grid {
                 regime: r,
                 batch: self.batches[b],
                 seq: self.seqs[q],
-                estimate: evaluate_into(model, &plan, &settings)?,
+                estimate: evaluate_with_flops(
+                    model,
+                    &plan,
+                    &settings,
+                    units.at(self.batches[b], self.seqs[q])?,
+                )?,
             });
         }
         Ok(())

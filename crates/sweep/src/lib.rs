@@ -17,12 +17,14 @@ pub mod point;
 pub mod range;
 pub mod scale;
 pub mod spec;
+pub mod timing;
 
 pub use error::SweepError;
 pub use fit::{FitAnswer, FitQuery, Limit, RankSearch, largest_fitting};
 pub use gpu::{GPU_PRESETS, GpuMemory, GpuPreset, parse_gpu, parse_size};
 pub use grid::{Grid, MAX_POINTS, MAX_SHAPES, RegimePoint, Row, ShapePoint};
-pub use point::{PointEstimate, evaluate, evaluate_into};
+pub use point::{PointEstimate, evaluate, evaluate_into, evaluate_with_flops};
 pub use range::{MAX_AXIS_VALUES, parse_values};
 pub use scale::{ScaledShape, scale_spec, width_step};
 pub use spec::{MAX_RANK, spec_with_rank};
+pub use timing::{DEFAULT_MFU, PeakDtype, RunCost, Timing, TimingInputs, parse_tokens};

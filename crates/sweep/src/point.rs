@@ -28,11 +28,22 @@ pub fn evaluate_into(
     plan: &TrainingPlan,
     settings: &MemorySettings,
 ) -> Result<PointEstimate, SweepError> {
+    let flops = step_flops(model, plan, &FlopSettings::of(settings))?;
+    evaluate_with_flops(model, plan, settings, flops)
+}
+
+/// As [`evaluate_into`], with the step's FLOPs already counted (a sweep evaluates the plan's
+/// precomputed [`ftbudget_core::FlopUnits`] at the row's workload).
+pub fn evaluate_with_flops(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    flops: StepFlops,
+) -> Result<PointEstimate, SweepError> {
     let trainable = plan.trainable_params()?;
     let frozen = plan.frozen_params()?;
     let all = plan.all_params()?;
     let memory = estimate_memory(model, plan, settings)?;
-    let flops = step_flops(model, plan, &FlopSettings::of(settings))?;
     Ok(PointEstimate {
         trainable_params: trainable,
         frozen_params: frozen,

@@ -6,12 +6,12 @@ use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes};
 use super::{Experiment, OutputFile};
 use anyhow::Result;
 use ftbudget_core::{
-    Checkpointing, FlopSettings, MemorySettings, ModelShape, Regime, RunSettings, StepFlops,
-    run_cost, step_flops,
+    Checkpointing, FlopSettings, MemorySettings, ModelShape, Regime, StepFlops, step_flops,
 };
 use ftbudget_report::chart::{Segment, StackedBars, stacked_bars};
 use ftbudget_report::template::Values;
 use ftbudget_sweep::gpu::{GPU_PRESETS, GpuPreset};
+use ftbudget_sweep::timing::{PeakDtype, Timing, TimingInputs};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -110,14 +110,21 @@ fn cell(model: &ModelShape, regime: &dyn Regime, settings: &MemorySettings) -> R
     })
 }
 
-fn run(config: &Config, settings: &MemorySettings, gpu: &GpuPreset) -> RunSettings {
-    RunSettings {
-        tokens: u128::from(config.tokens),
+/// The run's timing on `gpu` at its bf16 peak (the shared `ftbudget_sweep::timing`).
+fn timing(
+    config: &Config,
+    settings: &MemorySettings,
+    gpu: &GpuPreset,
+    price: f64,
+) -> Result<Timing> {
+    Ok(Timing::new(&TimingInputs {
+        gpu: gpu.name,
+        peak: Some(PeakDtype::Bf16),
+        precision: settings.precision,
+        mfu: Some(config.mfu),
         gpus: settings.sharding.gpus,
-        tokens_per_gpu_step: settings.workload.batch * settings.workload.seq,
-        peak_flops: gpu.peak.bf16,
-        mfu: config.mfu,
-    }
+        price_per_gpu_hour: Some(price),
+    })?)
 }
 
 fn six_n_d(model: &ModelShape, tokens: u64) -> u128 {
@@ -155,12 +162,14 @@ fn table(
                 c.checkpointed.step as f64 / full.checkpointed.step as f64,
             ));
             for (g, entry) in gpus.iter().zip(&config.gpus) {
-                let cost = run_cost(&c.flops, &run(config, settings, g))
+                let w = settings.workload;
+                let cost = timing(config, settings, g, entry.price_per_gpu_hour)?
+                    .run(&c.flops, w.batch * w.seq, u128::from(config.tokens))
                     .ok_or_else(|| anyhow::anyhow!("{}: the run's FLOPs overflow", model.name))?;
                 out.push_str(&format!(
                     " {:.1} | {:.0} |",
                     cost.gpu_hours,
-                    cost.gpu_hours * entry.price_per_gpu_hour
+                    cost.cost.unwrap_or_default()
                 ));
             }
             out.push('\n');
@@ -173,7 +182,9 @@ fn table(
             reference as f64 / (full.flops.step as f64 * steps(config, settings) as f64)
         ));
         for (g, entry) in gpus.iter().zip(&config.gpus) {
-            let hours = reference as f64 / (g.peak.bf16 as f64 * config.mfu) / 3600.0;
+            let hours = timing(config, settings, g, entry.price_per_gpu_hour)?
+                .gpu_seconds(reference)
+                / 3600.0;
             out.push_str(&format!(
                 " {:.1} | {:.0} |",
                 hours,

@@ -1,19 +1,20 @@
 //! `ftbudget fit`: for each regime, does the workload fit on this GPU, and what are the largest
 //! batch, sequence length and LoRA rank that fit (solved exactly by crates/sweep).
 
-use crate::args::{CudaArgs, MemoryArgs};
+use crate::args::{CudaArgs, MemoryArgs, TimingArgs};
 use crate::recipe::RecipeArgs;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use ftbudget_core::FitMargin;
 use ftbudget_report::{group_digits, units};
-use ftbudget_server::answers::{FitOverhead, FitReport};
+use ftbudget_server::answers::{FitOverhead, FitReport, FitTiming};
 use ftbudget_sweep::{Limit, parse_gpu};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum FitFormat {
     Table,
     Json,
+    Csv,
 }
 
 /// Regimes answered when none is given.
@@ -30,7 +31,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub exact_from_hub: bool,
     /// GPU memory: a preset (rtx-3090, rtx-4090, l4, a100-40g, a100-80g, h100-80g, h200) or an
-    /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30)
+    /// exact size (24GiB, 80GB, 1.5TiB; GB is 10^9, GiB 2^30); with --tokens a preset, whose
+    /// datasheet peak times the run
     #[arg(long)]
     pub gpu: String,
     /// Regime specs to answer for (default: full-ft, lora:r=8, qlora:r=8, dora:r=8)
@@ -45,6 +47,10 @@ pub struct FitArgs {
     pub margin: FitMargin,
     #[command(flatten)]
     pub cuda: CudaArgs,
+    // With --tokens (or --dataset-tokens): time and price a run at each regime's largest batch
+    // that fits, on --gpu (then a preset with a datasheet peak).
+    #[command(flatten)]
+    pub timing: TimingArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
     #[command(flatten)]
@@ -74,11 +80,26 @@ pub fn run(args: FitArgs) -> Result<()> {
         cuda: args.cuda.cuda_context,
         margin: args.margin,
     };
-    let report =
-        ftbudget_server::answers::fit(&registry, &model, &specs, &settings, &gpu, &overhead)?;
+    let timing = match args.timing.tokens()? {
+        Some(tokens) => Some(FitTiming {
+            timing: args.timing.timing(&args.gpu, &settings)?,
+            tokens,
+        }),
+        None => None,
+    };
+    let report = ftbudget_server::answers::fit(
+        &registry,
+        &model,
+        &specs,
+        &settings,
+        &gpu,
+        &overhead,
+        timing.as_ref(),
+    )?;
     let text = match args.format {
         FitFormat::Json => serde_json::to_string_pretty(&report)?,
         FitFormat::Table => render(&report, &settings),
+        FitFormat::Csv => render_csv(&report)?,
     };
     crate::output::emit(&text)
 }
@@ -187,5 +208,172 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
     for r in &rows {
         out.push_str(&line(r));
     }
+    if let Some(t) = &report.timing {
+        out.push_str(&render_time(report, t));
+    }
     out
+}
+
+/// Cells laid out in columns, the first left-aligned, the others right-aligned.
+fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String; N]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - c.chars().count());
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&pad);
+            } else {
+                s.push_str(&pad);
+                s.push_str(c);
+            }
+            s.push_str("  ");
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header);
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+/// The run at each regime's largest batch: step FLOPs, tokens per step, step and wall time,
+/// GPU-hours and cost.
+fn render_time(report: &FitReport, t: &FitTiming) -> String {
+    use super::cost::{group_digits_u128, hours, si_flops, timing_statement};
+    let timing = &t.timing;
+    let mut out = format!(
+        "\ntime at the largest batch that fits, {} tokens on {} x {}: {}\n",
+        group_digits_u128(t.tokens),
+        timing.gpus,
+        timing.gpu,
+        timing_statement(timing),
+    );
+    let header = [
+        "Regime".to_string(),
+        "Batch".into(),
+        "Step FLOPs".into(),
+        "Tokens/step".into(),
+        "Step time".into(),
+        "Steps".into(),
+        "Wall time".into(),
+        "GPU-hours".into(),
+        "Cost".into(),
+    ];
+    let rows: Vec<[String; 9]> = report
+        .answers
+        .iter()
+        .map(|row| {
+            let label = row.answer.label.clone();
+            match &row.time_at_max_batch {
+                None => [
+                    label,
+                    "none fits".into(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+                Some(at) => [
+                    label,
+                    format!("{}{}", if at.capped { ">= " } else { "" }, at.batch),
+                    si_flops(at.flops.step),
+                    group_digits_u128(at.run.tokens_per_step),
+                    format!("{:.3} s", at.run.step_seconds),
+                    group_digits_u128(at.run.steps),
+                    hours(at.run.seconds / 3600.0),
+                    format!("{:.1}", at.run.gpu_hours),
+                    at.run.cost.map_or("-".into(), |c| format!("{c:.2}")),
+                ],
+            }
+        })
+        .collect();
+    out.push_str(&columns(header, &rows));
+    out
+}
+
+/// One CSV line per regime: the fit answer and, with a token count, the run at its largest batch.
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    model: &'a str,
+    gpu: &'a str,
+    regime: &'a str,
+    label: &'a str,
+    batch: u64,
+    seq: u64,
+    gpus: u64,
+    capacity_bytes: u64,
+    peak_budget_bytes: u64,
+    total_bytes: u64,
+    peak_bytes: u64,
+    reserved_bytes: u64,
+    fits: bool,
+    headroom_bytes: i128,
+    max_batch: Option<u64>,
+    max_seq: Option<u64>,
+    max_rank: Option<u64>,
+    tokens: Option<u128>,
+    mfu: Option<f64>,
+    peak_flops_per_gpu: Option<u64>,
+    time_batch: Option<u64>,
+    time_flops_step: Option<u128>,
+    time_tokens_per_step: Option<u128>,
+    time_step_seconds: Option<f64>,
+    time_steps: Option<u128>,
+    time_seconds: Option<f64>,
+    time_gpu_hours: Option<f64>,
+    time_cost: Option<f64>,
+}
+
+fn render_csv(report: &FitReport) -> Result<String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let t = report.timing.as_ref();
+    for row in &report.answers {
+        let a = &row.answer;
+        let at = row.time_at_max_batch.as_ref();
+        writer.serialize(CsvRow {
+            model: &report.model,
+            gpu: &report.gpu,
+            regime: &a.regime,
+            label: &a.label,
+            batch: a.workload.batch,
+            seq: a.workload.seq,
+            gpus: report.gpus,
+            capacity_bytes: report.capacity_bytes,
+            peak_budget_bytes: report.peak_budget_bytes,
+            total_bytes: a.total_bytes,
+            peak_bytes: a.peak_bytes,
+            reserved_bytes: row.reserved.bytes,
+            fits: a.fits,
+            headroom_bytes: a.headroom_bytes,
+            max_batch: a.max_batch.map(|l| l.value),
+            max_seq: a.max_seq.map(|l| l.value),
+            max_rank: a.max_rank.map(|l| l.value),
+            tokens: t.map(|t| t.tokens),
+            mfu: t.map(|t| t.timing.mfu),
+            peak_flops_per_gpu: t.map(|t| t.timing.peak_flops_per_gpu),
+            time_batch: at.map(|x| x.batch),
+            time_flops_step: at.map(|x| x.flops.step),
+            time_tokens_per_step: at.map(|x| x.run.tokens_per_step),
+            time_step_seconds: at.map(|x| x.run.step_seconds),
+            time_steps: at.map(|x| x.run.steps),
+            time_seconds: at.map(|x| x.run.seconds),
+            time_gpu_hours: at.map(|x| x.run.gpu_hours),
+            time_cost: at.and_then(|x| x.run.cost),
+        })?;
+    }
+    Ok(String::from_utf8(writer.into_inner()?)?)
 }

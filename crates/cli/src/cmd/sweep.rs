@@ -3,17 +3,19 @@
 //! cores (crates/sweep) and written in order. A progress bar appears on stderr only when the sweep
 //! runs longer than a second and stderr is a terminal.
 
-use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs};
+use crate::args::{MAX_BATCH, MAX_SEQ, MemoryArgs, TimingArgs};
 use crate::output::{Stdout, Stop};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use ftbudget_core::RegimeSpec;
 use ftbudget_core::Workload;
-use ftbudget_report::export::{ParamCounts, RegimeColumns, RowFormat, RowRecord, write_rows};
+use ftbudget_report::export::{
+    ParamCounts, RegimeColumns, RowFormat, RowRecord, RunColumns, TimeColumns, write_rows,
+};
 use ftbudget_report::{ModelSummary, ReportError};
 use ftbudget_sweep::{
-    Grid, MAX_RANK, MAX_SHAPES, RegimePoint, Row, ScaledShape, SweepError, grid::checked_points,
-    parse_values, spec_with_rank,
+    Grid, MAX_RANK, MAX_SHAPES, RegimePoint, Row, ScaledShape, SweepError, Timing,
+    grid::checked_points, parse_values, spec_with_rank, timing::DEFAULT_TIMING_GPU,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{self, IsTerminal};
@@ -62,6 +64,12 @@ pub struct SweepArgs {
     pub seqs: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
     pub format: SweepFormat,
+    /// The GPU preset each step is timed on (its datasheet peak x --mfu): the step_seconds
+    /// column, and with --tokens wall_hours, gpu_hours and (with --price-per-gpu-hour) cost
+    #[arg(long, default_value = DEFAULT_TIMING_GPU)]
+    pub gpu: String,
+    #[command(flatten)]
+    pub timing: TimingArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
 }
@@ -185,11 +193,15 @@ pub fn build_grid(args: &SweepArgs) -> Result<Grid> {
 struct Columns {
     shapes: Vec<(ModelSummary, u64)>,
     regimes: Vec<RegimeColumns>,
+    timing: Timing,
+    tokens: Option<u128>,
 }
 
 impl Columns {
-    fn new(grid: &Grid) -> Self {
+    fn new(grid: &Grid, timing: Timing, tokens: Option<u128>) -> Self {
         Columns {
+            timing,
+            tokens,
             shapes: grid
                 .shapes
                 .iter()
@@ -228,9 +240,32 @@ impl Columns {
                 &e.memory,
             )
             .with_flops(&e.flops)
+            .with_time(&self.time(&e.flops, workload))
         });
         write_rows(format, header, records, &mut out)?;
         Ok(out)
+    }
+}
+
+impl Columns {
+    /// A row's time columns from the shared timing (`ftbudget_sweep::timing`).
+    fn time(&self, flops: &ftbudget_core::StepFlops, w: Workload) -> TimeColumns<'_> {
+        let t = &self.timing;
+        let run = self.tokens.and_then(|tokens| {
+            let run = t.run(flops, w.batch.checked_mul(w.seq)?, tokens)?;
+            Some(RunColumns {
+                tokens,
+                wall_hours: run.seconds / 3600.0,
+                gpu_hours: run.gpu_hours,
+                cost: run.cost,
+            })
+        });
+        TimeColumns {
+            gpu: t.gpu,
+            mfu: t.mfu,
+            step_seconds: t.step_seconds(flops),
+            run,
+        }
     }
 }
 
@@ -239,7 +274,8 @@ const CHUNK: u64 = 8192;
 
 pub fn run(args: SweepArgs) -> Result<()> {
     let grid = build_grid(&args)?;
-    let columns = Columns::new(&grid);
+    let timing = args.timing.timing(&args.gpu, &grid.settings)?;
+    let columns = Columns::new(&grid, timing, args.timing.tokens()?);
     let format = match args.format {
         SweepFormat::Csv => RowFormat::Csv,
         SweepFormat::Jsonl => RowFormat::Jsonl,
