@@ -9,9 +9,9 @@
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, SizeForm, TrainingPlan,
+    AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, DType, ModelShape, OptionDoc,
+    OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refusal, refuse_conv1d, selected_modules};
 
@@ -132,7 +132,10 @@ impl Regime for Oft {
                 role: PieceRole::Buffer { dtype: DType::I64 },
                 matmul: PieceMatmul::No,
             };
-            let layout = AdapterLayout::new("oft", SizeForm::IN)
+            // The rotation reads the module input (`einsum`), which is kept as LoRA's A keeps
+            // it (one 16-bit cast per adapter under autocast): no per-token term of its own.
+            let layout = AdapterLayout::new("oft", SizeForm::ZERO)
+                .with_output(AdapterOutput::InputDtype)
                 .with(AdapterPiece::trainable(
                     "oft_R.weight",
                     SizeForm::constant(weight),
@@ -150,17 +153,19 @@ impl Regime for Oft {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            // The skew-symmetric blocks, the Cayley-Neumann powers and the orthogonal blocks,
-            // computed in fp32 from the fp32 weight: measured about 4 tensors of r b^2.
+            // peft's Cayley-Neumann series (5 terms) keeps the skew-symmetric blocks, their
+            // square and cube for the `bmm`s' backward (3 r b^2), and the `einsum` keeps the
+            // orthogonal blocks where the input needs a gradient; under autocast each `bmm`
+            // also keeps 16-bit casts of its operands (3 r b^2 more). Measured on llama.
             let square = ftbudget_tuners::mul(NAME, "oft blocks", r, b * b)?;
-            let per_instance = ftbudget_tuners::mul(NAME, "oft blocks", square, 4)?;
-            plan.push_activation_term(ActivationTerm {
-                name: "oft orthogonal blocks",
-                module: Some(module),
-                per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "oft blocks", per_instance, m.count)?,
-                dtype: ActivationDtype::Dense(DType::F32),
-            });
+            ftbudget_tuners::WeightTerms {
+                name: "oft rotation blocks",
+                size: square,
+                every: 3,
+                grad: 1,
+                autocast: 3,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

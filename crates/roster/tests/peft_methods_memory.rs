@@ -43,7 +43,7 @@ fn method(spec: &str) -> &str {
 #[test]
 fn measured_steps_match() {
     let records = parse_records(MEASURED).unwrap();
-    assert_eq!(records.len(), 52);
+    assert_eq!(records.len(), 168);
     let registry = ftbudget_roster::registry().unwrap();
     let mut worst: Vec<(String, f64, String)> = Vec::new();
     for r in &records {
@@ -75,6 +75,11 @@ fn measured_steps_match() {
             r.id
         );
         let measured = r.activations.activation_bytes_dedup_excl_weight_casts as f64;
+        eprintln!(
+            "ERR {} {:+.2}",
+            r.id,
+            100.0 * (e.activations as f64 - measured) / measured
+        );
         let error = 100.0 * (e.activations as f64 - measured) / measured;
         let m = method(&r.regime).to_string();
         match worst.iter_mut().find(|(name, _, _)| *name == m) {
