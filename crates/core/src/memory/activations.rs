@@ -616,7 +616,12 @@ impl SavedInputs {
             }
             s.any = true;
             if m.host != AdapterHost::Module {
-                // Fused experts' inputs: the experts' own terms.
+                // Adapted fused experts: the dense MLPs of the model (shared experts, dense
+                // layers) are counted as adapted, as measured on qwen3_moe and deepseek_v3.
+                if m.group == ModuleGroup::Mlp {
+                    s.mlp = u64::MAX;
+                    s.down = true;
+                }
                 continue;
             }
             if m.reads_attention_input {
