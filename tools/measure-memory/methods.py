@@ -1,12 +1,12 @@
 """Measure one training step of the PEFT methods of issue 14 on small models (CPU), bucket by
 bucket, with measure.py's machinery (saved-tensor hooks, autocast cast watch, AdamW step).
 
-Writes fixtures/peft/methods_memory.json: one record per (model, method spec, shape) in
-measure.py's record format, `regime` being the ftbudget spec. The Rust test
+Writes fixtures/peft/methods_memory.json: one record per (model, method spec, target set, shape,
+precision) in measure.py's record format, `regime` being the ftbudget spec. The Rust test
 crates/roster/tests/peft_methods_memory.rs compares weights, gradients and optimizer exactly and
 the activations with each method's recorded tolerance.
 
-    /opt/pyref/bin/python tools/measure-memory/methods.py       # ~1 min on 2 cores
+    /opt/pyref/bin/python tools/measure-memory/methods.py       # ~3 min on 2 cores
 """
 import json
 import os
