@@ -6,7 +6,9 @@
 //! fp32, non-persistent) as a buffer of every adapted module, memory in no parameter count, and
 //! quadratic in `in`. ftbudget follows the config as written, which is what peft does when its
 //! `fbd_cuda` extension builds; without it (a CPU machine) peft silently uses one factor.
-//! Activations: the rotated weight (`in x out`) and the orthogonal blocks per module.
+//! Activations: the module input (read by `x @ R`, kept as LoRA keeps it for A), the unscaled
+//! output (`out` per token, for `boft_s`), the dense `in x in` rotations and the Cayley blocks
+//! per module; the adapted Linear returns the input's dtype (fp32 under autocast).
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{

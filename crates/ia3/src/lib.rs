@@ -26,7 +26,7 @@ const IA3_OUTPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::OUT)
     .with_input(AdapterInput::Declared);
 /// IA3 on a feed-forward Linear, whose input it scales (peft: `(1, in)`); peft casts the input
 /// to the vector's dtype (fp32) and the product keeps that copy: `in` fp32 per token, pushed as
-/// a term ([`Ia3::plan_into`]).
+/// a term by the regime.
 const IA3_INPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::ZERO)
     .with(AdapterPiece::trainable(
         "ia3_l",

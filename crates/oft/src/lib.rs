@@ -4,8 +4,9 @@
 //! the Cayley transform of a skew-symmetric matrix stored as its upper triangle: `oft_R.weight`
 //! (`r x n`, `n = b (b - 1) / 2`) trains, and two int64 index buffers (`rows`, `cols`, `n` each)
 //! locate it. A block size that does not divide `in` is moved to the nearest divisor, as peft
-//! does (with a warning). Activations: the rotated input (`in` per token) and the orthogonal
-//! blocks built from the weight (`r b^2`, with the Cayley-Neumann terms, fp32) per module.
+//! does (with a warning). Activations: the module input, kept for the rotation as LoRA keeps it
+//! for A; the Cayley-Neumann terms and the orthogonal blocks (`r b^2` each) per module; the
+//! adapted Linear returns the input's dtype (fp32 under autocast).
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
