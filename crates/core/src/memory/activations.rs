@@ -616,8 +616,9 @@ impl SavedInputs {
             }
             s.any = true;
             if m.host != AdapterHost::Module {
-                // Adapted fused experts: the dense MLPs of the model (shared experts, dense
-                // layers) are counted as adapted, as measured on qwen3_moe and deepseek_v3.
+                // Adapted fused experts: every dense MLP input of the model (shared experts,
+                // dense layers) stays counted, the recipe the qwen3_moe and deepseek_v3
+                // records were fitted with (counting only adapted readers moves them).
                 if m.group == ModuleGroup::Mlp {
                     s.mlp = u64::MAX;
                     s.down = true;
