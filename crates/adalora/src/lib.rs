@@ -8,9 +8,8 @@
 //! product `A * E` (`r x in`) per module.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, SizeForm, TrainingPlan,
+    AdapterLayout, AdapterPiece, AdapterSite, ModelShape, OptionDoc, OptionReader, PieceMatmul,
+    PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec, SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, selected_modules};
 
@@ -96,15 +95,16 @@ impl Regime for Adalora {
                 layout: &ADALORA,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
+            // `x @ (A * E).T` keeps the product where the input needs a gradient.
             let m = &model.modules[module];
-            let per_instance = ftbudget_tuners::mul(NAME, "lora_A", self.init_r, m.in_features)?;
-            plan.push_activation_term(ActivationTerm {
+            ftbudget_tuners::WeightTerms {
                 name: "adalora A * E",
-                module: Some(module),
-                per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "lora_A", per_instance, m.count)?,
-                dtype: ActivationDtype::Compute,
-            });
+                size: ftbudget_tuners::mul(NAME, "lora_A", self.init_r, m.in_features)?,
+                every: 0,
+                grad: 1,
+                autocast: 0,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

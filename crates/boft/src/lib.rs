@@ -6,13 +6,15 @@
 //! fp32, non-persistent) as a buffer of every adapted module, memory in no parameter count, and
 //! quadratic in `in`. ftbudget follows the config as written, which is what peft does when its
 //! `fbd_cuda` extension builds; without it (a CPU machine) peft silently uses one factor.
-//! Activations: the rotated weight (`in x out`) and the orthogonal blocks per module.
+//! Activations: the module input (read by `x @ R`, kept as LoRA keeps it for A), the unscaled
+//! output (`out` per token, for `boft_s`), the dense `in x in` rotations and the Cayley blocks
+//! per module; the adapted Linear returns the input's dtype (fp32 under autocast).
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, SizeForm, TrainingPlan,
+    ActivationDtype, ActivationTerm, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite,
+    DType, ModelShape, OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError,
+    RegimeRegistration, RegimeSpec, SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refusal, refuse_conv1d, selected_modules};
 
@@ -162,7 +164,10 @@ impl Regime for Boft {
                 factors,
                 mul("boft_P", m.in_features, m.in_features)?,
             )?;
-            let layout = AdapterLayout::new("boft", SizeForm::IN)
+            // The rotation `x @ R` reads the module input (kept as LoRA keeps it for A); the
+            // scaled output keeps the unscaled one for `boft_s` (`out` per token).
+            let layout = AdapterLayout::new("boft", SizeForm::OUT)
+                .with_output(AdapterOutput::InputDtype)
                 .with(AdapterPiece::trainable(
                     "boft_R",
                     SizeForm::constant(r),
@@ -186,19 +191,29 @@ impl Regime for Boft {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            // The rotated weight (in x out) and, per factor, the Cayley blocks and two dense
-            // `in x in` products (the block-diagonal rotation and its permuted copy).
-            let dense = mul("boft rotation", 2 * factors, m.in_features * m.in_features)?;
-            let per_instance = dense
-                .checked_add(m.weight_numel())
-                .and_then(|n| n.checked_add(r))
-                .ok_or_else(|| refusal(NAME, "targets", "boft rotation: count overflows u64"))?;
+            // Dense `in x in` rotations: the permuted block-diagonal product per factor, and the
+            // rotation `x @ R` keeps where the input needs a gradient; under autocast the 16-bit
+            // casts of the `bmm` operands (two per factor). Measured on llama.
+            ftbudget_tuners::WeightTerms {
+                name: "boft rotation",
+                size: mul("boft rotation", m.in_features, m.in_features)?,
+                every: factors,
+                grad: 1,
+                autocast: 2 * factors,
+            }
+            .push(NAME, model, plan, module)?;
+            // The Cayley transform's `solve` keeps three fp32 tensors of the blocks (`r`) and
+            // its int32 pivots (`in` per factor); the scale keeps two fp32 `out` vectors.
+            let small = mul("boft cayley", r, 3)?
+                .checked_add(mul("boft pivots", factors, m.in_features)?)
+                .and_then(|n| n.checked_add(2 * m.out_features))
+                .ok_or_else(|| refusal(NAME, "targets", "boft cayley: count overflows u64"))?;
             plan.push_activation_term(ActivationTerm {
-                name: "boft rotation and rotated weight",
+                name: "boft cayley",
                 module: Some(module),
                 per_token: 0,
-                fixed: mul("boft rotation", per_instance, m.count)?,
-                dtype: ActivationDtype::Compute,
+                fixed: mul("boft cayley", small, m.count)?,
+                dtype: ActivationDtype::Dense(DType::F32),
             });
         }
         Ok(())

@@ -31,10 +31,10 @@ pub use memory::{
     SettingsOverrides, Sharding, StepKind, StepPhase, StepSettings, Workload, estimate_memory,
 };
 pub use plan::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining,
-    BaseTreatment, MAX_ADAPTER_PIECES, Nf4Layout, ParamOrigin, ParamSource, PieceMatmul, PieceRole,
-    PlanTotals, PlannedParams, SizeForm, Storage, TrainingPlan, first_block_elements,
-    int8_tensor_bytes,
+    ActivationDtype, ActivationTerm, AdapterInput, AdapterLayout, AdapterOutput, AdapterPiece,
+    AdapterSite, BaseTraining, BaseTreatment, MAX_ADAPTER_PIECES, Nf4Layout, ParamOrigin,
+    ParamSource, PieceMatmul, PieceRole, PlanTotals, PlannedParams, SizeForm, Storage,
+    TrainingPlan, first_block_elements, int8_tensor_bytes,
 };
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;

@@ -353,6 +353,31 @@ impl AdapterPiece {
     }
 }
 
+/// What an adapter keeps of its module's input for its backward, beyond its declared terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterInput {
+    /// Its own matmul reads the input (LoRA's A): the input is saved (the block's normalized
+    /// input, or `down_proj`'s), and under autocast each such adapter saves its own
+    /// compute-dtype cast of it.
+    Matmul,
+    /// Nothing: what the adapter keeps is its `per_token` and the regime's activation terms
+    /// (IA3's scaled outputs, OFT's rotated input).
+    Declared,
+}
+
+/// The dtype an adapted Linear returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdapterOutput {
+    /// The base Linear's (LoRA, IA3): the compute dtype under autocast.
+    Base,
+    /// The module input's (peft's `result.to(previous_dtype)` in OFT, BOFT, VeRA, LoHa, LoKr,
+    /// FourierFT): fp32 under autocast, where the block's norms hand fp32 to the Linears, so
+    /// what the MLP keeps of an adapted gate or up output is fp32.
+    InputDtype,
+}
+
 /// The most tensors one adapter may add to a module (LoHa's four factors; LoRA's A, B, bias and
 /// magnitude).
 pub const MAX_ADAPTER_PIECES: usize = 6;
@@ -380,6 +405,12 @@ pub struct AdapterLayout {
     /// Elements the adapter saves per token and module instance, in the compute dtype (LoRA's
     /// `x A`, `rank`, for B's backward).
     pub per_token: SizeForm,
+    /// Whether the module input is saved for the adapter ([`AdapterInput::Matmul`] unless
+    /// [`AdapterLayout::with_input`] says otherwise).
+    pub input: AdapterInput,
+    /// The dtype the adapted Linear returns ([`AdapterOutput::Base`] unless
+    /// [`AdapterLayout::with_output`] says otherwise).
+    pub output: AdapterOutput,
     /// The pieces summed by what the plan's totals need, kept up to date by
     /// [`AdapterLayout::with`]: pushing an adapter is then a few evaluations of these forms.
     #[serde(skip)]
@@ -469,8 +500,22 @@ impl AdapterLayout {
             pieces: [Self::EMPTY; MAX_ADAPTER_PIECES],
             len: 0,
             per_token,
+            input: AdapterInput::Matmul,
+            output: AdapterOutput::Base,
             sums: LayoutSums::ZERO,
         }
+    }
+
+    /// The layout with the dtype the adapted Linear returns set to `output`.
+    pub const fn with_output(mut self, output: AdapterOutput) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// The layout with what it keeps of the module input set to `input`.
+    pub const fn with_input(mut self, input: AdapterInput) -> Self {
+        self.input = input;
+        self
     }
 
     /// The layout with `piece` appended (a const-evaluation error, or a panic at run time, past
@@ -615,6 +660,10 @@ pub enum ActivationDtype {
     /// The compute dtype of the precision policy (16-bit under autocast).
     Compute,
     Dense(DType),
+    /// A compute-dtype copy that exists only under autocast: the cast a 16-bit op makes of an
+    /// fp32 tensor it reads (OFT's rotation blocks cast for each `bmm`); without autocast the op
+    /// saves the tensor itself, which another term counts.
+    AutocastCopy,
 }
 
 /// Activation memory a regime adds beyond its adapters' own per-token activation (LoRA's `x A`
@@ -684,6 +733,9 @@ pub struct PlanTotals {
     pub compute_terms: [u64; 2],
     /// Activation terms in a fixed dtype, in bytes: per token and fixed.
     pub dense_term_bytes: [u64; 2],
+    /// Activation terms that only autocast makes ([`ActivationDtype::AutocastCopy`]), in
+    /// compute-dtype elements: per token and fixed.
+    pub autocast_terms: [u64; 2],
     /// Tokens the regime adds to every sequence (prompt tuning's virtual tokens): the
     /// activation model sees `seq + extra_tokens`.
     pub extra_tokens: u64,
@@ -817,6 +869,7 @@ impl PlanTotals {
         let (slot, scale): (fn(&mut PlanTotals) -> &mut [u64; 2], u64) = match term.dtype {
             ActivationDtype::Compute => (|t| &mut t.compute_terms, 1),
             ActivationDtype::Dense(dtype) => (|t| &mut t.dense_term_bytes, dtype.bytes()),
+            ActivationDtype::AutocastCopy => (|t| &mut t.autocast_terms, 1),
         };
         for (i, v) in [term.per_token, term.fixed].into_iter().enumerate() {
             match v
@@ -1100,8 +1153,9 @@ impl TrainingPlan {
             check_pieces(layout, r, m.in_features, m.out_features)?;
         }
         self.totals.add_adapters(layout, &span, trainable);
-        self.totals.adapts_attention_output |=
-            m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        self.totals.adapts_attention_output |= m.group == ModuleGroup::Attention
+            && !m.reads_attention_input
+            && layout.input == AdapterInput::Matmul;
         self.adapters.push(site);
         self.adapter_instances.push(None);
         Ok(())
@@ -1156,8 +1210,9 @@ impl TrainingPlan {
             check_pieces(layout, r, m.in_features, m.out_features)?;
         }
         self.totals.add_adapters(layout, &span, trainable);
-        self.totals.adapts_attention_output |=
-            m.group == ModuleGroup::Attention && !m.reads_attention_input;
+        self.totals.adapts_attention_output |= m.group == ModuleGroup::Attention
+            && !m.reads_attention_input
+            && layout.input == AdapterInput::Matmul;
         self.adapters.push(site);
         self.adapter_instances.push(Some(instances));
         Ok(())
@@ -1192,7 +1247,8 @@ impl TrainingPlan {
         };
         let trainable = span.all(&layout.sums.trainable);
         self.totals.add_adapters(layout, &span, trainable);
-        self.totals.adapts_attention_output |= units.has_attention_output;
+        self.totals.adapts_attention_output |=
+            units.has_attention_output && layout.input == AdapterInput::Matmul;
         // One site per module of the group, lowest index first; `extend` over a range sizes the
         // vector once (sweeps plan millions of times).
         let sites = units.mask.count_ones() as usize;
@@ -1290,8 +1346,9 @@ impl TrainingPlan {
                 fixed: 0,
                 dtype: ActivationDtype::Compute,
             });
-            totals.adapts_attention_output |=
-                m.group == ModuleGroup::Attention && !m.reads_attention_input;
+            totals.adapts_attention_output |= m.group == ModuleGroup::Attention
+                && !m.reads_attention_input
+                && layout.input == AdapterInput::Matmul;
         }
         for term in &self.activation_terms {
             totals.add_activation_term(term);

@@ -6,9 +6,9 @@
 //! one fp32 `out x in` tensor kept per adapted module.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, SizeForm, TrainingPlan,
+    AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, DType, ModelShape, OptionDoc,
+    OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refusal, selected_modules};
 
@@ -57,6 +57,7 @@ impl Regime for FourierFt {
         ftbudget_tuners::refuse_parameter_hosts(NAME, model, &modules)?;
         let n = self.n_frequency;
         let layout = AdapterLayout::new("fourierft", SizeForm::ZERO)
+            .with_output(AdapterOutput::InputDtype)
             .with(AdapterPiece::trainable(
                 "fourierft_spectrum",
                 SizeForm::constant(n),
@@ -88,14 +89,17 @@ impl Regime for FourierFt {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            let per_instance = product;
-            plan.push_activation_term(ActivationTerm {
-                name: "fourierft dense spectrum and inverse FFT",
-                module: Some(module),
-                per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "fourierft update", per_instance, m.count)?,
-                dtype: ActivationDtype::Dense(DType::F32),
-            });
+            // The inverse FFT's real part is the dense update, read by a `linear` on the module
+            // input (kept as LoRA keeps it for A): the `linear` keeps the update (its 16-bit
+            // cast under autocast) where the input needs a gradient; the FFT keeps nothing.
+            ftbudget_tuners::WeightTerms {
+                name: "fourierft update",
+                size: product,
+                every: 0,
+                grad: 1,
+                autocast: 0,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

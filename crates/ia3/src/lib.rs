@@ -2,27 +2,38 @@
 //! Linear gains one trainable vector `ia3_l` that scales its output (`out` elements), or its
 //! input on a feed-forward module (`in` elements). Without `targets=`, peft's default targets
 //! and feed-forward modules for the model type are used (`k_proj, v_proj, down_proj` on LLaMA).
-//! Activations: the scaled output (or input) is a new tensor saved for the scaling's backward.
+//! Activations: the unscaled output (compute dtype), or on a feed-forward module the input cast
+//! to fp32, is kept for the scaling's backward; the frozen Linear keeps nothing.
 
 use ftbudget_core::{
-    AdapterLayout, AdapterPiece, AdapterSite, ModelShape, OptionDoc, OptionReader, PieceMatmul,
-    Regime, RegimeError, RegimeRegistration, RegimeSpec, SizeForm, TargetSpec, TrainingPlan,
-    names_select,
+    ActivationDtype, ActivationTerm, AdapterInput, AdapterLayout, AdapterPiece, AdapterSite, DType,
+    ModelShape, OptionDoc, OptionReader, PieceMatmul, Regime, RegimeError, RegimeRegistration,
+    RegimeSpec, SizeForm, TargetSpec, TrainingPlan, names_select,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refusal, selected_modules};
 
 pub const NAME: &str = "ia3";
 
 /// IA3 on a Linear whose output it scales (peft: `ia3_l` of shape `(out, 1)`); the unscaled
-/// output is saved for the vector's gradient, `out` per token.
-const IA3_OUTPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::OUT).with(
-    AdapterPiece::trainable("ia3_l", SizeForm::OUT, PieceMatmul::No),
-);
-/// IA3 on a feed-forward Linear, whose input it scales (peft: `(1, in)`); the scaling keeps
-/// the unscaled input, which the shared model already counts as the adapted block's MLP input.
-const IA3_INPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::ZERO).with(
-    AdapterPiece::trainable("ia3_l", SizeForm::IN, PieceMatmul::No),
-);
+/// output is saved for the vector's gradient, `out` per token. The frozen Linear keeps
+/// nothing of its input.
+const IA3_OUTPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::OUT)
+    .with(AdapterPiece::trainable(
+        "ia3_l",
+        SizeForm::OUT,
+        PieceMatmul::No,
+    ))
+    .with_input(AdapterInput::Declared);
+/// IA3 on a feed-forward Linear, whose input it scales (peft: `(1, in)`); peft casts the input
+/// to the vector's dtype (fp32) and the product keeps that copy: `in` fp32 per token, pushed as
+/// a term by the regime.
+const IA3_INPUT: AdapterLayout = AdapterLayout::new("ia3", SizeForm::ZERO)
+    .with(AdapterPiece::trainable(
+        "ia3_l",
+        SizeForm::IN,
+        PieceMatmul::No,
+    ))
+    .with_input(AdapterInput::Declared);
 
 const OPTIONS: &[OptionDoc] = &[
     OptionDoc {
@@ -99,7 +110,15 @@ impl Regime for Ia3 {
         ftbudget_tuners::refuse_parameter_hosts(NAME, model, &modules)?;
         plan.set_base(model, FROZEN);
         for module in modules {
-            let layout = if names_select(&feedforward, &model.modules[module]) {
+            let m = &model.modules[module];
+            let layout = if names_select(&feedforward, m) {
+                plan.push_activation_term(ActivationTerm {
+                    name: "ia3 fp32 input",
+                    module: Some(module),
+                    per_token: ftbudget_tuners::mul(NAME, "ia3 input", m.in_features, m.count)?,
+                    fixed: 0,
+                    dtype: ActivationDtype::Dense(DType::F32),
+                });
                 &IA3_INPUT
             } else {
                 &IA3_OUTPUT

@@ -6,9 +6,8 @@
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec,
-    SizeForm, TrainingPlan,
+    AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, ModelShape, OptionDoc, OptionReader,
+    PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec, SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refuse_conv1d, selected_modules};
 
@@ -19,6 +18,7 @@ pub const MAX_RANK: u64 = 1 << 20;
 
 /// The four factors in peft's order; nothing saved per token beyond the base's input.
 const LOHA: AdapterLayout = AdapterLayout::new("loha", SizeForm::ZERO)
+    .with_output(AdapterOutput::InputDtype)
     .with(AdapterPiece::trainable(
         "hada_w1_a",
         SizeForm::RANK_OUT,
@@ -98,15 +98,17 @@ impl Regime for Loha {
                 layout: &LOHA,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            let m = &model.modules[module];
-            let weight = ftbudget_tuners::mul(NAME, "loha update", m.weight_numel(), m.count)?;
-            plan.push_activation_term(ActivationTerm {
+            // The Hadamard update is built per forward and read by a `linear` on the module
+            // input (kept as LoRA keeps it for A): the `linear` keeps the update (its 16-bit
+            // cast under autocast) where the input needs a gradient.
+            ftbudget_tuners::WeightTerms {
                 name: "loha update",
-                module: Some(module),
-                per_token: 0,
-                fixed: weight,
-                dtype: ActivationDtype::Compute,
-            });
+                size: model.modules[module].weight_numel(),
+                every: 0,
+                grad: 1,
+                autocast: 0,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

@@ -7,9 +7,8 @@
 //! activation term per adapted module. peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec,
-    SizeForm, TrainingPlan,
+    AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, ModelShape, OptionDoc, OptionReader,
+    PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec, SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refuse_conv1d, selected_modules};
 
@@ -152,7 +151,8 @@ impl Regime for Lokr {
             let layout = tensors
                 .iter()
                 .fold(
-                    AdapterLayout::new("lokr", SizeForm::ZERO),
+                    AdapterLayout::new("lokr", SizeForm::ZERO)
+                        .with_output(AdapterOutput::InputDtype),
                     |l, &(name, n)| {
                         l.with(AdapterPiece::trainable(
                             name,
@@ -168,13 +168,17 @@ impl Regime for Lokr {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            plan.push_activation_term(ActivationTerm {
+            // The Kronecker update is built per forward and read by a `linear` on the module
+            // input (kept as LoRA keeps it for A): the `linear` keeps the update (its 16-bit
+            // cast under autocast) where the input needs a gradient.
+            ftbudget_tuners::WeightTerms {
                 name: "lokr kronecker update",
-                module: Some(module),
-                per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "lokr update", m.weight_numel(), m.count)?,
-                dtype: ActivationDtype::Compute,
-            });
+                size: m.weight_numel(),
+                every: 0,
+                grad: 1,
+                autocast: 0,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

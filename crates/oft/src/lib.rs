@@ -4,14 +4,15 @@
 //! the Cayley transform of a skew-symmetric matrix stored as its upper triangle: `oft_R.weight`
 //! (`r x n`, `n = b (b - 1) / 2`) trains, and two int64 index buffers (`rows`, `cols`, `n` each)
 //! locate it. A block size that does not divide `in` is moved to the nearest divisor, as peft
-//! does (with a warning). Activations: the rotated input (`in` per token) and the orthogonal
-//! blocks built from the weight (`r b^2`, with the Cayley-Neumann terms, fp32) per module.
+//! does (with a warning). Activations: the module input, kept for the rotation as LoRA keeps it
+//! for A; the Cayley-Neumann terms and the orthogonal blocks (`r b^2` each) per module; the
+//! adapted Linear returns the input's dtype (fp32 under autocast).
 //! peft refuses GPT-2's Conv1D.
 
 use ftbudget_core::{
-    ActivationDtype, ActivationTerm, AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape,
-    OptionDoc, OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration,
-    RegimeSpec, SizeForm, TrainingPlan,
+    AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, DType, ModelShape, OptionDoc,
+    OptionReader, PieceMatmul, PieceRole, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, refusal, refuse_conv1d, selected_modules};
 
@@ -132,7 +133,10 @@ impl Regime for Oft {
                 role: PieceRole::Buffer { dtype: DType::I64 },
                 matmul: PieceMatmul::No,
             };
-            let layout = AdapterLayout::new("oft", SizeForm::IN)
+            // The rotation reads the module input (`einsum`), which is kept as LoRA's A keeps
+            // it (one 16-bit cast per adapter under autocast): no per-token term of its own.
+            let layout = AdapterLayout::new("oft", SizeForm::ZERO)
+                .with_output(AdapterOutput::InputDtype)
                 .with(AdapterPiece::trainable(
                     "oft_R.weight",
                     SizeForm::constant(weight),
@@ -150,17 +154,19 @@ impl Regime for Oft {
                 layout,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
-            // The skew-symmetric blocks, the Cayley-Neumann powers and the orthogonal blocks,
-            // computed in fp32 from the fp32 weight: measured about 4 tensors of r b^2.
+            // peft's Cayley-Neumann series (5 terms) keeps the skew-symmetric blocks, their
+            // square and cube for the `bmm`s' backward (3 r b^2), and the `einsum` keeps the
+            // orthogonal blocks where the input needs a gradient; under autocast each `bmm`
+            // also keeps 16-bit casts of its operands (3 r b^2 more). Measured on llama.
             let square = ftbudget_tuners::mul(NAME, "oft blocks", r, b * b)?;
-            let per_instance = ftbudget_tuners::mul(NAME, "oft blocks", square, 4)?;
-            plan.push_activation_term(ActivationTerm {
-                name: "oft orthogonal blocks",
-                module: Some(module),
-                per_token: 0,
-                fixed: ftbudget_tuners::mul(NAME, "oft blocks", per_instance, m.count)?,
-                dtype: ActivationDtype::Dense(DType::F32),
-            });
+            ftbudget_tuners::WeightTerms {
+                name: "oft rotation blocks",
+                size: square,
+                every: 3,
+                grad: 1,
+                autocast: 3,
+            }
+            .push(NAME, model, plan, module)?;
         }
         Ok(())
     }

@@ -1,37 +1,34 @@
 //! The PEFT-method regimes against measured PyTorch training steps (`tools/measure-memory/
-//! methods.py` on llama-h128-l2-gqa, sdpa, fp32 and autocast-bf16, 2 x 32 and 4 x 64; written
-//! to `fixtures/peft/methods_memory.json`): weights (buffers included), gradients and AdamW
-//! state exactly; activations within each method's recorded bound.
+//! methods.py` on llama-h128-l2-gqa and qwen2-h64-l2-tied, sdpa, fp32 and autocast-bf16, 2 x 32
+//! and 4 x 64, every targeted method on all-linear and on q_proj+v_proj; written to
+//! `fixtures/peft/methods_memory.json`): weights (buffers included), gradients and AdamW state
+//! exactly; activations (buffers an adapter saves left out: the weights hold them) within each
+//! method's recorded bound, every one within 10%.
 
 use ftbudget_measurements::{parse_records, settings, shape};
 
 const MEASURED: &str = include_str!("../../../fixtures/peft/methods_memory.json");
 
-/// Worst activation error per method over its four steps (fp32 and autocast, 2 x 32 and 4 x 64),
-/// in percent, and the bound, just above it. Within 10%: AdaLoRA, LN tuning, the prompt methods,
-/// trainable tokens (IA3 at 10.0%). Stated gaps, all from the shared model's fixed recipe
-/// (an adapted block saves every block input, once, in one dtype):
-/// - LoHa, LoKr (-17%, -20%, autocast): each adapted module's input is cast to bf16 again for
-///   the update's own matmul (autocast caches weight casts only); exact within 5% in fp32.
-/// - OFT (+36%, fp32): the rotated input is a new bf16 tensor under autocast (declared, exact
-///   there) but the same storage in fp32.
-/// - VeRA (+22%, fp32): the sliced projections and the scaled intermediates are shared in ways
-///   the per-token `2r + out` over-counts in fp32 (autocast within 7%).
-/// - BOFT (-25%, autocast): the dense `in x in` rotation products are kept in fp32.
-/// - FourierFT (+15%, autocast): the inverse FFT's complex intermediate is freed sooner than one
-///   fp32 weight-sized tensor per module.
+/// Worst activation error per method over its records (both models, shapes, precisions and,
+/// for targeted methods, both target sets), in percent, and the bound: the worst rounded up.
+/// Each method's own terms follow peft 0.21.2's forward (derived with
+/// `tools/measure-memory/methods_breakdown.py`): OFT, LoHa, LoKr and FourierFT are exact; the
+/// rest are within 4% but LN tuning on qwen2 (+7.3%: peft's qwen2 default trains only
+/// `post_attention_layernorm`; the over-count is of the order of what the first block's
+/// attention keeps, which with nothing trained upstream of it should need no gradient: not
+/// modelled).
 const ACTIVATION_BOUNDS: &[(&str, f64, f64)] = &[
-    ("ia3", 10.04, 11.0),
-    ("vera", 21.89, 23.0),
-    ("loha", -17.48, 18.0),
-    ("lokr", -19.63, 20.0),
-    ("adalora", 0.15, 1.0),
-    ("oft", 35.88, 37.0),
-    ("boft", -25.43, 26.0),
-    ("fourierft", 15.20, 16.0),
-    ("ln-tuning", 0.00, 1.0),
+    ("ia3", -1.00, 2.0),
+    ("vera", 1.25, 2.0),
+    ("loha", 2.59, 3.0),
+    ("lokr", -0.32, 1.0),
+    ("adalora", -1.29, 2.0),
+    ("oft", 0.00, 1.0),
+    ("boft", -2.98, 3.0),
+    ("fourierft", 0.00, 1.0),
+    ("ln-tuning", 7.25, 8.0),
     ("prompt-tuning", -0.06, 1.0),
-    ("prefix-tuning", -2.57, 3.0),
+    ("prefix-tuning", -3.60, 4.0),
     ("p-tuning", -3.15, 4.0),
     ("trainable-tokens", -0.13, 1.0),
 ];
@@ -43,7 +40,7 @@ fn method(spec: &str) -> &str {
 #[test]
 fn measured_steps_match() {
     let records = parse_records(MEASURED).unwrap();
-    assert_eq!(records.len(), 52);
+    assert_eq!(records.len(), 168);
     let registry = ftbudget_roster::registry().unwrap();
     let mut worst: Vec<(String, f64, String)> = Vec::new();
     for r in &records {
@@ -75,6 +72,11 @@ fn measured_steps_match() {
             r.id
         );
         let measured = r.activations.activation_bytes_dedup_excl_weight_casts as f64;
+        eprintln!(
+            "ERR {} {:+.2}",
+            r.id,
+            100.0 * (e.activations as f64 - measured) / measured
+        );
         let error = 100.0 * (e.activations as f64 - measured) / measured;
         let m = method(&r.regime).to_string();
         match worst.iter_mut().find(|(name, _, _)| *name == m) {

@@ -3,7 +3,8 @@
 //! `trainable_tokens_delta (n x hidden)`; peft keeps the original rows as a buffer
 //! (`trainable_tokens_original`, `n x hidden`), memory in no parameter count. A tied output
 //! layer shares the same delta. Activations: the embedding output now needs a gradient, so the
-//! first norm keeps its input (`hidden` per token, fp32).
+//! first norm keeps its input (`hidden` per token, fp32); a tied output layer keeps its input
+//! and the merged weight.
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, DType, ModelShape, OptionDoc, OptionReader, ParamKind,
@@ -103,6 +104,25 @@ impl Regime for TrainableTokens {
             fixed: 0,
             dtype: ActivationDtype::Dense(DType::F32),
         });
+        if model.tied_embeddings {
+            // peft wraps the tied output layer too: `linear(x, W)` with the merged weight,
+            // which needs a gradient, keeps the final norm's output (`hidden` per token) and
+            // the merged `vocab x hidden` weight (its 16-bit cast under autocast).
+            plan.push_activation_term(ActivationTerm {
+                name: "tied output layer input",
+                module: None,
+                per_token: hidden,
+                fixed: 0,
+                dtype: ActivationDtype::Compute,
+            });
+            plan.push_activation_term(ActivationTerm {
+                name: "tied output layer merged weight",
+                module: None,
+                per_token: 0,
+                fixed: embedding.numel,
+                dtype: ActivationDtype::Compute,
+            });
+        }
         Ok(())
     }
 }

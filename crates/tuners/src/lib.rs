@@ -9,8 +9,9 @@ pub mod defaults;
 
 use defaults::DefaultTargets;
 use ftbudget_core::{
-    AdapterSite, BaseTraining, BaseTreatment, LinearLayout, LinearModule, ModelShape, OptionReader,
-    RegimeError, ShapeError, Storage, TargetSpec, TrainingPlan,
+    ActivationDtype, ActivationTerm, AdapterSite, BaseTraining, BaseTreatment, LinearLayout,
+    LinearModule, ModelShape, OptionReader, RegimeError, ShapeError, Storage, TargetSpec,
+    TrainingPlan,
 };
 
 /// The base model, frozen and stored as the precision policy says.
@@ -188,6 +189,77 @@ pub fn mul(regime: &str, what: &'static str, a: u64, b: u64) -> Result<u64, Regi
         regime: regime.to_string(),
         cause: ftbudget_core::CountError { what },
     })
+}
+
+/// The instances of `model.modules[module]` whose input needs a gradient: all of them but the
+/// first block's attention-input Linears (q, k, v), whose input, with the embedding frozen as
+/// every method here keeps it, depends on nothing trained. There a matmul keeps its
+/// weight-sized operand only for the input's gradient, so those instances do not keep it.
+pub fn input_grad_instances(model: &ModelShape, module: usize) -> u64 {
+    let m = &model.modules[module];
+    if m.reads_attention_input {
+        m.count - m.first_block_instances(model.dims.layers).min(m.count)
+    } else {
+        m.count
+    }
+}
+
+/// What an adapter's forward keeps per module instance that does not grow with the tokens
+/// (rotation blocks, a materialized update), in elements of `size` each: `every` copies on
+/// every instance and `grad` more on the instances whose input needs a gradient
+/// ([`input_grad_instances`]), both in the compute dtype, and `autocast` copies on every
+/// instance that only autocast makes (16-bit casts of fp32 operands for `bmm`, `einsum` or
+/// `linear`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightTerms {
+    pub name: &'static str,
+    pub size: u64,
+    pub every: u64,
+    pub grad: u64,
+    pub autocast: u64,
+}
+
+impl WeightTerms {
+    /// Push the terms for the adapter on `module`, naming `regime` in an overflow error.
+    pub fn push(
+        &self,
+        regime: &str,
+        model: &ModelShape,
+        plan: &mut TrainingPlan,
+        module: usize,
+    ) -> Result<(), RegimeError> {
+        let m = &model.modules[module];
+        let grad = input_grad_instances(model, module);
+        let copies = |per: u64, instances: u64| {
+            mul(regime, self.name, self.size, per)
+                .and_then(|n| mul(regime, self.name, n, instances))
+        };
+        let compute = copies(self.every, m.count)?
+            .checked_add(copies(self.grad, grad)?)
+            .ok_or_else(|| RegimeError::Count {
+                regime: regime.to_string(),
+                cause: ftbudget_core::CountError { what: self.name },
+            })?;
+        if compute > 0 {
+            plan.push_activation_term(ActivationTerm {
+                name: self.name,
+                module: Some(module),
+                per_token: 0,
+                fixed: compute,
+                dtype: ActivationDtype::Compute,
+            });
+        }
+        if self.autocast > 0 {
+            plan.push_activation_term(ActivationTerm {
+                name: self.name,
+                module: Some(module),
+                per_token: 0,
+                fixed: copies(self.autocast, m.count)?,
+                dtype: ActivationDtype::AutocastCopy,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A `name+name` list option (empty for `key=`), or `None` when absent.

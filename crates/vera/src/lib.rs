@@ -5,8 +5,9 @@
 //! Activations: `x A` and its scaled copy (`r` each) and `(...) B` (`out`) per token.
 
 use ftbudget_core::{
-    AdapterLayout, AdapterPiece, AdapterSite, DType, ModelShape, OptionDoc, OptionReader,
-    PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec, SizeForm, TrainingPlan,
+    AdapterInput, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, DType, ModelShape,
+    OptionDoc, OptionReader, PieceMatmul, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    SizeForm, TrainingPlan,
 };
 use ftbudget_tuners::{FROZEN, Targets, defaults, selected_modules};
 
@@ -15,9 +16,12 @@ pub const NAME: &str = "vera";
 /// The largest rank accepted.
 pub const MAX_RANK: u64 = 1 << 20;
 
-/// One adapted Linear: the two trainable vectors in peft's order; it saves `x A`, the
-/// `lambda_d`-scaled copy and `(..) B` per token.
-const VERA: AdapterLayout = AdapterLayout::new("vera", SizeForm::RANK.times(2).plus(SizeForm::OUT))
+/// One adapted Linear: the two trainable vectors in peft's order. Per token it keeps `x A`
+/// (`r`, for `lambda_d`) and `(..) B` (`out`, for `lambda_b`); the projections are frozen
+/// buffers, so neither `linear` keeps its input (the module input is not kept for VeRA).
+const VERA: AdapterLayout = AdapterLayout::new("vera", SizeForm::RANK.plus(SizeForm::OUT))
+    .with_output(AdapterOutput::InputDtype)
+    .with_input(AdapterInput::Declared)
     .with(AdapterPiece::trainable(
         "vera_lambda_b",
         SizeForm::OUT,
@@ -75,6 +79,27 @@ impl Regime for Vera {
                 layout: &VERA,
             };
             ftbudget_tuners::push(NAME, model, plan, site)?;
+            // Under autocast each `linear` keeps the 16-bit cast of its sliced projection.
+            let r = self.rank;
+            for (name, size) in [
+                (
+                    "vera_A cast",
+                    ftbudget_tuners::mul(NAME, "vera_A", r, m.in_features)?,
+                ),
+                (
+                    "vera_B cast",
+                    ftbudget_tuners::mul(NAME, "vera_B", r, m.out_features)?,
+                ),
+            ] {
+                ftbudget_tuners::WeightTerms {
+                    name,
+                    size,
+                    every: 0,
+                    grad: 0,
+                    autocast: 1,
+                }
+                .push(NAME, model, plan, module)?;
+            }
         }
         // One pair for the whole model (peft's BufferDict, sized by the largest adapted layer).
         let a = ftbudget_tuners::mul(NAME, "vera_A", self.rank, in_max)?;

@@ -8,7 +8,9 @@ use super::MemorySettings;
 use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
-use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
+use crate::plan::{
+    ActivationDtype, AdapterInput, AdapterOutput, Storage, TrainingPlan, first_block_elements,
+};
 use crate::shape::{
     ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
     ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
@@ -411,6 +413,10 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let [per_token, fixed] = x.totals.compute_terms.map(Exact::new);
     let [per_token_bytes, fixed_bytes] = x.totals.dense_term_bytes.map(Exact::new);
     parts.regime = (per_token * x.t + fixed) * x.c + per_token_bytes * x.t + fixed_bytes;
+    if x.autocast {
+        let [per_token, fixed] = x.totals.autocast_terms.map(Exact::new);
+        parts.regime += (per_token * x.t + fixed) * x.c;
+    }
     parts.embeddings += drop.outside_blocks;
     parts.regime += drop.adapters;
     if x.act.checkpointing == Checkpointing::Full {
@@ -450,8 +456,8 @@ struct Ctx<'a> {
     eager: bool,
     gpt2: bool,
     base_trainable: bool,
-    /// Some Linear's weight or an adapter needs the block's matmul inputs.
-    block_inputs_saved: bool,
+    /// Which of the block's matmul inputs a Linear's weight or an adapter needs.
+    inputs: SavedInputs,
     /// Eager attention's softmax probabilities (fp32, plus their 16-bit cast under autocast).
     probs: Exact,
     /// Layers with a dense MLP and layers with experts.
@@ -527,7 +533,7 @@ impl<'a> Ctx<'a> {
             eager,
             gpt2: model.block.recipe == ActivationRecipe::Gpt2,
             base_trainable: totals.base_trainable,
-            block_inputs_saved: totals.base_trainable || !plan.adapters().is_empty(),
+            inputs: SavedInputs::of(model, plan, totals.base_trainable),
             probs,
             layer_kinds: (
                 Exact::from(d.layers - sparse.min(d.layers)),
@@ -563,6 +569,103 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// The block's matmul inputs kept for the Linears whose weight or adapter reads them: all of
+/// them when the base trains; otherwise those of the adapters whose own matmul reads their
+/// module's input ([`AdapterInput::Matmul`]), by the input they read. (A plan adapting q and v
+/// only saves the attention input, cast once per adapter under autocast, and no MLP input.)
+#[derive(Debug, Clone, Copy)]
+struct SavedInputs {
+    all: bool,
+    /// Adapters on the Linears reading the attention input (q, k, v, a fused qkv).
+    attention: u64,
+    /// Adapters on the MLP Linears reading the MLP input (gate, up, fc1).
+    mlp: u64,
+    /// An adapter on an MLP Linear reading the intermediate activation (down, fc2).
+    down: bool,
+    /// Adapters on the MLP Linears reading the MLP input that return the input's dtype
+    /// ([`AdapterOutput::InputDtype`]): under autocast their share of what the MLP keeps is fp32.
+    mlp_fp32_outputs: u64,
+    /// Some block Linear is adapted so (latent attention's inner projections count on it).
+    any: bool,
+}
+
+impl SavedInputs {
+    fn of(model: &ModelShape, plan: &TrainingPlan, base_trainable: bool) -> Self {
+        let mut s = SavedInputs {
+            all: base_trainable,
+            attention: 0,
+            mlp: 0,
+            down: false,
+            mlp_fp32_outputs: 0,
+            any: base_trainable,
+        };
+        if base_trainable {
+            return s;
+        }
+        for site in plan.adapters() {
+            let m = &model.modules[site.module];
+            if site.layout.output == AdapterOutput::InputDtype
+                && m.host == AdapterHost::Module
+                && m.group == ModuleGroup::Mlp
+                && m.in_features == model.dims.hidden
+            {
+                s.mlp_fp32_outputs += 1;
+            }
+            if site.layout.input != AdapterInput::Matmul {
+                continue;
+            }
+            s.any = true;
+            if m.host != AdapterHost::Module {
+                // Adapted fused experts: every dense MLP input of the model (shared experts,
+                // dense layers) stays counted, the recipe the qwen3_moe and deepseek_v3
+                // records were fitted with (counting only adapted readers moves them).
+                if m.group == ModuleGroup::Mlp {
+                    s.mlp = u64::MAX;
+                    s.down = true;
+                }
+                continue;
+            }
+            if m.reads_attention_input {
+                s.attention += 1;
+            } else if m.group == ModuleGroup::Mlp {
+                // gate/up read the hidden width, down writes it (a square Linear, when the
+                // intermediate width is the hidden one, counts as both).
+                let hidden = model.dims.hidden;
+                if m.in_features == hidden {
+                    s.mlp += 1;
+                }
+                if m.out_features == hidden {
+                    s.down = true;
+                }
+            }
+        }
+        s
+    }
+
+    /// The copies saved of an input that `consumers` Linears read and `adapted` adapters save:
+    /// one per reader under autocast (each casts it on its own), one without.
+    fn copies(&self, consumers: u64, adapted: u64, autocast: bool) -> u64 {
+        let n = if self.all {
+            consumers
+        } else {
+            adapted.min(consumers)
+        };
+        if autocast { n } else { n.min(1) }
+    }
+
+    fn attention_saved(&self) -> bool {
+        self.all || self.attention > 0
+    }
+
+    fn mlp_saved(&self) -> bool {
+        self.all || self.mlp > 0
+    }
+
+    fn down_saved(&self) -> bool {
+        self.all || self.down
+    }
+}
+
 /// One block's saved bytes: attention, the MLP of a dense layer and of an expert layer, the
 /// norms, and the first norm (which saves nothing when the embedding is frozen).
 struct Block {
@@ -577,11 +680,9 @@ struct Block {
 fn gpt2_block(x: &Ctx) -> Block {
     let cti = x.c * x.t * Exact::from(x.model.dims.intermediate);
     let ln = x.resid * x.th + 8 * x.t;
-    let (attn_in, mlp_in) = if x.block_inputs_saved {
-        (x.cth, x.cth + cti)
-    } else {
-        (Exact::ZERO, Exact::ZERO)
-    };
+    let saved = |yes: bool, bytes: Exact| if yes { bytes } else { Exact::ZERO };
+    let attn_in = saved(x.inputs.attention_saved(), x.cth);
+    let mlp_in = saved(x.inputs.mlp_saved(), x.cth) + saved(x.inputs.down_saved(), cti);
     let attn = if x.eager {
         4 * x.cth + x.probs
     } else {
@@ -616,7 +717,8 @@ fn decoder_block(x: &Ctx) -> Block {
     let shared = if block.norm_placement == NormPlacement::Parallel
         && block.norms == 1
         && !x.autocast
-        && x.block_inputs_saved
+        && x.inputs.attention_saved()
+        && x.inputs.mlp_saved()
     {
         x.cth
     } else {
@@ -641,20 +743,13 @@ fn decoder_block(x: &Ctx) -> Block {
 fn decoder_attention(x: &Ctx) -> Exact {
     let model = x.model;
     let (c, t) = (x.c, x.t);
-    let casts = if x.autocast {
-        match model.attention {
-            AttentionLayout::Separate => 3,
-            AttentionLayout::FusedQkv => 1,
-            AttentionLayout::Latent(l) => 1 + u64::from(l.q_lora_rank.is_some()),
-        }
-    } else {
-        1
+    let readers = match model.attention {
+        AttentionLayout::Separate => 3,
+        AttentionLayout::FusedQkv => 1,
+        AttentionLayout::Latent(l) => 1 + u64::from(l.q_lora_rank.is_some()),
     };
-    let input = if x.block_inputs_saved {
-        Exact::new(casts) * x.cth
-    } else {
-        Exact::ZERO
-    };
+    let casts = x.inputs.copies(readers, x.inputs.attention, x.autocast);
+    let input = Exact::new(casts) * x.cth;
     // Per head: the query/key width, the value width, and the kernel's key/value heads.
     let (dq, dv, kv_heads, mut extra) = match model.attention {
         AttentionLayout::Latent(l) => {
@@ -665,13 +760,13 @@ fn decoder_attention(x: &Ctx) -> Exact {
             let kvr = Exact::from(l.kv_lora_rank);
             // The low-rank projections' norms and the inputs of q_b and kv_b.
             let mut extra = x.rms(kvr, Exact::new(1), c);
-            if x.block_inputs_saved {
+            if x.inputs.any {
                 extra += c * t * kvr;
             }
             if let Some(q) = l.q_lora_rank {
                 let q = Exact::from(q);
                 extra += x.rms(q, Exact::new(1), c);
-                if x.block_inputs_saved {
+                if x.inputs.any {
                     extra += c * t * q;
                 }
             }
@@ -714,12 +809,11 @@ fn decoder_attention(x: &Ctx) -> Exact {
 fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
     let model = x.model;
     let (c, t) = (x.c, x.t);
-    let gated_casts = if x.autocast { 2 } else { 1 };
     // A dense MLP of width `i`: its input (one cast per consuming Linear under autocast), the
     // input of down, and what the activation keeps (gate, act(gate), up; or up and act(up)).
     let dense = |layout: MlpLayout, i: Exact| {
         let cti = c * t * i;
-        let (saved, casts) = match layout {
+        let (saved, readers) = match layout {
             // The activation keeps its input (four tensors for Python `gelu_new`); its output
             // is down's saved input (below).
             MlpLayout::Plain => match model.block.mlp_activation {
@@ -727,13 +821,21 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
                 MlpActivation::Fused | MlpActivation::ClampedSwiGlu => (cti, 1),
             },
             MlpLayout::FusedGated => (3 * cti, 1),
-            MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, gated_casts),
+            MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, 2),
         };
-        let input = if x.block_inputs_saved {
-            Exact::new(casts) * x.cth + cti
+        // Adapted readers returning fp32 under autocast make their share of it fp32.
+        let fp32_readers = x.inputs.mlp_fp32_outputs.min(readers);
+        let saved = if x.autocast && fp32_readers > 0 && c != Exact::new(4) {
+            let widened = saved * Exact::from(fp32_readers) * Exact::new(4) / c;
+            (saved * Exact::from(readers - fp32_readers) + widened) / Exact::from(readers)
         } else {
-            Exact::ZERO
+            saved
         };
+        let casts = x.inputs.copies(readers, x.inputs.mlp, x.autocast);
+        let mut input = Exact::new(casts) * x.cth;
+        if x.inputs.down_saved() {
+            input += cti;
+        }
         saved + input
     };
     let inter = Exact::from(model.dims.intermediate);
@@ -924,7 +1026,13 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     let layers_or_one = x.layers.max(Exact::new(1));
     let [per_token, _] = x.totals.compute_terms.map(Exact::new);
     let [per_token_bytes, _] = x.totals.dense_term_bytes.map(Exact::new);
-    let per_token_terms = (per_token * x.c + per_token_bytes) * x.t;
+    let [autocast_per_token, _] = x.totals.autocast_terms.map(Exact::new);
+    let autocast_per_token = if x.autocast {
+        autocast_per_token
+    } else {
+        Exact::ZERO
+    };
+    let per_token_terms = ((per_token + autocast_per_token) * x.c + per_token_bytes) * x.t;
     let largest_fixed = plan
         .activation_terms()
         .iter()
@@ -932,6 +1040,8 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
             let bytes = match term.dtype {
                 ActivationDtype::Compute => x.c,
                 ActivationDtype::Dense(dt) => Exact::from(dt.bytes()),
+                ActivationDtype::AutocastCopy if x.autocast => x.c,
+                ActivationDtype::AutocastCopy => Exact::ZERO,
             };
             Exact::from(term.fixed) * bytes
         })
