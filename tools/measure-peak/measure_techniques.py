@@ -57,6 +57,10 @@ def chunked_loss(model, ids, tracker):
     # The projection of each chunk (MemTracker refuses a module called more than once per step).
     tracker.phase = "loss"
     weight = lm.get_output_embeddings().weight
+    if torch.is_autocast_enabled("cpu"):
+        # One cast for all chunks, as one lm_head call makes (autocast caches only the casts of
+        # trained leaves: a frozen head would be cast once per chunk).
+        weight = weight.to(torch.get_autocast_dtype("cpu"))
     logits = [F.linear(c, weight) for c in hidden.chunk(CHUNKS, dim=1)]
     del hidden
     labels = shifted_labels(ids)

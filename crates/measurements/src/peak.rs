@@ -4,9 +4,9 @@
 
 use crate::{MeasurementError, RecordShape, shape_of};
 use ftbudget_core::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, LossKind, MemoryEstimate,
-    MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings, TrainingPlan,
-    Workload,
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, LossKind,
+    MemoryEstimate, MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings,
+    TrainingPlan, Workload,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;

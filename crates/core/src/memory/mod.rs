@@ -581,7 +581,12 @@ fn step_inputs(
         let later = grads.saturating_sub(embedding + blocks / layers);
         let at_last = u128::from(acts.at_recompute);
         let at_first = at_last.saturating_sub((layers - 1) * u128::from(acts.checkpoint));
-        if acts.at_recompute > 0 && later + at_first > head_gradients + at_last {
+        // With the optimizer in the backward each gradient is freed once applied: no later
+        // block's gradients wait.
+        if acts.at_recompute > 0
+            && !settings.step.optimizer_in_backward
+            && later + at_first > head_gradients + at_last
+        {
             (later, at_first)
         } else {
             (head_gradients, at_last)
