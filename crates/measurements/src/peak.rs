@@ -4,9 +4,9 @@
 
 use crate::{MeasurementError, RecordShape, shape_of};
 use ftbudget_core::{
-    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, MemoryEstimate,
-    MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings, TrainingPlan,
-    Workload,
+    ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, LossKind,
+    MemoryEstimate, MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings,
+    TrainingPlan, Workload,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ pub struct StepRecord {
     pub phases: BTreeMap<String, PhasePeak>,
     /// Live bytes after `zero_grad`.
     pub end_bytes: u64,
+    /// With activation offloading: the most bytes the host copies held at once.
+    #[serde(default)]
+    pub host_offload_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +70,11 @@ pub struct PeakRecord {
     pub batch: u64,
     pub seq: u64,
     pub gradient_checkpointing: bool,
+    /// The technique the step ran with (`measured_peak_techniques.json`): `loss-chunked`,
+    /// `loss-fused`, `optimizer-in-backward`, `activation-offload` or `adamw-fused`; none in
+    /// the plain records.
+    #[serde(default)]
+    pub technique: Option<String>,
     pub params: PeakParams,
     pub optimizer: PeakOptimizer,
     pub peak: PeakSteps,
@@ -110,10 +118,21 @@ pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError>
         .attn_implementation_used
         .parse()
         .map_err(|_| unsupported(r, "attn_implementation_used", &r.attn_implementation_used))?;
+    let mut step = StepSettings::default();
+    let mut optimizer = Optimizer::AdamW;
+    match r.technique.as_deref() {
+        None => {}
+        Some("loss-chunked") => step.loss = LossKind::Chunked,
+        Some("loss-fused") => step.loss = LossKind::Fused,
+        Some("optimizer-in-backward") => step.optimizer_in_backward = true,
+        Some("activation-offload") => step.activation_offload = true,
+        Some("adamw-fused") => optimizer = Optimizer::AdamWFused,
+        Some(other) => return Err(unsupported(r, "technique", other)),
+    }
     Ok(MemorySettings {
         precision,
         base_dtype,
-        optimizer: Optimizer::AdamW,
+        optimizer,
         step_counters: true,
         activations: ActivationSettings {
             model: ActivationModel::Model,
@@ -130,7 +149,7 @@ pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError>
             seq: r.seq,
         },
         sharding: Sharding::default(),
-        step: StepSettings::default(),
+        step,
     })
 }
 

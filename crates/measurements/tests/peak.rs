@@ -5,8 +5,8 @@
 //! compared with the measured one, each group held to its recorded worst error. On the dense
 //! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
 //! one, and every category holding more than 5% of the measured peak is within 10% of it but three
-//! listed DoRA steps. With qwen3_moe (within 12%: checkpointed expert layers and LoRA on fused
-//! experts), 396 of the 432 steps (91.7%) are within 5%.
+//! listed DoRA steps. With qwen3_moe every step is within 10% (LoRA on its fused experts is
+//! over-predicted by up to 9%), and 410 of the 432 steps (94.9%) are within 5%.
 
 mod common;
 
@@ -20,9 +20,10 @@ const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak.json");
 /// precision, attention kernel and shape together), and the bound: 1% where the model is within
 /// 0.5%, else the worst rounded up past half a point.
 ///
-/// Known gap: qwen3_moe under checkpointing (the recomputed expert layer's dispatch is not
-/// modelled per layer) is under-predicted by up to 12%; LoRA on its fused experts is
-/// over-predicted by up to 9% (the delta weights' lifetime).
+/// Known gap: LoRA on qwen3_moe's fused experts is over-predicted by up to 9% (the delta weights'
+/// lifetime), with and without checkpointing. Checkpointed qwen3_moe peaks inside the MLP
+/// backward of a recomputed block (dense or experts) with the later blocks' gradients alive,
+/// which the timeline's recompute moment models (it was up to 12% low before).
 const PEAK: &[Bound] = &[
     bound("gpt2 full ckpt", 0.08, 1.0),
     bound("gpt2 full no-ckpt", 0.11, 1.0),
@@ -38,9 +39,9 @@ const PEAK: &[Bound] = &[
     bound("qwen2 full no-ckpt", 0.16, 1.0),
     bound("qwen2 lora ckpt", 2.63, 4.0),
     bound("qwen2 lora no-ckpt", 0.13, 1.0),
-    bound("qwen3_moe full ckpt", -11.99, 13.0),
+    bound("qwen3_moe full ckpt", 2.88, 4.0),
     bound("qwen3_moe full no-ckpt", 2.64, 4.0),
-    bound("qwen3_moe lora ckpt", -11.47, 12.0),
+    bound("qwen3_moe lora ckpt", 8.70, 10.0),
     bound("qwen3_moe lora no-ckpt", 8.90, 10.0),
 ];
 
@@ -113,7 +114,7 @@ fn predicted_peaks_match_memtracker() {
                 }
             }
             let moe = r.shape.family.ends_with("_moe");
-            if !moe && error.abs() > 0.10 {
+            if error.abs() > 0.10 {
                 beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
             }
             let group = format!(
@@ -148,13 +149,13 @@ fn predicted_peaks_match_memtracker() {
         }
     }
     assert!(beyond_10.is_empty(), "beyond 10%: {beyond_10:#?}");
-    // Every step of the dense families is within 5%; with the MoE records, 396 of 432.
+    // Every step of the dense families is within 5%; with the MoE records, 410 of 432.
     assert_eq!(
         (dense_within_5, dense_steps),
         (336, 336),
         "dense steps within 5%"
     );
-    assert_eq!((within_5, steps_total), (396, 432), "steps within 5%");
+    assert_eq!((within_5, steps_total), (410, 432), "steps within 5%");
     assert_eq!(
         category_misses, KNOWN_CATEGORY_MISSES,
         "categories beyond 10% of the measured"

@@ -183,6 +183,11 @@ pub struct ActivationResult {
     /// loss), and while the backward recomputes the last block (0 without checkpointing).
     pub at_backward_start: u64,
     pub at_recompute: u64,
+    /// Gradients in flight inside the recomputed block's MLP backward, where a checkpointed
+    /// step's backward peaks (0 without checkpointing): [`RecomputePeak::in_flight`].
+    pub recompute_in_flight: u64,
+    /// One block's checkpoint (its input, `r T h`; 0 without checkpointing).
+    pub checkpoint: u64,
 }
 
 fn to_u64(v: u128) -> Result<u64, CountError> {
@@ -211,6 +216,8 @@ pub fn estimate_activations(
                 breakdown: br,
                 at_backward_start: 0,
                 at_recompute: 0,
+                recompute_in_flight: 0,
+                checkpoint: 0,
             });
         }
         ActivationModel::Seed { bytes_per_element } => {
@@ -223,6 +230,8 @@ pub fn estimate_activations(
                 breakdown: br,
                 at_backward_start: rough,
                 at_recompute: 0,
+                recompute_in_flight: 0,
+                checkpoint: 0,
             });
         }
         ActivationModel::Model => {}
@@ -248,16 +257,24 @@ pub fn estimate_activations(
     br.regime = bytes(parts.regime)?;
     let weight_casts = weight_cast_bytes(model, plan, settings);
     let total = bytes(total)?;
-    let (at_backward_start, at_recompute) = match parts.checkpointed {
-        Some((tail, block)) => (bytes(tail)?, bytes(block)?),
-        None => (total, 0),
-    };
+    let (at_backward_start, at_recompute, recompute_in_flight, checkpoint) =
+        match parts.checkpointed {
+            Some(c) => (
+                bytes(c.at_backward_start)?,
+                bytes(c.at_recompute)?,
+                bytes(c.in_flight)?,
+                bytes(c.checkpoint)?,
+            ),
+            None => (total, 0, 0, 0),
+        };
     Ok(ActivationResult {
         total,
         weight_casts: to_u64(weight_casts)?,
         breakdown: br,
         at_backward_start,
         at_recompute,
+        recompute_in_flight,
+        checkpoint,
     })
 }
 
@@ -323,9 +340,28 @@ struct Parts {
     embeddings: Exact,
     logits_loss: Exact,
     regime: Exact,
-    /// With checkpointing: the saved bytes when the backward starts (checkpoints, final norm,
-    /// loss) and while it recomputes the last block (checkpoints and one block).
-    checkpointed: Option<(Exact, Exact)>,
+    /// With checkpointing: the saved bytes when the backward starts and while it recomputes a
+    /// block.
+    checkpointed: Option<RecomputePeak>,
+}
+
+/// The checkpointed step's backward, measured with `MemTracker` on qwen3_moe (dense and expert
+/// layers) in `fixtures/memory/measured_peak.json`: it peaks inside the MLP backward of a
+/// recomputed block, where the MLP's own gradients are in flight beside its saved tensors.
+#[derive(Clone, Copy)]
+struct RecomputePeak {
+    /// Checkpoints, final norm and loss when the backward starts.
+    at_backward_start: Exact,
+    /// Checkpoints and the recomputed block's saved tensors, less what its MLP backward has
+    /// already consumed (a dense MLP's down projection input).
+    at_recompute: Exact,
+    /// The MLP backward's gradients in flight: a dense MLP's `d(down input)` and the gradients
+    /// of its two branches (`3 c T i`); an expert layer's per-slot gradients of the gathered
+    /// input, the expert output and their product with the routing weights (`3 T k h` in the
+    /// experts' weight dtype).
+    in_flight: Exact,
+    /// One block's checkpoint (`r T h`).
+    checkpoint: Exact,
 }
 
 /// The per-operation model of the Hugging Face implementations (transformers 5, torch 2.15),
@@ -420,9 +456,18 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     parts.embeddings += drop.outside_blocks;
     parts.regime += drop.adapters;
     if x.act.checkpointing == Checkpointing::Full {
+        let (dense_bwd, sparse_bwd) = mlp_backward(&x, mlp_dense, mlp_sparse);
         let block = CheckpointedBlock {
             attn: attn_block,
             mlp: mlp_dense.max(mlp_sparse),
+            mlp_backward: if sparse_layers == Exact::ZERO
+                || (dense_layers != Exact::ZERO
+                    && dense_bwd.0 + dense_bwd.1 >= sparse_bwd.0 + sparse_bwd.1)
+            {
+                dense_bwd
+            } else {
+                sparse_bwd
+            },
             norms,
             adapter_dropout: drop.adapters,
             final_norm,
@@ -887,6 +932,29 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
     }
 }
 
+/// The recomputed MLP's backward, per layer kind (dense, experts): its saved bytes at the moment
+/// the gradients in flight are largest, and those gradients ([`RecomputePeak`]). A dense MLP has
+/// consumed its down projection's saved input (`c T i`, when saved) and holds `3 c T i`; an expert
+/// layer holds `3 T k h` in the experts' weight dtype (measured on qwen3_moe, fp32 and bf16
+/// autocast).
+fn mlp_backward(x: &Ctx, mlp_dense: Exact, mlp_sparse: Exact) -> ((Exact, Exact), (Exact, Exact)) {
+    let cti = x.c * x.t * Exact::from(x.model.dims.intermediate);
+    let down_input = if x.block_inputs_saved {
+        cti
+    } else {
+        Exact::ZERO
+    };
+    let dense = (mlp_dense.saturating_sub(down_input), 3 * cti);
+    let sparse = match x.model.mlp {
+        MlpLayout::Experts(e) => (
+            mlp_sparse,
+            3 * x.expert_bytes * x.t * Exact::from(e.top_k) * x.h,
+        ),
+        _ => dense,
+    };
+    (dense, sparse)
+}
+
 /// Dropout's saved bytes, measured in `fixtures/memory/measured_memory_ckpt_dropout.json` with
 /// the GPU kernels (`native_dropout`, whose backward keeps a 1-byte mask; fused sdpa, which keeps
 /// only an RNG seed and offset). Full fine-tuning matches these terms to the byte.
@@ -982,6 +1050,9 @@ fn adapter_dropout(x: &Ctx) -> Exact {
 struct CheckpointedBlock {
     attn: Exact,
     mlp: Exact,
+    /// The recomputed MLP's saved bytes and its backward's gradients in flight, for the block
+    /// kind (dense or experts) whose MLP backward holds the most.
+    mlp_backward: (Exact, Exact),
     norms: Exact,
     adapter_dropout: Exact,
     final_norm: Exact,
@@ -1051,7 +1122,15 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     let block = (attn_block + blk.mlp + blk.norms + block_regime).saturating_sub(shared_input);
     let tail = blk.final_norm + parts.logits_loss;
     let kept = rope + checkpoints + parts.embeddings;
-    parts.checkpointed = Some((kept + tail, kept + block));
+    let (mlp_saved, in_flight) = blk.mlp_backward;
+    let in_backward =
+        (attn_block + mlp_saved + blk.norms + block_regime).saturating_sub(shared_input);
+    parts.checkpointed = Some(RecomputePeak {
+        at_backward_start: kept + tail,
+        at_recompute: kept + in_backward,
+        in_flight,
+        checkpoint: x.resid * x.th,
+    });
     if block >= tail {
         parts.attention = rope + attn_block;
         parts.mlp = blk.mlp;

@@ -238,7 +238,9 @@ pub struct StepInputs {
     /// Saved bytes alive when the loss's backward starts (the whole activation bucket without
     /// checkpointing; checkpoints, final norm and loss with it).
     pub activations_at_backward_start: u64,
-    /// Saved bytes while the backward recomputes the last checkpointed block (0: none).
+    /// Saved bytes while the backward recomputes a checkpointed block, inside its MLP backward
+    /// (0: none): every checkpoint and the last block, or, when its later gradients outweigh
+    /// the checkpoints, the first block and its own checkpoint.
     pub activations_at_recompute: u64,
     /// Autocast's saved weight casts alive when the backward starts (all of them without
     /// checkpointing; with it only the lm_head's, the blocks' being recomputed later).
@@ -252,10 +254,11 @@ pub struct StepInputs {
     pub logit_bytes: u64,
     /// The log-softmax and labels the loss saves (`4 T V + 8 T + 4`), inside the activations.
     pub loss_saved: u64,
-    /// Gradients that exist when the last block is recomputed (the lm_head's and final norm's,
-    /// when they are trained).
+    /// Gradients that exist while that block is recomputed: the lm_head's (the last block), or
+    /// every later block's and the head's (the first block).
     pub head_gradients: u64,
-    /// Gradients in flight while a recomputed block runs its backward.
+    /// Gradients in flight while a recomputed block runs its MLP backward: the residual's
+    /// (`2 r T h`) and the MLP's own.
     pub recompute_temporaries: u64,
     /// The input ids (`8 T`).
     pub inputs: u64,
@@ -301,8 +304,10 @@ pub const MOMENTS: usize = 7;
 /// - **backward start** (the peak of most fine-tuning steps): the model output is dropped, so
 ///   the logits are gone, every saved tensor is alive, and `nll_loss`'s gradient and the
 ///   log-softmax's gradient (`4 T V` each, fp32) are in flight: `+8 T V` temporaries;
-/// - **recompute** (checkpointing): the checkpoints and the last block's recomputed tensors, the
-///   head's gradients, and the block's gradients in flight;
+/// - **recompute** (checkpointing): inside a recomputed block's MLP backward, the checkpoints
+///   still alive and the block's recomputed tensors, the gradients of the blocks after it (the
+///   last block: the head's; the first block: all but its own and the embedding's, whichever
+///   moment is larger), and the MLP's and the residual's gradients in flight;
 /// - **backward end**: every saved tensor freed, every gradient of the step present (LoRA's
 ///   frozen weights have none: the gradients bucket counts trainable tensors only);
 /// - **optimizer**: gradients, the full state (created now on the first step) and the optimizer's

@@ -1,0 +1,295 @@
+"""Measure the step peak under the techniques people use to fit (MemTracker, CPU, two steps).
+
+Writes fixtures/memory/measured_peak_techniques.json (see fixtures/memory/README.md, "Peak of the
+step: techniques"). Each record is a measure_peak.py record with a `technique` field:
+
+- `loss-chunked`: torchtune's CEWithChunkedOutputLoss (8 chunks): the lm_head applied to each
+  sequence chunk of the hidden states (all chunks' logits alive, as torchtune's model returns
+  them), each chunk upcast to fp32 for its cross-entropy (reduction "sum" over the chunk, divided
+  by the number of labelled tokens).
+- `loss-fused`: a Liger-style fused linear cross-entropy: the hidden states are cut into chunks
+  of `next_power_of_2(ceil(BT / ceil(V / H)))` rows; each chunk's logits are computed in the input
+  dtype, turned into their gradient in place (softmax minus the one-hot target, over the labelled
+  tokens) and projected at once to the hidden states' gradient (`BT x H`, kept for the backward)
+  and the lm_head weight's (`V x H`, in the weight's dtype, when trained). The full logits never
+  exist. Liger's Triton kernel computes the softmax in fp32 registers; here it is computed in fp32
+  on 32 rows at a time, a transient of `32 x V` floats.
+- `optimizer-in-backward`: one AdamW (foreach, as the default) per trainable tensor, stepped in
+  its `register_post_accumulate_grad_hook`, the gradient set to None right after (torchtune's
+  `optimizer_in_bwd`, PyTorch's tutorial pattern).
+- `activation-offload`: torchtune's OffloadActivations without streams: a saved tensor of at least
+  1024 bytes that is not a parameter is copied to host memory when saved and copied back when the
+  backward unpacks it. On this CPU-only box the host copy is made outside MemTracker's view, so the
+  tracked bytes are what stays on the device; the largest sum of live host copies is recorded as
+  `host_offload_bytes`. The loss is computed outside the offloading context (torchtune's
+  recipes), from the model's logits with transformers' causal-LM loss.
+- `adamw-fused`: torch.optim.AdamW(fused=True) (runs on CPU in torch 2.15): no foreach
+  temporaries.
+"""
+import argparse
+import json
+import time
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import _disable_current_modes
+
+import measure_peak as mp
+
+TECHNIQUES = ["loss-chunked", "loss-fused", "optimizer-in-backward", "activation-offload", "adamw-fused"]
+CHUNKS = 8
+
+
+def base_lm(model):
+    """The transformers causal-LM under peft's wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def shifted_labels(ids):
+    """transformers' causal-LM shift, torchtune-style: label i is token i + 1, the last ignored."""
+    return torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -100)], dim=1)
+
+
+def chunked_loss(model, ids, tracker):
+    lm = base_lm(model)
+    hidden = lm.model(input_ids=ids).last_hidden_state
+    # The projection of each chunk (MemTracker refuses a module called more than once per step).
+    tracker.phase = "loss"
+    weight = lm.get_output_embeddings().weight
+    if torch.is_autocast_enabled("cpu"):
+        # One cast for all chunks, as one lm_head call makes (autocast caches only the casts of
+        # trained leaves: a frozen head would be cast once per chunk).
+        weight = weight.to(torch.get_autocast_dtype("cpu"))
+    logits = [F.linear(c, weight) for c in hidden.chunk(CHUNKS, dim=1)]
+    del hidden
+    labels = shifted_labels(ids)
+    total = (labels != -100).sum()
+    loss = 0.0
+    for lg, lb in zip(logits, labels.chunk(CHUNKS, dim=1)):
+        loss = loss + F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), lb.reshape(-1),
+                                      reduction="sum", ignore_index=-100)
+    del logits
+    return loss / total
+
+
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """Liger's fused linear cross-entropy algorithm in plain torch (see the module docstring)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x, weight, target):
+        bt, h = x.shape
+        v = weight.shape[0]
+        inc = -(-v // h)
+        chunk = 1 << max(0, (-(-bt // inc)) - 1).bit_length()
+        chunk = min(chunk, bt)
+        grad_x = torch.zeros_like(x)
+        grad_w = torch.zeros_like(weight) if weight.requires_grad else None
+        loss_1d = torch.zeros(bt, dtype=torch.float32)
+        mask = target != -100
+        n = mask.sum().item()
+        for start in range(0, bt, chunk):
+            end = min(start + chunk, bt)
+            xc = x[start:end]
+            logits = xc @ weight.t()  # the input dtype (autocast's under autocast)
+            tc = target[start:end]
+            for r in range(0, end - start, 32):  # the kernel's fp32 rows
+                rows = logits[r:r + 32]
+                f = rows.float()
+                lse = torch.logsumexp(f, dim=-1)
+                t = tc[r:r + 32]
+                valid = t != -100
+                picked = f.gather(1, t.clamp(min=0)[:, None])[:, 0]
+                loss_1d[start + r:start + r + rows.shape[0]] = torch.where(valid, lse - picked, 0.0)
+                g = (f - lse[:, None]).exp_()
+                g[torch.arange(g.shape[0])[valid], t[valid]] -= 1.0
+                g.mul_(valid[:, None].float() / n)
+                rows.copy_(g)
+                del f, g, lse, picked
+            grad_x[start:end] = logits @ weight.to(logits.dtype)
+            if grad_w is not None:
+                grad_w += (logits.t() @ xc.to(logits.dtype)).to(grad_w.dtype)
+            del logits
+        ctx.save_for_backward(grad_x, grad_w)
+        return loss_1d.sum() / n
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_output):
+        grad_x, grad_w = ctx.saved_tensors
+        gx = grad_x * grad_output
+        gw = grad_w * grad_output if grad_w is not None else None
+        return gx, gw, None
+
+
+def fused_loss(model, ids, tracker):
+    lm = base_lm(model)
+    hidden = lm.model(input_ids=ids).last_hidden_state
+    tracker.phase = "loss"
+    weight = lm.get_output_embeddings().weight
+    x = hidden.reshape(-1, hidden.shape[-1])
+    return FusedLinearCrossEntropy.apply(x, weight, shifted_labels(ids).reshape(-1))
+
+
+class Offload:
+    """torchtune's OffloadActivations (no streams): saved tensors of at least 1024 bytes, not
+    parameters, go to host memory until the backward unpacks them."""
+
+    def __init__(self):
+        self.host_live = 0
+        self.host_peak = 0
+
+    def _release(self, n):
+        self.host_live -= n
+
+    def pack(self, t):
+        if isinstance(t, torch.nn.Parameter) or t.untyped_storage().nbytes() < 1024 or t.nbytes < 1024:
+            return ("kept", t)
+        with _disable_current_modes():
+            host = t.detach().clone()
+        n = host.nbytes
+        self.host_live += n
+        self.host_peak = max(self.host_peak, self.host_live)
+        weakref.finalize(host, self._release, n)
+        return ("host", host, t.requires_grad)
+
+    def unpack(self, packed):
+        if packed[0] == "kept":
+            return packed[1]
+        return packed[1].clone()  # back on the device: tracked
+
+    def __call__(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+
+
+def measure(name, regime, batch, seq, dtype_mode, attn, technique):
+    family, cfg, model, lora = mp.build_model(name, regime, dtype_mode, attn, False)
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    opts = []
+    if technique == "optimizer-in-backward":
+        per_param = {p: torch.optim.AdamW([p], lr=1e-3, foreach=True) for p in trainable}
+
+        def hook(p):
+            per_param[p].step()
+            per_param[p].zero_grad(set_to_none=True)
+
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in trainable]
+        opts = list(per_param.values())
+    elif technique == "adamw-fused":
+        opts = [torch.optim.AdamW(trainable, lr=1e-3, fused=True)]
+    else:
+        opts = [torch.optim.AdamW(trainable, lr=1e-3, foreach=True)]
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    lm_head = model.get_output_embeddings()
+    tracker = mp.PhasedTracker()
+    hook_handle = lm_head.register_forward_hook(lambda m, i, o: setattr(tracker, "phase", "loss"))
+    offload = Offload() if technique == "activation-offload" else None
+    orig = mp.skip_frozen_hooks()
+    boundaries, host_peaks = {}, {}
+    autocast = dtype_mode != "fp32"
+    try:
+        with tracker:
+            tracker.track_external(model, *opts, ids)
+            for step in (1, 2):
+                tracker.step = step
+                tracker.phase = "forward"
+                if offload:
+                    offload.host_peak = offload.host_live
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    if technique == "loss-chunked":
+                        loss = chunked_loss(model, ids, tracker)
+                    elif technique == "loss-fused":
+                        loss = fused_loss(model, ids, tracker)
+                    elif offload:
+                        with offload():
+                            out = model(input_ids=ids)
+                        logits = out.logits
+                        del out
+                        loss = base_lm(model).loss_function(logits, ids, vocab_size=cfg.vocab_size)
+                        del logits
+                    else:
+                        out = model(input_ids=ids, labels=ids)
+                        loss = out.loss
+                        del out
+                tracker.phase = "backward"
+                loss.backward()
+                del loss
+                tracker.phase = "optimizer"
+                if technique != "optimizer-in-backward":
+                    opts[0].step()
+                tracker.phase = "zero_grad"
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                tracker.sample()
+                boundaries[step] = tracker.current()
+                if offload:
+                    host_peaks[step] = offload.host_peak
+                tracker.reset_mod_stats()
+    finally:
+        mp.restore_hooks(orig)
+        hook_handle.remove()
+    steps = {}
+    for step in (1, 2):
+        phases = {p: {"bytes": tracker.peaks[(step, p)][0], "by_category": tracker.peaks[(step, p)][1]}
+                  for p in mp.PHASES if (step, p) in tracker.peaks}
+        phase = max(phases, key=lambda p: phases[p]["bytes"])
+        steps[f"step{step}"] = {"peak_bytes": phases[phase]["bytes"], "phase": phase,
+                                "by_category": phases[phase]["by_category"], "phases": phases,
+                                "end_bytes": boundaries[step]}
+        if offload:
+            steps[f"step{step}"]["host_offload_bytes"] = host_peaks[step]
+    uniq = {p.untyped_storage().data_ptr(): p for p in params}
+    state = sum(v.nbytes for o in opts for st in o.state.values() for k, v in st.items() if k != "step")
+    step_bytes = sum(st["step"].nbytes for o in opts for st in o.state.values())
+    optimizer = {"class": "torch.optim.AdamW", "foreach": technique != "adamw-fused",
+                 "fused": technique == "adamw-fused", "per_parameter": technique == "optimizer-in-backward",
+                 "state_bytes_excl_step": state, "step_bytes": step_bytes}
+    return {
+        "id": f"{name}|{regime}|b{batch}s{seq}|{dtype_mode}|{attn}|{technique}",
+        "model": name, "shape": mp.measure_shape(name, family, cfg),
+        "regime": regime, "lora": lora, "dtype_mode": dtype_mode,
+        "attn_implementation_requested": attn, "attn_implementation_used": model.config._attn_implementation,
+        "batch": batch, "seq": seq, "gradient_checkpointing": False, "technique": technique,
+        "optimizer": optimizer,
+        "params": {"trainable_count": sum(p.numel() for p in trainable),
+                   "trainable_bytes": sum(p.nbytes for p in trainable),
+                   "frozen_bytes": sum(p.nbytes for p in uniq.values() if not p.requires_grad),
+                   "total_bytes": sum(p.nbytes for p in uniq.values())},
+        "peak": steps,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", required=True)
+    ap.add_argument("--regimes", nargs="+", default=["full", "lora-r8"])
+    ap.add_argument("--shapes", nargs="+", default=["2x64", "4x128"], help="BATCHxSEQ")
+    ap.add_argument("--dtype-modes", nargs="+", default=["fp32", "autocast-bf16"])
+    ap.add_argument("--attn", nargs="+", default=["sdpa"])
+    ap.add_argument("--techniques", nargs="+", default=TECHNIQUES, choices=TECHNIQUES)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    records, t0 = [], time.time()
+    for tech in args.techniques:
+        for m in args.models:
+            for reg in args.regimes:
+                for attn in args.attn:
+                    for dm in args.dtype_modes:
+                        for bs in args.shapes:
+                            b, s = map(int, bs.split("x"))
+                            r = measure(m, reg, b, s, dm, attn, tech)
+                            records.append(r)
+                            p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
+                            print(f"{time.time() - t0:6.1f}s {r['id']} step1 {p1['peak_bytes']} ({p1['phase']}) "
+                                  f"step2 {p2['peak_bytes']} ({p2['phase']})", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(records, f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(records)} records; torch {torch.__version__}")
+
+
+if __name__ == "__main__":
+    main()
