@@ -117,7 +117,12 @@ TARGETS = {
     "gpt_neox": std_targets(attn=["query_key_value", "dense"], mlp=["dense_h_to_4h", "dense_4h_to_h"],
                             qv=("query_key_value",)),
     "starcoder2": std_targets(mlp=["c_fc", "c_proj"]),
+    "olmo3": LLAMA_T, "seed_oss": LLAMA_T, "hunyuan_v1_dense": LLAMA_T,
+    "arcee": std_targets(mlp=["up_proj", "down_proj"]),
 }
+# GLM-4.5 and OLMoE: peft converts their expert names like qwen3_moe's.
+TARGETS["glm4_moe"] = TARGETS["qwen3_moe"]
+TARGETS["olmoe"] = TARGETS["qwen3_moe"]
 # Fused-expert families without peft's name conversion: the MLP choice is `target_parameters`.
 TARGETS["gpt_oss"][2] = tp("mlp", [], ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
 TARGETS["granitemoe"][2] = tp("mlp", [], ["block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.experts.down_proj"])
@@ -211,6 +216,26 @@ FAMILIES = {
                                                  sliding_window_pattern=4), full=True),
     "ministral3-tiny": dict(type="ministral3", kw=tiny(head_dim=16), full=True),
     "glm-tiny": dict(type="glm", kw=tiny(head_dim=16, partial_rotary_factor=0.5), full=True),
+    # more decoder families (issue 9 follow-up)
+    # glm4_moe: first layer dense, shared expert, biased q/k/v, q/k norm, partial rotary
+    "glm4_moe-tiny": dict(type="glm4_moe", kw=tiny(num_hidden_layers=3, head_dim=16, first_k_dense_replace=1,
+                                                   n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2,
+                                                   moe_intermediate_size=32, attention_bias=True, use_qk_norm=True,
+                                                   n_group=1, topk_group=1), full=True),
+    # the GLM-4.5-Air-like variant: no q/k norm, no attention bias, two shared experts, 2 dense layers
+    "glm4_moe-tiny-plain": dict(type="glm4_moe", kw=tiny(num_hidden_layers=3, first_k_dense_replace=2,
+                                                         n_routed_experts=4, n_shared_experts=2, num_experts_per_tok=2,
+                                                         moe_intermediate_size=24, n_group=1, topk_group=1,
+                                                         tie_word_embeddings=True), full=True),
+    # olmoe: q/k norm over all heads, experts of intermediate_size in every layer
+    "olmoe-tiny": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2), full=True),
+    "olmoe-tiny-bias": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2, attention_bias=True,
+                                                  num_key_value_heads=4), full=True),
+    "olmo3-tiny": dict(type="olmo3", kw=tiny(num_hidden_layers=4, sliding_window=16), full=True),
+    "seed_oss-tiny": dict(type="seed_oss", kw=tiny(head_dim=16, attention_bias=True, attention_out_bias=True,
+                                                   mlp_bias=True), full=True),
+    "arcee-tiny": dict(type="arcee", kw=tiny(), full=True),
+    "hunyuan_v1_dense-tiny": dict(type="hunyuan_v1_dense", kw=tiny(head_dim=16, attention_bias=True), full=True),
 }
 
 
