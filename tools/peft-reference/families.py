@@ -258,6 +258,22 @@ def add_multimodal():
                            image_size=28, patch_size=14, projection_dim=16, model_type="clip_vision_model"),
         image_token_index=99, vision_feature_layer=-2))
 
+    # Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE: their language models (no causal-LM class
+    # in transformers 5.24: the whole model without `model.visual`)
+    qwen_vision = dict(depth=1, hidden_size=32, embed_dim=32, intermediate_size=48, num_heads=2, out_hidden_size=64)
+    FAMILIES["qwen2_vl-mm-tiny"] = dict(type="qwen2_vl", mm=True, full=True, targets="llama", kw=dict(
+        text_config=tiny(vocab_size=300), vision_config=dict(qwen_vision, mlp_ratio=2), **NO_TOKENS))
+    FAMILIES["qwen2_5_vl-mm-tiny"] = dict(type="qwen2_5_vl", mm=True, full=True, targets="llama", kw=dict(
+        text_config=tiny(vocab_size=300, tie_word_embeddings=True), vision_config=dict(qwen_vision, fullatt_block_indexes=[0]),
+        tie_word_embeddings=True, **NO_TOKENS))
+    FAMILIES["qwen3_vl-mm-tiny"] = dict(type="qwen3_vl", mm=True, full=True, targets="qwen3", kw=dict(
+        text_config=tiny(vocab_size=300, head_dim=16), vision_config=dict(qwen_vision, deepstack_visual_indexes=[0]),
+        **NO_TOKENS))
+    FAMILIES["qwen3_vl_moe-mm-tiny"] = dict(type="qwen3_vl_moe", mm=True, full=True, targets="qwen3_moe", kw=dict(
+        text_config=tiny(vocab_size=300, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                         tie_word_embeddings=False),
+        vision_config=dict(qwen_vision, deepstack_visual_indexes=[0]), tie_word_embeddings=False, **NO_TOKENS))
+
 
 add_multimodal()
 
@@ -341,7 +357,14 @@ def build(config, part="causal"):
         if part == "full":
             return AutoModelForImageTextToText.from_config(config)
         if part == "lm":
-            return AutoModelForCausalLM.from_config(config.text_config)
+            try:
+                return AutoModelForCausalLM.from_config(config.text_config)
+            except ValueError:
+                # No causal-LM class for this text config (Qwen2/2.5/3-VL): the whole model
+                # without its vision tower, i.e. the language model and its lm_head.
+                model = AutoModelForImageTextToText.from_config(config)
+                model.model.visual = torch.nn.Module()
+                return model
         return AutoModelForCausalLM.from_config(config)
 
 

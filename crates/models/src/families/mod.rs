@@ -69,6 +69,9 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &seed_oss::SEED_OSS,
     &arcee::ARCEE,
     &hunyuan::HUNYUAN_V1_DENSE,
+    &llama::QWEN2_VL_TEXT,
+    &qwen::QWEN3_VL_TEXT,
+    &qwen::QWEN3_VL_MOE_TEXT,
 ];
 
 /// The reader of `model_type`.
