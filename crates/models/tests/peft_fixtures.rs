@@ -126,9 +126,9 @@ fn shared_records_match_peft_exactly() {
 fn family_records_match_peft_exactly() {
     let out = check_file("families_counts.json", "families-configs");
     eprintln!("checked {} refused {}", out.checked, out.refused);
-    // peft's explicit `target_parameters` (gpt-oss, granitemoe, qwen3_moe, glm4_moe and olmoe
-    // experts and routers).
-    assert_eq!(out.target_parameters_records, 32);
+    // peft's explicit `target_parameters` (gpt-oss, granitemoe, qwen3_moe, qwen3_vl_moe,
+    // glm4_moe and olmoe experts and routers).
+    assert_eq!(out.target_parameters_records, 34);
     assert!(out.checked >= 1000, "only {} records checked", out.checked);
     assert!(out.refused >= 100, "only {} refusals checked", out.refused);
     for family in [
@@ -160,6 +160,10 @@ fn family_records_match_peft_exactly() {
         "seed_oss",
         "arcee",
         "hunyuan_v1_dense",
+        "qwen2_vl_text",
+        "qwen2_5_vl_text",
+        "qwen3_vl_text",
+        "qwen3_vl_moe_text",
     ] {
         assert!(out.families.contains(family), "no {family} record");
     }

@@ -154,7 +154,8 @@ pub const QWEN3_VL_TEXT: FamilyReader = FamilyReader {
 };
 
 /// Qwen3-VL-MoE's language model (`text_config` of `qwen3_vl_moe`): Qwen3-MoE's modules
-/// (Qwen3VLMoeTextConfig's defaults: 60 experts, top 4, width 1408).
+/// (Qwen3VLMoeTextConfig's defaults: 60 experts, top 4, width 1408). peft 0.21 has no name
+/// conversion for this model type: its experts and router are not adaptable by name.
 pub const QWEN3_VL_MOE_TEXT: FamilyReader = FamilyReader {
     model_types: &["qwen3_vl_moe_text"],
     read: |f, name, family| {
@@ -170,7 +171,7 @@ pub const QWEN3_VL_MOE_TEXT: FamilyReader = FamilyReader {
             tied: false,
         };
         let mut spec = qwen3_with(f, name, family, &d)?;
-        spec.mlp = qwen_experts_with(f, &spec, None, Some(QWEN2_MOE_CONVERSION), (60, 4, 1408))?;
+        spec.mlp = qwen_experts_with(f, &spec, None, None, (60, 4, 1408))?;
         Ok(spec)
     },
 };
