@@ -117,6 +117,7 @@ TARGETS = {
     "gpt_neox": std_targets(attn=["query_key_value", "dense"], mlp=["dense_h_to_4h", "dense_4h_to_h"],
                             qv=("query_key_value",)),
     "starcoder2": std_targets(mlp=["c_fc", "c_proj"]),
+    "gpt_bigcode": std_targets(attn=["c_attn", "c_proj"], mlp=["c_fc", "c_proj"], qv=("c_attn",)),
     "olmo3": LLAMA_T, "seed_oss": LLAMA_T, "hunyuan_v1_dense": LLAMA_T,
     "arcee": std_targets(mlp=["up_proj", "down_proj"]),
 }
@@ -235,6 +236,12 @@ FAMILIES = {
     "seed_oss-tiny": dict(type="seed_oss", kw=tiny(head_dim=16, attention_bias=True, attention_out_bias=True,
                                                    mlp_bias=True), full=True),
     "arcee-tiny": dict(type="arcee", kw=tiny(), full=True),
+    # gpt_bigcode: multi-query (the StarCoder/SantaCoder layout), and multi-head untied
+    "gpt_bigcode-tiny-mq": dict(type="gpt_bigcode", kw=dict(n_embd=64, n_layer=2, n_head=4, n_inner=96, vocab_size=100,
+                                                           n_positions=64, **NO_TOKENS), full=True),
+    "gpt_bigcode-tiny-mha": dict(type="gpt_bigcode", kw=dict(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
+                                                            multi_query=False, tie_word_embeddings=False, **NO_TOKENS),
+                                 full=True),
     "hunyuan_v1_dense-tiny": dict(type="hunyuan_v1_dense", kw=tiny(head_dim=16, attention_bias=True), full=True),
 }
 

@@ -164,7 +164,47 @@ fn family_records_match_peft_exactly() {
         "qwen2_5_vl_text",
         "qwen3_vl_text",
         "qwen3_vl_moe_text",
+        "gpt_bigcode",
     ] {
         assert!(out.families.contains(family), "no {family} record");
+    }
+}
+
+/// Qwen2-VL and Qwen2.5-VL checkpoints write their language model's fields at the top level of
+/// config.json (no `text_config`): read that way, the tiny models of the records have the
+/// language-model totals transformers 5.24 gives (`base_params` of the `lm` records), with the
+/// vision-tower note.
+#[test]
+fn flat_qwen2_vl_configs_are_read_as_their_language_model() {
+    let counts = std::fs::read_to_string(fixtures().join("families_counts.json")).unwrap();
+    let counts: Value = serde_json::from_str(&counts).unwrap();
+    for name in ["qwen2_vl-mm-tiny", "qwen2_5_vl-mm-tiny"] {
+        let text = std::fs::read_to_string(
+            fixtures()
+                .join("families-configs")
+                .join(format!("{name}.json")),
+        )
+        .unwrap();
+        let nested: Value = serde_json::from_str(&text).unwrap();
+        let mut flat = nested["text_config"].as_object().unwrap().clone();
+        flat.remove("model_type");
+        flat.insert("model_type".into(), nested["model_type"].clone());
+        if let Some(tied) = nested.get("tie_word_embeddings") {
+            flat.insert("tie_word_embeddings".into(), tied.clone());
+        }
+        flat.insert("vision_config".into(), nested["vision_config"].clone());
+        let read =
+            ftbudget_models::config::read_config_json(&Value::Object(flat).to_string(), name)
+                .unwrap();
+        assert!(read.notes[0].contains("vision tower"), "{:?}", read.notes);
+        let want = counts["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == name && r["part"] == "lm")
+            .unwrap()["base_params"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(read.spec.build().unwrap().total_params(), want, "{name}");
     }
 }

@@ -72,6 +72,7 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &llama::QWEN2_VL_TEXT,
     &qwen::QWEN3_VL_TEXT,
     &qwen::QWEN3_VL_MOE_TEXT,
+    &gpt2::GPT_BIGCODE,
 ];
 
 /// The reader of `model_type`.
