@@ -118,7 +118,7 @@ TARGETS = {
                             qv=("query_key_value",)),
     "starcoder2": std_targets(mlp=["c_fc", "c_proj"]),
     "gpt_bigcode": std_targets(attn=["c_attn", "c_proj"], mlp=["c_fc", "c_proj"], qv=("c_attn",)),
-    "olmo3": LLAMA_T, "seed_oss": LLAMA_T, "hunyuan_v1_dense": LLAMA_T,
+    "olmo": LLAMA_T, "olmo3": LLAMA_T, "seed_oss": LLAMA_T, "hunyuan_v1_dense": LLAMA_T,
     "arcee": std_targets(mlp=["up_proj", "down_proj"]),
 }
 # GLM-4.5 and OLMoE: peft converts their expert names like qwen3_moe's.
@@ -232,6 +232,9 @@ FAMILIES = {
     "olmoe-tiny": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2), full=True),
     "olmoe-tiny-bias": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2, attention_bias=True,
                                                   num_key_value_heads=4), full=True),
+    # olmo (OLMo 1): parameter-free LayerNorms; a variant with attention bias and clip_qkv
+    "olmo-tiny": dict(type="olmo", kw=tiny(), full=True),
+    "olmo-tiny-bias": dict(type="olmo", kw=tiny(attention_bias=True, clip_qkv=8.0, tie_word_embeddings=True), full=True),
     "olmo3-tiny": dict(type="olmo3", kw=tiny(num_hidden_layers=4, sliding_window=16), full=True),
     "seed_oss-tiny": dict(type="seed_oss", kw=tiny(head_dim=16, attention_bias=True, attention_out_bias=True,
                                                    mlp_bias=True), full=True),

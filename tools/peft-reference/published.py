@@ -164,6 +164,11 @@ PUBLISHED_FAMILIES = {
     "olmoe-1b-7b-0924": dict(type="olmoe", full=False, kw=dict(
         hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_experts=64, num_experts_per_tok=8,
         num_attention_heads=16, num_key_value_heads=16, vocab_size=50304, norm_topk_prob=False, **NOT_TIED)),
+    # StarCoder: bigcode/starcoder's config.json fields as the Cerebras model zoo's GPTBigCode
+    # converter defaults and a public architecture-analyzer test spell them out.
+    "starcoder": dict(type="gpt_bigcode", full=False, kw=dict(
+        n_embd=6144, n_layer=40, n_head=48, n_inner=24576, n_positions=8192, vocab_size=49152, multi_query=True,
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)),
 }
 
 # Preset -> (card URL, figure as the card publishes it, exact count if published exactly, where).
@@ -221,6 +226,7 @@ CARDS.update({
     "glm-4.5": (HF + "zai-org/GLM-4.5", "355B total, 32B active", None,
                 "card; the checkpoint also stores the multi-token-prediction layer transformers does not build"),
     "olmoe-1b-7b-0924": (HF + "allenai/OLMoE-1B-7B-0924", "1B active, 7B total (Hub page: 6.92B params)", None, "card"),
+    "starcoder": (HF + "bigcode/starcoder", "15.5B parameter models", None, "card"),
 })
 
 # The Hub's safetensors total (every tensor of the checkpoint), as quoted by public documents found

@@ -213,6 +213,12 @@ const PRESETS: &[(&str, &str)] = &[
         "olmoe-1b-7b-0924",
         r#"{"model_type":"olmoe","hidden_size":2048,"intermediate_size":1024,"num_hidden_layers":16,"num_attention_heads":16,"num_key_value_heads":16,"num_experts":64,"num_experts_per_tok":8,"vocab_size":50304,"max_position_embeddings":4096,"tie_word_embeddings":false,"attention_bias":false}"#,
     ),
+    // StarCoder (bigcode/starcoder, 15.5B): its config.json fields as the Cerebras model zoo's
+    // GPTBigCode converter defaults and a public architecture-analyzer test spell them out.
+    (
+        "starcoder",
+        r#"{"model_type":"gpt_bigcode","n_embd":6144,"n_layer":40,"n_head":48,"n_inner":24576,"n_positions":8192,"vocab_size":49152,"multi_query":true,"tie_word_embeddings":true}"#,
+    ),
     (
         "llava-1.5-7b",
         r#"{"model_type":"llava","tie_word_embeddings":false,"text_config":{"model_type":"llama","hidden_size":4096,"intermediate_size":11008,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"head_dim":128,"vocab_size":32064,"max_position_embeddings":4096,"tie_word_embeddings":false,"attention_bias":false,"mlp_bias":false}}"#,
@@ -306,6 +312,8 @@ mod tests {
             ("glm-4.5-air", 106_852_245_504),
             ("glm-4.5", 352_797_814_784),
             ("olmoe-1b-7b-0924", 6_919_161_856),
+            // StarCoder's card: 15.5B parameters.
+            ("starcoder", 15_517_456_384),
         ];
         for (name, count) in published.iter().chain(families) {
             let shape = spec(name).expect(name).build().expect(name);

@@ -165,6 +165,7 @@ fn family_records_match_peft_exactly() {
         "qwen3_vl_text",
         "qwen3_vl_moe_text",
         "gpt_bigcode",
+        "olmo",
     ] {
         assert!(out.families.contains(family), "no {family} record");
     }

@@ -2,8 +2,8 @@
 //! and the MLP), partial rotary; GLM-4.5's mixture of experts (`glm4_moe`).
 
 use super::FamilyReader;
-use crate::config::{Defaults, decoder, head_dim_of, rotary_dim};
 use super::qwen::QWEN2_MOE_CONVERSION;
+use crate::config::{Defaults, decoder, head_dim_of, rotary_dim};
 use ftbudget_core::{
     BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout, Naming, NormPlacement, QkNorm, SharedExperts,
 };

@@ -73,6 +73,7 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &qwen::QWEN3_VL_TEXT,
     &qwen::QWEN3_VL_MOE_TEXT,
     &gpt2::GPT_BIGCODE,
+    &olmo::OLMO,
 ];
 
 /// The reader of `model_type`.

@@ -1,14 +1,32 @@
-//! OLMo 2, OLMo 3 and EXAONE 4: norms after attention and after the MLP (no pre-norms), and q/k
+//! OLMo (1): LLaMA's modules with LayerNorms that have no parameters at all. OLMo 2, OLMo 3 and
+//! EXAONE 4: norms after attention and after the MLP (no pre-norms), and q/k
 //! norms (OLMo 2/3 over all heads at once, EXAONE 4 per head); OLMoE: LLaMA's pre-norms, q/k norms
 //! over all heads, and routed experts that peft 0.21 converts like Qwen2-MoE's.
 
 use super::FamilyReader;
+use super::qwen::QWEN2_MOE_CONVERSION;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
-use super::qwen::QWEN2_MOE_CONVERSION;
 use ftbudget_core::{
-    BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout, Naming, NormPlacement, QkNorm,
+    BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout, Naming, NormKind, NormPlacement, QkNorm,
     TransformerSpec,
+};
+
+/// OLMo 1 (`olmo`): `OlmoLayerNorm` is `F.layer_norm(x, shape, None, None)`, so the block and
+/// final norms hold no parameters; `attention_bias` on q, k, v and o (`clip_qkv` has none).
+pub const OLMO: FamilyReader = FamilyReader {
+    model_types: &["olmo"],
+    read: |f, name, family| {
+        let d = Defaults {
+            vocab: 50304,
+            ..Defaults::LLAMA
+        };
+        let mut spec = decoder(f, name, family, &d)?;
+        let attn = f.flag("attention_bias", false)?;
+        (spec.qkv_bias, spec.o_bias) = (attn, attn);
+        spec.norm = NormKind::NonParametricLayerNorm;
+        Ok(spec)
+    },
 };
 
 const POST_NAMES: Naming = Naming {
