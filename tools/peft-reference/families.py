@@ -117,7 +117,13 @@ TARGETS = {
     "gpt_neox": std_targets(attn=["query_key_value", "dense"], mlp=["dense_h_to_4h", "dense_4h_to_h"],
                             qv=("query_key_value",)),
     "starcoder2": std_targets(mlp=["c_fc", "c_proj"]),
+    "gpt_bigcode": std_targets(attn=["c_attn", "c_proj"], mlp=["c_fc", "c_proj"], qv=("c_attn",)),
+    "olmo": LLAMA_T, "olmo3": LLAMA_T, "seed_oss": LLAMA_T, "hunyuan_v1_dense": LLAMA_T,
+    "arcee": std_targets(mlp=["up_proj", "down_proj"]),
 }
+# GLM-4.5 and OLMoE: peft converts their expert names like qwen3_moe's.
+TARGETS["glm4_moe"] = TARGETS["qwen3_moe"]
+TARGETS["olmoe"] = TARGETS["qwen3_moe"]
 # Fused-expert families without peft's name conversion: the MLP choice is `target_parameters`.
 TARGETS["gpt_oss"][2] = tp("mlp", [], ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
 TARGETS["granitemoe"][2] = tp("mlp", [], ["block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.experts.down_proj"])
@@ -211,6 +217,35 @@ FAMILIES = {
                                                  sliding_window_pattern=4), full=True),
     "ministral3-tiny": dict(type="ministral3", kw=tiny(head_dim=16), full=True),
     "glm-tiny": dict(type="glm", kw=tiny(head_dim=16, partial_rotary_factor=0.5), full=True),
+    # more decoder families (issue 9 follow-up)
+    # glm4_moe: first layer dense, shared expert, biased q/k/v, q/k norm, partial rotary
+    "glm4_moe-tiny": dict(type="glm4_moe", kw=tiny(num_hidden_layers=3, head_dim=16, first_k_dense_replace=1,
+                                                   n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2,
+                                                   moe_intermediate_size=32, attention_bias=True, use_qk_norm=True,
+                                                   n_group=1, topk_group=1), full=True),
+    # the GLM-4.5-Air-like variant: no q/k norm, no attention bias, two shared experts, 2 dense layers
+    "glm4_moe-tiny-plain": dict(type="glm4_moe", kw=tiny(num_hidden_layers=3, first_k_dense_replace=2,
+                                                         n_routed_experts=4, n_shared_experts=2, num_experts_per_tok=2,
+                                                         moe_intermediate_size=24, n_group=1, topk_group=1,
+                                                         tie_word_embeddings=True), full=True),
+    # olmoe: q/k norm over all heads, experts of intermediate_size in every layer
+    "olmoe-tiny": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2), full=True),
+    "olmoe-tiny-bias": dict(type="olmoe", kw=tiny(num_experts=4, num_experts_per_tok=2, attention_bias=True,
+                                                  num_key_value_heads=4), full=True),
+    # olmo (OLMo 1): parameter-free LayerNorms; a variant with attention bias and clip_qkv
+    "olmo-tiny": dict(type="olmo", kw=tiny(), full=True),
+    "olmo-tiny-bias": dict(type="olmo", kw=tiny(attention_bias=True, clip_qkv=8.0, tie_word_embeddings=True), full=True),
+    "olmo3-tiny": dict(type="olmo3", kw=tiny(num_hidden_layers=4, sliding_window=16), full=True),
+    "seed_oss-tiny": dict(type="seed_oss", kw=tiny(head_dim=16, attention_bias=True, attention_out_bias=True,
+                                                   mlp_bias=True), full=True),
+    "arcee-tiny": dict(type="arcee", kw=tiny(), full=True),
+    # gpt_bigcode: multi-query (the StarCoder/SantaCoder layout), and multi-head untied
+    "gpt_bigcode-tiny-mq": dict(type="gpt_bigcode", kw=dict(n_embd=64, n_layer=2, n_head=4, n_inner=96, vocab_size=100,
+                                                           n_positions=64, **NO_TOKENS), full=True),
+    "gpt_bigcode-tiny-mha": dict(type="gpt_bigcode", kw=dict(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=64,
+                                                            multi_query=False, tie_word_embeddings=False, **NO_TOKENS),
+                                 full=True),
+    "hunyuan_v1_dense-tiny": dict(type="hunyuan_v1_dense", kw=tiny(head_dim=16, attention_bias=True), full=True),
 }
 
 
@@ -232,6 +267,22 @@ def add_multimodal():
         vision_config=dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                            image_size=28, patch_size=14, projection_dim=16, model_type="clip_vision_model"),
         image_token_index=99, vision_feature_layer=-2))
+
+    # Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3-VL-MoE: their language models (no causal-LM class
+    # in transformers 5.24: the whole model without `model.visual`)
+    qwen_vision = dict(depth=1, hidden_size=32, embed_dim=32, intermediate_size=48, num_heads=2, out_hidden_size=64)
+    FAMILIES["qwen2_vl-mm-tiny"] = dict(type="qwen2_vl", mm=True, full=True, targets="llama", kw=dict(
+        text_config=tiny(vocab_size=300), vision_config=dict(qwen_vision, mlp_ratio=2), **NO_TOKENS))
+    FAMILIES["qwen2_5_vl-mm-tiny"] = dict(type="qwen2_5_vl", mm=True, full=True, targets="llama", kw=dict(
+        text_config=tiny(vocab_size=300, tie_word_embeddings=True), vision_config=dict(qwen_vision, fullatt_block_indexes=[0]),
+        tie_word_embeddings=True, **NO_TOKENS))
+    FAMILIES["qwen3_vl-mm-tiny"] = dict(type="qwen3_vl", mm=True, full=True, targets="qwen3", kw=dict(
+        text_config=tiny(vocab_size=300, head_dim=16), vision_config=dict(qwen_vision, deepstack_visual_indexes=[0]),
+        **NO_TOKENS))
+    FAMILIES["qwen3_vl_moe-mm-tiny"] = dict(type="qwen3_vl_moe", mm=True, full=True, targets="qwen3_moe", kw=dict(
+        text_config=tiny(vocab_size=300, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                         tie_word_embeddings=False),
+        vision_config=dict(qwen_vision, deepstack_visual_indexes=[0]), tie_word_embeddings=False, **NO_TOKENS))
 
 
 add_multimodal()
@@ -316,7 +367,14 @@ def build(config, part="causal"):
         if part == "full":
             return AutoModelForImageTextToText.from_config(config)
         if part == "lm":
-            return AutoModelForCausalLM.from_config(config.text_config)
+            try:
+                return AutoModelForCausalLM.from_config(config.text_config)
+            except ValueError:
+                # No causal-LM class for this text config (Qwen2/2.5/3-VL): the whole model
+                # without its vision tower, i.e. the language model and its lm_head.
+                model = AutoModelForImageTextToText.from_config(config)
+                model.model.visual = torch.nn.Module()
+                return model
         return AutoModelForCausalLM.from_config(config)
 
 

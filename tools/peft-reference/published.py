@@ -145,6 +145,30 @@ PUBLISHED_FAMILIES = {
         vision_config=dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                            num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768),
         image_token_index=32000, vision_feature_layer=-2, projector_hidden_act="gelu")),
+    # GLM-4.5 and GLM-4.5-Air: the config.json fields as NVIDIA-NeMo/Megatron-Bridge's
+    # tests/unit_tests/models/glm/test_glm45_bridge.py spells them out (glm45_355b_config,
+    # glm45_air_106b_config); the Air's also in ms-swift's dump of ZhipuAI/GLM-4.5-Air's Glm4MoeConfig.
+    "glm-4.5-air": dict(type="glm4_moe", full=False, kw=dict(
+        attention_bias=True, first_k_dense_replace=1, head_dim=128, hidden_size=4096, intermediate_size=10944,
+        max_position_embeddings=131072, moe_intermediate_size=1408, n_group=1, topk_group=1, n_routed_experts=128,
+        n_shared_experts=1, norm_topk_prob=True, num_attention_heads=96, num_experts_per_tok=8, num_hidden_layers=46,
+        num_key_value_heads=8, partial_rotary_factor=0.5, routed_scaling_factor=1.0, use_qk_norm=False,
+        vocab_size=151552, **NOT_TIED)),
+    "glm-4.5": dict(type="glm4_moe", full=False, kw=dict(
+        attention_bias=True, first_k_dense_replace=3, head_dim=128, hidden_size=5120, intermediate_size=12288,
+        max_position_embeddings=131072, moe_intermediate_size=1536, n_routed_experts=160, n_shared_experts=1,
+        num_attention_heads=96, num_experts_per_tok=8, num_hidden_layers=92, num_key_value_heads=8,
+        partial_rotary_factor=0.5, routed_scaling_factor=2.5, use_qk_norm=True, vocab_size=151552, **NOT_TIED)),
+    # OLMoE-1B-7B-0924: the fields of allenai/OLMoE-1B-7B-0924's config.json as two public test
+    # fixtures spell them out (an MoE engine's OLMOE_1B_7B_HF_CONFIG and a results sheet's olmoe_config).
+    "olmoe-1b-7b-0924": dict(type="olmoe", full=False, kw=dict(
+        hidden_size=2048, intermediate_size=1024, num_hidden_layers=16, num_experts=64, num_experts_per_tok=8,
+        num_attention_heads=16, num_key_value_heads=16, vocab_size=50304, norm_topk_prob=False, **NOT_TIED)),
+    # StarCoder: bigcode/starcoder's config.json fields as the Cerebras model zoo's GPTBigCode
+    # converter defaults and a public architecture-analyzer test spell them out.
+    "starcoder": dict(type="gpt_bigcode", full=False, kw=dict(
+        n_embd=6144, n_layer=40, n_head=48, n_inner=24576, n_positions=8192, vocab_size=49152, multi_query=True,
+        tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)),
 }
 
 # Preset -> (card URL, figure as the card publishes it, exact count if published exactly, where).
@@ -194,6 +218,15 @@ CARDS.update({
     "ernie-4.5-0.3b": (HF + "baidu/ERNIE-4.5-0.3B-PT", "0.36B", None, "card"),
     "mistral-small-3.1-24b": (HF + "mistralai/Mistral-Small-3.1-24B-Base-2503", "24B", None, "card"),
     "llava-1.5-7b": (HF + "llava-hf/llava-1.5-7b-hf", "7B (Hub page: 7.06B)", None, "card"),
+})
+
+CARDS.update({
+    "glm-4.5-air": (HF + "zai-org/GLM-4.5-Air", "106B total, 12B active", None,
+                    "card; the checkpoint also stores the multi-token-prediction layer transformers does not build"),
+    "glm-4.5": (HF + "zai-org/GLM-4.5", "355B total, 32B active", None,
+                "card; the checkpoint also stores the multi-token-prediction layer transformers does not build"),
+    "olmoe-1b-7b-0924": (HF + "allenai/OLMoE-1B-7B-0924", "1B active, 7B total (Hub page: 6.92B params)", None, "card"),
+    "starcoder": (HF + "bigcode/starcoder", "15.5B parameter models", None, "card"),
 })
 
 # The Hub's safetensors total (every tensor of the checkpoint), as quoted by public documents found

@@ -44,6 +44,9 @@ pub enum NormKind {
     LayerNorm { bias: bool },
     /// RMSNorm: weight only.
     RmsNorm,
+    /// LayerNorm without weight or bias (OLMo 1's `F.layer_norm(x, shape, None, None)`): no
+    /// parameters; it keeps what LayerNorm keeps for backward.
+    NonParametricLayerNorm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -186,22 +186,7 @@ impl TransformerSpec {
         b.block_norms(1..2);
         b.mlp()?;
         b.block_norms(2..4);
-        b.param(
-            self.names.final_norm,
-            "weight",
-            dims.hidden,
-            1,
-            ParamKind::NormWeight,
-        );
-        if let NormKind::LayerNorm { bias: true } = self.norm {
-            b.param(
-                self.names.final_norm,
-                "bias",
-                dims.hidden,
-                1,
-                ParamKind::NormBias,
-            );
-        }
+        b.norm(self.names.final_norm, dims.hidden, 1);
         b.lm_head();
         ModelShape::from_parts(
             self.name.clone(),
@@ -395,6 +380,9 @@ impl ShapeAssembler<'_> {
     }
 
     fn norm(&mut self, path: &str, numel: u64, count: u64) {
+        if self.spec.norm == NormKind::NonParametricLayerNorm {
+            return;
+        }
         self.param(path, "weight", numel, count, ParamKind::NormWeight);
         if let NormKind::LayerNorm { bias: true } = self.spec.norm {
             self.param(path, "bias", numel, count, ParamKind::NormBias);

@@ -111,3 +111,72 @@ fn family_records_have_exact_state_and_bounded_activations() {
     }
     worst.check("activations", ACTIVATIONS);
 }
+
+/// More decoder families (`measured_memory_families_more.json`, 176 records from
+/// `tools/measure-memory`: glm4_moe, olmoe, olmo3, seed_oss, arcee, hunyuan_v1_dense,
+/// gpt_bigcode (multi-query), olmo (parameter-free LayerNorms); full, LoRA
+/// and DoRA (refused by peft on the fused experts of glm4_moe and olmoe); fp32 and autocast;
+/// eager and sdpa; two shapes). State buckets exact, activations within 10% on every group (the
+/// bound rule above, capped at 10%).
+const MORE: &str = include_str!("../../../fixtures/memory/measured_memory_families_more.json");
+
+const MORE_ACTIVATIONS: &[Bound] = &[
+    bound("arcee dora autocast", 0.05, 1.0),
+    bound("arcee dora fp32", 0.03, 1.0),
+    bound("arcee full autocast", 0.00, 1.0),
+    bound("arcee full fp32", 0.00, 1.0),
+    bound("arcee lora autocast", 0.00, 1.0),
+    bound("arcee lora fp32", 0.00, 1.0),
+    bound("glm4_moe full autocast", -3.47, 4.0),
+    bound("glm4_moe full fp32", -3.59, 5.0),
+    bound("glm4_moe lora autocast", 9.10, 10.0),
+    bound("glm4_moe lora fp32", 9.60, 10.0),
+    bound("gpt_bigcode dora autocast", -0.94, 2.0),
+    bound("gpt_bigcode dora fp32", -1.27, 2.0),
+    bound("gpt_bigcode full autocast", 2.87, 4.0),
+    bound("gpt_bigcode full fp32", 2.10, 3.0),
+    bound("gpt_bigcode lora autocast", -1.93, 3.0),
+    bound("gpt_bigcode lora fp32", -2.59, 4.0),
+    bound("hunyuan_v1_dense dora autocast", 0.04, 1.0),
+    bound("hunyuan_v1_dense dora fp32", 0.03, 1.0),
+    bound("hunyuan_v1_dense full autocast", -3.33, 4.0),
+    bound("hunyuan_v1_dense full fp32", 0.00, 1.0),
+    bound("hunyuan_v1_dense lora autocast", 0.00, 1.0),
+    bound("hunyuan_v1_dense lora fp32", 0.00, 1.0),
+    bound("olmo dora autocast", 0.02, 1.0),
+    bound("olmo dora fp32", 0.01, 1.0),
+    bound("olmo full autocast", 2.90, 4.0),
+    bound("olmo full fp32", 2.03, 3.0),
+    bound("olmo lora autocast", -0.05, 1.0),
+    bound("olmo lora fp32", -0.03, 1.0),
+    bound("olmo3 dora autocast", -2.62, 4.0),
+    bound("olmo3 dora fp32", -3.09, 4.0),
+    bound("olmo3 full autocast", -7.44, 8.0),
+    bound("olmo3 full fp32", -5.38, 6.0),
+    bound("olmo3 lora autocast", -4.43, 5.0),
+    bound("olmo3 lora fp32", -6.05, 7.0),
+    bound("olmoe full autocast", -1.63, 3.0),
+    bound("olmoe full fp32", -3.17, 4.0),
+    bound("olmoe lora autocast", 1.44, 2.0),
+    bound("olmoe lora fp32", 2.40, 3.0),
+    bound("seed_oss dora autocast", -3.19, 4.0),
+    bound("seed_oss dora fp32", -3.98, 5.0),
+    bound("seed_oss full autocast", -4.89, 6.0),
+    bound("seed_oss full fp32", -6.97, 8.0),
+    bound("seed_oss lora autocast", -5.52, 7.0),
+    bound("seed_oss lora fp32", -7.68, 9.0),
+];
+
+#[test]
+fn more_family_records_have_exact_state_and_bounded_activations() {
+    let records = parse_records(MORE).unwrap();
+    assert_eq!(records.len(), 176);
+    let mut worst = Worst::default();
+    for r in &records {
+        let e = predict(r).unwrap();
+        common::assert_state_buckets_exact(r, &e);
+        let group = format!("{} {} {}", r.shape.family, regime_kind(r), precision(r));
+        worst.add(group, activation_error(r, &e), &r.id);
+    }
+    worst.check("activations", MORE_ACTIVATIONS);
+}

@@ -261,8 +261,42 @@ pub fn read_config_json(text: &str, name: &str) -> Result<ReadConfig, ModelError
         }
         return Ok(ReadConfig { spec, notes });
     }
+    if families::reader(model_type).is_none()
+        && let Some(inner) = flat_text_model(model_type)
+    {
+        // Qwen2-VL and Qwen2.5-VL checkpoints keep their language model's fields at the top.
+        notes.push(format!(
+            "{name}: `{model_type}` is multimodal; read its language model (model_type \
+             `{inner}`): the vision tower and projector are not counted (safetensors headers \
+             count everything)"
+        ));
+        let spec = read_family(map, inner, name)?;
+        return Ok(ReadConfig { spec, notes });
+    }
     let spec = read_family(map, model_type, name)?;
     Ok(ReadConfig { spec, notes })
+}
+
+/// The text model type of a multimodal type, for a `text_config` without its own model type
+/// and for the configs that write the language model's fields at the top level.
+fn text_model_of(outer: &str) -> Option<&'static str> {
+    Some(match outer {
+        "gemma3" => "gemma3_text",
+        "mistral3" | "llava" | "llava_next" => "llama",
+        "qwen2_vl" => "qwen2_vl_text",
+        "qwen2_5_vl" => "qwen2_5_vl_text",
+        "qwen3_vl" => "qwen3_vl_text",
+        "qwen3_vl_moe" => "qwen3_vl_moe_text",
+        _ => return None,
+    })
+}
+
+/// Multimodal types whose language model's fields may sit at the top level of the config.
+fn flat_text_model(outer: &str) -> Option<&'static str> {
+    match outer {
+        "qwen2_vl" | "qwen2_5_vl" => text_model_of(outer),
+        _ => None,
+    }
 }
 
 fn model_type<'a>(map: &'a Map<String, Value>, key: &str) -> Result<&'a str, ModelError> {
@@ -278,11 +312,7 @@ fn model_type_or<'a>(map: &'a Map<String, Value>, outer: &'a str) -> Result<&'a 
     if map.contains_key("model_type") {
         return model_type(map, "model_type");
     }
-    Ok(match outer {
-        "gemma3" => "gemma3_text",
-        "mistral3" | "llava" | "llava_next" => "llama",
-        other => other,
-    })
+    Ok(text_model_of(outer).unwrap_or(outer))
 }
 
 fn read_family(

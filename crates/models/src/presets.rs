@@ -196,6 +196,29 @@ const PRESETS: &[(&str, &str)] = &[
         "mistral-small-3.1-24b",
         r#"{"model_type":"mistral3","tie_word_embeddings":false,"text_config":{"model_type":"mistral","hidden_size":5120,"intermediate_size":32768,"num_hidden_layers":40,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":131072,"max_position_embeddings":131072,"tie_word_embeddings":false}}"#,
     ),
+    // GLM-4.5-Air and GLM-4.5: config.json fields as NVIDIA-NeMo/Megatron-Bridge's
+    // tests/unit_tests/models/glm/test_glm45_bridge.py spells them out (the Air's also in
+    // ms-swift's dump of ZhipuAI/GLM-4.5-Air's Glm4MoeConfig).
+    (
+        "glm-4.5-air",
+        r#"{"model_type":"glm4_moe","hidden_size":4096,"intermediate_size":10944,"moe_intermediate_size":1408,"num_hidden_layers":46,"num_attention_heads":96,"num_key_value_heads":8,"head_dim":128,"n_routed_experts":128,"n_shared_experts":1,"num_experts_per_tok":8,"first_k_dense_replace":1,"attention_bias":true,"use_qk_norm":false,"partial_rotary_factor":0.5,"vocab_size":151552,"max_position_embeddings":131072,"tie_word_embeddings":false}"#,
+    ),
+    (
+        "glm-4.5",
+        r#"{"model_type":"glm4_moe","hidden_size":5120,"intermediate_size":12288,"moe_intermediate_size":1536,"num_hidden_layers":92,"num_attention_heads":96,"num_key_value_heads":8,"head_dim":128,"n_routed_experts":160,"n_shared_experts":1,"num_experts_per_tok":8,"first_k_dense_replace":3,"attention_bias":true,"use_qk_norm":true,"partial_rotary_factor":0.5,"vocab_size":151552,"max_position_embeddings":131072,"tie_word_embeddings":false}"#,
+    ),
+    // OLMoE-1B-7B-0924: allenai/OLMoE-1B-7B-0924's config.json fields as public test fixtures
+    // spell them out.
+    (
+        "olmoe-1b-7b-0924",
+        r#"{"model_type":"olmoe","hidden_size":2048,"intermediate_size":1024,"num_hidden_layers":16,"num_attention_heads":16,"num_key_value_heads":16,"num_experts":64,"num_experts_per_tok":8,"vocab_size":50304,"max_position_embeddings":4096,"tie_word_embeddings":false,"attention_bias":false}"#,
+    ),
+    // StarCoder (bigcode/starcoder, 15.5B): its config.json fields as the Cerebras model zoo's
+    // GPTBigCode converter defaults and a public architecture-analyzer test spell them out.
+    (
+        "starcoder",
+        r#"{"model_type":"gpt_bigcode","n_embd":6144,"n_layer":40,"n_head":48,"n_inner":24576,"n_positions":8192,"vocab_size":49152,"multi_query":true,"tie_word_embeddings":true}"#,
+    ),
     (
         "llava-1.5-7b",
         r#"{"model_type":"llava","tie_word_embeddings":false,"text_config":{"model_type":"llama","hidden_size":4096,"intermediate_size":11008,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"head_dim":128,"vocab_size":32064,"max_position_embeddings":4096,"tie_word_embeddings":false,"attention_bias":false,"mlp_bias":false}}"#,
@@ -282,6 +305,15 @@ mod tests {
             ("ernie-4.5-0.3b", 360_748_032),
             ("mistral-small-3.1-24b", 23_572_403_200),
             ("llava-1.5-7b", 6_738_939_904),
+            // `num_parameters()` of transformers 5.24's model built from the published config
+            // (`fixtures/peft/families_published.json`): GLM-4.5-Air's card says 106B and
+            // GLM-4.5's 355B (its checkpoint adds the multi-token-prediction layer),
+            // OLMoE-1B-7B's Hub page 6.92B.
+            ("glm-4.5-air", 106_852_245_504),
+            ("glm-4.5", 352_797_814_784),
+            ("olmoe-1b-7b-0924", 6_919_161_856),
+            // StarCoder's card: 15.5B parameters.
+            ("starcoder", 15_517_456_384),
         ];
         for (name, count) in published.iter().chain(families) {
             let shape = spec(name).expect(name).build().expect(name);

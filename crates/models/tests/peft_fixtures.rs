@@ -126,8 +126,9 @@ fn shared_records_match_peft_exactly() {
 fn family_records_match_peft_exactly() {
     let out = check_file("families_counts.json", "families-configs");
     eprintln!("checked {} refused {}", out.checked, out.refused);
-    // peft's explicit `target_parameters` (gpt-oss, granitemoe, qwen3_moe experts and routers).
-    assert_eq!(out.target_parameters_records, 24);
+    // peft's explicit `target_parameters` (gpt-oss, granitemoe, qwen3_moe, qwen3_vl_moe,
+    // glm4_moe and olmoe experts and routers).
+    assert_eq!(out.target_parameters_records, 34);
     assert!(out.checked >= 1000, "only {} records checked", out.checked);
     assert!(out.refused >= 100, "only {} refusals checked", out.refused);
     for family in [
@@ -153,7 +154,58 @@ fn family_records_match_peft_exactly() {
         "ministral",
         "exaone4",
         "ernie4_5",
+        "glm4_moe",
+        "olmoe",
+        "olmo3",
+        "seed_oss",
+        "arcee",
+        "hunyuan_v1_dense",
+        "qwen2_vl_text",
+        "qwen2_5_vl_text",
+        "qwen3_vl_text",
+        "qwen3_vl_moe_text",
+        "gpt_bigcode",
+        "olmo",
     ] {
         assert!(out.families.contains(family), "no {family} record");
+    }
+}
+
+/// Qwen2-VL and Qwen2.5-VL checkpoints write their language model's fields at the top level of
+/// config.json (no `text_config`): read that way, the tiny models of the records have the
+/// language-model totals transformers 5.24 gives (`base_params` of the `lm` records), with the
+/// vision-tower note.
+#[test]
+fn flat_qwen2_vl_configs_are_read_as_their_language_model() {
+    let counts = std::fs::read_to_string(fixtures().join("families_counts.json")).unwrap();
+    let counts: Value = serde_json::from_str(&counts).unwrap();
+    for name in ["qwen2_vl-mm-tiny", "qwen2_5_vl-mm-tiny"] {
+        let text = std::fs::read_to_string(
+            fixtures()
+                .join("families-configs")
+                .join(format!("{name}.json")),
+        )
+        .unwrap();
+        let nested: Value = serde_json::from_str(&text).unwrap();
+        let mut flat = nested["text_config"].as_object().unwrap().clone();
+        flat.remove("model_type");
+        flat.insert("model_type".into(), nested["model_type"].clone());
+        if let Some(tied) = nested.get("tie_word_embeddings") {
+            flat.insert("tie_word_embeddings".into(), tied.clone());
+        }
+        flat.insert("vision_config".into(), nested["vision_config"].clone());
+        let read =
+            ftbudget_models::config::read_config_json(&Value::Object(flat).to_string(), name)
+                .unwrap();
+        assert!(read.notes[0].contains("vision tower"), "{:?}", read.notes);
+        let want = counts["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["model"] == name && r["part"] == "lm")
+            .unwrap()["base_params"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(read.spec.build().unwrap().total_params(), want, "{name}");
     }
 }

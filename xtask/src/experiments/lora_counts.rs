@@ -124,6 +124,7 @@ fn describe_model(model: &ModelShape) -> String {
         NormKind::RmsNorm => "RMSNorm (gain only)",
         NormKind::LayerNorm { bias: true } => "LayerNorm (weight and bias)",
         NormKind::LayerNorm { bias: false } => "LayerNorm (weight only)",
+        NormKind::NonParametricLayerNorm => "LayerNorm without parameters",
     };
     let positions = match model.positions {
         PositionKind::Rotary => "RoPE (no position parameters)",

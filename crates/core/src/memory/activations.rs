@@ -753,7 +753,7 @@ fn decoder_block(x: &Ctx) -> Block {
     // (measured on falcon and phi: no normalized copy).
     let rms = match model.norm {
         NormKind::RmsNorm => x.rms(x.h, Exact::new(1), x.resid),
-        NormKind::LayerNorm { .. } => x.resid * x.th + 8 * x.t,
+        NormKind::LayerNorm { .. } | NormKind::NonParametricLayerNorm => x.resid * x.th + 8 * x.t,
     };
     let norms = Exact::from(u64::from(block.norms.max(1))) * rms;
     let attn = decoder_attention(x);

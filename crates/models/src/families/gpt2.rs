@@ -75,3 +75,21 @@ pub const GPT2: FamilyReader = FamilyReader {
     model_types: &["gpt2"],
     read: gpt2,
 };
+
+/// GPTBigCode (StarCoder, SantaCoder): GPT-2's names and block on `nn.Linear` layers, with
+/// multi-query attention by default (`multi_query`: one key/value head, so `c_attn` is
+/// `hidden -> hidden + 2 x head_dim`).
+pub const GPT_BIGCODE: FamilyReader = FamilyReader {
+    model_types: &["gpt_bigcode"],
+    read: |f, name, family| {
+        let mut spec = gpt2(f, name, family)?;
+        if f.flag("multi_query", true)? {
+            spec.kv_heads = Some(1);
+        }
+        spec.block = BlockSpec {
+            residual_dropout: true,
+            ..BlockSpec::DECODER
+        };
+        Ok(spec)
+    },
+};

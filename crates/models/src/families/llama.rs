@@ -54,6 +54,28 @@ pub const QWEN2: FamilyReader = FamilyReader {
     },
 };
 
+/// The language models of Qwen2-VL and Qwen2.5-VL (`qwen2_vl_text`, `qwen2_5_vl_text`):
+/// Qwen2's modules (biased q/k/v), with Qwen2VLTextConfig's defaults.
+pub const QWEN2_VL_TEXT: FamilyReader = FamilyReader {
+    model_types: &["qwen2_vl_text", "qwen2_5_vl_text"],
+    read: |f, name, family| {
+        let d = Defaults {
+            hidden: 8192,
+            intermediate: Some(29568),
+            layers: 80,
+            heads: 64,
+            kv_heads: Some(8),
+            head_dim: None,
+            vocab: 152064,
+            max_positions: 32768,
+            tied: false,
+        };
+        let mut spec = decoder(f, name, family, &d)?;
+        spec.qkv_bias = true;
+        Ok(spec)
+    },
+};
+
 pub const SMOLLM3: FamilyReader = FamilyReader {
     model_types: &["smollm3"],
     read: |f, name, family| {

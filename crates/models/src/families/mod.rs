@@ -5,6 +5,7 @@
 //!
 //! Defaults for absent fields are transformers 5.24's `*Config()` defaults of each model type.
 
+mod arcee;
 mod cohere;
 mod deepseek;
 mod falcon;
@@ -14,10 +15,12 @@ mod gpt2;
 mod gpt_neox;
 mod gpt_oss;
 mod granite;
+mod hunyuan;
 mod llama;
 mod olmo;
 mod phi;
 mod qwen;
+mod seed_oss;
 mod stablelm;
 mod starcoder2;
 
@@ -61,6 +64,16 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &gpt_neox::GPT_NEOX,
     &starcoder2::STARCODER2,
     &stablelm::STABLELM,
+    &glm::GLM4_MOE,
+    &olmo::OLMOE,
+    &seed_oss::SEED_OSS,
+    &arcee::ARCEE,
+    &hunyuan::HUNYUAN_V1_DENSE,
+    &llama::QWEN2_VL_TEXT,
+    &qwen::QWEN3_VL_TEXT,
+    &qwen::QWEN3_VL_MOE_TEXT,
+    &gpt2::GPT_BIGCODE,
+    &olmo::OLMO,
 ];
 
 /// The reader of `model_type`.

@@ -1,5 +1,6 @@
 //! Qwen3 (q/k norms per head), Qwen3-MoE (routed experts, some layers dense) and Qwen2-MoE (a
-//! shared expert with its own sigmoid gate).
+//! shared expert with its own sigmoid gate); the language models of Qwen3-VL and Qwen3-VL-MoE
+//! (`qwen3_vl_text`, `qwen3_vl_moe_text`: Qwen3's and Qwen3-MoE's modules).
 
 use super::FamilyReader;
 use crate::ModelError;
@@ -22,7 +23,16 @@ const QWEN3_DEFAULTS: Defaults = Defaults {
 };
 
 fn qwen3(f: &Fields<'_>, name: &str, family: &'static str) -> Result<TransformerSpec, ModelError> {
-    let mut spec = decoder(f, name, family, &QWEN3_DEFAULTS)?;
+    qwen3_with(f, name, family, &QWEN3_DEFAULTS)
+}
+
+fn qwen3_with(
+    f: &Fields<'_>,
+    name: &str,
+    family: &'static str,
+    d: &Defaults,
+) -> Result<TransformerSpec, ModelError> {
+    let mut spec = decoder(f, name, family, d)?;
     let attn = f.flag("attention_bias", false)?;
     (spec.qkv_bias, spec.o_bias) = (attn, attn);
     spec.block = BlockSpec {
@@ -58,22 +68,35 @@ pub const QWEN2_MOE_CONVERSION: ExpertTargets = ExpertTargets {
     down: &["down_proj"],
 };
 
+/// Qwen3-MoE's defaults for absent expert fields: experts, top-k, expert width.
+const QWEN3_MOE_EXPERTS: (u64, u64, u64) = (128, 8, 768);
+
 pub fn qwen_experts(
     f: &Fields<'_>,
     spec: &TransformerSpec,
     shared: Option<SharedExperts>,
     peft_targets: Option<ExpertTargets>,
 ) -> Result<MlpLayout, ModelError> {
+    qwen_experts_with(f, spec, shared, peft_targets, QWEN3_MOE_EXPERTS)
+}
+
+fn qwen_experts_with(
+    f: &Fields<'_>,
+    spec: &TransformerSpec,
+    shared: Option<SharedExperts>,
+    peft_targets: Option<ExpertTargets>,
+    (experts_default, top_k, width): (u64, u64, u64),
+) -> Result<MlpLayout, ModelError> {
     // transformers 5 writes `num_local_experts`; older configs `num_experts`.
     let experts = if f.has("num_local_experts") {
         f.positive("num_local_experts", None)?
     } else {
-        f.positive("num_experts", Some(128))?
+        f.positive("num_experts", Some(experts_default))?
     };
     Ok(MlpLayout::Experts(ExpertsSpec {
         experts,
-        top_k: f.positive("num_experts_per_tok", Some(8))?,
-        intermediate: f.positive("moe_intermediate_size", Some(768))?,
+        top_k: f.positive("num_experts_per_tok", Some(top_k))?,
+        intermediate: f.positive("moe_intermediate_size", Some(width))?,
         sparse_layers: sparse_layers(f, spec.layers, experts)?,
         layout: ExpertLayout::Fused { bias: false },
         router_bias: false,
@@ -114,6 +137,41 @@ pub const QWEN2_MOE: FamilyReader = FamilyReader {
         // peft has no conversion for qwen2_moe: its experts and router are not adaptable.
         spec.mlp = qwen_experts(f, &spec, Some(shared), None)?;
         spec.names.shared_experts = "shared_expert";
+        Ok(spec)
+    },
+};
+
+/// Qwen3-VL's language model (`text_config` of `qwen3_vl`): Qwen3's modules.
+pub const QWEN3_VL_TEXT: FamilyReader = FamilyReader {
+    model_types: &["qwen3_vl_text"],
+    read: |f, name, family| {
+        let d = Defaults {
+            max_positions: 128000,
+            ..QWEN3_DEFAULTS
+        };
+        qwen3_with(f, name, family, &d)
+    },
+};
+
+/// Qwen3-VL-MoE's language model (`text_config` of `qwen3_vl_moe`): Qwen3-MoE's modules
+/// (Qwen3VLMoeTextConfig's defaults: 60 experts, top 4, width 1408). peft 0.21 has no name
+/// conversion for this model type: its experts and router are not adaptable by name.
+pub const QWEN3_VL_MOE_TEXT: FamilyReader = FamilyReader {
+    model_types: &["qwen3_vl_moe_text"],
+    read: |f, name, family| {
+        let d = Defaults {
+            hidden: 2048,
+            intermediate: Some(5632),
+            layers: 24,
+            heads: 16,
+            kv_heads: Some(16),
+            head_dim: Some(128),
+            vocab: 151936,
+            max_positions: 128000,
+            tied: false,
+        };
+        let mut spec = qwen3_with(f, name, family, &d)?;
+        spec.mlp = qwen_experts_with(f, &spec, None, None, (60, 4, 1408))?;
         Ok(spec)
     },
 };
