@@ -939,7 +939,7 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
 /// autocast).
 fn mlp_backward(x: &Ctx, mlp_dense: Exact, mlp_sparse: Exact) -> ((Exact, Exact), (Exact, Exact)) {
     let cti = x.c * x.t * Exact::from(x.model.dims.intermediate);
-    let down_input = if x.block_inputs_saved {
+    let down_input = if x.inputs.all || x.inputs.down {
         cti
     } else {
         Exact::ZERO
