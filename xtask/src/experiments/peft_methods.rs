@@ -135,19 +135,31 @@ fn memory_table(evaluated: &[(ModelShape, Comparison)]) -> String {
     let mut out = String::new();
     for (model, cmp) in evaluated {
         out.push_str(&format!(
-            "**{}**\n\n| method | weights | gradients | optimizer | activations | total |\n|---|---:|---:|---:|---:|---:|\n",
+            "**{}**\n\n| method | weights | gradients | optimizer | activations | total | step FLOPs | FLOPs vs full FT |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
             model.name
         ));
+        // FLOPs of one step as FlopCounterMode counts them, against the full fine-tuning row.
+        let full_ft = cmp
+            .rows
+            .iter()
+            .find(|r| r.regime == "full-ft")
+            .map(|r| r.flops.step);
         for row in &cmp.rows {
             let b = &row.bytes;
+            let vs_full = full_ft.map_or_else(
+                || "-".to_string(),
+                |full| format!("{:.3}x", row.flops.step as f64 / full as f64),
+            );
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {:.2} TFLOP | {} |\n",
                 row.label,
                 units::binary(b.weights + b.weight_casts),
                 units::binary(b.gradients),
                 units::binary(b.optimizer),
                 units::binary(b.activations),
-                units::binary(b.total)
+                units::binary(b.total),
+                row.flops.step as f64 / 1e12,
+                vs_full
             ));
         }
         out.push('\n');
