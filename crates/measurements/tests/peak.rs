@@ -10,9 +10,9 @@
 
 mod common;
 
-use common::{Bound, Worst, bound, relative_error};
-use ftbudget_core::memory::{LiveBytes, StepPeak};
-use ftbudget_measurements::peak::{Categories, PeakRecord, parse_peak_records, predict_peak};
+use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
+use ftbudget_core::memory::StepPeak;
+use ftbudget_measurements::peak::{PeakRecord, parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak.json");
 
@@ -56,31 +56,6 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[
 
 fn steps(r: &PeakRecord) -> [(&'static str, &ftbudget_measurements::peak::StepRecord); 2] {
     [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
-}
-
-/// MemTracker's categories in ftbudget's: buffers count with the parameters, the input ids
-/// (`other`) are the inputs.
-fn measured_categories(c: &Categories) -> LiveBytes {
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    LiveBytes {
-        parameters: get("parameters") + get("buffers"),
-        gradients: get("gradients"),
-        optimizer: get("optimizer"),
-        activations: get("activations"),
-        temporaries: get("temporaries"),
-        inputs: get("other"),
-    }
-}
-
-fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
-    [
-        ("parameters", l.parameters),
-        ("gradients", l.gradients),
-        ("optimizer", l.optimizer),
-        ("activations", l.activations),
-        ("temporaries", l.temporaries),
-        ("inputs", l.inputs),
-    ]
 }
 
 #[test]

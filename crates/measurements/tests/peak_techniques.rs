@@ -18,9 +18,9 @@
 
 mod common;
 
-use common::{Bound, Worst, bound, relative_error};
-use ftbudget_core::memory::{LiveBytes, StepPeak};
-use ftbudget_measurements::peak::{Categories, parse_peak_records, predict_peak};
+use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
+use ftbudget_core::memory::StepPeak;
+use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_techniques.json");
 
@@ -54,29 +54,6 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 activations: predicted 3326468, measured 1743368",
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 1777664",
 ];
-
-fn measured_categories(c: &Categories) -> LiveBytes {
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    LiveBytes {
-        parameters: get("parameters") + get("buffers"),
-        gradients: get("gradients"),
-        optimizer: get("optimizer"),
-        activations: get("activations"),
-        temporaries: get("temporaries"),
-        inputs: get("other"),
-    }
-}
-
-fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
-    [
-        ("parameters", l.parameters),
-        ("gradients", l.gradients),
-        ("optimizer", l.optimizer),
-        ("activations", l.activations),
-        ("temporaries", l.temporaries),
-        ("inputs", l.inputs),
-    ]
-}
 
 #[test]
 fn predicted_peaks_match_memtracker_under_each_technique() {

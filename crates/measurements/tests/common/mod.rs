@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use ftbudget_core::MemoryEstimate;
+use ftbudget_core::memory::LiveBytes;
 use ftbudget_measurements::MemoryRecord;
+use ftbudget_measurements::peak::Categories;
 use std::collections::BTreeMap;
 
 /// Weights, gradients, optimizer moments and step counters match the record exactly.
@@ -137,4 +139,30 @@ impl Worst {
             panic!("{failures:#?}\nobserved:\n{}", observed.join("\n"));
         }
     }
+}
+
+/// MemTracker's categories in ftbudget's: buffers count with the parameters, the input ids
+/// (`other`) are the inputs.
+pub fn measured_categories(c: &Categories) -> LiveBytes {
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    LiveBytes {
+        parameters: get("parameters") + get("buffers"),
+        gradients: get("gradients"),
+        optimizer: get("optimizer"),
+        activations: get("activations"),
+        temporaries: get("temporaries"),
+        inputs: get("other"),
+    }
+}
+
+/// The categories in a fixed order, named, for per-category checks.
+pub fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
+    [
+        ("parameters", l.parameters),
+        ("gradients", l.gradients),
+        ("optimizer", l.optimizer),
+        ("activations", l.activations),
+        ("temporaries", l.temporaries),
+        ("inputs", l.inputs),
+    ]
 }
