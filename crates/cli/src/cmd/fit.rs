@@ -180,42 +180,16 @@ fn render(report: &FitReport, settings: &ftbudget_core::MemorySettings) -> Strin
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            let pad = widths[i] - c.chars().count();
-            if i == 0 || i == 4 {
-                s.push_str(c);
-                s.push_str(&" ".repeat(pad));
-            } else {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(c);
-            }
-            s.push_str("  ");
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    out.push_str(&line(&header));
-    for r in &rows {
-        out.push_str(&line(r));
-    }
+    // Regime and Fits read left-aligned, the figures right-aligned.
+    out.push_str(&columns(header, &rows, &[0, 4]));
     if let Some(t) = &report.timing {
         out.push_str(&render_time(report, t));
     }
     out
 }
 
-/// Cells laid out in columns, the first left-aligned, the others right-aligned.
-fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String {
+/// Cells laid out in columns, those in `left` left-aligned, the others right-aligned.
+fn columns<const N: usize>(header: [String; N], rows: &[[String; N]], left: &[usize]) -> String {
     let widths: Vec<usize> = (0..N)
         .map(|i| {
             rows.iter()
@@ -229,7 +203,7 @@ fn columns<const N: usize>(header: [String; N], rows: &[[String; N]]) -> String 
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             let pad = " ".repeat(widths[i] - c.chars().count());
-            if i == 0 {
+            if left.contains(&i) {
                 s.push_str(c);
                 s.push_str(&pad);
             } else {
@@ -301,7 +275,7 @@ fn render_time(report: &FitReport, t: &FitTiming) -> String {
             }
         })
         .collect();
-    out.push_str(&columns(header, &rows));
+    out.push_str(&columns(header, &rows, &[0]));
     out
 }
 
