@@ -186,6 +186,22 @@ def measure_shape(name, family, cfg):
     }
 
 
+
+def log_record(r, t0):
+    """One line per measured record: its id and both steps' peaks and phases."""
+    p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
+    print(f"{time.time() - t0:6.1f}s {r['id']} step1 {p1['peak_bytes']} ({p1['phase']}) "
+          f"step2 {p2['peak_bytes']} ({p2['phase']})", flush=True)
+
+
+def write_records(path, records):
+    """The records as the fixture's JSON list (one space indent, final newline)."""
+    with open(path, "w") as f:
+        json.dump(records, f, indent=1)
+        f.write("\n")
+    print(f"wrote {len(records)} records; torch {torch.__version__}, transformers {transformers.__version__}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", required=True)
@@ -215,13 +231,8 @@ def main():
                                       flush=True)
                                 continue
                             records.append(r)
-                            p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
-                            print(f"{time.time() - t0:6.1f}s {r['id']} step1 {p1['peak_bytes']} ({p1['phase']}) "
-                                  f"step2 {p2['peak_bytes']} ({p2['phase']})", flush=True)
-    with open(args.out, "w") as f:
-        json.dump(records, f, indent=1)
-        f.write("\n")
-    print(f"wrote {len(records)} records; torch {torch.__version__}, transformers {transformers.__version__}")
+                            log_record(r, t0)
+    write_records(args.out, records)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ step: techniques"). Each record is a measure_peak.py record with a `technique` f
   temporaries.
 """
 import argparse
-import json
 import time
 import weakref
 
@@ -282,13 +281,8 @@ def main():
                             b, s = map(int, bs.split("x"))
                             r = measure(m, reg, b, s, dm, attn, tech)
                             records.append(r)
-                            p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
-                            print(f"{time.time() - t0:6.1f}s {r['id']} step1 {p1['peak_bytes']} ({p1['phase']}) "
-                                  f"step2 {p2['peak_bytes']} ({p2['phase']})", flush=True)
-    with open(args.out, "w") as f:
-        json.dump(records, f, indent=1)
-        f.write("\n")
-    print(f"wrote {len(records)} records; torch {torch.__version__}")
+                            mp.log_record(r, t0)
+    mp.write_records(args.out, records)
 
 
 if __name__ == "__main__":
