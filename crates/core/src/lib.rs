@@ -39,10 +39,10 @@ pub use plan::{
 pub use regime::{OptionDoc, OptionReader, Regime, RegimeRegistration, RegimeSpec};
 pub use registry::Registry;
 pub use shape::{
-    ActivationRecipe, AdapterHost, AdapterUnits, Architecture, AttentionLayout, BlockSpec, Dims,
-    ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits, LatentAttention,
-    LinearLayout, LinearModule, MlpActivation, MlpLayout, ModelShape, ModuleGroup, NormKind,
-    NormPlacement, ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts,
+    ActivationRecipe, AdaptedInputs, AdapterHost, AdapterUnits, Architecture, AttentionLayout,
+    BlockSpec, Dims, ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits,
+    LatentAttention, LinearLayout, LinearModule, MlpActivation, MlpLayout, ModelShape, ModuleGroup,
+    NormKind, NormPlacement, ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts,
     SlidingWindow,
 };
 pub use spec::{Naming, TransformerSpec};

@@ -4,7 +4,7 @@
 
 use crate::dtype::DType;
 use crate::error::CountError;
-use crate::shape::{GroupAdapterUnits, ModelShape, ModuleGroup, ParamKind};
+use crate::shape::{AdaptedInputs, GroupAdapterUnits, ModelShape, ModuleGroup, ParamKind};
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -739,6 +739,9 @@ pub struct PlanTotals {
     /// Tokens the regime adds to every sequence (prompt tuning's virtual tokens): the
     /// activation model sees `seq + extra_tokens`.
     pub extra_tokens: u64,
+    /// The block inputs the adapters read (the activation model's saved matmul inputs when the
+    /// base is frozen).
+    pub adapted_inputs: AdaptedInputs,
     pub overflow: bool,
 }
 
@@ -760,6 +763,27 @@ pub fn first_block_elements(model: &ModelShape, group: &PlannedParams) -> u64 {
     };
     let first_block = model.modules[module].first_block_instances(model.dims.layers);
     group.numel.saturating_mul(group.count.min(first_block))
+}
+
+impl AdaptedInputs {
+    /// What an adapter of `layout` adds, where `self` is its module's (or group's) `reads`:
+    /// the inputs only when its own matmul reads the module input, the widened MLP outputs only
+    /// when it returns its input's dtype.
+    #[inline(always)]
+    pub fn by(self, layout: &AdapterLayout) -> AdaptedInputs {
+        let dtype_outputs = if layout.output == AdapterOutput::InputDtype {
+            self.mlp_input_dtype_outputs
+        } else {
+            0
+        };
+        let mut adds = if layout.input == AdapterInput::Matmul {
+            self
+        } else {
+            AdaptedInputs::default()
+        };
+        adds.mlp_input_dtype_outputs = dtype_outputs;
+        adds
+    }
 }
 
 impl PlanTotals {
@@ -1156,6 +1180,8 @@ impl TrainingPlan {
         self.totals.adapts_attention_output |= m.group == ModuleGroup::Attention
             && !m.reads_attention_input
             && layout.input == AdapterInput::Matmul;
+        self.totals.adapted_inputs =
+            (self.totals.adapted_inputs).plus(m.adapter_units.reads.by(layout));
         self.adapters.push(site);
         self.adapter_instances.push(None);
         Ok(())
@@ -1213,6 +1239,8 @@ impl TrainingPlan {
         self.totals.adapts_attention_output |= m.group == ModuleGroup::Attention
             && !m.reads_attention_input
             && layout.input == AdapterInput::Matmul;
+        self.totals.adapted_inputs =
+            (self.totals.adapted_inputs).plus(m.adapter_units.reads.by(layout));
         self.adapters.push(site);
         self.adapter_instances.push(Some(instances));
         Ok(())
@@ -1249,6 +1277,7 @@ impl TrainingPlan {
         self.totals.add_adapters(layout, &span, trainable);
         self.totals.adapts_attention_output |=
             units.has_attention_output && layout.input == AdapterInput::Matmul;
+        self.totals.adapted_inputs = self.totals.adapted_inputs.plus(units.reads.by(layout));
         // One site per module of the group, lowest index first; `extend` over a range sizes the
         // vector once (sweeps plan millions of times).
         let sites = units.mask.count_ones() as usize;
@@ -1349,6 +1378,7 @@ impl TrainingPlan {
             totals.adapts_attention_output |= m.group == ModuleGroup::Attention
                 && !m.reads_attention_input
                 && layout.input == AdapterInput::Matmul;
+            totals.adapted_inputs = totals.adapted_inputs.plus(m.adapter_units.reads.by(layout));
         }
         for term in &self.activation_terms {
             totals.add_activation_term(term);

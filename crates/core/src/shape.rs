@@ -358,12 +358,83 @@ pub struct AdapterUnits {
     pub first_block_in: u64,
     /// The largest rank for which `rank x in_plus_out_count + 2 x out_count` fits in `u64`.
     pub max_rank: u64,
+    /// The block inputs an adapter on this module reads, for the activation model: what it adds
+    /// to a plan's [`AdaptedInputs`] ([`AdaptedInputs::by`] keeps what the adapter's layout
+    /// makes true).
+    pub reads: AdaptedInputs,
+}
+
+/// The block's matmul inputs that a plan's adapters read ([`crate::plan::AdapterInput::Matmul`]),
+/// summed as adapters are planned (a whole target group at once from its precomputed sum), so
+/// the activation model reads them without walking the adapters. With a frozen base only these
+/// inputs are saved (a plan adapting q and v saves the attention input, cast once per adapter
+/// under autocast, and no MLP input).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AdaptedInputs {
+    /// Adapters on the Linears reading the attention input (q, k, v, a fused qkv).
+    pub attention: u64,
+    /// Adapters on the MLP Linears reading the MLP input (gate, up, fc1); `u64::MAX` once a
+    /// fused-expert parameter is adapted (every dense MLP input stays counted, the recipe the
+    /// qwen3_moe and deepseek_v3 records were fitted with).
+    pub mlp: u64,
+    /// An adapter on an MLP Linear reading the intermediate activation (down, fc2).
+    pub down: bool,
+    /// Adapters on gate/up-like MLP Linears returning their input's dtype
+    /// ([`crate::plan::AdapterOutput::InputDtype`]): under autocast their share of what the MLP
+    /// keeps is fp32. Counted whatever the adapter's input. (In a module's or group's `reads`:
+    /// the gate/up-like modules.)
+    pub mlp_input_dtype_outputs: u64,
+    /// Some block Linear is adapted so (latent attention's inner projections count on it).
+    pub any: bool,
+}
+
+impl AdaptedInputs {
+    /// What an adapter on `m` adds, in a model of hidden width `hidden`, when its own matmul
+    /// reads the module input and it returns the input's dtype.
+    fn of_reader(m: &LinearModule, hidden: u64) -> Self {
+        let mut s = AdaptedInputs {
+            any: true,
+            mlp_input_dtype_outputs: u64::from(
+                m.host == AdapterHost::Module
+                    && m.group == ModuleGroup::Mlp
+                    && m.in_features == hidden,
+            ),
+            ..AdaptedInputs::default()
+        };
+        if m.host != AdapterHost::Module {
+            if m.group == ModuleGroup::Mlp {
+                s.mlp = u64::MAX;
+                s.down = true;
+            }
+        } else if m.reads_attention_input {
+            s.attention = 1;
+        } else if m.group == ModuleGroup::Mlp {
+            // gate/up read the hidden width, down writes it (a square Linear, when the
+            // intermediate width is the hidden one, counts as both).
+            s.mlp = u64::from(m.in_features == hidden);
+            s.down = m.out_features == hidden;
+        }
+        s
+    }
+
+    /// Both sums (saturating: `mlp` saturates at "every input").
+    pub const fn plus(self, other: AdaptedInputs) -> AdaptedInputs {
+        AdaptedInputs {
+            attention: self.attention.saturating_add(other.attention),
+            mlp: self.mlp.saturating_add(other.mlp),
+            down: self.down | other.down,
+            mlp_input_dtype_outputs: self
+                .mlp_input_dtype_outputs
+                .saturating_add(other.mlp_input_dtype_outputs),
+            any: self.any | other.any,
+        }
+    }
 }
 
 impl AdapterUnits {
-    /// The units of `module` in a model of `layers` layers (sizes already checked against
-    /// [`MAX_TOTAL_PARAMS`], so nothing here overflows).
-    pub fn of(module: &LinearModule, layers: u64) -> Self {
+    /// The units of `module` in a model of `layers` layers and hidden width `hidden` (sizes
+    /// already checked against [`MAX_TOTAL_PARAMS`], so nothing here overflows).
+    pub fn of(module: &LinearModule, layers: u64, hidden: u64) -> Self {
         let m = module;
         let in_plus_out_count = (m.in_features + m.out_features) * m.count;
         let out_count = m.out_features * m.count;
@@ -373,6 +444,7 @@ impl AdapterUnits {
             out_count,
             first_block_in,
             max_rank: (u64::MAX - 2 * out_count) / in_plus_out_count.max(1),
+            reads: AdaptedInputs::of_reader(m, hidden),
         }
     }
 }
@@ -532,6 +604,9 @@ pub struct GroupAdapterUnits {
     pub module_hosts_only: bool,
     /// The group holds an attention Linear that does not read the block input.
     pub has_attention_output: bool,
+    /// What input-reading adapters on every module of the group add to a plan's
+    /// [`AdaptedInputs`] (`mlp_input_dtype_outputs` holds the gate/up-like modules).
+    pub reads: AdaptedInputs,
 }
 
 impl GroupAdapterUnits {
@@ -551,6 +626,7 @@ impl GroupAdapterUnits {
             g.count += m.count;
             g.module_hosts_only &= m.host == AdapterHost::Module;
             g.has_attention_output |= m.group == ModuleGroup::Attention && !m.reads_attention_input;
+            g.reads = g.reads.plus(u.reads);
         }
         g.max_rank = (u64::MAX - 2 * g.out_count) / g.in_plus_out_count.max(1);
         g
@@ -734,9 +810,9 @@ impl ModelShape {
         };
         shape.check_totals()?;
         shape.sums = ParamSums::of(&shape);
-        let layers = shape.dims.layers;
+        let (layers, hidden) = (shape.dims.layers, shape.dims.hidden);
         for m in &mut shape.modules {
-            m.adapter_units = AdapterUnits::of(m, layers);
+            m.adapter_units = AdapterUnits::of(m, layers, hidden);
         }
         if shape.modules.len() <= 128 {
             use crate::TargetSpec::{AllLinear, Attention, Mlp};

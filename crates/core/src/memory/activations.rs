@@ -8,9 +8,7 @@ use super::MemorySettings;
 use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
-use crate::plan::{
-    ActivationDtype, AdapterInput, AdapterOutput, Storage, TrainingPlan, first_block_elements,
-};
+use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
 use crate::shape::{
     ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
     ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
@@ -578,7 +576,7 @@ impl<'a> Ctx<'a> {
             eager,
             gpt2: model.block.recipe == ActivationRecipe::Gpt2,
             base_trainable: totals.base_trainable,
-            inputs: SavedInputs::of(model, plan, totals.base_trainable),
+            inputs: SavedInputs::of(plan, totals.base_trainable),
             probs,
             layer_kinds: (
                 Exact::from(d.layers - sparse.min(d.layers)),
@@ -635,56 +633,28 @@ struct SavedInputs {
 }
 
 impl SavedInputs {
-    fn of(model: &ModelShape, plan: &TrainingPlan, base_trainable: bool) -> Self {
-        let mut s = SavedInputs {
-            all: base_trainable,
-            attention: 0,
-            mlp: 0,
-            down: false,
-            mlp_fp32_outputs: 0,
-            any: base_trainable,
-        };
+    /// The plan's [`crate::AdaptedInputs`], summed as its adapters were planned.
+    #[inline]
+    fn of(plan: &TrainingPlan, base_trainable: bool) -> Self {
         if base_trainable {
-            return s;
+            return SavedInputs {
+                all: true,
+                attention: 0,
+                mlp: 0,
+                down: false,
+                mlp_fp32_outputs: 0,
+                any: true,
+            };
         }
-        for site in plan.adapters() {
-            let m = &model.modules[site.module];
-            if site.layout.output == AdapterOutput::InputDtype
-                && m.host == AdapterHost::Module
-                && m.group == ModuleGroup::Mlp
-                && m.in_features == model.dims.hidden
-            {
-                s.mlp_fp32_outputs += 1;
-            }
-            if site.layout.input != AdapterInput::Matmul {
-                continue;
-            }
-            s.any = true;
-            if m.host != AdapterHost::Module {
-                // Adapted fused experts: every dense MLP input of the model (shared experts,
-                // dense layers) stays counted, the recipe the qwen3_moe and deepseek_v3
-                // records were fitted with (counting only adapted readers moves them).
-                if m.group == ModuleGroup::Mlp {
-                    s.mlp = u64::MAX;
-                    s.down = true;
-                }
-                continue;
-            }
-            if m.reads_attention_input {
-                s.attention += 1;
-            } else if m.group == ModuleGroup::Mlp {
-                // gate/up read the hidden width, down writes it (a square Linear, when the
-                // intermediate width is the hidden one, counts as both).
-                let hidden = model.dims.hidden;
-                if m.in_features == hidden {
-                    s.mlp += 1;
-                }
-                if m.out_features == hidden {
-                    s.down = true;
-                }
-            }
+        let a = plan.totals().adapted_inputs;
+        SavedInputs {
+            all: false,
+            attention: a.attention,
+            mlp: a.mlp,
+            down: a.down,
+            mlp_fp32_outputs: a.mlp_input_dtype_outputs,
+            any: a.any,
         }
-        s
     }
 
     /// The copies saved of an input that `consumers` Linears read and `adapted` adapters save:
