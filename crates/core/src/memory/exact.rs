@@ -1,67 +1,50 @@
-//! [`Exact`]: `u64` byte arithmetic that remembers overflow instead of wrapping or saturating,
-//! so the activation formulas read as plain arithmetic, cost one machine multiply per `*` (the
-//! hot path of sweeps), and still end in an error rather than a wrong number when a size is
-//! absurd.
+//! [`Exact`]: `u64` byte arithmetic that remembers overflow instead of wrapping, so the
+//! activation formulas read as plain arithmetic, cost about one machine instruction more than
+//! unchecked arithmetic per operation (the hot path of `estimate` and sweeps), and still end in an
+//! error rather than a wrong number when a size is absurd.
+//!
+//! Overflow is kept in the value itself: `u64::MAX` stands for "too large". Additions and
+//! multiplications saturate to it, which keeps it (an overflowed figure can only grow), except
+//! that a product with zero is zero, which is the exact answer whatever the other factor.
+//! Subtraction and division, the operations that could bring it back into range, keep it
+//! explicitly. A figure of exactly `u64::MAX` bytes reads as an overflow: an error, never a
+//! wrong number.
 
-use std::cmp::Ordering;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul};
 
-/// A `u64` or "overflowed". Every operation on an overflowed value stays overflowed; an
-/// overflowed value compares greater than every number, so choosing the larger of two figures
-/// never drops an overflow.
-#[derive(Debug, Clone, Copy)]
-pub struct Exact {
-    value: u64,
-    /// Some step overflowed (`value` is then meaningless). Kept as a flag rather than an
-    /// `Option` so that every operation is branch-free.
-    overflowed: bool,
-}
+/// A `u64` or "overflowed". Every operation on an overflowed value stays overflowed (a product
+/// with zero excepted: it is exactly zero); an overflowed value compares greater than every
+/// number, so choosing the larger of two figures never drops an overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Exact(u64);
 
 impl Exact {
-    pub const ZERO: Exact = Exact::new(0);
-    const OVERFLOWED: Exact = Exact {
-        value: 0,
-        overflowed: true,
-    };
+    pub const ZERO: Exact = Exact(0);
+    const OVERFLOWED: Exact = Exact(u64::MAX);
 
     pub const fn new(value: u64) -> Self {
-        Exact {
-            value,
-            overflowed: false,
-        }
+        Exact(value)
     }
 
     /// The value, or `None` when some step overflowed.
+    #[inline]
     pub const fn get(self) -> Option<u64> {
-        if self.overflowed {
+        if self.0 == u64::MAX {
             None
         } else {
-            Some(self.value)
+            Some(self.0)
         }
     }
 
-    /// `self - other`, or 0 when `other` is larger.
+    /// `self - other`, or 0 when `other` is larger; overflowed when either is.
     #[inline]
     pub fn saturating_sub(self, other: Exact) -> Exact {
-        Exact {
-            value: self.value.saturating_sub(other.value),
-            overflowed: self.overflowed | other.overflowed,
+        if self == Exact::OVERFLOWED || other == Exact::OVERFLOWED {
+            Exact::OVERFLOWED
+        } else {
+            Exact(self.0.saturating_sub(other.0))
         }
-    }
-}
-
-impl PartialEq for Exact {
-    fn eq(&self, other: &Self) -> bool {
-        self.get() == other.get()
-    }
-}
-
-impl Eq for Exact {}
-
-impl Default for Exact {
-    fn default() -> Self {
-        Exact::ZERO
     }
 }
 
@@ -71,34 +54,13 @@ impl From<u64> for Exact {
     }
 }
 
-impl Ord for Exact {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self.get(), other.get()) {
-            (Some(a), Some(b)) => a.cmp(&b),
-            (None, None) => Ordering::Equal,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-        }
-    }
-}
-
-impl PartialOrd for Exact {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-macro_rules! checked_op {
-    ($trait:ident, $method:ident, $overflowing:ident) => {
+macro_rules! saturating_op {
+    ($trait:ident, $method:ident, $saturating:ident) => {
         impl $trait for Exact {
             type Output = Exact;
             #[inline]
             fn $method(self, rhs: Exact) -> Exact {
-                let (value, overflowed) = self.value.$overflowing(rhs.value);
-                Exact {
-                    value,
-                    overflowed: overflowed | self.overflowed | rhs.overflowed,
-                }
+                Exact(self.0.$saturating(rhs.0))
             }
         }
         impl $trait<u64> for Exact {
@@ -118,20 +80,17 @@ macro_rules! checked_op {
     };
 }
 
-checked_op!(Add, add, overflowing_add);
-checked_op!(Mul, mul, overflowing_mul);
+saturating_op!(Add, add, saturating_add);
+saturating_op!(Mul, mul, saturating_mul);
 
 impl Div<u64> for Exact {
     type Output = Exact;
     /// Division by zero counts as an overflow.
     #[inline]
     fn div(self, rhs: u64) -> Exact {
-        match self.value.checked_div(rhs) {
-            Some(value) => Exact {
-                value,
-                overflowed: self.overflowed,
-            },
-            None => Exact::OVERFLOWED,
+        match self.0.checked_div(rhs) {
+            Some(value) if self != Exact::OVERFLOWED => Exact(value),
+            _ => Exact::OVERFLOWED,
         }
     }
 }
@@ -140,10 +99,10 @@ impl Div for Exact {
     type Output = Exact;
     #[inline]
     fn div(self, rhs: Exact) -> Exact {
-        let quotient = self / rhs.value;
-        Exact {
-            overflowed: quotient.overflowed | rhs.overflowed,
-            ..quotient
+        if rhs == Exact::OVERFLOWED {
+            Exact::OVERFLOWED
+        } else {
+            self / rhs.0
         }
     }
 }
@@ -171,12 +130,20 @@ mod tests {
         let over = big * 3;
         assert_eq!(over.get(), None);
         assert_eq!((over.saturating_sub(big) + 1).get(), None);
-        assert!(over > Exact::new(u64::MAX));
+        assert_eq!(big.saturating_sub(over).get(), None);
+        assert_eq!((over / 2).get(), None);
+        assert_eq!((big / over).get(), None);
+        assert_eq!((over * 2 * big).get(), None);
+        assert!(over > Exact::new(u64::MAX - 1));
+        assert_eq!(over.max(big), over);
         assert_eq!(
             Exact::new(6) * Exact::new(7) + 2 * Exact::new(4),
             Exact::new(50)
         );
         assert_eq!((Exact::new(9) / 0).get(), None);
         assert_eq!(Exact::new(3).saturating_sub(Exact::new(5)), Exact::ZERO);
+        // Exactly zero, whatever the other factor.
+        assert_eq!(over * Exact::ZERO, Exact::ZERO);
+        assert_eq!(Exact::new(u64::MAX - 1).get(), Some(u64::MAX - 1));
     }
 }
