@@ -267,7 +267,7 @@ pub fn estimate_activations(
         };
     Ok(ActivationResult {
         total,
-        weight_casts: to_u64(weight_casts)?,
+        weight_casts: bytes(weight_casts)?,
         breakdown: br,
         at_backward_start,
         at_recompute,
@@ -283,32 +283,33 @@ pub fn estimate_activations(
 /// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
 /// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
 #[inline]
-pub fn weight_cast_bytes(
-    model: &ModelShape,
-    plan: &TrainingPlan,
-    settings: &MemorySettings,
-) -> u128 {
+fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
     let precision = settings.precision;
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
-        return 0;
+        return Exact::ZERO;
     }
     let totals = plan.totals();
     let compute = precision.compute_dtype();
+    // A weight stored in the compute dtype is saved as it is; with a frozen embedding the first
+    // block's attention-input weights are not saved at all.
     let skip_first_block = !totals.base_trainable;
-    let cast =
-        |all: u128, first_block: u128, stored: DType| match (stored == compute, skip_first_block) {
-            (true, _) => 0,
-            (false, true) => all - first_block,
-            (false, false) => all,
-        };
-    let [trainable, trainable_first] = totals.trainable_matmul.map(u128::from);
-    let [frozen, frozen_first] = totals.frozen_matmul.map(u128::from);
-    let mut elements = cast(trainable, trainable_first, precision.trainable_dtype())
-        + cast(frozen, frozen_first, settings.frozen_dtype());
+    let cast = |[all, first_block]: [u64; 2], stored: DType| {
+        if stored == compute {
+            0
+        } else if skip_first_block {
+            all - first_block
+        } else {
+            all
+        }
+    };
+    let mut elements = Exact::new(cast(totals.trainable_matmul, precision.trainable_dtype()))
+        + cast(totals.frozen_matmul, settings.frozen_dtype());
     if totals.dense_matmul {
-        elements += dense_cast_elements(model, plan, &cast);
+        elements += dense_cast_elements(model, plan, &|all, first, stored| {
+            cast([all, first], stored)
+        });
     }
-    elements * u128::from(compute.bytes())
+    elements * compute.bytes()
 }
 
 /// Fixed dense storage is rare: look at each group (kept out of the hot path).
@@ -317,13 +318,14 @@ pub fn weight_cast_bytes(
 fn dense_cast_elements(
     model: &ModelShape,
     plan: &TrainingPlan,
-    cast: &dyn Fn(u128, u128, DType) -> u128,
-) -> u128 {
-    let mut elements = 0;
+    cast: &dyn Fn(u64, u64, DType) -> u64,
+) -> Exact {
+    let mut elements = Exact::ZERO;
     for g in plan.groups(model).filter(|g| g.matmul_weight) {
         if let Storage::Dense { dtype } = g.storage {
-            let all = u128::from(g.numel) * u128::from(g.count);
-            elements += cast(all, u128::from(first_block_elements(model, &g)), dtype);
+            let all = Exact::new(g.numel) * g.count;
+            let all = all.get().unwrap_or(u64::MAX);
+            elements += Exact::new(cast(all, first_block_elements(model, &g), dtype));
         }
     }
     elements
