@@ -28,7 +28,8 @@ pub use flops::{FlopSettings, FlopUnits, StepFlops, step_flops};
 pub use memory::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, CudaOverhead, FitMargin,
     LossKind, MemoryEstimate, MemorySettings, Optimizer, PeakEstimate, Precision, ReservedEstimate,
-    SettingsOverrides, Sharding, StepKind, StepPhase, StepSettings, Workload, estimate_memory,
+    SettingsOverrides, Sharding, StepKind, StepPeak, StepPhase, StepSettings, Workload,
+    estimate_memory,
 };
 pub use plan::{
     ActivationDtype, ActivationTerm, AdapterInput, AdapterLayout, AdapterOutput, AdapterPiece,

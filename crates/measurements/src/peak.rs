@@ -5,8 +5,8 @@
 use crate::{MeasurementError, RecordShape, shape_of};
 use ftbudget_core::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, LossKind,
-    MemoryEstimate, MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepSettings,
-    TrainingPlan, Workload,
+    MemoryEstimate, MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepPeak,
+    StepSettings, TrainingPlan, Workload,
 };
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -172,11 +172,27 @@ pub fn peak_inputs(
     Ok((model, plan, peak_settings(r)?))
 }
 
-/// ftbudget's estimate (its `peak` included) for the record's configuration.
-pub fn predict_peak(r: &PeakRecord) -> Result<MemoryEstimate, MeasurementError> {
+/// ftbudget's answer for a record: the estimate (its `peak` the larger step's) and the peak of
+/// each step with its categories.
+pub struct PeakPrediction {
+    pub estimate: MemoryEstimate,
+    pub first: StepPeak,
+    pub steady: StepPeak,
+}
+
+/// ftbudget's estimate and step peaks for the record's configuration.
+pub fn predict_peak(r: &PeakRecord) -> Result<PeakPrediction, MeasurementError> {
     let (model, plan, settings) = peak_inputs(r)?;
-    ftbudget_core::estimate_memory(&model, &plan, &settings).map_err(|e| MeasurementError::Model {
+    let model_error = |e: ftbudget_core::CountError| MeasurementError::Model {
         id: r.id.clone(),
         message: e.to_string(),
+    };
+    let estimate = ftbudget_core::estimate_memory(&model, &plan, &settings).map_err(model_error)?;
+    let [first, steady] =
+        ftbudget_core::memory::step_peaks(&model, &plan, &settings).map_err(model_error)?;
+    Ok(PeakPrediction {
+        estimate,
+        first,
+        steady,
     })
 }

@@ -70,8 +70,7 @@ fn predicted_peaks_match_memtracker() {
     let mut phase_misses = Vec::new();
     for r in &records {
         let e = predict_peak(r).unwrap();
-        for ((name, measured), predicted) in steps(r).into_iter().zip([e.peak.first, e.peak.steady])
-        {
+        for ((name, measured), predicted) in steps(r).into_iter().zip([e.first, e.steady]) {
             let StepPeak {
                 bytes,
                 phase,

@@ -71,7 +71,7 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
         let group = format!("{technique} {}", r.regime.split('-').next().unwrap_or(""));
         for ((name, measured), predicted) in [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
             .into_iter()
-            .zip([e.peak.first, e.peak.steady])
+            .zip([e.first, e.steady])
         {
             let StepPeak {
                 bytes, by_category, ..
@@ -100,7 +100,7 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             if let Some(h) = measured.host_offload_bytes {
                 host.add(
                     group.clone(),
-                    relative_error(e.peak.host_offload_bytes, h),
+                    relative_error(e.estimate.peak.host_offload_bytes, h),
                     &format!("{} {name}", r.id),
                 );
             }

@@ -64,8 +64,8 @@ fn steps(records: &[PeakRecord]) -> Result<Vec<Step>> {
     for (i, r) in records.iter().enumerate() {
         let e = predict_peak(r)?;
         for (step, measured, predicted) in [
-            ("first", &r.peak.step1, e.peak.first),
-            ("steady", &r.peak.step2, e.peak.steady),
+            ("first", &r.peak.step1, e.first),
+            ("steady", &r.peak.step2, e.steady),
         ] {
             out.push(Step {
                 record: i,

@@ -505,6 +505,16 @@ pub fn estimate_memory(
     })
 }
 
+/// The peak of the first and of a steady-state step of `plan` on `model`, each with its
+/// categories (off the hot path: [`estimate_memory`] keeps the larger one's).
+pub fn step_peaks(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<[StepPeak; 2], CountError> {
+    Ok(peak::step_peaks(&timeline_inputs(model, plan, settings)?))
+}
+
 /// The step's timeline inputs for `plan` on `model` ([`peak::timeline`] draws the moments from
 /// them): the memory model evaluated again, off the hot path, for charts and reports.
 pub fn timeline_inputs(

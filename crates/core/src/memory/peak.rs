@@ -216,10 +216,6 @@ pub struct PeakEstimate {
     pub by_category: LiveBytes,
     /// Host memory holding offloaded activations (`--activation-offload`; 0 otherwise).
     pub host_offload_bytes: u64,
-    #[serde(skip)]
-    pub first: StepPeak,
-    #[serde(skip)]
-    pub steady: StepPeak,
 }
 
 /// The figures the timeline is built from, all per GPU and already sharded: the memory model's
@@ -478,36 +474,34 @@ pub fn peak(s: &StepInputs) -> PeakEstimate {
             (steady_at, steady_bytes) = (i, bytes);
         }
     }
-    let first = StepPeak {
-        bytes: first_bytes,
-        phase: MOMENT_NAMES[first_at].0,
-        by_category: moments[first_at],
-    };
-    let mut steady_live = moments[steady_at];
-    if steady_at < stateless {
-        steady_live.optimizer += s.optimizer_state;
-    }
-    let steady = StepPeak {
-        bytes: steady_bytes,
-        phase: MOMENT_NAMES[steady_at].0,
-        by_category: steady_live,
-    };
-    let (step, at) = if steady.bytes > first.bytes {
-        (StepKind::Steady, steady)
+    // The categories of the larger step's peak moment only (the state is alive at a steady
+    // step's moments before the first step creates it).
+    let (step, at, bytes) = if steady_bytes > first_bytes {
+        (StepKind::Steady, steady_at, steady_bytes)
     } else {
-        (StepKind::First, first)
+        (StepKind::First, first_at, first_bytes)
     };
-    PeakEstimate {
-        bytes: at.bytes,
-        phase: at.phase,
-        step,
-        first_step_bytes: first.bytes,
-        steady_step_bytes: steady.bytes,
-        by_category: at.by_category,
-        host_offload_bytes: offloaded_bytes(s),
-        first,
-        steady,
+    let mut by_category = moments[at];
+    if step == StepKind::Steady && at < stateless {
+        by_category.optimizer += s.optimizer_state;
     }
+    PeakEstimate {
+        bytes,
+        phase: MOMENT_NAMES[at].0,
+        step,
+        first_step_bytes: first_bytes,
+        steady_step_bytes: steady_bytes,
+        by_category,
+        host_offload_bytes: offloaded_bytes(s),
+    }
+}
+
+/// The peak of each step, first and steady, with its categories ([`step_peak`] of both kinds).
+pub fn step_peaks(s: &StepInputs) -> [StepPeak; 2] {
+    [
+        step_peak(s, StepKind::First),
+        step_peak(s, StepKind::Steady),
+    ]
 }
 
 #[cfg(test)]
@@ -583,8 +577,15 @@ mod tests {
                                 ..inputs()
                             };
                             let p = peak(&s);
-                            assert_eq!(p.first, step_peak(&s, StepKind::First), "{s:?}");
-                            assert_eq!(p.steady, step_peak(&s, StepKind::Steady), "{s:?}");
+                            let [first, steady] = step_peaks(&s);
+                            assert_eq!(p.first_step_bytes, first.bytes, "{s:?}");
+                            assert_eq!(p.steady_step_bytes, steady.bytes, "{s:?}");
+                            let at = if steady.bytes > first.bytes {
+                                steady
+                            } else {
+                                first
+                            };
+                            assert_eq!((p.phase, p.by_category), (at.phase, at.by_category));
                             cases += 1;
                         }
                     }
@@ -611,9 +612,10 @@ mod tests {
         s.optimizer_state = 2000;
         s.optimizer_temporaries = 1000;
         let p = peak(&s);
-        assert_eq!(p.first.phase, StepPhase::Optimizer);
-        assert_eq!(p.first.bytes, 1000 + 1000 + 3000 + 8);
-        assert_eq!(p.steady.bytes, 5008);
+        let [first, steady] = step_peaks(&s);
+        assert_eq!(first.phase, StepPhase::Optimizer);
+        assert_eq!(first.bytes, 1000 + 1000 + 3000 + 8);
+        assert_eq!(steady.bytes, 5008);
         assert_eq!(p.step, StepKind::First);
     }
 
@@ -624,8 +626,8 @@ mod tests {
     fn chunked_loss_divides_the_loss_transients() {
         let mut s = inputs();
         s.loss = LossKind::Chunked;
-        let p = peak(&s);
-        assert_eq!((p.steady.bytes, p.steady.phase), (1733, StepPhase::Loss));
+        let [_, steady] = step_peaks(&s);
+        assert_eq!((steady.bytes, steady.phase), (1733, StepPhase::Loss));
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.temporaries, 10);
     }
 
@@ -636,8 +638,8 @@ mod tests {
     fn fused_loss_never_holds_the_logits() {
         let mut s = inputs();
         s.loss = LossKind::Fused;
-        let p = peak(&s);
-        assert_eq!((p.steady.bytes, p.steady.phase), (1700, StepPhase::Loss));
+        let [_, steady] = step_peaks(&s);
+        assert_eq!((steady.bytes, steady.phase), (1700, StepPhase::Loss));
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1668);
     }
 
@@ -652,7 +654,8 @@ mod tests {
         s.optimizer_temporaries = 1000;
         s.optimizer_in_backward = Some((100, 100));
         let p = peak(&s);
-        assert_eq!(p.first.bytes, 1000 + 100 + 2000 + 100 + 8);
+        let [first, _] = step_peaks(&s);
+        assert_eq!(first.bytes, 1000 + 100 + 2000 + 100 + 8);
         assert_eq!(
             (p.bytes, p.phase, p.step),
             (3588, StepPhase::Backward, StepKind::Steady)
@@ -665,7 +668,7 @@ mod tests {
     fn offload_keeps_one_block_on_the_gpu() {
         let mut s = inputs();
         s.offload_blocks = Some(4);
-        assert_eq!(peak(&s).steady.bytes, 1000 + 200 + 113 + 48 + 80 + 8);
+        assert_eq!(step_peaks(&s)[1].bytes, 1000 + 200 + 113 + 48 + 80 + 8);
         assert_eq!(offloaded_bytes(&s), 339);
     }
 }
