@@ -6,7 +6,7 @@ use crate::ModelError;
 use crate::families;
 use ftbudget_core::{
     AttentionLayout, BlockSpec, Family, MlpActivation, MlpLayout, Naming, NormKind, PositionKind,
-    TransformerSpec,
+    SlidingWindow, TransformerSpec,
 };
 use serde_json::{Map, Value};
 
@@ -212,6 +212,86 @@ pub fn decoder(
     })
 }
 
+/// Which layers of a family use sliding-window attention when config.json lists no
+/// `layer_types` (transformers 5 writes the list; older configs leave it to the config class).
+#[derive(Debug, Clone, Copy)]
+pub enum SlidingLayers {
+    /// Every layer once `sliding_window` is set (Mistral, Ministral, Mixtral, Phi-3,
+    /// Starcoder2).
+    All,
+    /// Layer `i` slides unless `(i + 1) % n == 0`, with `n` from `pattern_key` when the config
+    /// gives it (Gemma 3's `sliding_window_pattern`, 6; Cohere 2's and EXAONE 4's, 4; OLMo 3: 4).
+    AllButEvery {
+        n: u64,
+        pattern_key: Option<&'static str>,
+    },
+    /// The even layers (Gemma 2, gpt-oss).
+    Even,
+    /// Qwen2's rule (Qwen3, the Qwen MoEs, SmolLM3): with `use_sliding_window`, the layers from
+    /// `max_window_layers` on.
+    FromMaxWindowLayers { default_max_window_layers: u64 },
+}
+
+/// The sliding-window layers of a config of `layers` layers: the window (`sliding_window`, or
+/// the config class's `default_window` when the field is absent; null or 0: none) and how many
+/// layers use it, counted in `layer_types` when the config lists them, else by the family's
+/// rule.
+pub fn sliding_window(
+    f: &Fields<'_>,
+    layers: u64,
+    default_window: Option<u64>,
+    rule: SlidingLayers,
+) -> Result<Option<SlidingWindow>, ModelError> {
+    let window = if f.map.contains_key("sliding_window") {
+        f.count("sliding_window", 0)?
+    } else {
+        default_window.unwrap_or(0)
+    };
+    if window == 0 {
+        return Ok(None);
+    }
+    let sliding = match f.strings("layer_types")? {
+        Some(types) => {
+            if types.len() as u64 != layers {
+                return Err(field_err(
+                    "layer_types",
+                    format!(
+                        "lists {} layers where num_hidden_layers is {layers}",
+                        types.len()
+                    ),
+                ));
+            }
+            types.iter().filter(|t| **t == "sliding_attention").count() as u64
+        }
+        None => match rule {
+            SlidingLayers::All => layers,
+            SlidingLayers::AllButEvery { n, pattern_key } => {
+                let n = match pattern_key {
+                    Some(key) => f.positive(key, Some(n))?,
+                    None => n,
+                };
+                layers - layers / n
+            }
+            SlidingLayers::Even => layers.div_ceil(2),
+            SlidingLayers::FromMaxWindowLayers {
+                default_max_window_layers,
+            } => {
+                if f.flag("use_sliding_window", false)? {
+                    layers
+                        - f.count("max_window_layers", default_max_window_layers)?
+                            .min(layers)
+                } else {
+                    0
+                }
+            }
+        },
+    };
+    Ok((sliding > 0).then_some(SlidingWindow {
+        window,
+        layers: sliding,
+    }))
+}
+
 /// The rotary dimensions of a partially rotary head (`partial_rotary_factor`), `None` when the
 /// whole head rotates.
 pub fn rotary_dim(head_dim: u64, factor: f64) -> Option<u64> {
@@ -328,6 +408,9 @@ fn read_family(
         });
     };
     let mut spec = (reader.read)(&f, name, static_type)?;
+    if let Some((default_window, rule)) = families::sliding_rule(static_type) {
+        spec.block.sliding_window = sliding_window(&f, spec.layers, default_window, rule)?;
+    }
     // What the MLP's activation keeps for backward follows the configured function.
     let act = match f.string("hidden_act")? {
         Some(a) => Some(a),

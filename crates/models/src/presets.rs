@@ -1,6 +1,8 @@
 //! Built-in model presets, written as the count-relevant fields of each model's Hugging Face
 //! `config.json` and read by the same parser as user files. Each is checked against its published
-//! parameter count in tests.
+//! parameter count in tests. Sliding-window fields are the published configs' where they differ
+//! from the config class default: Phi-3-mini-4k 2047, Gemma 3 1B 512 and 4B to 27B 1024,
+//! StarCoder2 4096, Ministral 8B 32768, Mistral Small 3.1 none.
 
 use ftbudget_core::TransformerSpec;
 
@@ -54,7 +56,7 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "phi-3-mini",
-        r#"{"model_type":"phi3","hidden_size":3072,"intermediate_size":8192,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32064,"max_position_embeddings":4096}"#,
+        r#"{"model_type":"phi3","hidden_size":3072,"intermediate_size":8192,"num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32064,"max_position_embeddings":4096,"sliding_window":2047}"#,
     ),
     (
         "mixtral-8x7b",
@@ -90,19 +92,19 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "gemma-3-1b",
-        r#"{"model_type":"gemma3_text","hidden_size":1152,"intermediate_size":6912,"num_hidden_layers":26,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"vocab_size":262144,"max_position_embeddings":32768,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null}"#,
+        r#"{"model_type":"gemma3_text","hidden_size":1152,"intermediate_size":6912,"num_hidden_layers":26,"num_attention_heads":4,"num_key_value_heads":1,"head_dim":256,"vocab_size":262144,"max_position_embeddings":32768,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null,"sliding_window":512}"#,
     ),
     (
         "gemma-3-4b",
-        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":2560,"intermediate_size":10240,"num_hidden_layers":34,"num_attention_heads":8,"num_key_value_heads":4,"head_dim":256,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null}}"#,
+        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":2560,"intermediate_size":10240,"num_hidden_layers":34,"num_attention_heads":8,"num_key_value_heads":4,"head_dim":256,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null,"sliding_window":1024}}"#,
     ),
     (
         "gemma-3-12b",
-        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":3840,"intermediate_size":15360,"num_hidden_layers":48,"num_attention_heads":16,"num_key_value_heads":8,"head_dim":256,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null}}"#,
+        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":3840,"intermediate_size":15360,"num_hidden_layers":48,"num_attention_heads":16,"num_key_value_heads":8,"head_dim":256,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null,"sliding_window":1024}}"#,
     ),
     (
         "gemma-3-27b",
-        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":5376,"intermediate_size":21504,"num_hidden_layers":62,"num_attention_heads":32,"num_key_value_heads":16,"head_dim":128,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null}}"#,
+        r#"{"model_type":"gemma3","tie_word_embeddings":true,"text_config":{"model_type":"gemma3_text","hidden_size":5376,"intermediate_size":21504,"num_hidden_layers":62,"num_attention_heads":32,"num_key_value_heads":16,"head_dim":128,"vocab_size":262208,"max_position_embeddings":131072,"tie_word_embeddings":true,"attention_bias":false,"attn_logit_softcapping":null,"sliding_window":1024}}"#,
     ),
     (
         "gpt-oss-20b",
@@ -174,7 +176,7 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "starcoder2-3b",
-        r#"{"model_type":"starcoder2","hidden_size":3072,"intermediate_size":12288,"num_hidden_layers":30,"num_attention_heads":24,"num_key_value_heads":2,"vocab_size":49152,"max_position_embeddings":16384,"tie_word_embeddings":true,"use_bias":true}"#,
+        r#"{"model_type":"starcoder2","hidden_size":3072,"intermediate_size":12288,"num_hidden_layers":30,"num_attention_heads":24,"num_key_value_heads":2,"vocab_size":49152,"max_position_embeddings":16384,"tie_word_embeddings":true,"use_bias":true,"sliding_window":4096}"#,
     ),
     (
         "stablelm-2-1.6b",
@@ -182,7 +184,7 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "ministral-8b-2410",
-        r#"{"model_type":"ministral","hidden_size":4096,"intermediate_size":12288,"num_hidden_layers":36,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":131072,"max_position_embeddings":32768,"tie_word_embeddings":false}"#,
+        r#"{"model_type":"ministral","hidden_size":4096,"intermediate_size":12288,"num_hidden_layers":36,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":131072,"max_position_embeddings":32768,"tie_word_embeddings":false,"sliding_window":32768}"#,
     ),
     (
         "exaone-3.5-7.8b",
@@ -194,7 +196,7 @@ const PRESETS: &[(&str, &str)] = &[
     ),
     (
         "mistral-small-3.1-24b",
-        r#"{"model_type":"mistral3","tie_word_embeddings":false,"text_config":{"model_type":"mistral","hidden_size":5120,"intermediate_size":32768,"num_hidden_layers":40,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":131072,"max_position_embeddings":131072,"tie_word_embeddings":false}}"#,
+        r#"{"model_type":"mistral3","tie_word_embeddings":false,"text_config":{"model_type":"mistral","hidden_size":5120,"intermediate_size":32768,"num_hidden_layers":40,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":128,"vocab_size":131072,"max_position_embeddings":131072,"tie_word_embeddings":false,"sliding_window":null}}"#,
     ),
     // GLM-4.5-Air and GLM-4.5: config.json fields as NVIDIA-NeMo/Megatron-Bridge's
     // tests/unit_tests/models/glm/test_glm45_bridge.py spells them out (the Air's also in

@@ -416,8 +416,10 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     let (dense_layers, sparse_layers) = x.layer_kinds;
     let mlp_layers = mlp_dense * dense_layers + mlp_sparse * sparse_layers;
     let mut parts = Parts::default();
+    // Sliding-window layers under sdpa: each saves its own mask (see `sliding_window_mask`).
+    let (mask, mask_layers) = sliding_window_mask(&x);
     if x.act.checkpointing == Checkpointing::None {
-        parts.attention = attn_block * x.layers;
+        parts.attention = attn_block * x.layers + mask * mask_layers;
         parts.mlp = mlp_layers;
         parts.norms = norms * x.layers;
         // The first norm's input is the embedding output: nothing upstream needs its gradient
@@ -458,7 +460,8 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     if x.act.checkpointing == Checkpointing::Full {
         let (dense_bwd, sparse_bwd) = mlp_backward(&x, mlp_dense, mlp_sparse);
         let block = CheckpointedBlock {
-            attn: attn_block,
+            // The recomputed block may be a sliding-window one.
+            attn: attn_block + mask,
             mlp: mlp_dense.max(mlp_sparse),
             mlp_backward: if sparse_layers == Exact::ZERO
                 || (dense_layers != Exact::ZERO
@@ -753,6 +756,26 @@ fn decoder_block(x: &Ctx) -> Block {
         mlp_sparse,
         norms,
         first_norm,
+    }
+}
+
+/// The mask a sliding-window layer saves under sdpa, and the number of such layers. transformers
+/// builds a boolean `b x 1 x s x s` sliding-window mask once `seq >= window` (below it the causal
+/// kernel alone is exact); `scaled_dot_product_attention` converts it to an additive mask in the
+/// query's dtype on every call (`convert_boolean_attn_mask`), and the kernel keeps that copy for
+/// its backward: `c b s s` per sliding layer (measured on gemma3_text, fp32 and bf16 autocast;
+/// CUDA's memory-efficient kernel, the one sdpa picks when a mask is given, pads the last
+/// dimension to a multiple of 16). Full-attention layers run causal without a mask; eager adds
+/// the mask without saving it, and FlashAttention takes the window as an argument.
+fn sliding_window_mask(x: &Ctx) -> (Exact, Exact) {
+    match x.model.block.sliding_window {
+        Some(w) if x.act.attention == AttentionImpl::Sdpa && x.s >= Exact::new(w.window) => {
+            let padded =
+                x.s.get()
+                    .map_or(u64::MAX, |s| s.div_ceil(16).saturating_mul(16));
+            (x.c * x.b * x.s * padded, Exact::new(w.layers))
+        }
+        _ => (Exact::ZERO, Exact::ZERO),
     }
 }
 
@@ -1189,6 +1212,48 @@ mod tests {
         }
         let total = |c| estimate(AttentionImpl::Sdpa, c, 512).total;
         assert!(total(Checkpointing::Full) < total(Checkpointing::None) / 2);
+    }
+
+    /// sdpa's mask per sliding-window layer, against PyTorch: a gemma3_text step (window 16,
+    /// two sliding layers, batch 2, seq 48, fp32) saves two `(2, 1, 48, 48)` fp32 masks of
+    /// 18,432 bytes each (`saved_tensors_hooks`, torch 2.15, transformers 5.24); autocast saves
+    /// them in bf16; below the window, with eager attention or with FlashAttention none. CUDA's
+    /// kernel pads the last dimension to 16: seq 50 keeps `50 x 64` per row.
+    #[test]
+    fn sliding_window_layers_save_sdpa_masks() {
+        let mut spec = TransformerSpec::minigpt();
+        let plain = spec.build().unwrap();
+        spec.block.sliding_window = Some(crate::SlidingWindow {
+            window: 16,
+            layers: 2,
+        });
+        let sliding = spec.build().unwrap();
+        let masks = |precision, attention, seq| {
+            let mut s = settings(attention, Checkpointing::None);
+            s.precision = precision;
+            s.workload.seq = seq;
+            let attention = |model: &ModelShape| {
+                let plan = full_plan(model);
+                estimate_activations(model, &plan, &s)
+                    .unwrap()
+                    .breakdown
+                    .attention
+            };
+            attention(&sliding) - attention(&plain)
+        };
+        assert_eq!(masks(Precision::Fp32, AttentionImpl::Sdpa, 48), 2 * 18_432);
+        assert_eq!(masks(Precision::AmpBf16, AttentionImpl::Sdpa, 48), 18_432);
+        assert_eq!(
+            masks(Precision::Fp32, AttentionImpl::Sdpa, 16),
+            2 * 4 * 2 * 16 * 16
+        );
+        assert_eq!(masks(Precision::Fp32, AttentionImpl::Sdpa, 15), 0);
+        assert_eq!(masks(Precision::Fp32, AttentionImpl::Eager, 48), 0);
+        assert_eq!(masks(Precision::Fp32, AttentionImpl::Flash, 48), 0);
+        assert_eq!(
+            masks(Precision::Fp32, AttentionImpl::Sdpa, 50),
+            2 * 4 * 2 * 50 * 64
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod stablelm;
 mod starcoder2;
 
 use crate::ModelError;
-use crate::config::Fields;
+use crate::config::{Fields, SlidingLayers};
 use ftbudget_core::TransformerSpec;
 
 /// Reads one or more `model_type`s.
@@ -75,6 +75,110 @@ pub const FAMILIES: &[&FamilyReader] = &[
     &gpt2::GPT_BIGCODE,
     &olmo::OLMO,
 ];
+
+/// Sliding-window attention, by model type: the config class's window when config.json has no
+/// `sliding_window` field, and which layers slide when it lists no `layer_types` (transformers
+/// 5.24's config classes; the memory model counts what each sliding layer saves).
+pub const SLIDING_WINDOWS: &[(&str, Option<u64>, SlidingLayers)] = &[
+    ("mistral", Some(4096), SlidingLayers::All),
+    ("ministral", Some(4096), SlidingLayers::All),
+    ("ministral3", None, SlidingLayers::All),
+    ("mixtral", None, SlidingLayers::All),
+    ("phi3", None, SlidingLayers::All),
+    ("starcoder2", None, SlidingLayers::All),
+    ("gemma2", Some(4096), SlidingLayers::Even),
+    ("gpt_oss", Some(128), SlidingLayers::Even),
+    (
+        "gemma3_text",
+        Some(4096),
+        SlidingLayers::AllButEvery {
+            n: 6,
+            pattern_key: Some("sliding_window_pattern"),
+        },
+    ),
+    (
+        "cohere2",
+        Some(4096),
+        SlidingLayers::AllButEvery {
+            n: 4,
+            pattern_key: Some("sliding_window_pattern"),
+        },
+    ),
+    (
+        "exaone4",
+        Some(4096),
+        SlidingLayers::AllButEvery {
+            n: 4,
+            pattern_key: Some("sliding_window_pattern"),
+        },
+    ),
+    (
+        "olmo3",
+        Some(4096),
+        SlidingLayers::AllButEvery {
+            n: 4,
+            pattern_key: None,
+        },
+    ),
+    (
+        "qwen2",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 28,
+        },
+    ),
+    (
+        "qwen3",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 28,
+        },
+    ),
+    (
+        "qwen2_moe",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 28,
+        },
+    ),
+    // Qwen3MoeConfig has no `max_window_layers`: every layer, when enabled.
+    (
+        "qwen3_moe",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 0,
+        },
+    ),
+    (
+        "smollm3",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 28,
+        },
+    ),
+    (
+        "qwen2_vl_text",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 80,
+        },
+    ),
+    (
+        "qwen2_5_vl_text",
+        Some(4096),
+        SlidingLayers::FromMaxWindowLayers {
+            default_max_window_layers: 80,
+        },
+    ),
+];
+
+/// The sliding-window rule of `model_type`, if it has one.
+pub fn sliding_rule(model_type: &str) -> Option<(Option<u64>, SlidingLayers)> {
+    SLIDING_WINDOWS
+        .iter()
+        .find(|(t, ..)| *t == model_type)
+        .map(|&(_, window, rule)| (window, rule))
+}
 
 /// The reader of `model_type`.
 pub fn reader(model_type: &str) -> Option<(&'static FamilyReader, &'static str)> {
