@@ -490,7 +490,7 @@ impl Context<'_> {
             sums.recompute(forward.and_then(|f| f.checked_mul(layers)));
         }
         let (q, k, v) = self.first_block_qkv_gradients(training);
-        let (full, first) = match self.settings.attention {
+        let (full, first) = match self.settings.attention.on(model) {
             AttentionImpl::Eager => {
                 let full = per(2 * d_qk + 2 * d_v);
                 let first = per(d_qk * u64::from(q)

@@ -354,6 +354,11 @@ pub fn read_config_json(text: &str, name: &str) -> Result<ReadConfig, ModelError
         return Ok(ReadConfig { spec, notes });
     }
     let spec = read_family(map, model_type, name)?;
+    if spec.block.attention_sinks {
+        notes.push(format!(
+            "{name}: transformers has no sdpa attention for `{model_type}` (attention sinks):              sdpa is counted as eager, its default fallback (--attention flash for a flash kernel)"
+        ));
+    }
     Ok(ReadConfig { spec, notes })
 }
 

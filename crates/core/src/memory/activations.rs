@@ -77,6 +77,19 @@ impl AttentionImpl {
     }
 }
 
+impl AttentionImpl {
+    /// The implementation transformers runs on `model` when asked for `self`: a model whose
+    /// attention has sinks (gpt-oss: `_supports_sdpa = False`) has no sdpa path, and
+    /// transformers' default falls back to eager (OpenAI's fine-tuning recipe asks for eager).
+    pub fn on(self, model: &ModelShape) -> AttentionImpl {
+        if self == AttentionImpl::Sdpa && model.block.attention_sinks {
+            AttentionImpl::Eager
+        } else {
+            self
+        }
+    }
+}
+
 impl fmt::Display for AttentionImpl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -529,6 +542,10 @@ impl<'a> Ctx<'a> {
         let h = Exact::from(d.hidden);
         let c = Exact::from(precision.compute_dtype().bytes());
         let autocast = precision.autocast();
+        let act = ActivationSettings {
+            attention: act.attention.on(model),
+            ..act
+        };
         let eager = act.attention == AttentionImpl::Eager;
         let a = Exact::from(d.heads);
         // The fp32 softmax is saved, and so is its 16-bit cast that the matmul with V reads
@@ -1254,6 +1271,26 @@ mod tests {
             masks(Precision::Fp32, AttentionImpl::Sdpa, 50),
             2 * 4 * 2 * 50 * 64
         );
+    }
+
+    /// transformers has no sdpa path for attention with sinks (gpt-oss): asked for sdpa, the
+    /// model runs eager, and so do its activations and FLOPs.
+    #[test]
+    fn attention_sinks_run_eager_under_sdpa() {
+        let mut spec = TransformerSpec::minigpt();
+        spec.block.attention_sinks = true;
+        let model = spec.build().unwrap();
+        let plan = full_plan(&model);
+        let run = |a| {
+            let s = settings(a, Checkpointing::None);
+            let flops = crate::step_flops(&model, &plan, &crate::FlopSettings::of(&s)).unwrap();
+            (
+                estimate_activations(&model, &plan, &s).unwrap().total,
+                flops,
+            )
+        };
+        assert_eq!(run(AttentionImpl::Sdpa), run(AttentionImpl::Eager));
+        assert_ne!(run(AttentionImpl::Flash), run(AttentionImpl::Eager));
     }
 
     #[test]
