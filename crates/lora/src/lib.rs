@@ -5,7 +5,7 @@
 //! [`LoraConfig`] and [`adapter_plan_into`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    AdapterHost, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
+    AdapterHost, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
     ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PieceMatmul,
     PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, SizeForm,
     Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName, names_select,
@@ -340,6 +340,30 @@ pub const fn adapter_layout(lora_bias: bool, dora: bool) -> &'static AdapterLayo
     }
 }
 
+/// The layouts over a bitsandbytes 4-bit Linear: its forward computes in
+/// `bnb_4bit_compute_dtype` and returns `.to(inp_dtype)`, the module input's dtype (fp32 under
+/// autocast, where the block's norms hand fp32 to the Linears), and peft adds the adapter's
+/// output to that.
+const LORA_OVER_4BIT: AdapterLayout = LORA.with_output(AdapterOutput::InputDtype);
+const LORA_WITH_BIAS_OVER_4BIT: AdapterLayout =
+    LORA_WITH_BIAS.with_output(AdapterOutput::InputDtype);
+const DORA_OVER_4BIT: AdapterLayout = DORA.with_output(AdapterOutput::InputDtype);
+
+/// [`adapter_layout`] for adapters on block Linears stored as `storage`: over NF4 (bitsandbytes'
+/// `Linear4bit`) the adapted Linear returns its input's dtype.
+pub const fn adapter_layout_over(
+    lora_bias: bool,
+    dora: bool,
+    storage: Storage,
+) -> &'static AdapterLayout {
+    match (storage, lora_bias, dora) {
+        (Storage::Nf4(_), false, false) => &LORA_OVER_4BIT,
+        (Storage::Nf4(_), true, _) => &LORA_WITH_BIAS_OVER_4BIT,
+        (Storage::Nf4(_), false, true) => &DORA_OVER_4BIT,
+        _ => adapter_layout(lora_bias, dora),
+    }
+}
+
 fn shape_err(regime: &str) -> impl Fn(ftbudget_core::ShapeError) -> RegimeError + '_ {
     move |cause| RegimeError::Shape {
         regime: regime.to_string(),
@@ -425,7 +449,7 @@ pub fn adapter_plan_into(
     }
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
-    let layout = adapter_layout(config.lora_bias, config.dora);
+    let layout = adapter_layout_over(config.lora_bias, config.dora, block_linear_storage);
     let per_layer = config.layers.is_some() || !config.rank_pattern.is_empty();
     if per_layer && !no_modules {
         if config.bias == BiasMode::LoraOnly && config.layers.is_some() {
