@@ -5,10 +5,11 @@
 //! [`LoraConfig`] and [`adapter_plan_into`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    AdapterHost, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
-    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PieceMatmul,
-    PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, SizeForm,
-    Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName, names_select,
+    AdapterHost, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, BaseTraining,
+    BaseTreatment, CountError, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin,
+    ParamSource, PieceMatmul, PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    ShapeError, SizeForm, Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName,
+    names_select,
 };
 use std::str::FromStr;
 
@@ -378,6 +379,28 @@ fn checked(regime: &str, what: &'static str, v: Option<u64>) -> Result<u64, Regi
     })
 }
 
+/// How the base's Linears inside the blocks are stored: their weights (the policy for LoRA, NF4
+/// for QLoRA) and their frozen biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLinears {
+    pub weights: Storage,
+    /// bitsandbytes' `Linear4bit` casts its bias to `bnb_4bit_compute_dtype` in its first
+    /// forward (`bias.data = bias.data.to(x.dtype)`), so a QLoRA base holds its block Linears'
+    /// biases in that dtype; [`Storage::Policy`] otherwise. (A trained bias is cast too; that
+    /// case is not modelled: it follows the policy.)
+    pub frozen_biases: Storage,
+}
+
+impl BlockLinears {
+    /// Weights stored as `weights`, biases as the policy says.
+    pub const fn weights(weights: Storage) -> Self {
+        BlockLinears {
+            weights,
+            frozen_biases: Storage::Policy,
+        }
+    }
+}
+
 /// The plan of a LoRA-family regime, written into `plan` (cleared first).
 /// `block_linear_storage` is how the base's Linear weights inside the blocks are stored (the
 /// policy for LoRA, NF4 for QLoRA).
@@ -388,6 +411,24 @@ pub fn adapter_plan_into(
     block_linear_storage: Storage,
     plan: &mut TrainingPlan,
 ) -> Result<(), RegimeError> {
+    adapter_plan_over_into(
+        regime,
+        model,
+        config,
+        BlockLinears::weights(block_linear_storage),
+        plan,
+    )
+}
+
+/// [`adapter_plan_into`] over block Linears whose biases may have their own storage.
+pub fn adapter_plan_over_into(
+    regime: &str,
+    model: &ModelShape,
+    config: &LoraConfig,
+    block_linears: BlockLinears,
+    plan: &mut TrainingPlan,
+) -> Result<(), RegimeError> {
+    let block_linear_storage = block_linears.weights;
     plan.clear();
     if config.dora && config.lora_bias {
         // peft: "The argument lora_bias=True is not supported for DoRA".
@@ -427,25 +468,35 @@ pub fn adapter_plan_into(
         training: BaseTraining::Frozen,
         block_linear_storage,
     };
-    match config.bias {
-        BiasMode::None => plan.set_base(model, frozen),
-        BiasMode::All => plan.set_base(
-            model,
-            BaseTreatment {
-                training: BaseTraining::Biases,
-                ..frozen
-            },
-        ),
-        // Only the biases of adapted modules: base parameters one by one.
-        BiasMode::LoraOnly => {
-            for (index, p) in model.params.iter().enumerate() {
-                let mut group = frozen.group(model, index);
-                if let ParamKind::LinearBias(i) = p.kind {
-                    group.trainable = targets.contains(i, &model.modules[i]);
-                }
-                plan.push_group(model, group);
+    let base = BaseTreatment {
+        training: match config.bias {
+            BiasMode::All => BaseTraining::Biases,
+            BiasMode::None | BiasMode::LoraOnly => BaseTraining::Frozen,
+        },
+        ..frozen
+    };
+    // Block Linear biases stored apart (a QLoRA base with biased Linears), or only the biases
+    // of adapted modules trained: base parameters one by one. Otherwise one rule for all.
+    let biases_apart = block_linears.frozen_biases != Storage::Policy
+        && model
+            .params
+            .iter()
+            .any(|p| is_block_linear_bias(model, p.kind));
+    if config.bias == BiasMode::LoraOnly || biases_apart {
+        for (index, p) in model.params.iter().enumerate() {
+            let mut group = base.group(model, index);
+            if config.bias == BiasMode::LoraOnly
+                && let ParamKind::LinearBias(i) = p.kind
+            {
+                group.trainable = targets.contains(i, &model.modules[i]);
             }
+            if !group.trainable && is_block_linear_bias(model, p.kind) {
+                group.storage = block_linears.frozen_biases;
+            }
+            plan.push_group(model, group);
         }
+    } else {
+        plan.set_base(model, base);
     }
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
@@ -662,6 +713,11 @@ ftbudget_core::inventory::submit! {
         rank_option: Some("r"),
         build,
     }
+}
+
+/// The bias of a Linear inside the blocks.
+fn is_block_linear_bias(model: &ModelShape, kind: ParamKind) -> bool {
+    matches!(kind, ParamKind::LinearBias(i) if model.modules[i].in_blocks())
 }
 
 /// peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not

@@ -125,7 +125,11 @@ pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
         return crate::regime_spec_of(&r.id, &r.regime);
     };
     if q.bnb_4bit_quant_type != "nf4" {
-        return Err(unsupported(r, "bnb_4bit_quant_type", &q.bnb_4bit_quant_type));
+        return Err(unsupported(
+            r,
+            "bnb_4bit_quant_type",
+            &q.bnb_4bit_quant_type,
+        ));
     }
     let rank = r
         .regime
@@ -133,8 +137,12 @@ pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
         .map(|rest| rest.strip_suffix("-dq").unwrap_or(rest))
         .filter(|rank| rank.parse::<u64>().is_ok())
         .ok_or_else(|| unsupported(r, "regime", &r.regime))?;
+    let compute_dtype: DType = q
+        .bnb_4bit_compute_dtype
+        .parse()
+        .map_err(|_| unsupported(r, "bnb_4bit_compute_dtype", &q.bnb_4bit_compute_dtype))?;
     Ok(format!(
-        "qlora:r={rank},targets=all-linear,blocksize={},double_quant={}",
+        "qlora:r={rank},targets=all-linear,blocksize={},double_quant={},compute_dtype={compute_dtype}",
         q.blocksize, q.bnb_4bit_use_double_quant
     ))
 }
