@@ -158,3 +158,32 @@ ftbudget_core::inventory::submit! {
         build,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(spec: &str) -> Result<Box<dyn Regime>, RegimeError> {
+        build(&spec.parse().unwrap())
+    }
+
+    #[test]
+    fn compute_dtype_is_read_and_written_back() {
+        assert_eq!(built("qlora:r=8").unwrap().spec(), "qlora:r=8");
+        assert_eq!(
+            built("qlora:r=8,compute_dtype=fp32").unwrap().spec(),
+            "qlora:r=8,compute_dtype=fp32"
+        );
+        assert_eq!(
+            built("qlora:r=8,compute_dtype=bfloat16").unwrap().spec(),
+            "qlora:r=8"
+        );
+        for bad in ["int8", "uint8"] {
+            let err = built(&format!("qlora:r=8,compute_dtype={bad}"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("compute_dtype"), "{err}");
+        }
+    }
+}
