@@ -120,9 +120,28 @@ def run_step(tracker, model, opt, ids, dtype_mode, lm_head, step):
     tracker.sample()
 
 
-def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing):
-    family, cfg, model, lora = build_model(name, regime, dtype_mode, attn, checkpointing)
+def quant_state_tensors(params):
+    """The tensors bitsandbytes keeps beside each 4-bit weight (`Params4bit.quant_state`: absmax,
+    codebook, and under double quantization the nested absmax, codebook and offset), one per
+    storage. They are neither parameters nor buffers, so MemTracker does not see them unless told;
+    an ordinary parameter has none."""
+    found = {}
+    for p in params:
+        qs = getattr(p, "quant_state", None)
+        while qs is not None:
+            for t in (qs.absmax, qs.code, getattr(qs, "offset", None)):
+                if isinstance(t, torch.Tensor):
+                    found[t.untyped_storage().data_ptr()] = t
+            qs = getattr(qs, "state2", None)
+    return list(found.values())
+
+
+def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing, build=build_model):
+    """One record: two steps of the model `build(name, regime, dtype_mode, attn, checkpointing)`
+    returns (`build_model` by default)."""
+    family, cfg, model, lora = build(name, regime, dtype_mode, attn, checkpointing)
     params = list(model.parameters())
+    quant_states = quant_state_tensors(params)
     trainable = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-3, foreach=True)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
@@ -136,6 +155,9 @@ def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing):
     try:
         with tracker:
             tracker.track_external(model, opt, ids)
+            for t in quant_states:
+                # Booked as parameters: they are the 4-bit weights' storage.
+                tracker._update_and_maybe_create_winfos(t, _MemRefType.PARAM)
             for step in (1, 2):
                 run_step(tracker, model, opt, ids, dtype_mode, lm_head, step)
                 boundaries[step] = tracker.current()
@@ -153,6 +175,14 @@ def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing):
                                 "end_bytes": boundaries[step]}
     uniq = {p.untyped_storage().data_ptr(): p for p in params}
     state = sum(v.nbytes for st in opt.state.values() for k, v in st.items() if k != "step")
+    params_record = {"trainable_count": sum(p.numel() for p in trainable),
+                     "trainable_bytes": sum(p.nbytes for p in trainable),
+                     "frozen_bytes": sum(p.nbytes for p in uniq.values() if not p.requires_grad),
+                     "total_bytes": sum(p.nbytes for p in uniq.values())}
+    if quant_states:
+        # total_bytes then counts the quantized weights whole: packed data and quant states.
+        params_record["quant_state_bytes"] = sum(t.untyped_storage().nbytes() for t in quant_states)
+        params_record["total_bytes"] += params_record["quant_state_bytes"]
     record = {
         "id": f"{name}|{regime}|b{batch}s{seq}|{dtype_mode}|{attn}" + ("|ckpt" if checkpointing else ""),
         "model": name,
@@ -164,10 +194,7 @@ def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing):
         "gradient_checkpointing": bool(checkpointing),
         "optimizer": {"class": "torch.optim.AdamW", "foreach": True, "state_bytes_excl_step": state,
                       "step_bytes": sum(st["step"].nbytes for st in opt.state.values())},
-        "params": {"trainable_count": sum(p.numel() for p in trainable),
-                   "trainable_bytes": sum(p.nbytes for p in trainable),
-                   "frozen_bytes": sum(p.nbytes for p in uniq.values() if not p.requires_grad),
-                   "total_bytes": sum(p.nbytes for p in uniq.values())},
+        "params": params_record,
         "peak": steps,
     }
     return record

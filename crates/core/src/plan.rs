@@ -373,8 +373,9 @@ pub enum AdapterOutput {
     /// The base Linear's (LoRA, IA3): the compute dtype under autocast.
     Base,
     /// The module input's (peft's `result.to(previous_dtype)` in OFT, BOFT, VeRA, LoHa, LoKr,
-    /// FourierFT): fp32 under autocast, where the block's norms hand fp32 to the Linears, so
-    /// what the MLP keeps of an adapted gate or up output is fp32.
+    /// FourierFT; bitsandbytes' `Linear4bit` under QLoRA): fp32 under autocast over an fp32
+    /// base, where the block's norms hand fp32 to the Linears, so what the MLP keeps of an
+    /// adapted gate or up output is fp32 (over a 16-bit base the input is 16-bit).
     InputDtype,
 }
 

@@ -5,10 +5,11 @@
 //! [`LoraConfig`] and [`adapter_plan_into`]; they differ only in base storage and magnitudes.
 
 use ftbudget_core::{
-    AdapterHost, AdapterLayout, AdapterPiece, AdapterSite, BaseTraining, BaseTreatment, CountError,
-    ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin, ParamSource, PieceMatmul,
-    PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec, ShapeError, SizeForm,
-    Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName, names_select,
+    AdapterHost, AdapterLayout, AdapterOutput, AdapterPiece, AdapterSite, BaseTraining,
+    BaseTreatment, CountError, ModelShape, OptionDoc, OptionReader, ParamKind, ParamOrigin,
+    ParamSource, PieceMatmul, PlannedParams, Regime, RegimeError, RegimeRegistration, RegimeSpec,
+    ShapeError, SizeForm, Storage, TargetSelection, TargetSpec, TrainingPlan, UnknownName,
+    names_select,
 };
 use std::str::FromStr;
 
@@ -340,6 +341,30 @@ pub const fn adapter_layout(lora_bias: bool, dora: bool) -> &'static AdapterLayo
     }
 }
 
+/// The layouts over a bitsandbytes 4-bit Linear: its forward computes in
+/// `bnb_4bit_compute_dtype` and returns `.to(inp_dtype)`, the module input's dtype (fp32 under
+/// autocast, where the block's norms hand fp32 to the Linears), and peft adds the adapter's
+/// output to that.
+const LORA_OVER_4BIT: AdapterLayout = LORA.with_output(AdapterOutput::InputDtype);
+const LORA_WITH_BIAS_OVER_4BIT: AdapterLayout =
+    LORA_WITH_BIAS.with_output(AdapterOutput::InputDtype);
+const DORA_OVER_4BIT: AdapterLayout = DORA.with_output(AdapterOutput::InputDtype);
+
+/// [`adapter_layout`] for adapters on block Linears stored as `storage`: over NF4 (bitsandbytes'
+/// `Linear4bit`) the adapted Linear returns its input's dtype.
+pub const fn adapter_layout_over(
+    lora_bias: bool,
+    dora: bool,
+    storage: Storage,
+) -> &'static AdapterLayout {
+    match (storage, lora_bias, dora) {
+        (Storage::Nf4(_), false, false) => &LORA_OVER_4BIT,
+        (Storage::Nf4(_), true, _) => &LORA_WITH_BIAS_OVER_4BIT,
+        (Storage::Nf4(_), false, true) => &DORA_OVER_4BIT,
+        _ => adapter_layout(lora_bias, dora),
+    }
+}
+
 fn shape_err(regime: &str) -> impl Fn(ftbudget_core::ShapeError) -> RegimeError + '_ {
     move |cause| RegimeError::Shape {
         regime: regime.to_string(),
@@ -354,6 +379,28 @@ fn checked(regime: &str, what: &'static str, v: Option<u64>) -> Result<u64, Regi
     })
 }
 
+/// How the base's Linears inside the blocks are stored: their weights (the policy for LoRA, NF4
+/// for QLoRA) and their frozen biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLinears {
+    pub weights: Storage,
+    /// bitsandbytes' `Linear4bit` casts its bias to `bnb_4bit_compute_dtype` in its first
+    /// forward (`bias.data = bias.data.to(x.dtype)`), so a QLoRA base holds its block Linears'
+    /// biases in that dtype; [`Storage::Policy`] otherwise. (A trained bias is cast too; that
+    /// case is not modelled: it follows the policy.)
+    pub frozen_biases: Storage,
+}
+
+impl BlockLinears {
+    /// Weights stored as `weights`, biases as the policy says.
+    pub const fn weights(weights: Storage) -> Self {
+        BlockLinears {
+            weights,
+            frozen_biases: Storage::Policy,
+        }
+    }
+}
+
 /// The plan of a LoRA-family regime, written into `plan` (cleared first).
 /// `block_linear_storage` is how the base's Linear weights inside the blocks are stored (the
 /// policy for LoRA, NF4 for QLoRA).
@@ -364,6 +411,24 @@ pub fn adapter_plan_into(
     block_linear_storage: Storage,
     plan: &mut TrainingPlan,
 ) -> Result<(), RegimeError> {
+    adapter_plan_over_into(
+        regime,
+        model,
+        config,
+        BlockLinears::weights(block_linear_storage),
+        plan,
+    )
+}
+
+/// [`adapter_plan_into`] over block Linears whose biases may have their own storage.
+pub fn adapter_plan_over_into(
+    regime: &str,
+    model: &ModelShape,
+    config: &LoraConfig,
+    block_linears: BlockLinears,
+    plan: &mut TrainingPlan,
+) -> Result<(), RegimeError> {
+    let block_linear_storage = block_linears.weights;
     plan.clear();
     if config.dora && config.lora_bias {
         // peft: "The argument lora_bias=True is not supported for DoRA".
@@ -403,29 +468,39 @@ pub fn adapter_plan_into(
         training: BaseTraining::Frozen,
         block_linear_storage,
     };
-    match config.bias {
-        BiasMode::None => plan.set_base(model, frozen),
-        BiasMode::All => plan.set_base(
-            model,
-            BaseTreatment {
-                training: BaseTraining::Biases,
-                ..frozen
-            },
-        ),
-        // Only the biases of adapted modules: base parameters one by one.
-        BiasMode::LoraOnly => {
-            for (index, p) in model.params.iter().enumerate() {
-                let mut group = frozen.group(model, index);
-                if let ParamKind::LinearBias(i) = p.kind {
-                    group.trainable = targets.contains(i, &model.modules[i]);
-                }
-                plan.push_group(model, group);
+    let base = BaseTreatment {
+        training: match config.bias {
+            BiasMode::All => BaseTraining::Biases,
+            BiasMode::None | BiasMode::LoraOnly => BaseTraining::Frozen,
+        },
+        ..frozen
+    };
+    // Block Linear biases stored apart (a QLoRA base with biased Linears), or only the biases
+    // of adapted modules trained: base parameters one by one. Otherwise one rule for all.
+    let biases_apart = block_linears.frozen_biases != Storage::Policy
+        && model
+            .params
+            .iter()
+            .any(|p| is_block_linear_bias(model, p.kind));
+    if config.bias == BiasMode::LoraOnly || biases_apart {
+        for (index, p) in model.params.iter().enumerate() {
+            let mut group = base.group(model, index);
+            if config.bias == BiasMode::LoraOnly
+                && let ParamKind::LinearBias(i) = p.kind
+            {
+                group.trainable = targets.contains(i, &model.modules[i]);
             }
+            if !group.trainable && is_block_linear_bias(model, p.kind) {
+                group.storage = block_linears.frozen_biases;
+            }
+            plan.push_group(model, group);
         }
+    } else {
+        plan.set_base(model, base);
     }
     // A whole group (all-linear, attn, mlp) in one step from the shape's precomputed sums;
     // otherwise module by module.
-    let layout = adapter_layout(config.lora_bias, config.dora);
+    let layout = adapter_layout_over(config.lora_bias, config.dora, block_linear_storage);
     let per_layer = config.layers.is_some() || !config.rank_pattern.is_empty();
     if per_layer && !no_modules {
         if config.bias == BiasMode::LoraOnly && config.layers.is_some() {
@@ -638,6 +713,11 @@ ftbudget_core::inventory::submit! {
         rank_option: Some("r"),
         build,
     }
+}
+
+/// The bias of a Linear inside the blocks.
+fn is_block_linear_bias(model: &ModelShape, kind: ParamKind) -> bool {
+    matches!(kind, ParamKind::LinearBias(i) if model.modules[i].in_blocks())
 }
 
 /// peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not

@@ -46,7 +46,24 @@ pub struct PeakSteps {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PeakParams {
     pub trainable_bytes: u64,
+    /// Every parameter's storage, and for a 4-bit base the quant states beside its weights.
     pub total_bytes: u64,
+    /// bitsandbytes' quant states of the 4-bit weights (absmax, codebooks, nested absmax and
+    /// offset), which are neither parameters nor buffers; absent without quantization.
+    #[serde(default)]
+    pub quant_state_bytes: Option<u64>,
+}
+
+/// How a QLoRA record's base was quantized (`measured_peak_qlora.json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeakQuantization {
+    pub bnb_4bit_quant_type: String,
+    pub bnb_4bit_use_double_quant: bool,
+    /// `float32` or `bfloat16`.
+    pub bnb_4bit_compute_dtype: String,
+    /// The dtype `from_pretrained` loaded the model in (what the quant state dequantizes to).
+    pub load_dtype: String,
+    pub blocksize: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +78,8 @@ pub struct PeakRecord {
     pub id: String,
     pub model: String,
     pub shape: RecordShape,
-    /// `full`, `lora-r{r}` or `dora-r{r}` (peft all-linear).
+    /// `full`, `lora-r{r}`, `dora-r{r}` or `qlora-r{r}` / `qlora-r{r}-dq` (double
+    /// quantization) (peft all-linear).
     pub regime: String,
     /// `fp32`, `autocast-bf16` (fp32 weights) or `bf16-base` (weights loaded in bf16, peft's
     /// adapters fp32, bf16 autocast).
@@ -75,6 +93,9 @@ pub struct PeakRecord {
     /// the plain records.
     #[serde(default)]
     pub technique: Option<String>,
+    /// The bitsandbytes configuration of a QLoRA record; none otherwise.
+    #[serde(default)]
+    pub quantization: Option<PeakQuantization>,
     pub params: PeakParams,
     pub optimizer: PeakOptimizer,
     pub peak: PeakSteps,
@@ -97,9 +118,33 @@ fn unsupported(r: &PeakRecord, field: &'static str, value: &str) -> MeasurementE
     crate::unsupported_value(&r.id, field, value)
 }
 
-/// The ftbudget regime spec of the record's regime.
+/// The ftbudget regime spec of the record's regime: QLoRA with the record's block size and
+/// double quantization.
 pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
-    crate::regime_spec_of(&r.id, &r.regime)
+    let Some(q) = &r.quantization else {
+        return crate::regime_spec_of(&r.id, &r.regime);
+    };
+    if q.bnb_4bit_quant_type != "nf4" {
+        return Err(unsupported(
+            r,
+            "bnb_4bit_quant_type",
+            &q.bnb_4bit_quant_type,
+        ));
+    }
+    let rank = r
+        .regime
+        .strip_prefix("qlora-r")
+        .map(|rest| rest.strip_suffix("-dq").unwrap_or(rest))
+        .filter(|rank| rank.parse::<u64>().is_ok())
+        .ok_or_else(|| unsupported(r, "regime", &r.regime))?;
+    let compute_dtype: DType = q
+        .bnb_4bit_compute_dtype
+        .parse()
+        .map_err(|_| unsupported(r, "bnb_4bit_compute_dtype", &q.bnb_4bit_compute_dtype))?;
+    Ok(format!(
+        "qlora:r={rank},targets=all-linear,blocksize={},double_quant={},compute_dtype={compute_dtype}",
+        q.blocksize, q.bnb_4bit_use_double_quant
+    ))
 }
 
 /// The settings the record ran under: torch AdamW (foreach) with step counters, the

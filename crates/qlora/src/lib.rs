@@ -1,13 +1,22 @@
 //! QLoRA (Dettmers et al. 2023): LoRA adapters over a frozen base whose Linear weights inside the
 //! transformer blocks are stored in 4-bit NormalFloat exactly as bitsandbytes lays them out
 //! (packed `ceil(n/2)` bytes, an absmax per block, nested absmax and offset under double
-//! quantization, per-tensor codebooks). Embeddings, norms and the lm_head stay 16-bit.
+//! quantization, per-tensor codebooks). Embeddings, norms and the lm_head follow the policy
+//! (`prepare_model_for_kbit_training` upcasts them to fp32, the frozen dtype under autocast).
+//!
+//! The 4-bit Linears compute in `bnb_4bit_compute_dtype` (`compute_dtype=`, bf16 as QLoRA
+//! recipes set it): their biases are cast to it in the first forward, each weight is
+//! dequantized to it for its matmul, and the Linear returns its input's dtype
+//! (`Linear4bit.forward`: `matmul_4bit(x.to(compute_dtype), ...).to(inp_dtype)`), fp32 under
+//! autocast, where the block's norms hand fp32 to the Linears. bitsandbytes' `MatMul4Bit` saves
+//! nothing for the backward but the packed weight (a parameter), and the backward dequantizes
+//! the weight again to compute the input's gradient.
 
 use ftbudget_core::{
     ActivationDtype, ActivationTerm, DType, ModelShape, Nf4Layout, OptionDoc, OptionReader, Regime,
     RegimeError, RegimeRegistration, RegimeSpec, Storage, TrainingPlan,
 };
-use ftbudget_lora::{LORA_OPTIONS, LoraConfig, adapter_plan_into};
+use ftbudget_lora::{BlockLinears, LORA_OPTIONS, LoraConfig, adapter_plan_over_into};
 
 pub const NAME: &str = "qlora";
 
@@ -30,6 +39,12 @@ pub const QLORA_OPTIONS: &[OptionDoc] = &[
         default: "true",
         help: "count bitsandbytes' per-tensor codebooks (the seed's rule leaves them out)",
     },
+    OptionDoc {
+        key: "compute_dtype",
+        values: "bf16|fp16|fp32",
+        default: "bf16",
+        help: "bnb_4bit_compute_dtype: the dtype the 4-bit Linears dequantize to and hold their biases in",
+    },
 ];
 
 /// Every option of the regime: LoRA's and the storage ones.
@@ -46,11 +61,14 @@ pub const ALL_OPTIONS: &[OptionDoc] = &[
     QLORA_OPTIONS[0],
     QLORA_OPTIONS[1],
     QLORA_OPTIONS[2],
+    QLORA_OPTIONS[3],
 ];
 
 pub struct Qlora {
     pub config: LoraConfig,
     pub layout: Nf4Layout,
+    /// bitsandbytes' `bnb_4bit_compute_dtype`.
+    pub compute_dtype: DType,
 }
 
 impl Regime for Qlora {
@@ -65,6 +83,9 @@ impl Regime for Qlora {
         if !self.layout.codebooks {
             opts.push("codebooks=false".into());
         }
+        if self.compute_dtype != DType::BF16 {
+            opts.push(format!("compute_dtype={}", self.compute_dtype));
+        }
         format!("{NAME}:{}", opts.join(","))
     }
 
@@ -74,7 +95,13 @@ impl Regime for Qlora {
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
         let layout = self.layout;
-        adapter_plan_into(NAME, model, &self.config, Storage::Nf4(layout), out)?;
+        let block_linears = BlockLinears {
+            weights: Storage::Nf4(layout),
+            frozen_biases: Storage::Dense {
+                dtype: self.compute_dtype,
+            },
+        };
+        adapter_plan_over_into(NAME, model, &self.config, block_linears, out)?;
         // bitsandbytes dequantizes one NF4 weight at a time to the compute dtype (forward and
         // again in backward) and frees it after the matmul: one largest-weight buffer.
         let largest = model
@@ -89,7 +116,7 @@ impl Regime for Qlora {
                 module: Some(module),
                 per_token: 0,
                 fixed: m.in_features * m.out_features,
-                dtype: ActivationDtype::Compute,
+                dtype: ActivationDtype::Dense(self.compute_dtype),
             });
         }
         Ok(())
@@ -107,7 +134,19 @@ fn build(spec: &RegimeSpec) -> Result<Box<dyn Regime>, RegimeError> {
         codebooks: reader.flag("codebooks", true)?,
         absmax_dtype: DType::F32,
     };
-    Ok(Box::new(Qlora { config, layout }))
+    let compute_dtype = reader.parse("compute_dtype", DType::BF16, "bf16, fp16 or fp32")?;
+    if !matches!(compute_dtype, DType::BF16 | DType::F16 | DType::F32) {
+        return Err(reader.invalid(
+            "compute_dtype",
+            &compute_dtype.to_string(),
+            "bf16, fp16 or fp32",
+        ));
+    }
+    Ok(Box::new(Qlora {
+        config,
+        layout,
+        compute_dtype,
+    }))
 }
 
 ftbudget_core::inventory::submit! {
@@ -117,5 +156,34 @@ ftbudget_core::inventory::submit! {
         options: ALL_OPTIONS,
         rank_option: Some("r"),
         build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(spec: &str) -> Result<Box<dyn Regime>, RegimeError> {
+        build(&spec.parse().unwrap())
+    }
+
+    #[test]
+    fn compute_dtype_is_read_and_written_back() {
+        assert_eq!(built("qlora:r=8").unwrap().spec(), "qlora:r=8");
+        assert_eq!(
+            built("qlora:r=8,compute_dtype=fp32").unwrap().spec(),
+            "qlora:r=8,compute_dtype=fp32"
+        );
+        assert_eq!(
+            built("qlora:r=8,compute_dtype=bfloat16").unwrap().spec(),
+            "qlora:r=8"
+        );
+        for bad in ["int8", "uint8"] {
+            let err = built(&format!("qlora:r=8,compute_dtype={bad}"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("compute_dtype"), "{err}");
+        }
     }
 }

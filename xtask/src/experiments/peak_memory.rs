@@ -1,5 +1,6 @@
 //! Kind `peak-memory` (experiment 33): ftbudget's step timeline against the peaks PyTorch's
-//! `MemTracker` measured over two Trainer-like steps (`fixtures/memory/measured_peak.json`), with
+//! `MemTracker` measured over two Trainer-like steps (`fixtures/memory/measured_peak.json` and
+//! QLoRA's `measured_peak_qlora.json`), with
 //! an error table per family, regime and checkpointing, a predicted-versus-measured scatter, and,
 //! on a published model, the bucket sum beside the peak per regime with the peak's phase and the
 //! settings that lower it (chunked or fused loss, optimizer in the backward, activation
@@ -24,8 +25,8 @@ use std::fs;
 struct Config {
     #[allow(dead_code)]
     kind: String,
-    /// The peak records (`tools/measure-peak`), relative to the workspace root.
-    fixtures: String,
+    /// The peak record files (`tools/measure-peak`), relative to the workspace root.
+    fixtures: Vec<String>,
     /// The bound the report counts steps against (percent, either sign).
     error_bound_percent: f64,
     table: String,
@@ -189,13 +190,19 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     if !(config.error_bound_percent > 0.0 && config.error_bound_percent < 100.0) {
         return Err(exp.key_error("error_bound_percent", "not in (0, 100)"));
     }
-    let path = &config.fixtures;
-    let text = fs::read_to_string(exp.root.join(path))
-        .map_err(|e| exp.key_error("fixtures", format!("{path}: {e}")))?;
-    let records =
-        parse_peak_records(&text).map_err(|e| exp.key_error("fixtures", format!("{path}: {e}")))?;
+    let mut records = Vec::new();
+    for path in &config.fixtures {
+        let text = fs::read_to_string(exp.root.join(path))
+            .map_err(|e| exp.key_error("fixtures", format!("{path}: {e}")))?;
+        let file = parse_peak_records(&text)
+            .map_err(|e| exp.key_error("fixtures", format!("{path}: {e}")))?;
+        if file.is_empty() {
+            return Err(exp.key_error("fixtures", format!("{path}: no records")));
+        }
+        records.extend(file);
+    }
     if records.is_empty() {
-        return Err(exp.key_error("fixtures", format!("{path}: no records")));
+        return Err(exp.key_error("fixtures", "no files"));
     }
     let steps = steps(&records).map_err(|e| exp.key_error("fixtures", e))?;
     let bound = config.error_bound_percent / 100.0;
@@ -276,7 +283,7 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
                 .to_string(),
         )
         .set("published_prose", super::peak_published::prose(&published))
-        .set("fixtures", path.clone())
+        .set("fixtures", config.fixtures.join("`, `"))
         .set("records", records.len().to_string())
         .set("steps", steps.len().to_string())
         .set("bound", format!("{}", config.error_bound_percent))

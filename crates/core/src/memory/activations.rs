@@ -514,6 +514,9 @@ struct Ctx<'a> {
     th: Exact,
     cth: Exact,
     autocast: bool,
+    /// Under autocast, the residual stream (and so what the norms hand the Linears) is fp32: the
+    /// embedding's weight, which sets its dtype, is fp32.
+    fp32_stream: bool,
     eager: bool,
     gpt2: bool,
     base_trainable: bool,
@@ -595,6 +598,7 @@ impl<'a> Ctx<'a> {
             th: t * h,
             cth: c * t * h,
             autocast,
+            fp32_stream: autocast && weights_dtype == DType::F32,
             eager,
             gpt2: model.block.recipe == ActivationRecipe::Gpt2,
             base_trainable: totals.base_trainable,
@@ -880,9 +884,10 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             MlpLayout::FusedGated => (3 * cti, 1),
             MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, 2),
         };
-        // Adapted readers returning fp32 under autocast make their share of it fp32.
+        // Adapted readers returning their input's dtype make their share of it fp32 under
+        // autocast over an fp32 residual stream (over a 16-bit base they return 16 bits).
         let fp32_readers = x.inputs.mlp_fp32_outputs.min(readers);
-        let saved = if x.autocast && fp32_readers > 0 && c != Exact::new(4) {
+        let saved = if x.fp32_stream && fp32_readers > 0 && c != Exact::new(4) {
             let widened = saved * Exact::from(fp32_readers) * Exact::new(4) / c;
             (saved * Exact::from(readers - fp32_readers) + widened) / Exact::from(readers)
         } else {

@@ -160,6 +160,9 @@ fn regimes(r: u64, model: &ModelShape) -> Vec<String> {
         format!("qlora:r={r}"),
         format!("qlora:r={r},double_quant=true"),
         format!("qlora:r={r},codebooks=false"),
+        // Block Linear biases in the compute dtype: base parameters planned one by one.
+        format!("qlora:r={r},compute_dtype=fp16,bias=all"),
+        format!("qlora:r={r},targets={module_targets},bias=lora_only"),
         format!("dora:r={r},targets={dora_targets}"),
         // By name: planned module by module rather than from the shape's group sums.
         format!(

@@ -1,0 +1,121 @@
+//! ftbudget's QLoRA step timeline against the peaks PyTorch's `MemTracker` measured over two
+//! Trainer-like steps on a bitsandbytes 4-bit base (`fixtures/memory/measured_peak_qlora.json`,
+//! `tools/measure-peak/measure_qlora.py`): llama and qwen2 (tied, biased q/k/v) loaded in NF4
+//! with and without double quantization, `prepare_model_for_kbit_training`, LoRA r8 all-linear
+//! × fp32 (compute dtype fp32) and bf16 autocast (loaded in bf16, compute dtype bf16) × eager,
+//! sdpa × checkpointing off/on × two shapes.
+//!
+//! The weights are exact to the byte: the packed 4-bit data, the quant states (absmax,
+//! codebooks, nested absmax and offset), the fp32 embeddings, norms and lm_head the preparation
+//! upcasts, and qwen2's q/k/v biases, which `Linear4bit` casts to the compute dtype in its first
+//! forward. Under autocast the 4-bit Linears return their input's dtype, fp32 over the prepared
+//! fp32 stream, so the MLP keeps fp32 (a model keeping bf16 there was 4% to 10% low). Without
+//! checkpointing every step is within 0.05%, every category within 10%, in the
+//! measured phase. With checkpointing the second step is under-predicted by up to 4.7%: MemTracker
+//! still books tensors of the first step (after each checkpointed step it counts `T h 4 L` more,
+//! the blocks' checkpointed inputs, as for LoRA in `peak.rs`; over the 4-bit base also 4,352
+//! bytes per sequence, and eager attention's fp32 mask, `b s² 4`). Without the tracker the
+//! tensors Python can reach after each step do not grow, so it is the tracker's bookkeeping, not
+//! a leak of the step; the model has no term for it.
+
+mod common;
+
+use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
+use ftbudget_core::memory::StepPeak;
+use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
+
+const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_qlora.json");
+
+/// Worst error of the predicted peak per family, double quantization and checkpointing (both
+/// steps, both precisions, attention kernels and shapes together), and the bound: 1% where the
+/// model is within 0.5%, else the worst rounded up past half a point.
+const PEAK: &[Bound] = &[
+    bound("llama qlora-r8 ckpt", -3.56, 5.0),
+    bound("llama qlora-r8 no-ckpt", 0.02, 1.0),
+    bound("llama qlora-r8-dq ckpt", -3.56, 5.0),
+    bound("llama qlora-r8-dq no-ckpt", 0.02, 1.0),
+    bound("qwen2 qlora-r8 ckpt", -4.73, 6.0),
+    bound("qwen2 qlora-r8 no-ckpt", 0.03, 1.0),
+    bound("qwen2 qlora-r8-dq ckpt", -4.72, 6.0),
+    bound("qwen2 qlora-r8-dq no-ckpt", 0.03, 1.0),
+];
+
+/// Categories beyond 10% of the measured one where they hold more than 5% of the peak.
+const KNOWN_CATEGORY_MISSES: &[&str] = &[];
+
+#[test]
+fn predicted_qlora_peaks_match_memtracker() {
+    let records = parse_peak_records(PEAKS).unwrap();
+    assert_eq!(records.len(), 64, "records");
+    let mut worst = Worst::default();
+    let (mut steps_total, mut within_5) = (0usize, 0usize);
+    let mut beyond_10 = Vec::new();
+    let mut category_misses = Vec::new();
+    let mut phase_misses = Vec::new();
+    for r in &records {
+        let e = predict_peak(r).unwrap();
+        assert!(
+            r.params.quant_state_bytes.is_some_and(|b| b > 0),
+            "{}",
+            r.id
+        );
+        assert_eq!(e.weights, r.params.total_bytes, "{} weights", r.id);
+        assert_eq!(
+            e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
+            "{} optimizer state",
+            r.id
+        );
+        let group = format!(
+            "{} {} {}",
+            r.shape.family,
+            r.regime,
+            if r.gradient_checkpointing {
+                "ckpt"
+            } else {
+                "no-ckpt"
+            }
+        );
+        for ((name, measured), predicted) in [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
+            .into_iter()
+            .zip([e.peak.first, e.peak.steady])
+        {
+            let StepPeak {
+                bytes,
+                phase,
+                by_category,
+            } = predicted;
+            let error = relative_error(bytes, measured.peak_bytes);
+            steps_total += 1;
+            if error.abs() <= 0.05 {
+                within_5 += 1;
+            }
+            if error.abs() > 0.10 {
+                beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
+            }
+            worst.add(group.clone(), error, &format!("{} {name}", r.id));
+            if phase.name() != measured.phase {
+                phase_misses.push(format!(
+                    "{} {name}: predicted {phase}, measured {}",
+                    r.id, measured.phase
+                ));
+            }
+            let m = measured_categories(&measured.by_category);
+            for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
+                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
+                    category_misses.push(format!(
+                        "{} {name} {cat}: predicted {p}, measured {mb}",
+                        r.id
+                    ));
+                }
+            }
+        }
+    }
+    assert!(beyond_10.is_empty(), "beyond 10%: {beyond_10:#?}");
+    assert_eq!((within_5, steps_total), (128, 128), "steps within 5%");
+    assert_eq!(
+        category_misses, KNOWN_CATEGORY_MISSES,
+        "categories beyond 10% of the measured"
+    );
+    assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
+    worst.check("peak", PEAK);
+}
