@@ -59,9 +59,9 @@ fn predicted_qlora_peaks_match_memtracker() {
             "{}",
             r.id
         );
-        assert_eq!(e.weights, r.params.total_bytes, "{} weights", r.id);
+        assert_eq!(e.estimate.weights, r.params.total_bytes, "{} weights", r.id);
         assert_eq!(
-            e.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
+            e.estimate.detail.optimizer_states, r.optimizer.state_bytes_excl_step,
             "{} optimizer state",
             r.id
         );
@@ -77,7 +77,7 @@ fn predicted_qlora_peaks_match_memtracker() {
         );
         for ((name, measured), predicted) in [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
             .into_iter()
-            .zip([e.peak.first, e.peak.steady])
+            .zip([e.first, e.steady])
         {
             let StepPeak {
                 bytes,
