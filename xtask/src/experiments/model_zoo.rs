@@ -6,6 +6,8 @@ use super::config::{ChartKeys, MemoryKeys, RegimeEntry, build_regimes, labelled_
 use super::format::percent;
 use super::{Experiment, OutputFile};
 use anyhow::Result;
+use ftbudget_core::memory::reserved::peak_budget;
+use ftbudget_core::{CudaOverhead, FitMargin};
 use ftbudget_report::chart::{Segment, StackedBars, stacked_bars};
 use ftbudget_report::template::Values;
 use ftbudget_report::{Comparison, group_digits, units};
@@ -94,13 +96,13 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
     ])
 }
 
-/// The smallest GPU preset whose memory holds `bytes`.
-fn smallest_gpu(bytes: u64) -> String {
+/// The smallest GPU preset a step of peak `peak_bytes` fits on ([`fits`]).
+fn smallest_gpu(peak_bytes: u64) -> String {
     let mut presets: Vec<_> = GPU_PRESETS.iter().collect();
     presets.sort_by_key(|p| p.bytes());
     presets
         .iter()
-        .find(|p| bytes <= p.bytes())
+        .find(|p| fits(peak_bytes, p.bytes()))
         .map_or_else(|| "none (shard it)".to_string(), |p| p.name.to_string())
 }
 
@@ -118,11 +120,11 @@ fn zoo_table(config: &Config, rows: &[Comparison]) -> String {
     let mut out = String::from("| Model | Family | Params | ");
     out.push_str(&format!("{} trainable |", config.regimes[1].label));
     for r in &config.regimes {
-        out.push_str(&format!(" {} total | fits on |", r.label));
+        out.push_str(&format!(" {} total | peak | fits on |", r.label));
     }
     out.push_str("\n|---|---|---:|---:|");
     for _ in &config.regimes {
-        out.push_str("---:|---|");
+        out.push_str("---:|---:|---|");
     }
     out.push('\n');
     for cmp in rows {
@@ -136,9 +138,10 @@ fn zoo_table(config: &Config, rows: &[Comparison]) -> String {
         ));
         for row in &cmp.rows {
             out.push_str(&format!(
-                " {} | {} |",
+                " {} | {} | {} |",
                 units::binary(row.bytes.total),
-                smallest_gpu(row.bytes.total)
+                units::binary(row.peak.bytes),
+                smallest_gpu(row.peak.bytes)
             ));
         }
         out.push('\n');
@@ -160,6 +163,14 @@ fn lora_segments(rows: &[Comparison]) -> Vec<Segment> {
     ]
 }
 
+/// Whether a step of peak `peak_bytes` fits on a card of `capacity` bytes, by `fit`'s rule: the
+/// peak's reserved estimate (the default CUDA context, 2 MiB segments) plus the default margin
+/// within the card's memory.
+fn fits(peak_bytes: u64, capacity: u64) -> bool {
+    let margin = FitMargin::DEFAULT.bytes_of(capacity);
+    peak_bytes <= peak_budget(capacity, margin, &CudaOverhead::default())
+}
+
 /// Sentences computed from the rows: how many fit on a 24 GiB card per regime, and the largest
 /// and smallest trainable fractions.
 fn fill_findings(values: &mut Values, config: &Config, rows: &[Comparison]) {
@@ -169,13 +180,13 @@ fn fill_findings(values: &mut Values, config: &Config, rows: &[Comparison]) {
         .filter(|&b| b >= 20 << 30)
         .min()
         .unwrap_or(u64::MAX);
-    let mut fits = Vec::new();
+    let mut fits_small = Vec::new();
     for (i, entry) in config.regimes.iter().enumerate() {
         let n = rows
             .iter()
-            .filter(|c| c.rows[i].bytes.total <= small)
+            .filter(|c| fits(c.rows[i].peak.bytes, small))
             .count();
-        fits.push(format!(
+        fits_small.push(format!(
             "{} of {} models with {}",
             n,
             rows.len(),
@@ -189,7 +200,7 @@ fn fill_findings(values: &mut Values, config: &Config, rows: &[Comparison]) {
     let min = rows
         .iter()
         .min_by(|a, b| fraction(a).total_cmp(&fraction(b)));
-    values.set("fits_smallest", fits.join(", "));
+    values.set("fits_smallest", fits_small.join(", "));
     values.set("smallest_gpu", units::binary(small));
     if let (Some(max), Some(min)) = (max, min) {
         values.set(
