@@ -214,6 +214,7 @@ impl Regime for Boft {
                 per_token: 0,
                 fixed: mul("boft cayley", small, m.count)?,
                 dtype: ActivationDtype::Dense(DType::F32),
+                freed_in_forward: false,
             });
         }
         Ok(())

@@ -678,6 +678,11 @@ pub struct ActivationTerm {
     pub per_token: u64,
     pub fixed: u64,
     pub dtype: ActivationDtype,
+    /// The fixed part is a temporary of the forward, freed before the backward starts (DoRA's
+    /// weight-norm graph, bitsandbytes' dequantized weight): the activation bucket holds it, the
+    /// step's timeline does not carry it into the backward. Otherwise it is saved for the
+    /// backward (a weight-sized delta, a prefix cache) and alive when the backward starts.
+    pub freed_in_forward: bool,
 }
 
 /// What a regime decides for one model: a [`BaseTreatment`] for the base model's parameters,
@@ -737,6 +742,9 @@ pub struct PlanTotals {
     /// Activation terms that only autocast makes ([`ActivationDtype::AutocastCopy`]), in
     /// compute-dtype elements: per token and fixed.
     pub autocast_terms: [u64; 2],
+    /// The fixed parts of the terms freed in the forward
+    /// ([`ActivationTerm::freed_in_forward`]): compute-dtype elements and fixed-dtype bytes.
+    pub forward_temporaries: [u64; 2],
     /// Tokens the regime adds to every sequence (prompt tuning's virtual tokens): the
     /// activation model sees `seq + extra_tokens`.
     pub extra_tokens: u64,
@@ -896,6 +904,20 @@ impl PlanTotals {
             ActivationDtype::Dense(dtype) => (|t| &mut t.dense_term_bytes, dtype.bytes()),
             ActivationDtype::AutocastCopy => (|t| &mut t.autocast_terms, 1),
         };
+        if term.freed_in_forward {
+            let (i, scale) = match term.dtype {
+                ActivationDtype::Compute | ActivationDtype::AutocastCopy => (0, 1),
+                ActivationDtype::Dense(dtype) => (1, dtype.bytes()),
+            };
+            match term
+                .fixed
+                .checked_mul(scale)
+                .and_then(|v| self.forward_temporaries[i].checked_add(v))
+            {
+                Some(sum) => self.forward_temporaries[i] = sum,
+                None => self.overflow = true,
+            }
+        }
         for (i, v) in [term.per_token, term.fixed].into_iter().enumerate() {
             match v
                 .checked_mul(scale)
@@ -1377,6 +1399,7 @@ impl TrainingPlan {
                 per_token: per_token.unwrap_or(0),
                 fixed: 0,
                 dtype: ActivationDtype::Compute,
+                freed_in_forward: false,
             });
             totals.adapts_attention_output |= m.group == ModuleGroup::Attention
                 && !m.reads_attention_input

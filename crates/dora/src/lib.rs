@@ -63,6 +63,7 @@ impl Regime for Dora {
                 per_token: outputs_in_compute * m.out_features * instances,
                 fixed,
                 dtype: ActivationDtype::Compute,
+                freed_in_forward: true,
             });
             plan.push_activation_term(ActivationTerm {
                 name: "dora fp32 norms",
@@ -70,6 +71,7 @@ impl Regime for Dora {
                 per_token: (2 - outputs_in_compute) * m.out_features * instances,
                 fixed: 3 * m.out_features * instances,
                 dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
+                freed_in_forward: true,
             });
             // GPT-2's Conv1D (peft fan_in_fan_out): the transposed fp32 base weight is saved too.
             if conv1d {
@@ -79,6 +81,7 @@ impl Regime for Dora {
                     per_token: 0,
                     fixed: m.in_features * m.out_features * instances,
                     dtype: ActivationDtype::Dense(ftbudget_core::DType::F32),
+                    freed_in_forward: true,
                 });
             }
         }

@@ -118,6 +118,7 @@ impl Regime for Ia3 {
                     per_token: ftbudget_tuners::mul(NAME, "ia3 input", m.in_features, m.count)?,
                     fixed: 0,
                     dtype: ActivationDtype::Dense(DType::F32),
+                    freed_in_forward: false,
                 });
                 &IA3_INPUT
             } else {

@@ -99,6 +99,7 @@ impl Regime for LnTuning {
             per_token: saved_per_token,
             fixed: 0,
             dtype: ActivationDtype::Dense(DType::F32),
+            freed_in_forward: false,
         });
         if !matched {
             return Err(refusal(

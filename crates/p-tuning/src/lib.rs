@@ -123,6 +123,7 @@ impl Regime for PTuning {
             per_token: model.dims.hidden,
             fixed: 0,
             dtype: ActivationDtype::Dense(DType::F32),
+            freed_in_forward: false,
         });
         Ok(())
     }

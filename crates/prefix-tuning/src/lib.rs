@@ -94,6 +94,7 @@ impl Regime for PrefixTuning {
             per_token: attention,
             fixed: 0,
             dtype: ActivationDtype::Compute,
+            freed_in_forward: false,
         });
         let cache = mul(NAME, "prefix cache", vt, width)?;
         plan.push_activation_term(ActivationTerm {
@@ -102,6 +103,7 @@ impl Regime for PrefixTuning {
             per_token: 0,
             fixed: mul(NAME, "prefix cache", cache, 2)?,
             dtype: ActivationDtype::Compute,
+            freed_in_forward: false,
         });
         Ok(())
     }

@@ -52,6 +52,7 @@ impl Regime for PromptTuning {
             per_token: model.dims.hidden,
             fixed: 0,
             dtype: ActivationDtype::Dense(DType::F32),
+            freed_in_forward: false,
         });
         Ok(())
     }

@@ -117,6 +117,7 @@ impl Regime for Qlora {
                 per_token: 0,
                 fixed: m.in_features * m.out_features,
                 dtype: ActivationDtype::Dense(self.compute_dtype),
+                freed_in_forward: true,
             });
         }
         Ok(())

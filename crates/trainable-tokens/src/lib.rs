@@ -103,6 +103,7 @@ impl Regime for TrainableTokens {
             per_token: model.dims.hidden,
             fixed: 0,
             dtype: ActivationDtype::Dense(DType::F32),
+            freed_in_forward: false,
         });
         if model.tied_embeddings {
             // peft wraps the tied output layer too: `linear(x, W)` with the merged weight,
@@ -114,6 +115,7 @@ impl Regime for TrainableTokens {
                 per_token: hidden,
                 fixed: 0,
                 dtype: ActivationDtype::Compute,
+                freed_in_forward: false,
             });
             plan.push_activation_term(ActivationTerm {
                 name: "tied output layer merged weight",
@@ -121,6 +123,7 @@ impl Regime for TrainableTokens {
                 per_token: 0,
                 fixed: embedding.numel,
                 dtype: ActivationDtype::Compute,
+                freed_in_forward: false,
             });
         }
         Ok(())

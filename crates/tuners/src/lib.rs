@@ -247,6 +247,7 @@ impl WeightTerms {
                 per_token: 0,
                 fixed: compute,
                 dtype: ActivationDtype::Compute,
+                freed_in_forward: false,
             });
         }
         if self.autocast > 0 {
@@ -256,6 +257,7 @@ impl WeightTerms {
                 per_token: 0,
                 fixed: copies(self.autocast, m.count)?,
                 dtype: ActivationDtype::AutocastCopy,
+                freed_in_forward: false,
             });
         }
         Ok(())

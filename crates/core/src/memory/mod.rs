@@ -625,12 +625,12 @@ fn step_inputs(
     } else {
         (casts, 0)
     };
-    // A regime's fixed activation terms are weight-sized temporaries (DoRA's weight-norm graph)
-    // that peft frees during the forward: the held-everything bucket counts them, the backward
-    // does not start with them.
-    let fixed_terms = u128::from(totals.compute_terms[1])
+    // The regime's fixed activation terms freed during the forward (DoRA's weight-norm graph,
+    // bitsandbytes' dequantized weight): the held-everything bucket counts them, the backward
+    // does not start with them. Saved ones (weight-sized deltas, a prefix cache) stay.
+    let fixed_terms = u128::from(totals.forward_temporaries[0])
         * u128::from(precision.compute_dtype().bytes())
-        + u128::from(totals.dense_term_bytes[1]);
+        + u128::from(totals.forward_temporaries[1]);
     let at_backward_start = if acts.at_recompute > 0 || !modelled {
         u128::from(acts.at_backward_start)
     } else {
@@ -756,6 +756,42 @@ mod tests {
             s.validate().unwrap_err().to_string(),
             "--zero: 4 is not a ZeRO stage (0, 1, 2 or 3)"
         );
+    }
+
+    /// A regime's fixed activation term saved for the backward (a weight-sized delta) is alive
+    /// when the backward starts; one freed in the forward (DoRA's weight-norm graph) is not. Both
+    /// count in the activation bucket. bf16 autocast: 1,000 elements are 2,000 bytes.
+    #[test]
+    fn only_forward_temporaries_leave_before_the_backward() {
+        use crate::plan::{ActivationDtype, ActivationTerm};
+        let model = crate::spec::TransformerSpec::minigpt().build().unwrap();
+        let settings = MemorySettings::pytorch();
+        let with_term = |freed_in_forward| {
+            let mut plan = TrainingPlan::default();
+            plan.set_base(
+                &model,
+                crate::plan::BaseTreatment {
+                    training: crate::plan::BaseTraining::Frozen,
+                    block_linear_storage: crate::plan::Storage::Policy,
+                },
+            );
+            if let Some(freed_in_forward) = freed_in_forward {
+                plan.push_activation_term(ActivationTerm {
+                    name: "delta",
+                    module: None,
+                    per_token: 0,
+                    fixed: 1_000,
+                    dtype: ActivationDtype::Compute,
+                    freed_in_forward,
+                });
+            }
+            let inputs = timeline_inputs(&model, &plan, &settings).unwrap();
+            let estimate = estimate_memory(&model, &plan, &settings).unwrap();
+            (inputs.activations_at_backward_start, estimate.activations)
+        };
+        let (start, bucket) = with_term(None);
+        assert_eq!(with_term(Some(false)), (start + 2_000, bucket + 2_000));
+        assert_eq!(with_term(Some(true)), (start, bucket + 2_000));
     }
 
     #[test]
