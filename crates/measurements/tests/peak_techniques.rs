@@ -1,20 +1,32 @@
 //! ftbudget's step timeline under the techniques people use to fit, against the peaks PyTorch's
 //! `MemTracker` measured over two Trainer-like steps (`fixtures/memory/measured_peak_techniques.json`,
-//! `tools/measure-peak/measure_techniques.py`): torchtune's chunked cross-entropy, a Liger-style
-//! fused linear cross-entropy, the optimizer stepped in the backward, activation offloading
-//! (torchtune's hooks; the device bytes, and the host bytes beside ftbudget's host RAM figure)
-//! and fused AdamW, on llama and qwen2 (tied) × full, LoRA r8 × fp32, bf16 autocast × two shapes.
+//! `tools/measure-peak/measure_techniques.py`): torchtune's chunked cross-entropy, Liger's fused
+//! linear cross-entropy (its `LigerFusedLinearCrossEntropyFunction` in plain torch, allocation for
+//! allocation), the optimizer stepped in the backward, activation offloading (torchtune's
+//! `OffloadActivations`; the device bytes, and the host copies beside ftbudget's host RAM figure)
+//! and fused AdamW, on llama and qwen2 (tied) × full, LoRA r8 × fp32, bf16 autocast × two shapes;
+//! offloading also with checkpointing, which torchtune's recipes require with it.
 //!
-//! What holds: fused AdamW and the optimizer in the backward are within 0.05% on every step, with
-//! every category. Known gaps, recorded here rather than hidden: the fused loss is
-//! under-predicted by up to 15% (the measured backward holds the hidden states' gradient times
-//! the loss's gradient and the fp32 row transients beside the saved gradient, which the timeline
-//! does not book), and activation offloading is over-predicted by up to 34% (the timeline keeps
-//! one block's share of the saved bytes on the device, `1/L`: half of them on these 2-layer
-//! models, while torchtune's hooks without streams keep none between a tensor's save and its
-//! unpack); its host bytes are under-predicted by about 75% (each saved tensor is copied on its
-//! own, views of one storage included, while ftbudget counts the saved bytes once). The category
-//! check skips those two techniques.
+//! What holds: 188 of the 192 steps are within 5% and all but two within 10%. Fused AdamW and the
+//! optimizer in the backward are within 0.05% on every step, with every category. The fused loss
+//! (its kept gradients of the hidden states and of a trained head, one chunk's logits and
+//! projections while it runs, and without checkpointing the last block's MLP backward where the
+//! backward then peaks) is within 4% on full fine-tuning and fp32 LoRA; two LoRA steps under
+//! autocast at batch 4 x 128 peak inside the forward, in the last block's down projection
+//! (peft's fp32 copy of its input and the adapter's outputs in flight), a moment the timeline
+//! does not book because the plain loss hides it: -6.7% on llama, -10.5% on qwen2
+//! (`KNOWN_BEYOND_10`). Offloading follows torchtune's default on a GPU (`use_streams=True`): the
+//! GPU keeps the output head's and the loss's saved tensors and the forward stash (the final
+//! norm's tensors); this CPU measurement runs without streams (no stash), so the prediction is
+//! above it by the stash (up to +2.6%), except LoRA with checkpointing, at -2.5%, the same gap
+//! as the plain checkpointed records (`peak.rs`). The host copies are exact with checkpointing
+//! (tensors under 1024 bytes aside, which torchtune keeps on the GPU); without it see `HOST`.
+//!
+//! Categories: the chunked loss's small full fine-tuning steps (b2s64) peak at two moments of
+//! nearly the same size, the prediction picking the loss (or the optimizer step), the
+//! measurement a moment of the backward, within 3.3% of each other; the fused loss's head
+//! gradient, made in the forward, stays an activation in MemTracker's books after it becomes the
+//! head's `.grad` (the totals agree); and the qwen2 steps above.
 
 mod common;
 
@@ -24,26 +36,25 @@ use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_techniques.json");
 
-/// Worst error of the predicted peak per technique and regime (both steps, both families,
+/// Worst error of the predicted peak per technique, regime and checkpointing (both steps, both families,
 /// precisions and shapes together), and the bound: the worst rounded up past half a point.
 const PEAK: &[Bound] = &[
-    bound("activation-offload full", 33.90, 34.0),
-    bound("activation-offload lora", 30.27, 31.0),
+    bound("activation-offload full", 2.56, 3.0),
+    bound("activation-offload full ckpt", 2.39, 3.0),
+    bound("activation-offload lora", 1.32, 2.0),
+    bound("activation-offload lora ckpt", -2.48, 3.0),
     bound("adamw-fused full", 0.05, 1.0),
     bound("adamw-fused lora", 0.03, 1.0),
     bound("loss-chunked full", -3.24, 4.0),
     bound("loss-chunked lora", -0.11, 1.0),
-    bound("loss-fused full", -14.59, 15.0),
-    bound("loss-fused lora", -11.20, 12.0),
+    bound("loss-fused full", -3.99, 4.5),
+    bound("loss-fused lora", -10.53, 11.0),
     bound("optimizer-in-backward full", 0.05, 1.0),
     bound("optimizer-in-backward lora", 0.03, 1.0),
 ];
 
-/// Categories beyond 10% of the measured one where they hold more than 5% of the peak (the fused
-/// loss and offloading not checked, see above). The chunked loss's small steps (b2s64, full
-/// fine-tuning) peak at two moments of nearly the same size: the prediction picks the loss (or
-/// the optimizer step), the measurement a moment of the backward, within 3.3% of each other, so
-/// the categories are those of different moments.
+/// Categories beyond 10% of the measured one where they hold more than 5% of the peak (see the
+/// module documentation).
 const KNOWN_CATEGORY_MISSES: &[&str] = &[
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
@@ -51,24 +62,49 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 2367488",
     "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
     "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 2 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 2 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 2 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 2 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b4s128|autocast-bf16|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b4s128|autocast-bf16|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 activations: predicted 3326468, measured 1743368",
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 1777664",
+    "qwen2-h64-l2-tied|lora-r8|b4s128|autocast-bf16|sdpa|loss-fused step 1 activations: predicted 4795392, measured 5475328",
+    "qwen2-h64-l2-tied|lora-r8|b4s128|autocast-bf16|sdpa|loss-fused step 2 activations: predicted 4795392, measured 5475328",
+];
+
+/// Steps beyond 10% (see the module documentation).
+const KNOWN_BEYOND_10: &[&str] = &[
+    "qwen2-h64-l2-tied|lora-r8|b4s128|autocast-bf16|sdpa|loss-fused step 1: -10.53%",
+    "qwen2-h64-l2-tied|lora-r8|b4s128|autocast-bf16|sdpa|loss-fused step 2: -10.25%",
 ];
 
 #[test]
 fn predicted_peaks_match_memtracker_under_each_technique() {
     let records = parse_peak_records(PEAKS).unwrap();
-    assert_eq!(records.len(), 80, "records");
+    assert_eq!(records.len(), 96, "records");
     let mut worst = Worst::default();
     let mut host = Worst::default();
     let (mut steps_total, mut within_5) = (0usize, 0usize);
     let mut beyond_10 = Vec::new();
     let mut category_misses = Vec::new();
-    let categories_checked = |t: &str| !matches!(t, "loss-fused" | "activation-offload");
     for r in &records {
         let e = predict_peak(r).unwrap();
         let technique = r.technique.as_deref().unwrap();
-        let group = format!("{technique} {}", r.regime.split('-').next().unwrap_or(""));
+        let group = format!(
+            "{technique} {}{}",
+            r.regime.split('-').next().unwrap_or(""),
+            if r.gradient_checkpointing {
+                " ckpt"
+            } else {
+                ""
+            }
+        );
         for ((name, measured), predicted) in [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
             .into_iter()
             .zip([e.peak.first, e.peak.steady])
@@ -87,10 +123,7 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
             let m = measured_categories(&measured.by_category);
             for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
-                if categories_checked(technique)
-                    && mb * 20 > measured.peak_bytes
-                    && relative_error(p, mb).abs() > 0.10
-                {
+                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
                     category_misses.push(format!(
                         "{} {name} {cat}: predicted {p}, measured {mb}",
                         r.id
@@ -98,25 +131,35 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
                 }
             }
             if let Some(h) = measured.host_offload_bytes {
+                if r.gradient_checkpointing {
+                    assert!(
+                        e.peak.host_offload_bytes >= h,
+                        "{} {name}: host {} under the measured {h}",
+                        r.id,
+                        e.peak.host_offload_bytes
+                    );
+                }
+                let precision = if r.dtype_mode == "fp32" {
+                    "fp32"
+                } else {
+                    "autocast"
+                };
                 host.add(
-                    group.clone(),
+                    format!("{group} {precision}"),
                     relative_error(e.peak.host_offload_bytes, h),
                     &format!("{} {name}", r.id),
                 );
             }
         }
     }
-    // The acceptance (every step within 10%, 90% within 5%) holds for the techniques
-    // other than the fused loss and offloading; the steps beyond 10% are theirs. 115 of the 160
-    // steps are within 5%: all 96 of the other three techniques, 19 of the fused loss's and
-    // offloading's 64.
+    // The acceptance over the technique records: 90% of the steps within 5%, every
+    // step within 10%.
+    assert_eq!((within_5, steps_total), (188, 192), "steps within 5%");
     assert!(
-        beyond_10
-            .iter()
-            .all(|m| m.contains("loss-fused") || m.contains("activation-offload")),
-        "beyond 10%: {beyond_10:#?}"
+        within_5 * 10 >= steps_total * 9,
+        "{within_5} of {steps_total} within 5%"
     );
-    assert_eq!((within_5, steps_total), (115, 160), "steps within 5%");
+    assert_eq!(beyond_10, KNOWN_BEYOND_10, "steps beyond 10%");
     assert_eq!(
         category_misses, KNOWN_CATEGORY_MISSES,
         "categories beyond 10% of the measured"
@@ -125,8 +168,19 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
     host.check("host offload", HOST);
 }
 
-/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies.
+/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies,
+/// by checkpointing and precision. With checkpointing (torchtune's recipes require it) the
+/// prediction counts each saved tensor and over-states only the tensors under 1024 bytes
+/// (the `rsqrt` of 64 tokens); without it the tensors saved by several operations (a module
+/// input read by several Linears in fp32, a weight's transposed view, the attention output
+/// read again by the output projection) are counted once.
 const HOST: &[Bound] = &[
-    bound("activation-offload full", -74.24, 75.0),
-    bound("activation-offload lora", -75.90, 76.0),
+    bound("activation-offload full autocast", -3.81, 4.0),
+    bound("activation-offload full ckpt autocast", 0.62, 1.0),
+    bound("activation-offload full ckpt fp32", 0.62, 1.0),
+    bound("activation-offload full fp32", -29.44, 30.0),
+    bound("activation-offload lora autocast", -1.56, 2.0),
+    bound("activation-offload lora ckpt autocast", 0.78, 1.0),
+    bound("activation-offload lora ckpt fp32", 0.78, 1.0),
+    bound("activation-offload lora fp32", -33.17, 34.0),
 ];

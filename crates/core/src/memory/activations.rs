@@ -278,6 +278,51 @@ pub fn estimate_activations(
     })
 }
 
+/// The norms' saved tensors as a saved-tensor hook sees them, one by one, for activation
+/// offloading ([`norm_saves`]).
+pub(super) struct NormSaves {
+    /// The final norm's saved bytes, each storage once (as the activation total counts them).
+    pub final_norm: u64,
+    /// The same tensors counted once per save: an RMSNorm saves its fp32 input and `rsqrt` twice
+    /// (for `pow` and for the product); GPT-2's LayerNorm saves each once.
+    pub final_norm_each: u64,
+    /// What the blocks' RMSNorms save twice over (`4 T h + 4 T` each; none for the first norm
+    /// when nothing upstream is trained, whose graph is not recorded).
+    pub block_repeats: u64,
+}
+
+/// The norms' saves ([`NormSaves`]). Off the default path.
+#[cold]
+pub(super) fn norm_saves(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<NormSaves, CountError> {
+    let x = Ctx::new(model, plan, settings);
+    let unique = x.final_norm();
+    let repeat = if x.gpt2 {
+        Exact::ZERO
+    } else {
+        4 * x.th + 4 * x.t
+    };
+    let norms = Exact::from(u64::from(model.block.norms)) * x.layers;
+    let block_norms = if x.base_trainable {
+        norms
+    } else {
+        norms.saturating_sub(Exact::new(1))
+    };
+    let bytes = |v: Exact| {
+        v.get().ok_or(CountError {
+            what: "activation bytes",
+        })
+    };
+    Ok(NormSaves {
+        final_norm: bytes(unique)?,
+        final_norm_each: bytes(unique + repeat)?,
+        block_repeats: bytes(repeat * block_norms)?,
+    })
+}
+
 /// Autocast's 16-bit weight copies that matmuls save: a weight's copy is saved when the matmul
 /// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With a
 /// frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
@@ -427,11 +472,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         }
     }
     // Final norm, lm_head input, loss.
-    let final_norm = if x.gpt2 {
-        x.resid * x.th + 8 * x.t
-    } else {
-        4 * x.th + 4 * x.t + x.normalized()
-    };
+    let final_norm = x.final_norm();
     parts.norms += final_norm;
     let lm_head_input = if x.base_trainable { x.cth } else { Exact::ZERO };
     parts.logits_loss = 4 * x.t * x.v + 8 * x.t + 4 + lm_head_input;
@@ -590,6 +631,17 @@ impl<'a> Ctx<'a> {
                 settings.frozen_dtype().bytes()
             }),
             trainable_bytes: Exact::from(precision.trainable_dtype().bytes()),
+        }
+    }
+
+    /// The final norm's saved bytes: GPT-2's LayerNorm its input and per-token statistics; an
+    /// RMSNorm its fp32 input, the fp32 `rsqrt` per token and (trained weight) the normalized
+    /// input.
+    fn final_norm(&self) -> Exact {
+        if self.gpt2 {
+            self.resid * self.th + 8 * self.t
+        } else {
+            4 * self.th + 4 * self.t + self.normalized()
         }
     }
 

@@ -85,8 +85,10 @@ pub struct StepSettings {
     /// accumulated, so at most one parameter's gradient (and its optimizer temporary) exists.
     /// Not compatible with gradient accumulation.
     pub optimizer_in_backward: bool,
-    /// Saved activations offloaded to host memory (torchtune's `enable_activation_offloading`):
-    /// the GPU keeps one block's saved tensors in flight; the host holds the rest.
+    /// Saved activations offloaded to host memory (torchtune's `enable_activation_offloading`,
+    /// `OffloadActivations` with its CUDA defaults, streams on):
+    /// the GPU keeps the output head's and the loss's saved tensors and the forward stash; the
+    /// host holds a copy of every other saved tensor ([`OffloadBytes`]).
     pub activation_offload: bool,
 }
 
@@ -264,24 +266,71 @@ pub struct StepInputs {
     pub inputs: u64,
     pub grad_accum: u64,
     pub loss: LossKind,
-    /// Hidden-state elements of the micro-batch (`T h`), for the fused loss.
-    pub hidden_elements: u64,
+    /// What the fused loss holds (zero for the other losses).
+    pub fused_loss: FusedLossBytes,
     /// With the optimizer in the backward: the largest trainable tensor's gradient and its
     /// optimizer temporary (0 otherwise).
     pub optimizer_in_backward: Option<(u64, u64)>,
-    /// With activation offloading: the number of blocks (the GPU keeps one block's share).
-    pub offload_blocks: Option<u64>,
+    /// With activation offloading: what stays on the GPU and what the host holds.
+    pub offload: Option<OffloadBytes>,
 }
 
-/// Host memory the activation offloading needs: the saved tensors moved off the GPU.
+/// What Liger's fused linear cross-entropy (`LigerFusedLinearCrossEntropyFunction`, reduction
+/// `mean`) holds, per micro-batch. Its forward cuts the `T` token rows into chunks of
+/// `next_power_of_2(ceil(T / ceil(V / h)))`, computes each chunk's logits in the compute dtype,
+/// turns them into their gradient in place (the softmax runs in fp32 registers) and projects them
+/// at once into the gradient of the hidden states and, when the head is trained, of its weight;
+/// the backward returns those two as they are (`grad_output` is 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FusedLossBytes {
+    /// Made in the forward and kept for the backward: the hidden states' gradient (`T h` in
+    /// their dtype) ...
+    pub hidden_gradient: u64,
+    /// ... and, when the head is trained, its weight's (`V h` in the weight's dtype).
+    pub head_gradient: u64,
+    /// Alive while the loss runs: the model's output hidden states, one chunk's logits, the
+    /// larger product of that chunk's two projections (the weight's gradient as `torch.mm`
+    /// returns it, `V h`, except under autocast with an fp32 head, which CUDA accumulates in
+    /// place with `addmm(out_dtype=float32)`), the per-token losses (`4 T`) and the shifted
+    /// labels (`8 T`).
+    pub transient: u64,
+    /// What the plain head saves and the fused loss does not: the lm_head's input (a trained
+    /// head) and autocast's copy of its weight. The copy still exists while the loss runs
+    /// (autocast's cache for a trained head, one per projection for a frozen one).
+    pub head_input: u64,
+    pub head_cast: u64,
+    /// Without checkpointing, where the backward goes on to peak once no loss gradient is in
+    /// flight: inside the last block's MLP backward, the final norm's and the down projection's
+    /// saved input freed (`freed`) and the MLP's and the residual's gradients in flight
+    /// (`in_flight`: `3 c T i + r T h`, a dense MLP). Zero with checkpointing (the recompute
+    /// moment models it).
+    pub last_block_freed: u64,
+    pub last_block_in_flight: u64,
+}
+
+/// What torchtune's `OffloadActivations` (CUDA defaults: `use_streams=True`,
+/// `max_fwd_stash_size=5`, `min_offload_size=1024`) leaves on the GPU and copies to the host.
+/// Every tensor saved for backward inside the model's forward, of at least 1024 bytes and not a
+/// parameter, is copied to pinned host memory on its own (a tensor saved by several operations
+/// once per save); the output head runs under a `NoOpManager` and the loss outside the context,
+/// so their saved tensors stay on the GPU. With streams, the GPU copies of the last five
+/// offloaded tensors (the final norm's, the forward's last saves) are kept in the forward stash
+/// until the backward's first node has run; in the backward a tensor is brought back when its
+/// node unpacks it and freed after the next such node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadBytes {
+    /// Saved bytes outside the loss that stay on the GPU when the backward starts: the head's
+    /// input and weight copy, and the forward stash (the final norm's saved tensors).
+    pub kept_on_gpu: u64,
+    /// The host copies alive at the end of the forward (each saved tensor on its own).
+    pub host: u64,
+    /// Checkpoints on the host while a checkpointed block is recomputed (all but that block's).
+    pub at_recompute_on_host: u64,
+}
+
+/// Host memory the activation offloading needs: the host copies of the saved tensors.
 pub fn offloaded_bytes(s: &StepInputs) -> u64 {
-    match s.offload_blocks {
-        Some(blocks) => {
-            let offloadable = offloadable(s);
-            offloadable - offloadable.div_ceil(blocks.max(1))
-        }
-        None => 0,
-    }
+    s.offload.map_or(0, |o| o.host)
 }
 
 /// The saved bytes (weight casts included) outside the loss.
@@ -360,14 +409,22 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
             logits_stored + logits_fp32_copy.div_ceil(LossKind::CHUNKS),
             (8 * s.logits).div_ceil(LossKind::CHUNKS),
         ),
-        // The gradient of the hidden states (`c T h`) replaces the log-softmax; one chunk's
-        // fp32 logits and their gradient (about `T h` elements each) live in the forward.
-        LossKind::Fused => (s.logit_bytes * s.hidden_elements, 8 * s.hidden_elements, 0),
+        // The kept gradients replace the log-softmax; the head's saved input and weight copy
+        // are gone by the backward (the copy lives through the loss).
+        LossKind::Fused => (
+            s.fused_loss.hidden_gradient + s.fused_loss.head_gradient,
+            s.fused_loss.transient + s.fused_loss.head_cast,
+            0,
+        ),
     };
     let kept_outside_loss = offloadable(s);
-    let on_gpu = match s.offload_blocks {
-        Some(blocks) => kept_outside_loss.div_ceil(blocks.max(1)),
+    let on_gpu = match s.offload {
+        Some(o) => kept_outside_loss.min(o.kept_on_gpu),
         None => kept_outside_loss,
+    };
+    let on_gpu = match s.loss {
+        LossKind::Fused => on_gpu.saturating_sub(s.fused_loss.head_input + s.fused_loss.head_cast),
+        LossKind::Full | LossKind::Chunked => on_gpu,
     };
     let saved = on_gpu + loss_saved;
     let forward_end = LiveBytes {
@@ -379,14 +436,26 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
         activations: saved + loss_transient,
         ..base
     };
-    let backward_start = LiveBytes {
+    let mut backward_start = LiveBytes {
         activations: saved,
         temporaries: loss_backward,
         ..base
     };
+    // The fused loss's backward starts with no gradient in flight: it peaks later, inside the
+    // last block's MLP backward, when that holds more.
+    let f = &s.fused_loss;
+    if s.loss == LossKind::Fused
+        && f.last_block_in_flight > f.hidden_gradient + f.last_block_freed.min(saved)
+    {
+        backward_start.activations = (saved - f.hidden_gradient).saturating_sub(f.last_block_freed);
+        backward_start.temporaries = f.last_block_in_flight;
+    }
     let recompute = if s.activations_at_recompute > 0 {
         LiveBytes {
-            activations: s.activations_at_recompute + s.weight_casts_at_recompute,
+            activations: s
+                .activations_at_recompute
+                .saturating_sub(s.offload.map_or(0, |o| o.at_recompute_on_host))
+                + s.weight_casts_at_recompute,
             gradients: grads_before.max(s.head_gradients),
             temporaries: s.recompute_temporaries,
             ..base
@@ -532,9 +601,9 @@ mod tests {
             inputs: 8,
             grad_accum: 1,
             loss: LossKind::Full,
-            hidden_elements: 4,
+            fused_loss: FusedLossBytes::default(),
             optimizer_in_backward: None,
-            offload_blocks: None,
+            offload: None,
         }
     }
 
@@ -565,7 +634,14 @@ mod tests {
         for loss in LossKind::ALL {
             for grad_accum in [1, 3] {
                 for oib in [None, Some((70, 90))] {
-                    for offload in [None, Some(4)] {
+                    for offload in [
+                        None,
+                        Some(OffloadBytes {
+                            kept_on_gpu: 100,
+                            host: 400,
+                            at_recompute_on_host: 150,
+                        }),
+                    ] {
                         for (recompute, state, temps) in
                             [(0, 200, 100), (300, 200, 100), (0, 3000, 1500), (900, 0, 0)]
                         {
@@ -573,7 +649,7 @@ mod tests {
                                 loss,
                                 grad_accum,
                                 optimizer_in_backward: oib,
-                                offload_blocks: offload,
+                                offload,
                                 activations_at_recompute: recompute,
                                 weight_casts_at_recompute: recompute / 10,
                                 head_gradients: 30,
@@ -629,16 +705,26 @@ mod tests {
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.temporaries, 10);
     }
 
-    /// A fused linear cross-entropy: no logits, no log-softmax (48 saved bytes out), the hidden
-    /// states' gradient in (2 x 4) and one chunk's fp32 logits and gradient in the forward (32):
-    /// the loss moment, 1000 + 200 + 452 + 8 + 32 + 8 = 1700.
+    /// A fused linear cross-entropy: no logits and no log-softmax (the 48 saved bytes out), nor
+    /// the head's input (20) and weight copy (6) at the backward; the kept gradients in (30) and,
+    /// while the loss runs, its transients (40) and the copy: the loss moment,
+    /// 1000 + 200 + (452 - 26) + 30 + 40 + 6 + 8 = 1710; the backward start 1000 + 200 + 426 +
+    /// 30 + 8 = 1664.
     #[test]
     fn fused_loss_never_holds_the_logits() {
         let mut s = inputs();
         s.loss = LossKind::Fused;
+        s.fused_loss = FusedLossBytes {
+            hidden_gradient: 10,
+            head_gradient: 20,
+            transient: 40,
+            head_input: 20,
+            head_cast: 6,
+            ..FusedLossBytes::default()
+        };
         let p = peak(&s);
-        assert_eq!((p.steady.bytes, p.steady.phase), (1700, StepPhase::Loss));
-        assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1668);
+        assert_eq!((p.steady.bytes, p.steady.phase), (1710, StepPhase::Loss));
+        assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1664);
     }
 
     /// The optimizer in the backward holds one gradient and one temporary at a time: full
@@ -659,13 +745,17 @@ mod tests {
         );
     }
 
-    /// Offloading keeps one of 4 blocks' saved bytes on the GPU (452 / 4 = 113) and the loss's
-    /// 48; the host holds the other 339.
+    /// Offloading keeps what the offload says of the 452 saved bytes outside the loss (113) and
+    /// the loss's 48 on the GPU; the host figure is the offload's.
     #[test]
-    fn offload_keeps_one_block_on_the_gpu() {
+    fn offload_keeps_the_stash_on_the_gpu() {
         let mut s = inputs();
-        s.offload_blocks = Some(4);
+        s.offload = Some(OffloadBytes {
+            kept_on_gpu: 113,
+            host: 500,
+            at_recompute_on_host: 0,
+        });
         assert_eq!(peak(&s).steady.bytes, 1000 + 200 + 113 + 48 + 80 + 8);
-        assert_eq!(offloaded_bytes(&s), 339);
+        assert_eq!(offloaded_bytes(&s), 500);
     }
 }
