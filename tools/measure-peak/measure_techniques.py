@@ -7,22 +7,23 @@ step: techniques"). Each record is a measure_peak.py record with a `technique` f
   sequence chunk of the hidden states (all chunks' logits alive, as torchtune's model returns
   them), each chunk upcast to fp32 for its cross-entropy (reduction "sum" over the chunk, divided
   by the number of labelled tokens).
-- `loss-fused`: a Liger-style fused linear cross-entropy: the hidden states are cut into chunks
-  of `next_power_of_2(ceil(BT / ceil(V / H)))` rows; each chunk's logits are computed in the input
-  dtype, turned into their gradient in place (softmax minus the one-hot target, over the labelled
-  tokens) and projected at once to the hidden states' gradient (`BT x H`, kept for the backward)
-  and the lm_head weight's (`V x H`, in the weight's dtype, when trained). The full logits never
-  exist. Liger's Triton kernel computes the softmax in fp32 registers; here it is computed in fp32
-  on 32 rows at a time, a transient of `32 x V` floats.
+- `loss-fused`: Liger-Kernel's LigerFusedLinearCrossEntropyFunction (reduction "mean") in plain
+  torch, allocation for allocation: grad_input (BT x H), grad_weight (V x H, trained head) and
+  loss_1d first; chunks of `next_power_of_2(ceil(BT / ceil(V / H)))` rows whose logits (the input
+  dtype) are turned into their gradient in place, one row at a time in fp32 (the kernel's
+  registers), then projected into grad_input and accumulated into grad_weight; both saved for the
+  backward, which returns them as they are (grad_output is 1). The full logits never exist.
 - `optimizer-in-backward`: one AdamW (foreach, as the default) per trainable tensor, stepped in
   its `register_post_accumulate_grad_hook`, the gradient set to None right after (torchtune's
   `optimizer_in_bwd`, PyTorch's tutorial pattern).
-- `activation-offload`: torchtune's OffloadActivations without streams: a saved tensor of at least
-  1024 bytes that is not a parameter is copied to host memory when saved and copied back when the
-  backward unpacks it. On this CPU-only box the host copy is made outside MemTracker's view, so the
+- `activation-offload`: torchtune's OffloadActivations with use_streams=False: a saved tensor of at
+  least 1024 bytes that is not a parameter or buffer is copied to host memory when saved (each
+  save on its own) and back when the backward unpacks it; the output head runs under torchtune's
+  NoOpManager. On this CPU-only box the host copy is made outside MemTracker's view, so the
   tracked bytes are what stays on the device; the largest sum of live host copies is recorded as
   `host_offload_bytes`. The loss is computed outside the offloading context (torchtune's
-  recipes), from the model's logits with transformers' causal-LM loss.
+  recipes), from the model's logits with transformers' causal-LM loss. `--checkpointing on`
+  measures it as torchtune's recipes require it, with activation checkpointing.
 - `adamw-fused`: torch.optim.AdamW(fused=True) (runs on CPU in torch 2.15): no foreach
   temporaries.
 """
