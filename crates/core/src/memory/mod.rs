@@ -628,22 +628,10 @@ fn step_inputs(
     };
     let inputs = 8 * tokens;
     let activations = u128::from(acts.at_backward_start.max(acts.at_recompute));
-    let offload = if settings.step.activation_offload {
-        let offloadable = (at_backward_start + casts_at_start).saturating_sub(if modelled {
-            4 * logits + 8 * tokens + 4
-        } else {
-            0
-        });
-        Some(offload_bytes(
-            model,
-            plan,
-            settings,
-            acts,
-            tokens,
-            offloadable,
-        )?)
+    let loss_saved = if modelled {
+        4 * logits + 8 * tokens + 4
     } else {
-        None
+        0
     };
     let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
         fused_loss_bytes(model, plan, settings, acts, tokens)?
@@ -669,6 +657,23 @@ fn step_inputs(
         return Err(CountError { what: "peak bytes" });
     }
     let narrow = |bytes: u128| bytes as u64;
+    let offload = if settings.step.activation_offload {
+        let offloadable = peak::saved_outside_loss(
+            narrow(at_backward_start),
+            narrow(casts_at_start),
+            narrow(loss_saved),
+        );
+        Some(offload_bytes(
+            model,
+            plan,
+            settings,
+            acts,
+            tokens,
+            offloadable,
+        )?)
+    } else {
+        None
+    };
     Ok(peak::StepInputs {
         parameters: narrow(weights),
         gradients: narrow(grads),
@@ -680,11 +685,7 @@ fn step_inputs(
         weight_casts_at_recompute: narrow(casts_at_recompute),
         logits: narrow(logits),
         logit_bytes: precision.compute_dtype().bytes(),
-        loss_saved: if modelled {
-            narrow(4 * logits + 8 * tokens + 4)
-        } else {
-            0
-        },
+        loss_saved: narrow(loss_saved),
         head_gradients: narrow(recompute_gradients),
         recompute_temporaries: narrow(recompute_temporaries),
         inputs: narrow(inputs),
@@ -748,8 +749,16 @@ fn offload_bytes(
     settings: &MemorySettings,
     acts: &activations::ActivationResult,
     tokens: u128,
-    offloadable: u128,
+    offloadable: u64,
 ) -> Result<peak::OffloadBytes, CountError> {
+    if settings.activations.model != ActivationModel::Model {
+        // A rough activation figure: all of it on the host.
+        return Ok(peak::OffloadBytes {
+            host: offloadable,
+            ..peak::OffloadBytes::default()
+        });
+    }
+    let offloadable = u128::from(offloadable);
     let (head_input, head_cast) =
         head_saves(model, plan, settings, tokens, u128::from(acts.weight_casts));
     let norms = activations::norm_saves(model, plan, settings)?;

@@ -35,8 +35,9 @@ pub enum LossKind {
     /// gradients computed one chunk at a time; every chunk's log-softmax is still saved.
     Chunked,
     /// A fused linear cross-entropy (Liger's kernel): the logits never exist whole; the
-    /// gradient of the hidden states is computed in the forward, chunk by chunk of about
-    /// `hidden` logits per token row, and kept for the backward.
+    /// gradients of the hidden states and of a trained head are computed in the forward, chunk
+    /// by chunk of about `hidden` logits per token row, and kept for the backward
+    /// ([`FusedLossBytes`]).
     Fused,
 }
 
@@ -335,8 +336,16 @@ pub fn offloaded_bytes(s: &StepInputs) -> u64 {
 
 /// The saved bytes (weight casts included) outside the loss.
 fn offloadable(s: &StepInputs) -> u64 {
-    (s.activations_at_backward_start + s.weight_casts_at_backward_start)
-        .saturating_sub(s.loss_saved)
+    saved_outside_loss(
+        s.activations_at_backward_start,
+        s.weight_casts_at_backward_start,
+        s.loss_saved,
+    )
+}
+
+/// The saved bytes and weight casts alive when the backward starts, less the loss's own.
+pub(super) const fn saved_outside_loss(saved: u64, casts: u64, loss_saved: u64) -> u64 {
+    (saved + casts).saturating_sub(loss_saved)
 }
 
 /// Moments of a step, in order. A checkpointed step adds the recomputation of the last block;
@@ -352,7 +361,10 @@ pub const MOMENTS: usize = 7;
 ///   that transformers' loss makes when the logits are 16-bit (`4 T V`);
 /// - **backward start** (the peak of most fine-tuning steps): the model output is dropped, so
 ///   the logits are gone, every saved tensor is alive, and `nll_loss`'s gradient and the
-///   log-softmax's gradient (`4 T V` each, fp32) are in flight: `+8 T V` temporaries;
+///   log-softmax's gradient (`4 T V` each, fp32) are in flight: `+8 T V` temporaries (the fused
+///   loss instead holds its kept gradients, and without checkpointing this moment is inside the
+///   last block's MLP backward when that holds more: [`FusedLossBytes`]; with offloading only
+///   what [`OffloadBytes`] keeps on the GPU of the saved bytes outside the loss);
 /// - **recompute** (checkpointing): inside a recomputed block's MLP backward, the checkpoints
 ///   still alive and the block's recomputed tensors, the gradients of the blocks after it (the
 ///   last block: the head's; the first block: all but its own and the embedding's, whichever
@@ -650,6 +662,15 @@ mod tests {
                                 grad_accum,
                                 optimizer_in_backward: oib,
                                 offload,
+                                fused_loss: FusedLossBytes {
+                                    hidden_gradient: 10,
+                                    head_gradient: 20,
+                                    transient: 40,
+                                    head_input: 20,
+                                    head_cast: 6,
+                                    last_block_freed: 60,
+                                    last_block_in_flight: if recompute == 0 { 90 } else { 0 },
+                                },
                                 activations_at_recompute: recompute,
                                 weight_casts_at_recompute: recompute / 10,
                                 head_gradients: 30,
@@ -725,6 +746,13 @@ mod tests {
         let p = peak(&s);
         assert_eq!((p.steady.bytes, p.steady.phase), (1710, StepPhase::Loss));
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1664);
+        // Without checkpointing the backward goes on into the last block's MLP: the hidden
+        // states' gradient (10) and the freed tensors (60) out, its gradients in flight (90) in:
+        // 1000 + 200 + (456 - 10 - 60) + 90 + 8 = 1684.
+        s.fused_loss.last_block_freed = 60;
+        s.fused_loss.last_block_in_flight = 90;
+        let start = timeline(&s, StepKind::Steady)[2].live;
+        assert_eq!((start.total(), start.temporaries), (1684, 90));
     }
 
     /// The optimizer in the backward holds one gradient and one temporary at a time: full
