@@ -19,8 +19,10 @@
 //! GPU keeps the output head's and the loss's saved tensors and the forward stash (the final
 //! norm's tensors); this CPU measurement runs without streams (no stash), so the prediction is
 //! above it by the stash (up to +2.6%), except LoRA with checkpointing, at -2.5%, the same gap
-//! as the plain checkpointed records (`peak.rs`). The host copies are exact with checkpointing
-//! (tensors under 1024 bytes aside, which torchtune keeps on the GPU); without it see `HOST`.
+//! as the plain checkpointed records (`peak.rs`). The host copies, every saved tensor once per
+//! save (a tensor several operations save, a weight's transposed view), are exact on the batch
+//! 4 x 128 steps and at most 0.8% above on the others (tensors under 1024 bytes, which torchtune
+//! keeps on the GPU).
 //!
 //! Categories: the chunked loss's small full fine-tuning steps (b2s64) peak at two moments of
 //! nearly the same size, the prediction picking the loss (or the optimizer step), the
@@ -131,21 +133,14 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
                 }
             }
             if let Some(h) = measured.host_offload_bytes {
-                if r.gradient_checkpointing {
-                    assert!(
-                        e.peak.host_offload_bytes >= h,
-                        "{} {name}: host {} under the measured {h}",
-                        r.id,
-                        e.peak.host_offload_bytes
-                    );
-                }
-                let precision = if r.dtype_mode == "fp32" {
-                    "fp32"
-                } else {
-                    "autocast"
-                };
+                assert!(
+                    e.peak.host_offload_bytes >= h,
+                    "{} {name}: host {} under the measured {h}",
+                    r.id,
+                    e.peak.host_offload_bytes
+                );
                 host.add(
-                    format!("{group} {precision}"),
+                    group.clone(),
                     relative_error(e.peak.host_offload_bytes, h),
                     &format!("{} {name}", r.id),
                 );
@@ -168,19 +163,13 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
     host.check("host offload", HOST);
 }
 
-/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies,
-/// by checkpointing and precision. With checkpointing (torchtune's recipes require it) the
-/// prediction counts each saved tensor and over-states only the tensors under 1024 bytes
-/// (the `rsqrt` of 64 tokens); without it the tensors saved by several operations (a module
-/// input read by several Linears in fp32, a weight's transposed view, the attention output
-/// read again by the output projection) are counted once.
+/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies
+/// (never below it: asserted above). Each saved tensor is counted once per save; the excess is
+/// the tensors under torchtune's 1024 bytes (the `rsqrt` and ids of 64-token sequences), which
+/// stay on the GPU.
 const HOST: &[Bound] = &[
-    bound("activation-offload full autocast", -3.81, 4.0),
-    bound("activation-offload full ckpt autocast", 0.62, 1.0),
-    bound("activation-offload full ckpt fp32", 0.62, 1.0),
-    bound("activation-offload full fp32", -29.44, 30.0),
-    bound("activation-offload lora autocast", -1.56, 2.0),
-    bound("activation-offload lora ckpt autocast", 0.78, 1.0),
-    bound("activation-offload lora ckpt fp32", 0.78, 1.0),
-    bound("activation-offload lora fp32", -33.17, 34.0),
+    bound("activation-offload full", 0.37, 1.0),
+    bound("activation-offload full ckpt", 0.62, 1.0),
+    bound("activation-offload lora", 0.52, 1.0),
+    bound("activation-offload lora ckpt", 0.78, 1.0),
 ];

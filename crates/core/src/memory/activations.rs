@@ -278,48 +278,99 @@ pub fn estimate_activations(
     })
 }
 
-/// The norms' saved tensors as a saved-tensor hook sees them, one by one, for activation
-/// offloading ([`norm_saves`]).
-pub(super) struct NormSaves {
+/// The saved tensors as a saved-tensor hook sees them, one by one, beside the activation total
+/// that counts each storage once, for activation offloading ([`saves_one_by_one`]).
+pub(super) struct SavesOneByOne {
     /// The final norm's saved bytes, each storage once (as the activation total counts them).
     pub final_norm: u64,
     /// The same tensors counted once per save: an RMSNorm saves its fp32 input and `rsqrt` twice
     /// (for `pow` and for the product); GPT-2's LayerNorm saves each once.
     pub final_norm_each: u64,
-    /// What the blocks' RMSNorms save twice over (`4 T h + 4 T` each; none for the first norm
-    /// when nothing upstream is trained, whose graph is not recorded).
+    /// Without checkpointing, what the blocks save more than once (LLaMA-style blocks; GPT-2's
+    /// are not modelled): each RMSNorm's input and `rsqrt` (none for the first norm when nothing
+    /// upstream is trained, whose graph is not recorded); without autocast, a module input read
+    /// by several Linears that save it (q, k, v; gate, up); the attention kernel's output, which
+    /// the output projection reads as a view of it (sdpa); every `cos` and `sin` that rotary
+    /// embeddings save (for q and for k, in every block); and the matmul weights used as stored
+    /// (their transposed views), the output head's aside.
     pub block_repeats: u64,
 }
 
-/// The norms' saves ([`NormSaves`]). Off the default path.
+/// The saves counted one by one ([`SavesOneByOne`]). Off the default path.
 #[cold]
-pub(super) fn norm_saves(
+pub(super) fn saves_one_by_one(
     model: &ModelShape,
     plan: &TrainingPlan,
     settings: &MemorySettings,
-) -> Result<NormSaves, CountError> {
+) -> Result<SavesOneByOne, CountError> {
     let x = Ctx::new(model, plan, settings);
     let unique = x.final_norm();
-    let repeat = if x.gpt2 {
+    let norm_repeat = if x.gpt2 {
         Exact::ZERO
     } else {
         4 * x.th + 4 * x.t
     };
-    let norms = Exact::from(u64::from(model.block.norms)) * x.layers;
-    let block_norms = if x.base_trainable {
-        norms
-    } else {
-        norms.saturating_sub(Exact::new(1))
-    };
+    let mut repeats = Exact::ZERO;
+    if !x.gpt2 {
+        let norms = Exact::from(u64::from(model.block.norms)) * x.layers;
+        let recorded_norms = if x.base_trainable {
+            norms
+        } else {
+            norms.saturating_sub(Exact::new(1))
+        };
+        repeats += norm_repeat * recorded_norms;
+        let saves = |readers: u64, adapted: u64| {
+            let n = if x.inputs.all {
+                readers
+            } else {
+                adapted.min(readers)
+            };
+            Exact::new(n.saturating_sub(1))
+        };
+        if !x.autocast {
+            let attention_readers = match model.attention {
+                AttentionLayout::Separate => 3,
+                AttentionLayout::FusedQkv | AttentionLayout::Latent(_) => 1,
+            };
+            let mlp_readers = match model.mlp {
+                MlpLayout::Gated => 2,
+                _ => 1,
+            };
+            let (dense_layers, _) = x.layer_kinds;
+            repeats += saves(attention_readers, x.inputs.attention) * x.cth * x.layers
+                + saves(mlp_readers, x.inputs.mlp) * x.cth * dense_layers;
+        }
+        let output_view_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
+        if !x.eager && output_view_saved {
+            repeats += x.c * x.t * x.a * x.dh * x.layers;
+        }
+        if matches!(model.positions, PositionKind::Rotary) {
+            let rotary = Exact::from(model.block.rotary_dim.unwrap_or(model.dims.head_dim));
+            repeats += (4 * x.resid * x.layers * x.s * rotary).saturating_sub(8 * x.s * rotary);
+        }
+        let head = Exact::from(model.dims.vocab) * x.h;
+        let head_dtype = if x.base_trainable {
+            settings.precision.trainable_dtype()
+        } else {
+            settings.frozen_dtype()
+        };
+        let mut views = Exact::from(
+            u64::try_from(saved_weight_elements(plan, model, settings, true)).unwrap_or(u64::MAX),
+        );
+        if head_dtype == settings.precision.compute_dtype() {
+            views = views.saturating_sub(head);
+        }
+        repeats += views * x.c;
+    }
     let bytes = |v: Exact| {
         v.get().ok_or(CountError {
             what: "activation bytes",
         })
     };
-    Ok(NormSaves {
+    Ok(SavesOneByOne {
         final_norm: bytes(unique)?,
-        final_norm_each: bytes(unique + repeat)?,
-        block_repeats: bytes(repeat * block_norms)?,
+        final_norm_each: bytes(unique + norm_repeat)?,
+        block_repeats: bytes(repeats)?,
     })
 }
 
@@ -339,15 +390,33 @@ pub fn weight_cast_bytes(
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
         return 0;
     }
+    saved_weight_elements(plan, model, settings, false)
+        * u128::from(precision.compute_dtype().bytes())
+}
+
+/// Elements of the matmul weights whose matmul saves them (for the gradient of its input, so not
+/// the first block's q, k, v when nothing upstream requires grad): those stored in another dtype
+/// than the compute dtype (`as_stored` false: autocast saves a copy) or those stored in it
+/// (`as_stored` true: the saved tensor is the parameter's transposed view).
+#[inline]
+fn saved_weight_elements(
+    plan: &TrainingPlan,
+    model: &ModelShape,
+    settings: &MemorySettings,
+    as_stored: bool,
+) -> u128 {
+    let precision = settings.precision;
     let totals = plan.totals();
     let compute = precision.compute_dtype();
     let skip_first_block = !totals.base_trainable;
-    let cast =
-        |all: u128, first_block: u128, stored: DType| match (stored == compute, skip_first_block) {
-            (true, _) => 0,
-            (false, true) => all - first_block,
-            (false, false) => all,
-        };
+    let cast = |all: u128, first_block: u128, stored: DType| match (
+        (stored == compute) == as_stored,
+        skip_first_block,
+    ) {
+        (false, _) => 0,
+        (true, true) => all - first_block,
+        (true, false) => all,
+    };
     let [trainable, trainable_first] = totals.trainable_matmul.map(u128::from);
     let [frozen, frozen_first] = totals.frozen_matmul.map(u128::from);
     let mut elements = cast(trainable, trainable_first, precision.trainable_dtype())
@@ -355,7 +424,7 @@ pub fn weight_cast_bytes(
     if totals.dense_matmul {
         elements += dense_cast_elements(model, plan, &cast);
     }
-    elements * u128::from(compute.bytes())
+    elements
 }
 
 /// Fixed dense storage is rare: look at each group (kept out of the hot path).

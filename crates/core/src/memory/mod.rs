@@ -737,9 +737,8 @@ fn head_saves(
 /// checkpointing (torchtune requires it) the tensors saved in the forward are the checkpoints
 /// (each block's input), the final norm's and the embedding's indices, counted one by one
 /// (exact on the measured steps, tensors under 1024 bytes aside). Without it every saved storage
-/// is counted once and the norms' inputs and `rsqrt` once per save; what else several
-/// operations save (a module input read by several Linears in fp32, a trained weight's
-/// transposed view) is not counted.
+/// is counted once and what the blocks save more than once is added
+/// ([`activations::SavesOneByOne`]).
 /// Measured in `fixtures/memory/measured_peak_techniques.json` (`activation-offload`). Off the
 /// default path.
 #[cold]
@@ -761,7 +760,7 @@ fn offload_bytes(
     let offloadable = u128::from(offloadable);
     let (head_input, head_cast) =
         head_saves(model, plan, settings, tokens, u128::from(acts.weight_casts));
-    let norms = activations::norm_saves(model, plan, settings)?;
+    let norms = activations::saves_one_by_one(model, plan, settings)?;
     let final_norm = u128::from(norms.final_norm);
     let layers = u128::from(model.dims.layers);
     let checkpoint = u128::from(acts.checkpoint);
@@ -843,7 +842,7 @@ fn fused_loss_bytes(
     // its two branches' gradients, `3 c T i`, beside the residual's).
     let (last_block_freed, last_block_in_flight) = if acts.at_recompute == 0 {
         let intermediate = compute * tokens * u128::from(model.dims.intermediate);
-        let final_norm = activations::norm_saves(model, plan, settings)?.final_norm;
+        let final_norm = activations::saves_one_by_one(model, plan, settings)?.final_norm;
         (
             u128::from(final_norm) + intermediate,
             3 * intermediate + resid * tokens * hidden,
