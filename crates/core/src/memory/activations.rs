@@ -374,6 +374,45 @@ pub(super) fn saves_one_by_one(
     })
 }
 
+/// What the forward holds beside the tensors saved so far while the last block's down
+/// projection runs, without checkpointing (LLaMA-style blocks; 0 for GPT-2's), measured with the
+/// fused loss, whose loss no longer hides this moment: the embedding output, which the model's
+/// forward keeps to its end (saved anyway when the embedding trains); under autocast the KV
+/// cache's fp32 keys (rotary embeddings promote them; sdpa saves a 16-bit copy), one per block,
+/// and the MLP's fp32 input (its Linears save 16-bit copies); the down projection's output and,
+/// when an adapter sits on it with a frozen base under autocast, its 16-bit input (which only
+/// the adapter's own copy replaces), peft's fp32 copy of that input, and the adapter's outputs.
+#[cold]
+pub(super) fn forward_in_flight(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<u64, CountError> {
+    let x = Ctx::new(model, plan, settings);
+    if x.gpt2 {
+        return Ok(0);
+    }
+    let mut bytes = if x.base_trainable {
+        Exact::ZERO
+    } else {
+        x.resid * x.th
+    };
+    if x.autocast {
+        let cti = x.c * x.t * Exact::from(model.dims.intermediate);
+        bytes += 4 * x.t * x.kv * x.dh * x.layers + 4 * x.th;
+        bytes += if x.inputs.down && !x.inputs.all && x.c != Exact::new(4) {
+            cti + 4 * x.t * Exact::from(model.dims.intermediate) + 3 * x.cth
+        } else {
+            x.cth
+        };
+    } else {
+        bytes += x.cth;
+    }
+    bytes.get().ok_or(CountError {
+        what: "activation bytes",
+    })
+}
+
 /// Autocast's 16-bit weight copies that matmuls save: a weight's copy is saved when the matmul
 /// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With a
 /// frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);

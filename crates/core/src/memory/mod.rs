@@ -652,7 +652,8 @@ fn step_inputs(
         + u128::from(fused_loss.hidden_gradient)
         + u128::from(fused_loss.head_gradient)
         + u128::from(fused_loss.transient)
-        + u128::from(fused_loss.last_block_in_flight);
+        + u128::from(fused_loss.last_block_in_flight)
+        + u128::from(fused_loss.forward_in_flight);
     if u64::try_from(bound).is_err() {
         return Err(CountError { what: "peak bytes" });
     }
@@ -830,26 +831,35 @@ fn fused_loss_bytes(
         // torch.mm in the compute dtype, then `.float()`.
         (compute + 4) * head
     };
-    let transient = resid * tokens * hidden
-        + compute * rows_per_chunk * vocab
-        + weight_gradient_product.max(compute * rows_per_chunk * hidden)
-        + 4 * tokens
-        + 8 * tokens;
     let (head_input, head_cast) =
         head_saves(model, plan, settings, tokens, u128::from(acts.weight_casts));
+    // `x @ weight.t()` casts the transposed view afresh (autocast caches only a leaf's copy):
+    // beside a trained head's cached copy, a second one while that matmul runs.
+    let transposed_cast = if head_trained { head_cast } else { 0 };
+    let transient = resid * tokens * hidden
+        + compute * rows_per_chunk * vocab
+        + weight_gradient_product
+            .max(compute * rows_per_chunk * hidden)
+            .max(transposed_cast)
+        + 4 * tokens
+        + 8 * tokens;
     let head_gradient = if head_trained { head_bytes * head } else { 0 };
     // Without checkpointing: the last block's MLP backward (a dense MLP's `d(down input)` and
     // its two branches' gradients, `3 c T i`, beside the residual's).
-    let (last_block_freed, last_block_in_flight) = if acts.at_recompute == 0 {
-        let intermediate = compute * tokens * u128::from(model.dims.intermediate);
-        let final_norm = activations::saves_one_by_one(model, plan, settings)?.final_norm;
-        (
-            u128::from(final_norm) + intermediate,
-            3 * intermediate + resid * tokens * hidden,
-        )
-    } else {
-        (0, 0)
-    };
+    let (final_norm, last_block_freed, last_block_in_flight, forward_in_flight) =
+        if acts.at_recompute == 0 {
+            let intermediate = compute * tokens * u128::from(model.dims.intermediate);
+            let final_norm =
+                u128::from(activations::saves_one_by_one(model, plan, settings)?.final_norm);
+            (
+                final_norm,
+                final_norm + intermediate,
+                3 * intermediate + resid * tokens * hidden,
+                u128::from(activations::forward_in_flight(model, plan, settings)?),
+            )
+        } else {
+            (0, 0, 0, 0)
+        };
     let narrow = |bytes: u128| {
         u64::try_from(bytes).map_err(|_| CountError {
             what: "fused loss bytes",
@@ -863,6 +873,8 @@ fn fused_loss_bytes(
         head_cast: narrow(head_cast)?,
         last_block_freed: narrow(last_block_freed)?,
         last_block_in_flight: narrow(last_block_in_flight)?,
+        final_norm: narrow(final_norm)?,
+        forward_in_flight: narrow(forward_in_flight)?,
     })
 }
 

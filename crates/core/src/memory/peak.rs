@@ -292,8 +292,9 @@ pub struct FusedLossBytes {
     /// Alive while the loss runs: the model's output hidden states, one chunk's logits, the
     /// larger product of that chunk's two projections (the weight's gradient as `torch.mm`
     /// returns it, `V h`, except under autocast with an fp32 head, which CUDA accumulates in
-    /// place with `addmm(out_dtype=float32)`), the per-token losses (`4 T`) and the shifted
-    /// labels (`8 T`).
+    /// place with `addmm(out_dtype=float32)`; or, for a trained head under autocast, the fresh
+    /// copy of `weight.t()` beside the cached copy of `weight`), the per-token losses (`4 T`)
+    /// and the shifted labels (`8 T`).
     pub transient: u64,
     /// What the plain head saves and the fused loss does not: the lm_head's input (a trained
     /// head) and autocast's copy of its weight. The copy still exists while the loss runs
@@ -307,6 +308,11 @@ pub struct FusedLossBytes {
     /// moment models it).
     pub last_block_freed: u64,
     pub last_block_in_flight: u64,
+    /// Without checkpointing, where the forward peaks once the logits no longer do: inside the
+    /// last block's down projection, before the final norm (`final_norm`, its saved bytes) runs,
+    /// with `forward_in_flight` beside the tensors saved so far.
+    pub final_norm: u64,
+    pub forward_in_flight: u64,
 }
 
 /// What torchtune's `OffloadActivations` (CUDA defaults: `use_streams=True`,
@@ -356,7 +362,9 @@ pub const MOMENTS: usize = 7;
 ///
 /// - **forward end**: parameters, the optimizer state (steady step), gradients of earlier
 ///   micro-batches (accumulation), everything saved for backward but the loss's own tensors,
-///   the weight casts, and the logits in the compute dtype (`c T V`);
+///   the weight casts, and the logits in the compute dtype (`c T V`) (with the fused loss and no
+///   checkpointing, inside the last block's down projection when that holds more:
+///   [`FusedLossBytes`]);
 /// - **loss**: adds the loss's saved log-softmax and labels, and the fp32 copy of the logits
 ///   that transformers' loss makes when the logits are 16-bit (`4 T V`);
 /// - **backward start** (the peak of most fine-tuning steps): the model output is dropped, so
@@ -439,10 +447,14 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
         LossKind::Full | LossKind::Chunked => on_gpu,
     };
     let saved = on_gpu + loss_saved;
-    let forward_end = LiveBytes {
+    let mut forward_end = LiveBytes {
         activations: on_gpu + logits_stored * u64::from(s.loss != LossKind::Fused),
         ..base
     };
+    let f = &s.fused_loss;
+    if s.loss == LossKind::Fused && f.forward_in_flight > f.final_norm.min(on_gpu) {
+        forward_end.activations = on_gpu - f.final_norm.min(on_gpu) + f.forward_in_flight;
+    }
     // MemTracker books what the forward creates (the logits and their copies) as activations.
     let loss = LiveBytes {
         activations: saved + loss_transient,
@@ -455,7 +467,6 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
     };
     // The fused loss's backward starts with no gradient in flight: it peaks later, inside the
     // last block's MLP backward, when that holds more.
-    let f = &s.fused_loss;
     if s.loss == LossKind::Fused
         && f.last_block_in_flight > f.hidden_gradient + f.last_block_freed.min(saved)
     {
@@ -670,6 +681,8 @@ mod tests {
                                     head_cast: 6,
                                     last_block_freed: 60,
                                     last_block_in_flight: if recompute == 0 { 90 } else { 0 },
+                                    final_norm: 15,
+                                    forward_in_flight: if recompute == 0 { 70 } else { 0 },
                                 },
                                 activations_at_recompute: recompute,
                                 weight_casts_at_recompute: recompute / 10,
@@ -753,6 +766,11 @@ mod tests {
         s.fused_loss.last_block_in_flight = 90;
         let start = timeline(&s, StepKind::Steady)[2].live;
         assert_eq!((start.total(), start.temporaries), (1684, 90));
+        // And the forward inside the last block: the final norm (15) not yet run, 70 in flight:
+        // 1000 + 200 + (426 - 15 + 70) + 8 = 1689.
+        s.fused_loss.final_norm = 15;
+        s.fused_loss.forward_in_flight = 70;
+        assert_eq!(timeline(&s, StepKind::Steady)[0].live.total(), 1689);
     }
 
     /// The optimizer in the backward holds one gradient and one temporary at a time: full
