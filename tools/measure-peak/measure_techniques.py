@@ -7,22 +7,23 @@ step: techniques"). Each record is a measure_peak.py record with a `technique` f
   sequence chunk of the hidden states (all chunks' logits alive, as torchtune's model returns
   them), each chunk upcast to fp32 for its cross-entropy (reduction "sum" over the chunk, divided
   by the number of labelled tokens).
-- `loss-fused`: a Liger-style fused linear cross-entropy: the hidden states are cut into chunks
-  of `next_power_of_2(ceil(BT / ceil(V / H)))` rows; each chunk's logits are computed in the input
-  dtype, turned into their gradient in place (softmax minus the one-hot target, over the labelled
-  tokens) and projected at once to the hidden states' gradient (`BT x H`, kept for the backward)
-  and the lm_head weight's (`V x H`, in the weight's dtype, when trained). The full logits never
-  exist. Liger's Triton kernel computes the softmax in fp32 registers; here it is computed in fp32
-  on 32 rows at a time, a transient of `32 x V` floats.
+- `loss-fused`: Liger-Kernel's LigerFusedLinearCrossEntropyFunction (reduction "mean") in plain
+  torch, allocation for allocation: grad_input (BT x H), grad_weight (V x H, trained head) and
+  loss_1d first; chunks of `next_power_of_2(ceil(BT / ceil(V / H)))` rows whose logits (the input
+  dtype) are turned into their gradient in place, one row at a time in fp32 (the kernel's
+  registers), then projected into grad_input and accumulated into grad_weight; both saved for the
+  backward, which returns them as they are (grad_output is 1). The full logits never exist.
 - `optimizer-in-backward`: one AdamW (foreach, as the default) per trainable tensor, stepped in
   its `register_post_accumulate_grad_hook`, the gradient set to None right after (torchtune's
   `optimizer_in_bwd`, PyTorch's tutorial pattern).
-- `activation-offload`: torchtune's OffloadActivations without streams: a saved tensor of at least
-  1024 bytes that is not a parameter is copied to host memory when saved and copied back when the
-  backward unpacks it. On this CPU-only box the host copy is made outside MemTracker's view, so the
+- `activation-offload`: torchtune's OffloadActivations with use_streams=False: a saved tensor of at
+  least 1024 bytes that is not a parameter or buffer is copied to host memory when saved (each
+  save on its own) and back when the backward unpacks it; the output head runs under torchtune's
+  NoOpManager. On this CPU-only box the host copy is made outside MemTracker's view, so the
   tracked bytes are what stays on the device; the largest sum of live host copies is recorded as
   `host_offload_bytes`. The loss is computed outside the offloading context (torchtune's
-  recipes), from the model's logits with transformers' causal-LM loss.
+  recipes), from the model's logits with transformers' causal-LM loss. `--checkpointing on`
+  measures it as torchtune's recipes require it, with activation checkpointing.
 - `adamw-fused`: torch.optim.AdamW(fused=True) (runs on CPU in torch 2.15): no foreach
   temporaries.
 """
@@ -73,53 +74,71 @@ def chunked_loss(model, ids, tracker):
 
 
 class FusedLinearCrossEntropy(torch.autograd.Function):
-    """Liger's fused linear cross-entropy algorithm in plain torch (see the module docstring)."""
+    """Liger-Kernel's `LigerFusedLinearCrossEntropyFunction` (reduction "mean", no bias, no
+    softcap) in plain torch, allocation for allocation (see the module docstring)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x, weight, target):
         bt, h = x.shape
         v = weight.shape[0]
-        inc = -(-v // h)
-        chunk = 1 << max(0, (-(-bt // inc)) - 1).bit_length()
-        chunk = min(chunk, bt)
-        grad_x = torch.zeros_like(x)
-        grad_w = torch.zeros_like(weight) if weight.requires_grad else None
+        inc_factor = -(-v // h)
+        chunk = 1 << max(0, (-(-bt // inc_factor)) - 1).bit_length()  # next_power_of_2
+        grad_input = torch.zeros_like(x)
+        grad_weight = torch.zeros_like(weight) if weight.requires_grad else None
         loss_1d = torch.zeros(bt, dtype=torch.float32)
-        mask = target != -100
-        n = mask.sum().item()
+        target_mask = target != -100
+        n = target_mask.sum().item()
+        del target_mask
         for start in range(0, bt, chunk):
             end = min(start + chunk, bt)
-            xc = x[start:end]
-            logits = xc @ weight.t()  # the input dtype (autocast's under autocast)
-            tc = target[start:end]
-            for r in range(0, end - start, 32):  # the kernel's fp32 rows
-                rows = logits[r:r + 32]
-                f = rows.float()
-                lse = torch.logsumexp(f, dim=-1)
-                t = tc[r:r + 32]
-                valid = t != -100
-                picked = f.gather(1, t.clamp(min=0)[:, None])[:, 0]
-                loss_1d[start + r:start + r + rows.shape[0]] = torch.where(valid, lse - picked, 0.0)
-                g = (f - lse[:, None]).exp_()
-                g[torch.arange(g.shape[0])[valid], t[valid]] -= 1.0
-                g.mul_(valid[:, None].float() / n)
-                rows.copy_(g)
-                del f, g, lse, picked
-            grad_x[start:end] = logits @ weight.to(logits.dtype)
-            if grad_w is not None:
-                grad_w += (logits.t() @ xc.to(logits.dtype)).to(grad_w.dtype)
-            del logits
-        ctx.save_for_backward(grad_x, grad_w)
-        return loss_1d.sum() / n
+            x_chunk = x[start:end]
+            logits_chunk = x_chunk @ weight.t()  # the input dtype (autocast's under autocast)
+            t_chunk = target[start:end]
+            for r in range(end - start):
+                # liger_cross_entropy_kernel: one program per row, fp32 in registers; the row's
+                # loss into loss_1d and its gradient written over the logits, in place.
+                t = int(t_chunk[r])
+                if t == -100:
+                    logits_chunk[r].zero_()
+                    continue
+                row = logits_chunk[r].float()
+                lse = torch.logsumexp(row, dim=0)
+                loss_1d[start + r] = (lse - row[t]) / n
+                row.sub_(lse).exp_()
+                row[t] -= 1.0
+                row.div_(n)
+                logits_chunk[r].copy_(row)
+                del row, lse
+            grad_input[start:end] = logits_chunk @ weight
+            if grad_weight is not None:
+                if torch.is_autocast_enabled("cpu") and grad_weight.dtype == torch.float32:
+                    # CUDA (sm80+) path: torch.addmm(..., out_dtype=torch.float32,
+                    # out=grad_weight) accumulates the bf16 product in place; CPU has no
+                    # addmm.dtype_out, so one row's outer product at a time.
+                    with torch.autocast("cpu", enabled=False):
+                        for r in range(end - start):
+                            grad_weight.addr_(logits_chunk[r].float(), x_chunk[r].float())
+                else:
+                    grad_weight += torch.mm(logits_chunk.t(), x_chunk).float()
+            del logits_chunk
+        loss = torch.sum(loss_1d)
+        del loss_1d
+        ctx.save_for_backward(grad_input.detach(),
+                              grad_weight.detach() if grad_weight is not None else None)
+        return loss
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_output):
-        grad_x, grad_w = ctx.saved_tensors
-        gx = grad_x * grad_output
-        gw = grad_w * grad_output if grad_w is not None else None
-        return gx, gw, None
+        grad_input, grad_weight = ctx.saved_tensors
+        # The loss is the last layer: grad_output is 1 and the saved gradients are returned as
+        # they are; otherwise element_mul_kernel scales them in place.
+        if not torch.equal(grad_output, torch.tensor(1.0)):
+            grad_input.mul_(grad_output)
+            if grad_weight is not None:
+                grad_weight.mul_(grad_output)
+        return grad_input, grad_weight, None
 
 
 def fused_loss(model, ids, tracker):
@@ -132,8 +151,14 @@ def fused_loss(model, ids, tracker):
 
 
 class Offload:
-    """torchtune's OffloadActivations (no streams): saved tensors of at least 1024 bytes, not
-    parameters, go to host memory until the backward unpacks them."""
+    """torchtune's OffloadActivations with `use_streams=False`: a saved tensor of at least
+    `min_offload_size` (1024) bytes (`element_size() * nelement()`, a view's own elements) that is
+    not a parameter or an `nn.Buffer` is copied to host memory when saved, each save on its own
+    (views of one storage included), and copied back when the backward unpacks it. As
+    `get_act_offloading_ctx_manager` does, the output head runs under a `NoOpManager`: its saved
+    input stays on the device."""
+
+    MIN_OFFLOAD_SIZE = 1024
 
     def __init__(self):
         self.host_live = 0
@@ -143,15 +168,17 @@ class Offload:
         self.host_live -= n
 
     def pack(self, t):
-        if isinstance(t, torch.nn.Parameter) or t.untyped_storage().nbytes() < 1024 or t.nbytes < 1024:
+        if (isinstance(t, (torch.nn.Parameter, torch.nn.Buffer))
+                or t.element_size() * t.nelement() < self.MIN_OFFLOAD_SIZE):
             return ("kept", t)
         with _disable_current_modes():
-            host = t.detach().clone()
+            host = torch.empty_like(t, device="cpu")
+            host.copy_(t)
         n = host.nbytes
         self.host_live += n
         self.host_peak = max(self.host_peak, self.host_live)
         weakref.finalize(host, self._release, n)
-        return ("host", host, t.requires_grad)
+        return ("host", host)
 
     def unpack(self, packed):
         if packed[0] == "kept":
@@ -161,9 +188,15 @@ class Offload:
     def __call__(self):
         return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
 
+    def skip_output_head(self, head):
+        """torchtune's NoOpManager around the output head (its saved input is not offloaded)."""
+        noop = torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+        return [head.register_forward_pre_hook(lambda *a: noop.__enter__()),
+                head.register_forward_hook(lambda *a: noop.__exit__(None, None, None), always_call=True)]
 
-def measure(name, regime, batch, seq, dtype_mode, attn, technique):
-    family, cfg, model, lora = mp.build_model(name, regime, dtype_mode, attn, False)
+
+def measure(name, regime, batch, seq, dtype_mode, attn, technique, checkpointing=False):
+    family, cfg, model, lora = mp.build_model(name, regime, dtype_mode, attn, checkpointing)
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     opts = []
@@ -185,6 +218,7 @@ def measure(name, regime, batch, seq, dtype_mode, attn, technique):
     tracker = mp.PhasedTracker()
     hook_handle = lm_head.register_forward_hook(lambda m, i, o: setattr(tracker, "phase", "loss"))
     offload = Offload() if technique == "activation-offload" else None
+    head_hooks = offload.skip_output_head(lm_head) if offload else []
     orig = mp.skip_frozen_hooks()
     boundaries, host_peaks = {}, {}
     autocast = dtype_mode != "fp32"
@@ -229,6 +263,8 @@ def measure(name, regime, batch, seq, dtype_mode, attn, technique):
     finally:
         mp.restore_hooks(orig)
         hook_handle.remove()
+        for h in head_hooks:
+            h.remove()
     steps = {}
     for step in (1, 2):
         phases = {p: {"bytes": tracker.peaks[(step, p)][0], "by_category": tracker.peaks[(step, p)][1]}
@@ -246,11 +282,11 @@ def measure(name, regime, batch, seq, dtype_mode, attn, technique):
                  "fused": technique == "adamw-fused", "per_parameter": technique == "optimizer-in-backward",
                  "state_bytes_excl_step": state, "step_bytes": step_bytes}
     return {
-        "id": f"{name}|{regime}|b{batch}s{seq}|{dtype_mode}|{attn}|{technique}",
+        "id": f"{name}|{regime}|b{batch}s{seq}|{dtype_mode}|{attn}|{technique}" + ("|ckpt" if checkpointing else ""),
         "model": name, "shape": mp.measure_shape(name, family, cfg),
         "regime": regime, "lora": lora, "dtype_mode": dtype_mode,
         "attn_implementation_requested": attn, "attn_implementation_used": model.config._attn_implementation,
-        "batch": batch, "seq": seq, "gradient_checkpointing": False, "technique": technique,
+        "batch": batch, "seq": seq, "gradient_checkpointing": checkpointing, "technique": technique,
         "optimizer": optimizer,
         "params": {"trainable_count": sum(p.numel() for p in trainable),
                    "trainable_bytes": sum(p.nbytes for p in trainable),
@@ -267,6 +303,8 @@ def main():
     ap.add_argument("--shapes", nargs="+", default=["2x64", "4x128"], help="BATCHxSEQ")
     ap.add_argument("--dtype-modes", nargs="+", default=["fp32", "autocast-bf16"])
     ap.add_argument("--attn", nargs="+", default=["sdpa"])
+    ap.add_argument("--checkpointing", nargs="+", default=["off"], choices=["off", "on"],
+                    help="on: model.gradient_checkpointing_enable(), as torchtune requires with offloading")
     ap.add_argument("--techniques", nargs="+", default=TECHNIQUES, choices=TECHNIQUES)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -279,9 +317,10 @@ def main():
                     for dm in args.dtype_modes:
                         for bs in args.shapes:
                             b, s = map(int, bs.split("x"))
-                            r = measure(m, reg, b, s, dm, attn, tech)
-                            records.append(r)
-                            mp.log_record(r, t0)
+                            for ckpt in args.checkpointing:
+                                r = measure(m, reg, b, s, dm, attn, tech, ckpt == "on")
+                                records.append(r)
+                                mp.log_record(r, t0)
     mp.write_records(args.out, records)
 
 

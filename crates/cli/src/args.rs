@@ -73,8 +73,10 @@ pub struct MemoryArgs {
     /// changes the peak
     #[arg(long)]
     pub optimizer_in_backward: bool,
-    /// Offload saved activations to host memory, one block in flight on the GPU (torchtune's
-    /// enable_activation_offloading); the host bytes are reported with the peak
+    /// Offload saved activations to host memory (torchtune's enable_activation_offloading, with
+    /// its GPU defaults; torchtune requires --checkpointing with it): the head's and the loss's
+    /// saved tensors and the last offloaded ones stay on the GPU; the host bytes are reported
+    /// with the peak
     #[arg(long)]
     pub activation_offload: bool,
 }

@@ -1,20 +1,33 @@
 //! ftbudget's step timeline under the techniques people use to fit, against the peaks PyTorch's
 //! `MemTracker` measured over two Trainer-like steps (`fixtures/memory/measured_peak_techniques.json`,
-//! `tools/measure-peak/measure_techniques.py`): torchtune's chunked cross-entropy, a Liger-style
-//! fused linear cross-entropy, the optimizer stepped in the backward, activation offloading
-//! (torchtune's hooks; the device bytes, and the host bytes beside ftbudget's host RAM figure)
-//! and fused AdamW, on llama and qwen2 (tied) × full, LoRA r8 × fp32, bf16 autocast × two shapes.
+//! `tools/measure-peak/measure_techniques.py`): torchtune's chunked cross-entropy, Liger's fused
+//! linear cross-entropy (its `LigerFusedLinearCrossEntropyFunction` in plain torch, allocation for
+//! allocation), the optimizer stepped in the backward, activation offloading (torchtune's
+//! `OffloadActivations`; the device bytes, and the host copies beside ftbudget's host RAM figure)
+//! and fused AdamW, on llama and qwen2 (tied) × full, LoRA r8 × fp32, bf16 autocast × two shapes;
+//! offloading also with checkpointing, which torchtune's recipes require with it.
 //!
-//! What holds: fused AdamW and the optimizer in the backward are within 0.05% on every step, with
-//! every category. Known gaps, recorded here rather than hidden: the fused loss is
-//! under-predicted by up to 15% (the measured backward holds the hidden states' gradient times
-//! the loss's gradient and the fp32 row transients beside the saved gradient, which the timeline
-//! does not book), and activation offloading is over-predicted by up to 34% (the timeline keeps
-//! one block's share of the saved bytes on the device, `1/L`: half of them on these 2-layer
-//! models, while torchtune's hooks without streams keep none between a tensor's save and its
-//! unpack); its host bytes are under-predicted by about 75% (each saved tensor is copied on its
-//! own, views of one storage included, while ftbudget counts the saved bytes once). The category
-//! check skips those two techniques.
+//! What holds: every one of the 192 steps is within 5% (asserted: the issue asks 90% within 5%
+//! and all within 10%). Fused AdamW and the optimizer in the backward are within 0.05% on every
+//! step, with every category. The fused loss is within 0.7%: what it keeps (the gradients of the
+//! hidden states and of a trained head), what it holds while it runs (one chunk's logits and
+//! projections, autocast's copies of the head), and, once the loss no longer hides them, the
+//! moments where the step then peaks without checkpointing: the last block's MLP backward, and
+//! the forward inside the last block's down projection (peft's fp32 copy of its input under
+//! autocast, the KV cache's fp32 keys, the embedding output). Offloading follows torchtune's
+//! default on a GPU (`use_streams=True`): the GPU keeps the output head's and the loss's saved
+//! tensors and the forward stash (the final norm's tensors); this CPU measurement runs without
+//! streams (no stash), so the prediction is above it by the stash (up to +2.6%), except LoRA with
+//! checkpointing, at -2.5%, the same gap as the plain checkpointed records (`peak.rs`). The host
+//! copies, every saved tensor once per save (a tensor several operations save, a weight's
+//! transposed view), are exact on the batch 4 x 128 steps and at most 0.8% above on the others
+//! (tensors under 1024 bytes, which torchtune keeps on the GPU).
+//!
+//! Categories: the chunked loss's small full fine-tuning steps (b2s64) peak at two moments of
+//! nearly the same size, the prediction picking the loss (or the optimizer step), the
+//! measurement a moment of the backward, within 3.3% of each other; the fused loss's head
+//! gradient, made in the forward, stays an activation in MemTracker's books after it becomes the
+//! head's `.grad` (the totals agree).
 
 mod common;
 
@@ -24,26 +37,26 @@ use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_techniques.json");
 
-/// Worst error of the predicted peak per technique and regime (both steps, both families,
-/// precisions and shapes together), and the bound: the worst rounded up past half a point.
+/// Worst error of the predicted peak per technique, regime and checkpointing (both steps, both
+/// families, precisions and shapes together), and the bound: the worst rounded up past half a
+/// point.
 const PEAK: &[Bound] = &[
-    bound("activation-offload full", 33.90, 34.0),
-    bound("activation-offload lora", 30.27, 31.0),
+    bound("activation-offload full", 2.56, 3.0),
+    bound("activation-offload full ckpt", 2.39, 3.0),
+    bound("activation-offload lora", 1.32, 2.0),
+    bound("activation-offload lora ckpt", -2.48, 3.0),
     bound("adamw-fused full", 0.05, 1.0),
     bound("adamw-fused lora", 0.03, 1.0),
     bound("loss-chunked full", -3.24, 4.0),
     bound("loss-chunked lora", -0.11, 1.0),
-    bound("loss-fused full", -14.59, 15.0),
-    bound("loss-fused lora", -11.20, 12.0),
+    bound("loss-fused full", -0.68, 1.0),
+    bound("loss-fused lora", -0.22, 1.0),
     bound("optimizer-in-backward full", 0.05, 1.0),
     bound("optimizer-in-backward lora", 0.03, 1.0),
 ];
 
-/// Categories beyond 10% of the measured one where they hold more than 5% of the peak (the fused
-/// loss and offloading not checked, see above). The chunked loss's small steps (b2s64, full
-/// fine-tuning) peak at two moments of nearly the same size: the prediction picks the loss (or
-/// the optimizer step), the measurement a moment of the backward, within 3.3% of each other, so
-/// the categories are those of different moments.
+/// Categories beyond 10% of the measured one where they hold more than 5% of the peak (see the
+/// module documentation).
 const KNOWN_CATEGORY_MISSES: &[&str] = &[
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
@@ -51,6 +64,16 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[
     "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 2367488",
     "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
     "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 2 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-fused step 2 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 2 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-fused step 2 activations: predicted 0, measured 524288",
+    "llama-h64-l2-v2048|full|b4s128|autocast-bf16|sdpa|loss-fused step 1 gradients: predicted 1418496, measured 894208",
+    "llama-h64-l2-v2048|full|b4s128|autocast-bf16|sdpa|loss-fused step 1 activations: predicted 0, measured 524288",
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 activations: predicted 3326468, measured 1743368",
     "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 1777664",
 ];
@@ -58,17 +81,24 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[
 #[test]
 fn predicted_peaks_match_memtracker_under_each_technique() {
     let records = parse_peak_records(PEAKS).unwrap();
-    assert_eq!(records.len(), 80, "records");
+    assert_eq!(records.len(), 96, "records");
     let mut worst = Worst::default();
     let mut host = Worst::default();
     let (mut steps_total, mut within_5) = (0usize, 0usize);
     let mut beyond_10 = Vec::new();
     let mut category_misses = Vec::new();
-    let categories_checked = |t: &str| !matches!(t, "loss-fused" | "activation-offload");
     for r in &records {
         let e = predict_peak(r).unwrap();
         let technique = r.technique.as_deref().unwrap();
-        let group = format!("{technique} {}", r.regime.split('-').next().unwrap_or(""));
+        let group = format!(
+            "{technique} {}{}",
+            r.regime.split('-').next().unwrap_or(""),
+            if r.gradient_checkpointing {
+                " ckpt"
+            } else {
+                ""
+            }
+        );
         for ((name, measured), predicted) in [("step 1", &r.peak.step1), ("step 2", &r.peak.step2)]
             .into_iter()
             .zip([e.first, e.steady])
@@ -87,10 +117,7 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
             let m = measured_categories(&measured.by_category);
             for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
-                if categories_checked(technique)
-                    && mb * 20 > measured.peak_bytes
-                    && relative_error(p, mb).abs() > 0.10
-                {
+                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
                     category_misses.push(format!(
                         "{} {name} {cat}: predicted {p}, measured {mb}",
                         r.id
@@ -98,6 +125,12 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
                 }
             }
             if let Some(h) = measured.host_offload_bytes {
+                assert!(
+                    e.estimate.peak.host_offload_bytes >= h,
+                    "{} {name}: host {} under the measured {h}",
+                    r.id,
+                    e.estimate.peak.host_offload_bytes
+                );
                 host.add(
                     group.clone(),
                     relative_error(e.estimate.peak.host_offload_bytes, h),
@@ -106,17 +139,14 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             }
         }
     }
-    // The issue's acceptance (every step within 10%, 90% within 5%) holds for the techniques
-    // other than the fused loss and offloading; the steps beyond 10% are theirs. 115 of the 160
-    // steps are within 5%: all 96 of the other three techniques, 19 of the fused loss's and
-    // offloading's 64.
+    // The issue's acceptance over the technique records: 90% of the steps within 5%, every
+    // step within 10%.
+    assert_eq!((within_5, steps_total), (192, 192), "steps within 5%");
     assert!(
-        beyond_10
-            .iter()
-            .all(|m| m.contains("loss-fused") || m.contains("activation-offload")),
-        "beyond 10%: {beyond_10:#?}"
+        within_5 * 10 >= steps_total * 9,
+        "{within_5} of {steps_total} within 5%"
     );
-    assert_eq!((within_5, steps_total), (115, 160), "steps within 5%");
+    assert_eq!(beyond_10, Vec::<String>::new(), "steps beyond 10%");
     assert_eq!(
         category_misses, KNOWN_CATEGORY_MISSES,
         "categories beyond 10% of the measured"
@@ -125,8 +155,13 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
     host.check("host offload", HOST);
 }
 
-/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies.
+/// ftbudget's host RAM for offloaded activations against the largest sum of live host copies
+/// (never below it: asserted above). Each saved tensor is counted once per save; the excess is
+/// the tensors under torchtune's 1024 bytes (the `rsqrt` and ids of 64-token sequences), which
+/// stay on the GPU.
 const HOST: &[Bound] = &[
-    bound("activation-offload full", -74.24, 75.0),
-    bound("activation-offload lora", -75.90, 76.0),
+    bound("activation-offload full", 0.37, 1.0),
+    bound("activation-offload full ckpt", 0.62, 1.0),
+    bound("activation-offload lora", 0.52, 1.0),
+    bound("activation-offload lora ckpt", 0.78, 1.0),
 ];

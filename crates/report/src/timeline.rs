@@ -200,7 +200,6 @@ mod tests {
             inputs: 8 * 1024,
             grad_accum: 1,
             loss: LossKind::Full,
-            hidden_elements: 1024 * 4096,
             ..StepInputs::default()
         }
     }

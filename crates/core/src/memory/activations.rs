@@ -289,6 +289,143 @@ pub fn estimate_activations(
     })
 }
 
+/// The saved tensors as a saved-tensor hook sees them, one by one, beside the activation total
+/// that counts each storage once, for activation offloading ([`saves_one_by_one`]).
+pub(super) struct SavesOneByOne {
+    /// The final norm's saved bytes, each storage once (as the activation total counts them).
+    pub final_norm: u64,
+    /// The same tensors counted once per save: an RMSNorm saves its fp32 input and `rsqrt` twice
+    /// (for `pow` and for the product); GPT-2's LayerNorm saves each once.
+    pub final_norm_each: u64,
+    /// Without checkpointing, what the blocks save more than once (LLaMA-style blocks; GPT-2's
+    /// are not modelled): each RMSNorm's input and `rsqrt` (none for the first norm when nothing
+    /// upstream is trained, whose graph is not recorded); without autocast, a module input read
+    /// by several Linears that save it (q, k, v; gate, up); the attention kernel's output, which
+    /// the output projection reads as a view of it (sdpa); every `cos` and `sin` that rotary
+    /// embeddings save (for q and for k, in every block); and the matmul weights used as stored
+    /// (their transposed views), the output head's aside.
+    pub block_repeats: u64,
+}
+
+/// The saves counted one by one ([`SavesOneByOne`]). Off the default path.
+#[cold]
+pub(super) fn saves_one_by_one(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<SavesOneByOne, CountError> {
+    let x = Ctx::new(model, plan, settings);
+    let unique = x.final_norm();
+    let norm_repeat = if x.gpt2 {
+        Exact::ZERO
+    } else {
+        4 * x.th + 4 * x.t
+    };
+    let mut repeats = Exact::ZERO;
+    if !x.gpt2 {
+        let norms = Exact::from(u64::from(model.block.norms)) * x.layers;
+        let recorded_norms = if x.base_trainable {
+            norms
+        } else {
+            norms.saturating_sub(Exact::new(1))
+        };
+        repeats += norm_repeat * recorded_norms;
+        let saves = |readers: u64, adapted: u64| {
+            let n = if x.inputs.all {
+                readers
+            } else {
+                adapted.min(readers)
+            };
+            Exact::new(n.saturating_sub(1))
+        };
+        if !x.autocast {
+            let attention_readers = match model.attention {
+                AttentionLayout::Separate => 3,
+                AttentionLayout::FusedQkv | AttentionLayout::Latent(_) => 1,
+            };
+            let mlp_readers = match model.mlp {
+                MlpLayout::Gated => 2,
+                _ => 1,
+            };
+            let (dense_layers, _) = x.layer_kinds;
+            repeats += saves(attention_readers, x.inputs.attention) * x.cth * x.layers
+                + saves(mlp_readers, x.inputs.mlp) * x.cth * dense_layers;
+        }
+        let output_view_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
+        if !x.eager && output_view_saved {
+            repeats += x.c * x.t * x.a * x.dh * x.layers;
+        }
+        if matches!(model.positions, PositionKind::Rotary) {
+            let rotary = Exact::from(model.block.rotary_dim.unwrap_or(model.dims.head_dim));
+            repeats += (4 * x.resid * x.layers * x.s * rotary).saturating_sub(8 * x.s * rotary);
+        }
+        let head = Exact::from(model.dims.vocab) * x.h;
+        let head_dtype = if x.base_trainable {
+            settings.precision.trainable_dtype()
+        } else {
+            settings.frozen_dtype()
+        };
+        let mut views = Exact::from(
+            saved_weight_elements(plan, model, settings, true)
+                .get()
+                .unwrap_or(u64::MAX),
+        );
+        if head_dtype == settings.precision.compute_dtype() {
+            views = views.saturating_sub(head);
+        }
+        repeats += views * x.c;
+    }
+    let bytes = |v: Exact| {
+        v.get().ok_or(CountError {
+            what: "activation bytes",
+        })
+    };
+    Ok(SavesOneByOne {
+        final_norm: bytes(unique)?,
+        final_norm_each: bytes(unique + norm_repeat)?,
+        block_repeats: bytes(repeats)?,
+    })
+}
+
+/// What the forward holds beside the tensors saved so far while the last block's down
+/// projection runs, without checkpointing (LLaMA-style blocks; 0 for GPT-2's), measured with the
+/// fused loss, whose loss no longer hides this moment: the embedding output, which the model's
+/// forward keeps to its end (saved anyway when the embedding trains); under autocast the KV
+/// cache's fp32 keys (rotary embeddings promote them; sdpa saves a 16-bit copy), one per block,
+/// and the MLP's fp32 input (its Linears save 16-bit copies); the down projection's output and,
+/// when an adapter sits on it with a frozen base under autocast, its 16-bit input (which only
+/// the adapter's own copy replaces), peft's fp32 copy of that input, and the adapter's outputs.
+#[cold]
+pub(super) fn forward_in_flight(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+) -> Result<u64, CountError> {
+    let x = Ctx::new(model, plan, settings);
+    if x.gpt2 {
+        return Ok(0);
+    }
+    let mut bytes = if x.base_trainable {
+        Exact::ZERO
+    } else {
+        x.resid * x.th
+    };
+    if x.autocast {
+        let cti = x.c * x.t * Exact::from(model.dims.intermediate);
+        bytes += 4 * x.t * x.kv * x.dh * x.layers + 4 * x.th;
+        bytes += if x.inputs.down && !x.inputs.all && x.c != Exact::new(4) {
+            cti + 4 * x.t * Exact::from(model.dims.intermediate) + 3 * x.cth
+        } else {
+            x.cth
+        };
+    } else {
+        bytes += x.cth;
+    }
+    bytes.get().ok_or(CountError {
+        what: "activation bytes",
+    })
+}
+
 /// Autocast's 16-bit weight copies that matmuls save: a weight's copy is saved when the matmul
 /// needs it for the gradient of its input, that is, unless nothing upstream requires grad. With a
 /// frozen embedding that is the case for the first block's q, k, v (base weights and LoRA A);
@@ -301,13 +438,27 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
         return Exact::ZERO;
     }
+    saved_weight_elements(plan, model, settings, false) * precision.compute_dtype().bytes()
+}
+
+/// Elements of the matmul weights whose matmul saves them (for the gradient of its input, so not
+/// the first block's q, k, v when nothing upstream requires grad): those stored in another dtype
+/// than the compute dtype (`as_stored` false: autocast saves a copy) or those stored in it
+/// (`as_stored` true: the saved tensor is the parameter's transposed view).
+#[inline]
+fn saved_weight_elements(
+    plan: &TrainingPlan,
+    model: &ModelShape,
+    settings: &MemorySettings,
+    as_stored: bool,
+) -> Exact {
+    let precision = settings.precision;
     let totals = plan.totals();
     let compute = precision.compute_dtype();
-    // A weight stored in the compute dtype is saved as it is; with a frozen embedding the first
-    // block's attention-input weights are not saved at all.
+    // With a frozen embedding the first block's attention-input weights are not saved at all.
     let skip_first_block = !totals.base_trainable;
     let cast = |[all, first_block]: [u64; 2], stored: DType| {
-        if stored == compute {
+        if (stored == compute) != as_stored {
             0
         } else if skip_first_block {
             all - first_block
@@ -322,7 +473,7 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
             cast([all, first], stored)
         });
     }
-    elements * compute.bytes()
+    elements
 }
 
 /// Fixed dense storage is rare: look at each group (kept out of the hot path).
@@ -442,11 +593,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
         }
     }
     // Final norm, lm_head input, loss.
-    let final_norm = if x.gpt2 {
-        x.resid * x.th + 8 * x.t
-    } else {
-        4 * x.th + 4 * x.t + x.normalized()
-    };
+    let final_norm = x.final_norm();
     parts.norms += final_norm;
     let lm_head_input = if x.base_trainable { x.cth } else { Exact::ZERO };
     parts.logits_loss = 4 * x.t * x.v + 8 * x.t + 4 + lm_head_input;
@@ -614,6 +761,17 @@ impl<'a> Ctx<'a> {
                 settings.frozen_dtype().bytes()
             }),
             trainable_bytes: Exact::from(precision.trainable_dtype().bytes()),
+        }
+    }
+
+    /// The final norm's saved bytes: GPT-2's LayerNorm its input and per-token statistics; an
+    /// RMSNorm its fp32 input, the fp32 `rsqrt` per token and (trained weight) the normalized
+    /// input.
+    fn final_norm(&self) -> Exact {
+        if self.gpt2 {
+            self.resid * self.th + 8 * self.t
+        } else {
+            4 * self.th + 4 * self.t + self.normalized()
         }
     }
 

@@ -638,6 +638,16 @@ fn step_inputs(
     };
     let inputs = 8 * tokens;
     let activations = u128::from(acts.at_backward_start.max(acts.at_recompute));
+    let loss_saved = if modelled {
+        4 * logits + 8 * tokens + 4
+    } else {
+        0
+    };
+    let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
+        fused_loss_bytes(model, plan, settings, acts, tokens)?
+    } else {
+        peak::FusedLossBytes::default()
+    };
     // Every moment is at most this sum.
     let bound = weights
         + grads
@@ -648,11 +658,33 @@ fn step_inputs(
         + 12 * logits
         + head_gradients
         + recompute_temporaries
-        + inputs;
+        + inputs
+        + u128::from(fused_loss.hidden_gradient)
+        + u128::from(fused_loss.head_gradient)
+        + u128::from(fused_loss.transient)
+        + u128::from(fused_loss.last_block_in_flight)
+        + u128::from(fused_loss.forward_in_flight);
     if u64::try_from(bound).is_err() {
         return Err(CountError { what: "peak bytes" });
     }
     let narrow = |bytes: u128| bytes as u64;
+    let offload = if settings.step.activation_offload {
+        let offloadable = peak::saved_outside_loss(
+            narrow(at_backward_start),
+            narrow(casts_at_start),
+            narrow(loss_saved),
+        );
+        Some(offload_bytes(
+            model,
+            plan,
+            settings,
+            acts,
+            tokens,
+            offloadable,
+        )?)
+    } else {
+        None
+    };
     Ok(peak::StepInputs {
         parameters: narrow(weights),
         gradients: narrow(grads),
@@ -664,26 +696,195 @@ fn step_inputs(
         weight_casts_at_recompute: narrow(casts_at_recompute),
         logits: narrow(logits),
         logit_bytes: precision.compute_dtype().bytes(),
-        loss_saved: if modelled {
-            narrow(4 * logits + 8 * tokens + 4)
-        } else {
-            0
-        },
+        loss_saved: narrow(loss_saved),
         head_gradients: narrow(recompute_gradients),
         recompute_temporaries: narrow(recompute_temporaries),
         inputs: narrow(inputs),
         grad_accum: settings.step.grad_accum,
         loss: settings.step.loss,
-        hidden_elements: narrow(tokens * hidden),
+        fused_loss,
         optimizer_in_backward: if settings.step.optimizer_in_backward {
             Some(largest_trainable(model, plan, settings))
         } else {
             None
         },
-        offload_blocks: settings
-            .step
-            .activation_offload
-            .then_some(model.dims.layers),
+        offload,
+    })
+}
+
+/// The output head's saved tensors for `tokens` rows: its input (a trained head keeps it for its
+/// weight's gradient) and autocast's 16-bit copy of its weight (at most `weight_casts`).
+fn head_saves(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    tokens: u128,
+    weight_casts: u128,
+) -> (u128, u128) {
+    let precision = settings.precision;
+    let compute = precision.compute_dtype();
+    let head_trained = plan.totals().base_trainable;
+    let head_dtype = if head_trained {
+        precision.trainable_dtype()
+    } else {
+        settings.frozen_dtype()
+    };
+    let hidden = u128::from(model.dims.hidden);
+    let input = if head_trained {
+        u128::from(compute.bytes()) * tokens * hidden
+    } else {
+        0
+    };
+    let cast = if precision.autocast() && head_dtype != compute {
+        (u128::from(compute.bytes()) * u128::from(model.dims.vocab) * hidden).min(weight_casts)
+    } else {
+        0
+    };
+    (input, cast)
+}
+
+/// What torchtune's activation offloading keeps on the GPU and copies to the host
+/// ([`peak::OffloadBytes`]), from the saved bytes outside the loss (`offloadable`). With
+/// checkpointing (torchtune requires it) the tensors saved in the forward are the checkpoints
+/// (each block's input), the final norm's and the embedding's indices, counted one by one
+/// (exact on the measured steps, tensors under 1024 bytes aside). Without it every saved storage
+/// is counted once and what the blocks save more than once is added
+/// ([`activations::SavesOneByOne`]).
+/// Measured in `fixtures/memory/measured_peak_techniques.json` (`activation-offload`). Off the
+/// default path.
+#[cold]
+fn offload_bytes(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    acts: &activations::ActivationResult,
+    tokens: u128,
+    offloadable: u64,
+) -> Result<peak::OffloadBytes, CountError> {
+    if settings.activations.model != ActivationModel::Model {
+        // A rough activation figure: all of it on the host.
+        return Ok(peak::OffloadBytes {
+            host: offloadable,
+            ..peak::OffloadBytes::default()
+        });
+    }
+    let offloadable = u128::from(offloadable);
+    let (head_input, head_cast) =
+        head_saves(model, plan, settings, tokens, u128::from(acts.weight_casts));
+    let norms = activations::saves_one_by_one(model, plan, settings)?;
+    let final_norm = u128::from(norms.final_norm);
+    let layers = u128::from(model.dims.layers);
+    let checkpoint = u128::from(acts.checkpoint);
+    let host = if acts.at_recompute > 0 {
+        let indices = if plan.totals().base_trainable {
+            8 * tokens
+        } else {
+            0
+        };
+        layers * checkpoint + u128::from(norms.final_norm_each) + indices
+    } else {
+        offloadable.saturating_sub(head_input + head_cast) + u128::from(norms.final_norm_each)
+            - final_norm
+            + u128::from(norms.block_repeats)
+    };
+    let narrow = |bytes: u128| {
+        u64::try_from(bytes).map_err(|_| CountError {
+            what: "offloaded bytes",
+        })
+    };
+    Ok(peak::OffloadBytes {
+        kept_on_gpu: narrow(head_input + head_cast + final_norm)?,
+        host: narrow(host)?,
+        at_recompute_on_host: narrow(layers.saturating_sub(1) * checkpoint)?,
+    })
+}
+
+/// What Liger's fused linear cross-entropy holds ([`peak::FusedLossBytes`]) for `tokens` rows,
+/// measured in `fixtures/memory/measured_peak_techniques.json` (`loss-fused`). Off the default
+/// path.
+#[cold]
+fn fused_loss_bytes(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    acts: &activations::ActivationResult,
+    tokens: u128,
+) -> Result<peak::FusedLossBytes, CountError> {
+    let precision = settings.precision;
+    let compute = u128::from(precision.compute_dtype().bytes());
+    // The final hidden states (and so their gradient) are in the residual stream's dtype: fp32
+    // under autocast.
+    let resid = if precision.autocast() { 4 } else { compute };
+    let (hidden, vocab) = (u128::from(model.dims.hidden), u128::from(model.dims.vocab));
+    let head_trained = plan.totals().base_trainable;
+    let head_dtype = if head_trained {
+        precision.trainable_dtype()
+    } else {
+        settings.frozen_dtype()
+    };
+    let head = vocab * hidden;
+    let head_bytes = u128::from(head_dtype.bytes());
+    // Liger's chunk: next_power_of_2(ceil(T / ceil(V / h))) rows.
+    let rows_per_chunk = tokens
+        .div_ceil(vocab.div_ceil(hidden.max(1)).max(1))
+        .next_power_of_two()
+        .min(tokens);
+    let weight_gradient_product = if !head_trained {
+        0
+    } else if precision.autocast() && head_dtype == DType::F32 {
+        // torch.addmm(grad_weight, ..., out_dtype=torch.float32, out=grad_weight) on CUDA: the
+        // chunk's input cast to the compute dtype.
+        compute * rows_per_chunk * hidden
+    } else if head_bytes == compute {
+        compute * head
+    } else {
+        // torch.mm in the compute dtype, then `.float()`.
+        (compute + 4) * head
+    };
+    let (head_input, head_cast) =
+        head_saves(model, plan, settings, tokens, u128::from(acts.weight_casts));
+    // `x @ weight.t()` casts the transposed view afresh (autocast caches only a leaf's copy):
+    // beside a trained head's cached copy, a second one while that matmul runs.
+    let transposed_cast = if head_trained { head_cast } else { 0 };
+    let transient = resid * tokens * hidden
+        + compute * rows_per_chunk * vocab
+        + weight_gradient_product
+            .max(compute * rows_per_chunk * hidden)
+            .max(transposed_cast)
+        + 4 * tokens
+        + 8 * tokens;
+    let head_gradient = if head_trained { head_bytes * head } else { 0 };
+    // Without checkpointing: the last block's MLP backward (a dense MLP's `d(down input)` and
+    // its two branches' gradients, `3 c T i`, beside the residual's).
+    let (final_norm, last_block_freed, last_block_in_flight, forward_in_flight) =
+        if acts.at_recompute == 0 {
+            let intermediate = compute * tokens * u128::from(model.dims.intermediate);
+            let final_norm =
+                u128::from(activations::saves_one_by_one(model, plan, settings)?.final_norm);
+            (
+                final_norm,
+                final_norm + intermediate,
+                3 * intermediate + resid * tokens * hidden,
+                u128::from(activations::forward_in_flight(model, plan, settings)?),
+            )
+        } else {
+            (0, 0, 0, 0)
+        };
+    let narrow = |bytes: u128| {
+        u64::try_from(bytes).map_err(|_| CountError {
+            what: "fused loss bytes",
+        })
+    };
+    Ok(peak::FusedLossBytes {
+        hidden_gradient: narrow(resid * tokens * hidden)?,
+        head_gradient: narrow(head_gradient)?,
+        transient: narrow(transient)?,
+        head_input: narrow(head_input)?,
+        head_cast: narrow(head_cast)?,
+        last_block_freed: narrow(last_block_freed)?,
+        last_block_in_flight: narrow(last_block_in_flight)?,
+        final_norm: narrow(final_norm)?,
+        forward_in_flight: narrow(forward_in_flight)?,
     })
 }
 

@@ -35,8 +35,9 @@ pub enum LossKind {
     /// gradients computed one chunk at a time; every chunk's log-softmax is still saved.
     Chunked,
     /// A fused linear cross-entropy (Liger's kernel): the logits never exist whole; the
-    /// gradient of the hidden states is computed in the forward, chunk by chunk of about
-    /// `hidden` logits per token row, and kept for the backward.
+    /// gradients of the hidden states and of a trained head are computed in the forward, chunk
+    /// by chunk of about `hidden` logits per token row, and kept for the backward
+    /// ([`FusedLossBytes`]).
     Fused,
 }
 
@@ -85,8 +86,10 @@ pub struct StepSettings {
     /// accumulated, so at most one parameter's gradient (and its optimizer temporary) exists.
     /// Not compatible with gradient accumulation.
     pub optimizer_in_backward: bool,
-    /// Saved activations offloaded to host memory (torchtune's `enable_activation_offloading`):
-    /// the GPU keeps one block's saved tensors in flight; the host holds the rest.
+    /// Saved activations offloaded to host memory (torchtune's `enable_activation_offloading`,
+    /// `OffloadActivations` with its CUDA defaults, streams on):
+    /// the GPU keeps the output head's and the loss's saved tensors and the forward stash; the
+    /// host holds a copy of every other saved tensor ([`OffloadBytes`]).
     pub activation_offload: bool,
 }
 
@@ -260,30 +263,91 @@ pub struct StepInputs {
     pub inputs: u64,
     pub grad_accum: u64,
     pub loss: LossKind,
-    /// Hidden-state elements of the micro-batch (`T h`), for the fused loss.
-    pub hidden_elements: u64,
+    /// What the fused loss holds (zero for the other losses).
+    pub fused_loss: FusedLossBytes,
     /// With the optimizer in the backward: the largest trainable tensor's gradient and its
     /// optimizer temporary (0 otherwise).
     pub optimizer_in_backward: Option<(u64, u64)>,
-    /// With activation offloading: the number of blocks (the GPU keeps one block's share).
-    pub offload_blocks: Option<u64>,
+    /// With activation offloading: what stays on the GPU and what the host holds.
+    pub offload: Option<OffloadBytes>,
 }
 
-/// Host memory the activation offloading needs: the saved tensors moved off the GPU.
+/// What Liger's fused linear cross-entropy (`LigerFusedLinearCrossEntropyFunction`, reduction
+/// `mean`) holds, per micro-batch. Its forward cuts the `T` token rows into chunks of
+/// `next_power_of_2(ceil(T / ceil(V / h)))`, computes each chunk's logits in the compute dtype,
+/// turns them into their gradient in place (the softmax runs in fp32 registers) and projects them
+/// at once into the gradient of the hidden states and, when the head is trained, of its weight;
+/// the backward returns those two as they are (`grad_output` is 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FusedLossBytes {
+    /// Made in the forward and kept for the backward: the hidden states' gradient (`T h` in
+    /// their dtype) ...
+    pub hidden_gradient: u64,
+    /// ... and, when the head is trained, its weight's (`V h` in the weight's dtype).
+    pub head_gradient: u64,
+    /// Alive while the loss runs: the model's output hidden states, one chunk's logits, the
+    /// larger product of that chunk's two projections (the weight's gradient as `torch.mm`
+    /// returns it, `V h`, except under autocast with an fp32 head, which CUDA accumulates in
+    /// place with `addmm(out_dtype=float32)`; or, for a trained head under autocast, the fresh
+    /// copy of `weight.t()` beside the cached copy of `weight`), the per-token losses (`4 T`)
+    /// and the shifted labels (`8 T`).
+    pub transient: u64,
+    /// What the plain head saves and the fused loss does not: the lm_head's input (a trained
+    /// head) and autocast's copy of its weight. The copy still exists while the loss runs
+    /// (autocast's cache for a trained head, one per projection for a frozen one).
+    pub head_input: u64,
+    pub head_cast: u64,
+    /// Without checkpointing, where the backward goes on to peak once no loss gradient is in
+    /// flight: inside the last block's MLP backward, the final norm's and the down projection's
+    /// saved input freed (`freed`) and the MLP's and the residual's gradients in flight
+    /// (`in_flight`: `3 c T i + r T h`, a dense MLP). Zero with checkpointing (the recompute
+    /// moment models it).
+    pub last_block_freed: u64,
+    pub last_block_in_flight: u64,
+    /// Without checkpointing, where the forward peaks once the logits no longer do: inside the
+    /// last block's down projection, before the final norm (`final_norm`, its saved bytes) runs,
+    /// with `forward_in_flight` beside the tensors saved so far.
+    pub final_norm: u64,
+    pub forward_in_flight: u64,
+}
+
+/// What torchtune's `OffloadActivations` (CUDA defaults: `use_streams=True`,
+/// `max_fwd_stash_size=5`, `min_offload_size=1024`) leaves on the GPU and copies to the host.
+/// Every tensor saved for backward inside the model's forward, of at least 1024 bytes and not a
+/// parameter, is copied to pinned host memory on its own (a tensor saved by several operations
+/// once per save); the output head runs under a `NoOpManager` and the loss outside the context,
+/// so their saved tensors stay on the GPU. With streams, the GPU copies of the last five
+/// offloaded tensors (the final norm's, the forward's last saves) are kept in the forward stash
+/// until the backward's first node has run; in the backward a tensor is brought back when its
+/// node unpacks it and freed after the next such node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadBytes {
+    /// Saved bytes outside the loss that stay on the GPU when the backward starts: the head's
+    /// input and weight copy, and the forward stash (the final norm's saved tensors).
+    pub kept_on_gpu: u64,
+    /// The host copies alive at the end of the forward (each saved tensor on its own).
+    pub host: u64,
+    /// Checkpoints on the host while a checkpointed block is recomputed (all but that block's).
+    pub at_recompute_on_host: u64,
+}
+
+/// Host memory the activation offloading needs: the host copies of the saved tensors.
 pub fn offloaded_bytes(s: &StepInputs) -> u64 {
-    match s.offload_blocks {
-        Some(blocks) => {
-            let offloadable = offloadable(s);
-            offloadable - offloadable.div_ceil(blocks.max(1))
-        }
-        None => 0,
-    }
+    s.offload.map_or(0, |o| o.host)
 }
 
 /// The saved bytes (weight casts included) outside the loss.
 fn offloadable(s: &StepInputs) -> u64 {
-    (s.activations_at_backward_start + s.weight_casts_at_backward_start)
-        .saturating_sub(s.loss_saved)
+    saved_outside_loss(
+        s.activations_at_backward_start,
+        s.weight_casts_at_backward_start,
+        s.loss_saved,
+    )
+}
+
+/// The saved bytes and weight casts alive when the backward starts, less the loss's own.
+pub(super) const fn saved_outside_loss(saved: u64, casts: u64, loss_saved: u64) -> u64 {
+    (saved + casts).saturating_sub(loss_saved)
 }
 
 /// Moments of a step, in order. A checkpointed step adds the recomputation of the last block;
@@ -294,12 +358,17 @@ pub const MOMENTS: usize = 7;
 ///
 /// - **forward end**: parameters, the optimizer state (steady step), gradients of earlier
 ///   micro-batches (accumulation), everything saved for backward but the loss's own tensors,
-///   the weight casts, and the logits in the compute dtype (`c T V`);
+///   the weight casts, and the logits in the compute dtype (`c T V`) (with the fused loss and no
+///   checkpointing, inside the last block's down projection when that holds more:
+///   [`FusedLossBytes`]);
 /// - **loss**: adds the loss's saved log-softmax and labels, and the fp32 copy of the logits
 ///   that transformers' loss makes when the logits are 16-bit (`4 T V`);
 /// - **backward start** (the peak of most fine-tuning steps): the model output is dropped, so
 ///   the logits are gone, every saved tensor is alive, and `nll_loss`'s gradient and the
-///   log-softmax's gradient (`4 T V` each, fp32) are in flight: `+8 T V` temporaries;
+///   log-softmax's gradient (`4 T V` each, fp32) are in flight: `+8 T V` temporaries (the fused
+///   loss instead holds its kept gradients, and without checkpointing this moment is inside the
+///   last block's MLP backward when that holds more: [`FusedLossBytes`]; with offloading only
+///   what [`OffloadBytes`] keeps on the GPU of the saved bytes outside the loss);
 /// - **recompute** (checkpointing): inside a recomputed block's MLP backward, the checkpoints
 ///   still alive and the block's recomputed tensors, the gradients of the blocks after it (the
 ///   last block: the head's; the first block: all but its own and the embedding's, whichever
@@ -356,33 +425,56 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
             logits_stored + logits_fp32_copy.div_ceil(LossKind::CHUNKS),
             (8 * s.logits).div_ceil(LossKind::CHUNKS),
         ),
-        // The gradient of the hidden states (`c T h`) replaces the log-softmax; one chunk's
-        // fp32 logits and their gradient (about `T h` elements each) live in the forward.
-        LossKind::Fused => (s.logit_bytes * s.hidden_elements, 8 * s.hidden_elements, 0),
+        // The kept gradients replace the log-softmax; the head's saved input and weight copy
+        // are gone by the backward (the copy lives through the loss).
+        LossKind::Fused => (
+            s.fused_loss.hidden_gradient + s.fused_loss.head_gradient,
+            s.fused_loss.transient + s.fused_loss.head_cast,
+            0,
+        ),
     };
     let kept_outside_loss = offloadable(s);
-    let on_gpu = match s.offload_blocks {
-        Some(blocks) => kept_outside_loss.div_ceil(blocks.max(1)),
+    let on_gpu = match s.offload {
+        Some(o) => kept_outside_loss.min(o.kept_on_gpu),
         None => kept_outside_loss,
     };
+    let on_gpu = match s.loss {
+        LossKind::Fused => on_gpu.saturating_sub(s.fused_loss.head_input + s.fused_loss.head_cast),
+        LossKind::Full | LossKind::Chunked => on_gpu,
+    };
     let saved = on_gpu + loss_saved;
-    let forward_end = LiveBytes {
+    let mut forward_end = LiveBytes {
         activations: on_gpu + logits_stored * u64::from(s.loss != LossKind::Fused),
         ..base
     };
+    let f = &s.fused_loss;
+    if s.loss == LossKind::Fused && f.forward_in_flight > f.final_norm.min(on_gpu) {
+        forward_end.activations = on_gpu - f.final_norm.min(on_gpu) + f.forward_in_flight;
+    }
     // MemTracker books what the forward creates (the logits and their copies) as activations.
     let loss = LiveBytes {
         activations: saved + loss_transient,
         ..base
     };
-    let backward_start = LiveBytes {
+    let mut backward_start = LiveBytes {
         activations: saved,
         temporaries: loss_backward,
         ..base
     };
+    // The fused loss's backward starts with no gradient in flight: it peaks later, inside the
+    // last block's MLP backward, when that holds more.
+    if s.loss == LossKind::Fused
+        && f.last_block_in_flight > f.hidden_gradient + f.last_block_freed.min(saved)
+    {
+        backward_start.activations = (saved - f.hidden_gradient).saturating_sub(f.last_block_freed);
+        backward_start.temporaries = f.last_block_in_flight;
+    }
     let recompute = if s.activations_at_recompute > 0 {
         LiveBytes {
-            activations: s.activations_at_recompute + s.weight_casts_at_recompute,
+            activations: s
+                .activations_at_recompute
+                .saturating_sub(s.offload.map_or(0, |o| o.at_recompute_on_host))
+                + s.weight_casts_at_recompute,
             gradients: grads_before.max(s.head_gradients),
             temporaries: s.recompute_temporaries,
             ..base
@@ -526,9 +618,9 @@ mod tests {
             inputs: 8,
             grad_accum: 1,
             loss: LossKind::Full,
-            hidden_elements: 4,
+            fused_loss: FusedLossBytes::default(),
             optimizer_in_backward: None,
-            offload_blocks: None,
+            offload: None,
         }
     }
 
@@ -559,7 +651,14 @@ mod tests {
         for loss in LossKind::ALL {
             for grad_accum in [1, 3] {
                 for oib in [None, Some((70, 90))] {
-                    for offload in [None, Some(4)] {
+                    for offload in [
+                        None,
+                        Some(OffloadBytes {
+                            kept_on_gpu: 100,
+                            host: 400,
+                            at_recompute_on_host: 150,
+                        }),
+                    ] {
                         for (recompute, state, temps) in
                             [(0, 200, 100), (300, 200, 100), (0, 3000, 1500), (900, 0, 0)]
                         {
@@ -567,7 +666,18 @@ mod tests {
                                 loss,
                                 grad_accum,
                                 optimizer_in_backward: oib,
-                                offload_blocks: offload,
+                                offload,
+                                fused_loss: FusedLossBytes {
+                                    hidden_gradient: 10,
+                                    head_gradient: 20,
+                                    transient: 40,
+                                    head_input: 20,
+                                    head_cast: 6,
+                                    last_block_freed: 60,
+                                    last_block_in_flight: if recompute == 0 { 90 } else { 0 },
+                                    final_norm: 15,
+                                    forward_in_flight: if recompute == 0 { 70 } else { 0 },
+                                },
                                 activations_at_recompute: recompute,
                                 weight_casts_at_recompute: recompute / 10,
                                 head_gradients: 30,
@@ -631,16 +741,38 @@ mod tests {
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.temporaries, 10);
     }
 
-    /// A fused linear cross-entropy: no logits, no log-softmax (48 saved bytes out), the hidden
-    /// states' gradient in (2 x 4) and one chunk's fp32 logits and gradient in the forward (32):
-    /// the loss moment, 1000 + 200 + 452 + 8 + 32 + 8 = 1700.
+    /// A fused linear cross-entropy: no logits and no log-softmax (the 48 saved bytes out), nor
+    /// the head's input (20) and weight copy (6) at the backward; the kept gradients in (30) and,
+    /// while the loss runs, its transients (40) and the copy: the loss moment,
+    /// 1000 + 200 + (452 - 26) + 30 + 40 + 6 + 8 = 1710; the backward start 1000 + 200 + 426 +
+    /// 30 + 8 = 1664.
     #[test]
     fn fused_loss_never_holds_the_logits() {
         let mut s = inputs();
         s.loss = LossKind::Fused;
+        s.fused_loss = FusedLossBytes {
+            hidden_gradient: 10,
+            head_gradient: 20,
+            transient: 40,
+            head_input: 20,
+            head_cast: 6,
+            ..FusedLossBytes::default()
+        };
         let [_, steady] = step_peaks(&s);
-        assert_eq!((steady.bytes, steady.phase), (1700, StepPhase::Loss));
-        assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1668);
+        assert_eq!((steady.bytes, steady.phase), (1710, StepPhase::Loss));
+        assert_eq!(timeline(&s, StepKind::Steady)[2].live.total(), 1664);
+        // Without checkpointing the backward goes on into the last block's MLP: the hidden
+        // states' gradient (10) and the freed tensors (60) out, its gradients in flight (90) in:
+        // 1000 + 200 + (456 - 10 - 60) + 90 + 8 = 1684.
+        s.fused_loss.last_block_freed = 60;
+        s.fused_loss.last_block_in_flight = 90;
+        let start = timeline(&s, StepKind::Steady)[2].live;
+        assert_eq!((start.total(), start.temporaries), (1684, 90));
+        // And the forward inside the last block: the final norm (15) not yet run, 70 in flight:
+        // 1000 + 200 + (426 - 15 + 70) + 8 = 1689.
+        s.fused_loss.final_norm = 15;
+        s.fused_loss.forward_in_flight = 70;
+        assert_eq!(timeline(&s, StepKind::Steady)[0].live.total(), 1689);
     }
 
     /// The optimizer in the backward holds one gradient and one temporary at a time: full
@@ -662,13 +794,17 @@ mod tests {
         );
     }
 
-    /// Offloading keeps one of 4 blocks' saved bytes on the GPU (452 / 4 = 113) and the loss's
-    /// 48; the host holds the other 339.
+    /// Offloading keeps what the offload says of the 452 saved bytes outside the loss (113) and
+    /// the loss's 48 on the GPU; the host figure is the offload's.
     #[test]
-    fn offload_keeps_one_block_on_the_gpu() {
+    fn offload_keeps_the_stash_on_the_gpu() {
         let mut s = inputs();
-        s.offload_blocks = Some(4);
+        s.offload = Some(OffloadBytes {
+            kept_on_gpu: 113,
+            host: 500,
+            at_recompute_on_host: 0,
+        });
         assert_eq!(step_peaks(&s)[1].bytes, 1000 + 200 + 113 + 48 + 80 + 8);
-        assert_eq!(offloaded_bytes(&s), 339);
+        assert_eq!(offloaded_bytes(&s), 500);
     }
 }
