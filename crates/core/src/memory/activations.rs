@@ -680,6 +680,7 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    #[inline(always)]
     fn new(model: &'a ModelShape, plan: &'a TrainingPlan, settings: &MemorySettings) -> Self {
         let totals = plan.totals();
         let act = settings.activations;

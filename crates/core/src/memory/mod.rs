@@ -643,13 +643,8 @@ fn step_inputs(
     } else {
         0
     };
-    let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
-        fused_loss_bytes(model, plan, settings, acts, tokens)?
-    } else {
-        peak::FusedLossBytes::default()
-    };
-    // Every moment is at most this sum.
-    let bound = weights
+    // Every moment is at most this sum (the fused loss's terms added below).
+    let mut bound = weights
         + grads
         + 2 * optimizer
         + optimizer_temporaries
@@ -658,12 +653,18 @@ fn step_inputs(
         + 12 * logits
         + head_gradients
         + recompute_temporaries
-        + inputs
-        + u128::from(fused_loss.hidden_gradient)
-        + u128::from(fused_loss.head_gradient)
-        + u128::from(fused_loss.transient)
-        + u128::from(fused_loss.last_block_in_flight)
-        + u128::from(fused_loss.forward_in_flight);
+        + inputs;
+    let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
+        let f = fused_loss_bytes(model, plan, settings, acts, tokens)?;
+        bound += u128::from(f.hidden_gradient)
+            + u128::from(f.head_gradient)
+            + u128::from(f.transient)
+            + u128::from(f.last_block_in_flight)
+            + u128::from(f.forward_in_flight);
+        f
+    } else {
+        peak::FusedLossBytes::default()
+    };
     if u64::try_from(bound).is_err() {
         return Err(CountError { what: "peak bytes" });
     }
