@@ -886,6 +886,8 @@ fn fused_loss_bytes(
         last_block_in_flight: narrow(last_block_in_flight)?,
         final_norm: narrow(final_norm)?,
         forward_in_flight: narrow(forward_in_flight)?,
+        // A tied head's gradient is summed with the embedding's into a new `.grad`.
+        head_gradient_becomes_grad: !model.tied_embeddings,
     })
 }
 

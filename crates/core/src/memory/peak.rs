@@ -309,6 +309,9 @@ pub struct FusedLossBytes {
     /// with `forward_in_flight` beside the tensors saved so far.
     pub final_norm: u64,
     pub forward_in_flight: u64,
+    /// The head's gradient made in the forward is itself the head's `.grad` (an untied head;
+    /// a tied one's is summed with the embedding's into a new tensor).
+    pub head_gradient_becomes_grad: bool,
 }
 
 /// What torchtune's `OffloadActivations` (CUDA defaults: `use_streams=True`,
@@ -487,7 +490,7 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
         Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
         None => (s.gradients, s.optimizer_temporaries),
     };
-    let backward_end = LiveBytes {
+    let mut backward_end = LiveBytes {
         gradients: grads_after,
         optimizer: if s.optimizer_in_backward.is_some() {
             s.optimizer_state + optimizer_temporaries
@@ -496,11 +499,23 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
         },
         ..base
     };
-    let optimizer = LiveBytes {
+    let mut optimizer = LiveBytes {
         gradients: grads_after,
         optimizer: s.optimizer_state + optimizer_temporaries,
         ..base
     };
+    // The fused loss makes a trained head's gradient in the forward; once it is the head's
+    // `.grad`, MemTracker still books that tensor where it was made, as an activation.
+    if s.loss == LossKind::Fused
+        && f.head_gradient_becomes_grad
+        && s.optimizer_in_backward.is_none()
+    {
+        let made_in_forward = f.head_gradient.min(grads_after);
+        for moment in [&mut backward_end, &mut optimizer] {
+            moment.gradients -= made_in_forward;
+            moment.activations += made_in_forward;
+        }
+    }
     let zero_grad = LiveBytes {
         optimizer: s.optimizer_state,
         ..base
@@ -677,6 +692,7 @@ mod tests {
                                     last_block_in_flight: if recompute == 0 { 90 } else { 0 },
                                     final_norm: 15,
                                     forward_in_flight: if recompute == 0 { 70 } else { 0 },
+                                    head_gradient_becomes_grad: true,
                                 },
                                 activations_at_recompute: recompute,
                                 weight_casts_at_recompute: recompute / 10,
