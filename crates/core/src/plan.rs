@@ -1301,21 +1301,16 @@ impl TrainingPlan {
         self.totals.adapts_attention_output |=
             units.has_attention_output && layout.input == AdapterInput::Matmul;
         self.totals.adapted_inputs = self.totals.adapted_inputs.plus(units.reads.by(layout));
-        // One site per module of the group, lowest index first, the mask read 64 modules at a
-        // time; the vectors are sized once (sweeps plan millions of times).
-        let sites = units.mask.count_ones() as usize;
-        self.adapters.reserve(sites);
-        for (half, offset) in [(units.mask as u64, 0), ((units.mask >> 64) as u64, 64)] {
-            let mut modules = half;
-            while modules != 0 {
-                self.adapters.push(AdapterSite {
-                    module: offset + modules.trailing_zeros() as usize,
-                    rank,
-                    layout,
-                });
-                modules &= modules - 1;
-            }
-        }
+        // One site per module of the group, lowest index first; `extend` over a slice sizes the
+        // vector once (sweeps plan millions of times).
+        let modules = units.modules.as_slice();
+        let sites = modules.len();
+        self.adapters
+            .extend(modules.iter().map(|&module| AdapterSite {
+                module: usize::from(module),
+                rank,
+                layout,
+            }));
         self.adapter_instances
             .resize(self.adapter_instances.len() + sites, None);
         true

@@ -592,6 +592,10 @@ pub struct ModelShape {
 pub struct GroupAdapterUnits {
     /// Bit `i` set: `modules[i]` is in the group.
     pub mask: u128,
+    /// The same modules as a list, lowest index first (what a plan's adapter sites are made
+    /// from without walking the mask).
+    #[serde(skip)]
+    pub modules: GroupModules,
     pub in_plus_out_count: u64,
     pub out_count: u64,
     pub first_block_in: u64,
@@ -609,6 +613,34 @@ pub struct GroupAdapterUnits {
     pub reads: AdaptedInputs,
 }
 
+/// The module indices of a target group, at most 128 (a group is summed only below that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupModules {
+    len: u8,
+    items: [u8; 128],
+}
+
+impl Default for GroupModules {
+    fn default() -> Self {
+        GroupModules {
+            len: 0,
+            items: [0; 128],
+        }
+    }
+}
+
+impl GroupModules {
+    /// Append module `index` (below 128, and at most 128 of them: the caller's invariant).
+    fn push(&mut self, index: usize) {
+        self.items[usize::from(self.len)] = index as u8;
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.items[..usize::from(self.len)]
+    }
+}
+
 impl GroupAdapterUnits {
     /// The sums over the modules `spec` selects (at most 128 of them, sizes already checked, so
     /// nothing here overflows).
@@ -620,6 +652,7 @@ impl GroupAdapterUnits {
         for (i, m) in modules.iter().enumerate().filter(|(_, m)| spec.selects(m)) {
             let u = m.adapter_units;
             g.mask |= 1 << i;
+            g.modules.push(i);
             g.in_plus_out_count += u.in_plus_out_count;
             g.out_count += u.out_count;
             g.first_block_in += u.first_block_in;
