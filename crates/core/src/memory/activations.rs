@@ -432,7 +432,7 @@ pub(super) fn forward_in_flight(
 /// LoRA B's input always requires grad. Measured exactly on every record in `fixtures/memory`. A
 /// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
 /// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
-#[inline]
+#[inline(always)]
 fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
     let precision = settings.precision;
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
@@ -445,7 +445,7 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
 /// the first block's q, k, v when nothing upstream requires grad): those stored in another dtype
 /// than the compute dtype (`as_stored` false: autocast saves a copy) or those stored in it
 /// (`as_stored` true: the saved tensor is the parameter's transposed view).
-#[inline]
+#[inline(always)]
 fn saved_weight_elements(
     plan: &TrainingPlan,
     model: &ModelShape,
