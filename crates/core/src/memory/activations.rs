@@ -8,7 +8,7 @@ use super::MemorySettings;
 use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
-use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
+use crate::plan::{ActivationDtype, DENSE_MATMUL_DTYPES, TrainingPlan};
 use crate::shape::{
     ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
     ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
@@ -266,7 +266,7 @@ pub fn estimate_activations(
     br.embeddings = bytes(parts.embeddings)?;
     br.logits_loss = bytes(parts.logits_loss)?;
     br.regime = bytes(parts.regime)?;
-    let weight_casts = weight_cast_bytes(model, plan, settings);
+    let weight_casts = weight_cast_bytes(plan, settings);
     let total = bytes(total)?;
     let (at_backward_start, at_recompute, recompute_in_flight, checkpoint) =
         match parts.checkpointed {
@@ -296,7 +296,7 @@ pub fn estimate_activations(
 /// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
 /// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
 #[inline]
-fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
+fn weight_cast_bytes(plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
     let precision = settings.precision;
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
         return Exact::ZERO;
@@ -317,31 +317,10 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     };
     let mut elements = Exact::new(cast(totals.trainable_matmul, precision.trainable_dtype()))
         + cast(totals.frozen_matmul, settings.frozen_dtype());
-    if totals.dense_matmul {
-        elements += dense_cast_elements(model, plan, &|all, first, stored| {
-            cast([all, first], stored)
-        });
+    for (dense, dtype) in totals.dense_matmul.into_iter().zip(DENSE_MATMUL_DTYPES) {
+        elements += Exact::new(cast(dense, dtype));
     }
     elements * compute.bytes()
-}
-
-/// Fixed dense storage is rare: look at each group (kept out of the hot path).
-#[cold]
-#[inline(never)]
-fn dense_cast_elements(
-    model: &ModelShape,
-    plan: &TrainingPlan,
-    cast: &dyn Fn(u64, u64, DType) -> u64,
-) -> Exact {
-    let mut elements = Exact::ZERO;
-    for g in plan.groups(model).filter(|g| g.matmul_weight) {
-        if let Storage::Dense { dtype } = g.storage {
-            let all = Exact::new(g.numel) * g.count;
-            let all = all.get().unwrap_or(u64::MAX);
-            elements += Exact::new(cast(all, first_block_elements(model, &g), dtype));
-        }
-    }
-    elements
 }
 
 /// Activation bytes per component, before conversion to `u64`.
@@ -559,7 +538,7 @@ impl<'a> Ctx<'a> {
         let weights_dtype = if totals.base_trainable {
             precision.trainable_dtype()
         } else {
-            settings.frozen_dtype()
+            settings.frozen_base_dtype(totals)
         };
         let probs_bytes = if model.block.recipe == ActivationRecipe::Gpt2
             && weights_dtype == precision.compute_dtype()
@@ -608,11 +587,7 @@ impl<'a> Ctx<'a> {
                 Exact::from(d.layers - sparse.min(d.layers)),
                 Exact::from(sparse),
             ),
-            expert_bytes: Exact::from(if totals.base_trainable {
-                precision.trainable_dtype().bytes()
-            } else {
-                settings.frozen_dtype().bytes()
-            }),
+            expert_bytes: Exact::from(weights_dtype.bytes()),
             trainable_bytes: Exact::from(precision.trainable_dtype().bytes()),
         }
     }
