@@ -757,7 +757,8 @@ pub struct PlanTotals {
 }
 
 /// The dtypes [`PlanTotals::dense_matmul`] is kept by, in its order.
-pub const DENSE_MATMUL_DTYPES: [DType; 5] = [DType::F32, DType::BF16, DType::F16, DType::U8, DType::I64];
+pub const DENSE_MATMUL_DTYPES: [DType; 5] =
+    [DType::F32, DType::BF16, DType::F16, DType::U8, DType::I64];
 
 /// The slot of `dtype` in [`PlanTotals::dense_matmul`].
 const fn dense_matmul_slot(dtype: DType) -> usize {
@@ -1044,7 +1045,10 @@ fn other_storage_totals(model: &ModelShape, base: BaseTreatment, trained: u64, t
     match base.other_storage {
         Storage::Policy => {}
         Storage::Dense { dtype } => {
-            t.add(|t| &mut t.fixed_storage_bytes, others.checked_mul(dtype.bytes()));
+            t.add(
+                |t| &mut t.fixed_storage_bytes,
+                others.checked_mul(dtype.bytes()),
+            );
             t.add_dense_matmul(dtype, [Some(others_matmul), Some(0)]);
             t.embedding_dtype = Some(dtype);
         }
@@ -1128,10 +1132,7 @@ impl TrainingPlan {
             Storage::Dense { dtype } => {
                 let bytes = sums.block_linear_params.checked_mul(dtype.bytes());
                 t.add(|t| &mut t.fixed_storage_bytes, bytes);
-                t.add_dense_matmul(
-                    dtype,
-                    [Some(sums.block_linear_params), Some(matmul_first)],
-                );
+                t.add_dense_matmul(dtype, [Some(sums.block_linear_params), Some(matmul_first)]);
             }
             Storage::Nf4(layout) => {
                 // Each tensor has its own absmax blocks and codebooks: one term per kind.
