@@ -1063,14 +1063,23 @@ struct CheckpointedBlock {
 /// moment on every one (activations within 3.2% of the measured peak on all of them).
 fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mut Parts) {
     let rope = parts.attention;
-    let checkpoints = x.resid * x.th * x.layers
+    // The checkpoints (each block's input, eager attention's mask) are the residual stream in
+    // its own dtype: fp32 over an fp32 embedding under autocast, 16 bits over a 16-bit base
+    // (measured on LoRA and QLoRA over a bf16 base); the first norm's fp32 copy of a 16-bit
+    // input is then a tensor of its own.
+    let stream = if x.fp32_stream || !x.autocast {
+        x.resid
+    } else {
+        x.c
+    };
+    let checkpoints = stream * x.th * x.layers
         + if x.eager {
-            x.resid * x.b * x.s * x.s
+            stream * x.b * x.s * x.s
         } else {
             Exact::ZERO
         };
-    let shared_input = if x.gpt2 || x.resid == Exact::new(4) {
-        x.resid * x.th
+    let shared_input = if x.gpt2 || stream == Exact::new(4) {
+        stream * x.th
     } else {
         Exact::ZERO
     };
@@ -1121,7 +1130,7 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
         at_backward_start: kept + tail,
         at_recompute: kept + in_backward,
         in_flight,
-        checkpoint: x.resid * x.th,
+        checkpoint: stream * x.th,
     });
     if block >= tail {
         parts.attention = rope + attn_block;
