@@ -110,7 +110,12 @@ impl Regime for Qlora {
     }
 
     fn label(&self) -> String {
-        format!("QLoRA {}", self.config.label_suffix())
+        let unprepared = if self.prepare {
+            ""
+        } else {
+            " (base as loaded)"
+        };
+        format!("QLoRA {}{unprepared}", self.config.label_suffix())
     }
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
