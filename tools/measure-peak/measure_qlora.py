@@ -14,6 +14,9 @@ fp32; with checkpointing, its default, the embedding output made to require grad
   weights' quant state remembers bf16, the dtype the backward dequantizes to), embeddings, norms
   and lm_head upcast to fp32 by `prepare_model_for_kbit_training`,
   `bnb_4bit_compute_dtype=torch.bfloat16`, the step under bf16 autocast (Trainer `bf16=True`).
+- `bf16-base`: as `autocast-bf16` without `prepare_model_for_kbit_training` (a script that calls
+  `get_peft_model` on the loaded model directly): embeddings, norms and lm_head stay bf16; with
+  checkpointing, `gradient_checkpointing_enable()` as in measure_peak.py.
 
 The 4-bit weights' quant states (absmax, codebooks, nested absmax and offset) are neither
 parameters nor buffers: measure_peak.py books them as parameters and records their bytes
@@ -32,7 +35,9 @@ import torch
 import measure_peak as mp
 
 REGIMES = ["qlora-r8", "qlora-r8-dq"]
-DTYPE_MODES = {"fp32": torch.float32, "autocast-bf16": torch.bfloat16}
+DTYPE_MODES = {"fp32": torch.float32, "autocast-bf16": torch.bfloat16, "bf16-base": torch.bfloat16}
+# The dtype modes whose model goes through `prepare_model_for_kbit_training`.
+PREPARED = {"fp32", "autocast-bf16"}
 
 
 def parse_regime(regime):
@@ -49,7 +54,7 @@ def quantization(regime, dtype_mode):
     dtype = str(DTYPE_MODES[dtype_mode]).removeprefix("torch.")
     return {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
             "bnb_4bit_compute_dtype": dtype, "load_dtype": dtype, "blocksize": 64,
-            "prepare_model_for_kbit_training": True}
+            "prepare_model_for_kbit_training": dtype_mode in PREPARED}
 
 
 def build_qlora(name, regime, dtype_mode, attn, checkpointing):
@@ -73,7 +78,10 @@ def build_qlora(name, regime, dtype_mode, attn, checkpointing):
     model.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        if dtype_mode in PREPARED:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        elif checkpointing:
+            model.gradient_checkpointing_enable()
     lc = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", bias="none",
                     task_type="CAUSAL_LM")
     model = get_peft_model(model, lc)

@@ -621,9 +621,13 @@ pub enum BaseTraining {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BaseTreatment {
     pub training: BaseTraining,
-    /// How Linear weights inside the blocks are stored (QLoRA: NF4); every other base parameter
-    /// follows the precision policy.
+    /// How Linear weights inside the blocks are stored (QLoRA: NF4).
     pub block_linear_storage: Storage,
+    /// How every other base parameter (embeddings, norms, the lm_head, biases) is stored:
+    /// [`Storage::Policy`] follows the precision policy (and `--base-dtype` when frozen); a fixed
+    /// dense dtype holds whatever the settings say (peft's `prepare_model_for_kbit_training`
+    /// upcasts them all to fp32).
+    pub other_storage: Storage,
 }
 
 impl BaseTreatment {
@@ -640,7 +644,7 @@ impl BaseTreatment {
                 self.block_linear_storage,
                 !matches!(self.block_linear_storage, Storage::Nf4(_) | Storage::Int8),
             ),
-            kind => (Storage::Policy, model.is_matmul_weight(kind)),
+            kind => (self.other_storage, model.is_matmul_weight(kind)),
         };
         PlannedParams {
             source: ParamSource::Base { param },
@@ -728,8 +732,14 @@ pub struct PlanTotals {
     /// block's attention-input projections ([`first_block_elements`]).
     pub trainable_matmul: [u64; 2],
     pub frozen_matmul: [u64; 2],
-    /// A matmul weight has a fixed dense storage: the memory model then looks at each group.
-    pub dense_matmul: bool,
+    /// Elements of matmul weights with a fixed dense storage, by their dtype
+    /// ([`DENSE_MATMUL_DTYPES`]), each with the part in the first block's attention-input
+    /// projections: autocast casts them unless they are in the compute dtype.
+    pub dense_matmul: [[u64; 2]; DENSE_MATMUL_DTYPES.len()],
+    /// The dtype the base's token embedding is stored in when it is fixed rather than the
+    /// policy's (`prepare_model_for_kbit_training`'s fp32). It sets the residual stream's dtype,
+    /// and the memory model reads it as the frozen base's dense dtype (lm_head, experts).
+    pub embedding_dtype: Option<DType>,
     /// Some base parameter is trained (so the embedding output needs a gradient).
     pub base_trainable: bool,
     /// An adapter sits on an attention Linear that does not read the block input (the output
@@ -752,6 +762,21 @@ pub struct PlanTotals {
     /// base is frozen).
     pub adapted_inputs: AdaptedInputs,
     pub overflow: bool,
+}
+
+/// The dtypes [`PlanTotals::dense_matmul`] is kept by, in its order.
+pub const DENSE_MATMUL_DTYPES: [DType; 5] =
+    [DType::F32, DType::BF16, DType::F16, DType::U8, DType::I64];
+
+/// The slot of `dtype` in [`PlanTotals::dense_matmul`].
+const fn dense_matmul_slot(dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => 0,
+        DType::BF16 => 1,
+        DType::F16 => 2,
+        DType::U8 => 3,
+        DType::I64 => 4,
+    }
 }
 
 /// Elements of a matmul weight group that sit in the first block's q, k, v (or fused qkv), base
@@ -847,7 +872,14 @@ impl PlanTotals {
                 self.add_fixed(group.trainable, n);
                 let bytes = n.and_then(|n| n.checked_mul(dtype.bytes()));
                 self.add(|t| &mut t.fixed_storage_bytes, bytes);
-                self.dense_matmul |= group.matmul_weight;
+                if group.matmul_weight {
+                    self.add_dense_matmul(dtype, [n, first_block]);
+                }
+                if let ParamSource::Base { param } = group.source
+                    && model.params[param].kind == ParamKind::Embedding
+                {
+                    self.embedding_dtype = Some(dtype);
+                }
             }
             Storage::Nf4(layout) => {
                 self.add_fixed(group.trainable, n);
@@ -887,6 +919,18 @@ impl PlanTotals {
             self.add(|t| &mut t.fixed_storage_bytes, span.all(&sums.buffer_bytes));
         }
         self.add(|t| &mut t.compute_terms[0], span.all(&layout.per_token));
+    }
+
+    fn add_dense_matmul(&mut self, dtype: DType, [all, first_block]: [Option<u64>; 2]) {
+        let slot = &mut self.dense_matmul[dense_matmul_slot(dtype)];
+        let mut overflow = false;
+        for (sum, value) in slot.iter_mut().zip([all, first_block]) {
+            match value.and_then(|v| sum.checked_add(v)) {
+                Some(v) => *sum = v,
+                None => overflow = true,
+            }
+        }
+        self.overflow |= overflow;
     }
 
     fn add_fixed(&mut self, trainable: bool, elements: Option<u64>) {
@@ -1005,6 +1049,48 @@ fn sum(what: &'static str, total: u64, overflow: bool) -> Result<u64, CountError
     }
 }
 
+/// [`TrainingPlan::set_base`]'s totals for the base parameters outside the block Linears when
+/// [`BaseTreatment::other_storage`] fixes their storage (`trained`: the base elements the
+/// treatment trains, none of them block Linear weights unless every parameter is).
+#[cold]
+#[inline(never)]
+fn other_storage_totals(model: &ModelShape, base: BaseTreatment, trained: u64, t: &mut PlanTotals) {
+    let sums = &model.sums;
+    let others = sums.params - sums.block_linear_params;
+    let trained = match base.training {
+        BaseTraining::All => others,
+        BaseTraining::Frozen | BaseTraining::Biases => trained,
+    };
+    t.add_fixed(true, Some(trained));
+    t.add_fixed(false, Some(others - trained));
+    let others_matmul = sums.matmul_params - sums.block_linear_params;
+    match base.other_storage {
+        Storage::Policy => {}
+        Storage::Dense { dtype } => {
+            t.add(
+                |t| &mut t.fixed_storage_bytes,
+                others.checked_mul(dtype.bytes()),
+            );
+            t.add_dense_matmul(dtype, [Some(others_matmul), Some(0)]);
+            t.embedding_dtype = Some(dtype);
+        }
+        Storage::Nf4(_) | Storage::Int8 => {
+            // Quantized storage outside the blocks: each tensor's own layout.
+            for (param, p) in model.params.iter().enumerate() {
+                let group = base.group(model, param);
+                if !matches!(p.kind, ParamKind::LinearWeight(i) if model.modules[i].in_blocks()) {
+                    let bytes = match group.storage {
+                        Storage::Nf4(layout) => p.count.checked_mul(layout.tensor_bytes(p.numel)),
+                        _ => int8_tensor_bytes(p.numel, weight_rows(model, &group))
+                            .and_then(|b| b.checked_mul(p.count)),
+                    };
+                    t.add(|t| &mut t.fixed_storage_bytes, bytes);
+                }
+            }
+        }
+    }
+}
+
 impl TrainingPlan {
     /// Empty the plan, keeping its allocations (for sweeps that plan millions of times).
     pub fn clear(&mut self) {
@@ -1036,7 +1122,7 @@ impl TrainingPlan {
         // Matmul weights: every Linear weight and a tied embedding; biases never are. Block
         // Linears (all the first block's q, k, v among them) may have their own storage.
         let (matmul_all, matmul_first) = (sums.matmul_params, sums.first_block_attention_params);
-        let (policy_matmul, policy_first, moved) = match base.block_linear_storage {
+        let (mut policy_matmul, policy_first, moved) = match base.block_linear_storage {
             Storage::Policy => (matmul_all, matmul_first, 0),
             _ => (
                 matmul_all - sums.block_linear_params,
@@ -1046,6 +1132,10 @@ impl TrainingPlan {
         };
         let trained_matmul = base.training == BaseTraining::All;
         t.add_fixed(trained_matmul, Some(moved));
+        if base.other_storage != Storage::Policy {
+            policy_matmul -= matmul_all - sums.block_linear_params;
+            other_storage_totals(model, base, trained, t);
+        }
         let matmul = if trained_matmul {
             &mut t.trainable_matmul
         } else {
@@ -1064,7 +1154,7 @@ impl TrainingPlan {
             Storage::Dense { dtype } => {
                 let bytes = sums.block_linear_params.checked_mul(dtype.bytes());
                 t.add(|t| &mut t.fixed_storage_bytes, bytes);
-                t.dense_matmul |= sums.block_linear_params > 0;
+                t.add_dense_matmul(dtype, [Some(sums.block_linear_params), Some(matmul_first)]);
             }
             Storage::Nf4(layout) => {
                 // Each tensor has its own absmax blocks and codebooks: one term per kind.
@@ -1464,15 +1554,26 @@ mod tests {
                 BaseTraining::All,
                 BaseTraining::Biases,
             ] {
-                for block_linear_storage in [
-                    Storage::Policy,
-                    Storage::Dense { dtype: DType::U8 },
-                    Storage::Nf4(Nf4Layout::bitsandbytes(true)),
+                for (block_linear_storage, other_storage) in [
+                    (Storage::Policy, Storage::Policy),
+                    (Storage::Dense { dtype: DType::U8 }, Storage::Policy),
+                    (Storage::Nf4(Nf4Layout::bitsandbytes(true)), Storage::Policy),
+                    (Storage::Policy, Storage::Dense { dtype: DType::F32 }),
+                    (
+                        Storage::Nf4(Nf4Layout::bitsandbytes(false)),
+                        Storage::Dense { dtype: DType::F32 },
+                    ),
+                    (
+                        Storage::Dense { dtype: DType::BF16 },
+                        Storage::Dense { dtype: DType::F16 },
+                    ),
+                    (Storage::Policy, Storage::Nf4(Nf4Layout::bitsandbytes(true))),
                 ] {
                     let mut plan = TrainingPlan::default();
                     let base = BaseTreatment {
                         training,
                         block_linear_storage,
+                        other_storage,
                     };
                     plan.set_base(&model, base);
                     assert_eq!(*plan.totals(), plan.recount(&model), "{base:?}");

@@ -27,6 +27,7 @@ impl Regime for FullFineTuning {
             BaseTreatment {
                 training: BaseTraining::All,
                 block_linear_storage: Storage::Policy,
+                other_storage: Storage::Policy,
             },
         );
         Ok(())

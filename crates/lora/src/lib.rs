@@ -389,6 +389,10 @@ pub struct BlockLinears {
     /// biases in that dtype; [`Storage::Policy`] otherwise. (A trained bias is cast too; that
     /// case is not modelled: it follows the policy.)
     pub frozen_biases: Storage,
+    /// Every base parameter outside the block Linears (embeddings, norms, lm_head, biases):
+    /// [`Storage::Policy`], or QLoRA's fp32 after peft's `prepare_model_for_kbit_training`
+    /// ([`BaseTreatment::other_storage`]).
+    pub other_params: Storage,
 }
 
 impl BlockLinears {
@@ -397,6 +401,7 @@ impl BlockLinears {
         BlockLinears {
             weights,
             frozen_biases: Storage::Policy,
+            other_params: Storage::Policy,
         }
     }
 }
@@ -467,6 +472,7 @@ pub fn adapter_plan_over_into(
     let frozen = BaseTreatment {
         training: BaseTraining::Frozen,
         block_linear_storage,
+        other_storage: block_linears.other_params,
     };
     let base = BaseTreatment {
         training: match config.bias {

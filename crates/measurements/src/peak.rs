@@ -64,6 +64,9 @@ pub struct PeakQuantization {
     /// The dtype `from_pretrained` loaded the model in (what the quant state dequantizes to).
     pub load_dtype: String,
     pub blocksize: u64,
+    /// Whether peft's `prepare_model_for_kbit_training` ran (parameters outside the 4-bit weights
+    /// upcast to fp32): the `qlora` regime's `prepare`.
+    pub prepare_model_for_kbit_training: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -81,8 +84,8 @@ pub struct PeakRecord {
     /// `full`, `lora-r{r}`, `dora-r{r}` or `qlora-r{r}` / `qlora-r{r}-dq` (double
     /// quantization) (peft all-linear).
     pub regime: String,
-    /// `fp32`, `autocast-bf16` (fp32 weights) or `bf16-base` (weights loaded in bf16, peft's
-    /// adapters fp32, bf16 autocast).
+    /// `fp32`, `autocast-bf16` (fp32 weights; QLoRA: loaded in bf16 and prepared) or `bf16-base`
+    /// (weights loaded in bf16, peft's adapters fp32, bf16 autocast; QLoRA: not prepared).
     pub dtype_mode: String,
     pub attn_implementation_used: String,
     pub batch: u64,
@@ -118,8 +121,8 @@ fn unsupported(r: &PeakRecord, field: &'static str, value: &str) -> MeasurementE
     crate::unsupported_value(&r.id, field, value)
 }
 
-/// The ftbudget regime spec of the record's regime: QLoRA with the record's block size and
-/// double quantization.
+/// The ftbudget regime spec of the record's regime: QLoRA with the record's block size, double
+/// quantization, compute dtype and preparation.
 pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
     let Some(q) = &r.quantization else {
         return crate::regime_spec_of(&r.id, &r.regime);
@@ -142,23 +145,32 @@ pub fn peak_regime_spec(r: &PeakRecord) -> Result<String, MeasurementError> {
         .parse()
         .map_err(|_| unsupported(r, "bnb_4bit_compute_dtype", &q.bnb_4bit_compute_dtype))?;
     Ok(format!(
-        "qlora:r={rank},targets=all-linear,blocksize={},double_quant={},compute_dtype={compute_dtype}",
-        q.blocksize, q.bnb_4bit_use_double_quant
+        "qlora:r={rank},targets=all-linear,blocksize={},double_quant={},compute_dtype={compute_dtype},prepare={}",
+        q.blocksize, q.bnb_4bit_use_double_quant, q.prepare_model_for_kbit_training
     ))
 }
 
 /// The settings the record ran under: torch AdamW (foreach) with step counters, the
 /// per-operation activation model, no dropout, one GPU. `bf16-base` is pure bf16 for full
 /// fine-tuning (every weight trained in bf16) and bf16 autocast over a bf16 frozen base with fp32
-/// adapters otherwise.
+/// adapters otherwise. A QLoRA record's base dtype is the dtype it was loaded in (`--base-dtype`
+/// as a user gives it), whether or not the preparation then upcast it: the regime's `prepare`
+/// decides that.
 pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError> {
-    let (precision, base_dtype) = match (r.dtype_mode.as_str(), r.regime.as_str()) {
+    let (precision, mut base_dtype) = match (r.dtype_mode.as_str(), r.regime.as_str()) {
         ("fp32", _) => (Precision::Fp32, None),
         ("autocast-bf16", _) => (Precision::AmpBf16, None),
         ("bf16-base", "full") => (Precision::Bf16, None),
         ("bf16-base", _) => (Precision::AmpBf16, Some(DType::BF16)),
         (other, _) => return Err(unsupported(r, "dtype_mode", other)),
     };
+    if let Some(q) = &r.quantization {
+        let loaded: DType = q
+            .load_dtype
+            .parse()
+            .map_err(|_| unsupported(r, "load_dtype", &q.load_dtype))?;
+        base_dtype = Some(loaded);
+    }
     let attention: AttentionImpl = r
         .attn_implementation_used
         .parse()

@@ -6,7 +6,10 @@
 //! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
 //! one, and every category holding more than 5% of the measured peak is within 10% of it but three
 //! listed DoRA steps. With qwen3_moe every step is within 10% (LoRA on its fused experts is
-//! over-predicted by up to 9%), and 410 of the 432 steps (94.9%) are within 5%.
+//! over-predicted by up to 9%), and 412 of the 432 steps (95.4%) are within 5%. Checkpoints hold
+//! the residual stream in its own dtype: 16-bit over a 16-bit frozen base under autocast (where
+//! the RMSNorm's fp32 copy is then a tensor of its own), fp32 over an fp32 embedding (LoRA over
+//! a bf16 base with checkpointing was 2.0% to 2.6% high when they were counted in fp32).
 
 mod common;
 
@@ -33,11 +36,11 @@ const PEAK: &[Bound] = &[
     bound("llama dora no-ckpt", -2.76, 4.0),
     bound("llama full ckpt", 0.14, 1.0),
     bound("llama full no-ckpt", 0.13, 1.0),
-    bound("llama lora ckpt", 1.98, 3.0),
+    bound("llama lora ckpt", -1.74, 2.5),
     bound("llama lora no-ckpt", 0.11, 1.0),
     bound("qwen2 full ckpt", 0.19, 1.0),
     bound("qwen2 full no-ckpt", 0.16, 1.0),
-    bound("qwen2 lora ckpt", 2.63, 4.0),
+    bound("qwen2 lora ckpt", -2.30, 3.0),
     bound("qwen2 lora no-ckpt", 0.13, 1.0),
     bound("qwen3_moe full ckpt", 2.88, 4.0),
     bound("qwen3_moe full no-ckpt", 2.64, 4.0),
@@ -129,7 +132,7 @@ fn predicted_peaks_match_memtracker() {
         (336, 336),
         "dense steps within 5%"
     );
-    assert_eq!((within_5, steps_total), (410, 432), "steps within 5%");
+    assert_eq!((within_5, steps_total), (412, 432), "steps within 5%");
     assert_eq!(
         category_misses, KNOWN_CATEGORY_MISSES,
         "categories beyond 10% of the measured"

@@ -1,8 +1,16 @@
 //! QLoRA (Dettmers et al. 2023): LoRA adapters over a frozen base whose Linear weights inside the
 //! transformer blocks are stored in 4-bit NormalFloat exactly as bitsandbytes lays them out
 //! (packed `ceil(n/2)` bytes, an absmax per block, nested absmax and offset under double
-//! quantization, per-tensor codebooks). Embeddings, norms and the lm_head follow the policy
-//! (`prepare_model_for_kbit_training` upcasts them to fp32, the frozen dtype under autocast).
+//! quantization, per-tensor codebooks).
+//!
+//! Embeddings, norms, the lm_head and biases are held as QLoRA recipes (TRL's `SFTTrainer`,
+//! axolotl, peft's examples, HF `qlora.py`) hold them: `prepare=true` (the default) is peft's
+//! `prepare_model_for_kbit_training`, which upcasts every 16-bit parameter that is not 4-bit to
+//! fp32 whatever dtype the model was loaded in (`--base-dtype`), so under autocast the embedding
+//! hands an fp32 residual stream to the blocks, the norms hand fp32 to the Linears and autocast
+//! casts the fp32 lm_head weight for its matmul. `prepare=false` keeps them as loaded (the
+//! frozen base's dtype). Gradient checkpointing, which the function turns on by default, stays
+//! the `--checkpointing` setting: recipes pass it from the user's flag.
 //!
 //! The 4-bit Linears compute in `bnb_4bit_compute_dtype` (`compute_dtype=`, bf16 as QLoRA
 //! recipes set it): their biases are cast to it in the first forward, each weight is
@@ -40,6 +48,12 @@ pub const QLORA_OPTIONS: &[OptionDoc] = &[
         help: "count bitsandbytes' per-tensor codebooks (the seed's rule leaves them out)",
     },
     OptionDoc {
+        key: "prepare",
+        values: "true|false",
+        default: "true",
+        help: "peft's prepare_model_for_kbit_training: embeddings, norms, lm_head and biases upcast to fp32",
+    },
+    OptionDoc {
         key: "compute_dtype",
         values: "bf16|fp16|fp32",
         default: "bf16",
@@ -62,6 +76,7 @@ pub const ALL_OPTIONS: &[OptionDoc] = &[
     QLORA_OPTIONS[1],
     QLORA_OPTIONS[2],
     QLORA_OPTIONS[3],
+    QLORA_OPTIONS[4],
 ];
 
 pub struct Qlora {
@@ -69,6 +84,8 @@ pub struct Qlora {
     pub layout: Nf4Layout,
     /// bitsandbytes' `bnb_4bit_compute_dtype`.
     pub compute_dtype: DType,
+    /// peft's `prepare_model_for_kbit_training`: the parameters outside the 4-bit weights in fp32.
+    pub prepare: bool,
 }
 
 impl Regime for Qlora {
@@ -86,11 +103,19 @@ impl Regime for Qlora {
         if self.compute_dtype != DType::BF16 {
             opts.push(format!("compute_dtype={}", self.compute_dtype));
         }
+        if !self.prepare {
+            opts.push("prepare=false".into());
+        }
         format!("{NAME}:{}", opts.join(","))
     }
 
     fn label(&self) -> String {
-        format!("QLoRA {}", self.config.label_suffix())
+        let unprepared = if self.prepare {
+            ""
+        } else {
+            " (base as loaded)"
+        };
+        format!("QLoRA {}{unprepared}", self.config.label_suffix())
     }
 
     fn plan_into(&self, model: &ModelShape, out: &mut TrainingPlan) -> Result<(), RegimeError> {
@@ -99,6 +124,11 @@ impl Regime for Qlora {
             weights: Storage::Nf4(layout),
             frozen_biases: Storage::Dense {
                 dtype: self.compute_dtype,
+            },
+            other_params: if self.prepare {
+                Storage::Dense { dtype: DType::F32 }
+            } else {
+                Storage::Policy
             },
         };
         adapter_plan_over_into(NAME, model, &self.config, block_linears, out)?;
@@ -143,10 +173,12 @@ fn build(spec: &RegimeSpec) -> Result<Box<dyn Regime>, RegimeError> {
             "bf16, fp16 or fp32",
         ));
     }
+    let prepare = reader.flag("prepare", true)?;
     Ok(Box::new(Qlora {
         config,
         layout,
         compute_dtype,
+        prepare,
     }))
 }
 
@@ -179,6 +211,11 @@ mod tests {
             built("qlora:r=8,compute_dtype=bfloat16").unwrap().spec(),
             "qlora:r=8"
         );
+        assert_eq!(
+            built("qlora:r=8,prepare=false").unwrap().spec(),
+            "qlora:r=8,prepare=false"
+        );
+        assert_eq!(built("qlora:r=8,prepare=true").unwrap().spec(), "qlora:r=8");
         for bad in ["int8", "uint8"] {
             let err = built(&format!("qlora:r=8,compute_dtype={bad}"))
                 .err()

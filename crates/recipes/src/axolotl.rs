@@ -166,6 +166,7 @@ fn adapter(doc: &mut Doc<'_>) -> Result<AdapterChoice, RecipeError> {
         modules_to_save,
         dora,
         nf4,
+        kbit_prepared,
         int8,
         layers,
         rank_pattern,
@@ -184,8 +185,10 @@ fn adapter(doc: &mut Doc<'_>) -> Result<AdapterChoice, RecipeError> {
                     reason: "DoRA over a 4-bit base (QDoRA) is not modelled".into(),
                 });
             }
-            // loaders/model.py: bnb_4bit_use_double_quant True, quant type nf4.
+            // loaders/model.py: bnb_4bit_use_double_quant True, quant type nf4, then
+            // prepare_model_for_kbit_training.
             *nf4 = Some(true);
+            *kbit_prepared = true;
         }
         *int8 = in_8bit;
     }

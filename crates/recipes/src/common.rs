@@ -19,6 +19,9 @@ pub enum AdapterChoice {
         dora: bool,
         /// `Some(double_quant)`: a bitsandbytes 4-bit NF4 base (QLoRA).
         nf4: Option<bool>,
+        /// The tool runs peft's `prepare_model_for_kbit_training` on the 4-bit base (axolotl):
+        /// the `qlora` regime's default `prepare=true`; `prepare=false` otherwise.
+        kbit_prepared: bool,
         /// An 8-bit base (bitsandbytes LLM.int8).
         int8: bool,
         layers: Option<Vec<u64>>,
@@ -41,6 +44,7 @@ impl AdapterChoice {
             lora_bias: false,
             dora: false,
             nf4: None,
+            kbit_prepared: false,
             int8: false,
             layers: None,
             rank_pattern: Vec::new(),
@@ -57,6 +61,7 @@ impl AdapterChoice {
             lora_bias,
             dora,
             nf4,
+            kbit_prepared,
             int8,
             layers,
             rank_pattern,
@@ -95,6 +100,9 @@ impl AdapterChoice {
         }
         if *nf4 == Some(true) {
             opts.push("double_quant=true".into());
+        }
+        if nf4.is_some() && !kbit_prepared {
+            opts.push("prepare=false".into());
         }
         format!("{name}:{}", opts.join(","))
     }

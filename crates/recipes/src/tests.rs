@@ -62,8 +62,8 @@ fn expected() -> Vec<Expected> {
         e("llama-factory/train_lora_qwen3_lora_pretrain.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("llama-factory/extras_loraplus_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("llama-factory/extras_pissa_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
         // ds_z3_config.json is not beside the copy: the stage comes from its name.
         e("llama-factory/train_lora_qwen3_lora_sft_ds3.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
         e("llama-factory/train_full_qwen3_full_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "full-ft", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
@@ -72,7 +72,7 @@ fn expected() -> Vec<Expected> {
         e("torchtune/llama3_1_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/llama2_7B_lora_single_device.yaml", TT, Some("llama-2-7b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/llama3_8B_dora_single_device.yaml", TT, Some("llama-3-8b"), "dora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("torchtune/llama3_8B_qlora_single_device.yaml", TT, Some("llama-3-8b"), "qlora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj,double_quant=true", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("torchtune/llama3_8B_qlora_single_device.yaml", TT, Some("llama-3-8b"), "qlora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj,double_quant=true,prepare=false", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/mistral_7B_lora_single_device.yaml", TT, Some("mistral-7b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj+lm_head", 4, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/gemma_2B_lora_single_device.yaml", TT, Some("gemma-2b"), "lora:r=64,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 4, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/llama3_8B_full_single_device.yaml", TT, Some("llama-3-8b"), "full-ft", 2, 2048, Bf16, BF16, AdamW8bit, FULL, SDPA, 0),
@@ -220,7 +220,7 @@ fn trl_sft_json_with_peft_and_4bit() {
     let r = parse(text).unwrap();
     assert_eq!(
         r.regime,
-        "qlora:r=32,targets=q_proj+k_proj,double_quant=true"
+        "qlora:r=32,targets=q_proj+k_proj,double_quant=true,prepare=false"
     );
     let s = &r.settings;
     // SFTConfig: bf16 and gradient checkpointing on by default.

@@ -71,6 +71,7 @@ impl Regime for Ia3 {
             BaseTreatment {
                 training: BaseTraining::Frozen,
                 block_linear_storage: Storage::Policy,
+                other_storage: Storage::Policy,
             },
         );
         for (module, m) in model.modules.iter().enumerate() {
@@ -150,6 +151,7 @@ impl Regime for PromptTuning {
             BaseTreatment {
                 training: BaseTraining::Frozen,
                 block_linear_storage: Storage::Policy,
+                other_storage: Storage::Policy,
             },
         );
         let numel = self.virtual_tokens * model.dims.hidden;
@@ -260,6 +262,7 @@ fn prompt_tuning_counts_match_peft_and_lengthen_the_sequence() {
         BaseTreatment {
             training: BaseTraining::Frozen,
             block_linear_storage: Storage::Policy,
+            other_storage: Storage::Policy,
         },
     );
     unprompted_plan.push_extra_params(

@@ -18,6 +18,7 @@ use ftbudget_core::{
 pub const FROZEN: BaseTreatment = BaseTreatment {
     training: BaseTraining::Frozen,
     block_linear_storage: Storage::Policy,
+    other_storage: Storage::Policy,
 };
 
 /// A refusal of `regime`, naming `field`, with peft's reason.

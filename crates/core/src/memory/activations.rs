@@ -8,7 +8,7 @@ use super::MemorySettings;
 use super::exact::Exact;
 use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
-use crate::plan::{ActivationDtype, Storage, TrainingPlan, first_block_elements};
+use crate::plan::{ActivationDtype, DENSE_MATMUL_DTYPES, TrainingPlan};
 use crate::shape::{
     ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
     ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
@@ -266,7 +266,7 @@ pub fn estimate_activations(
     br.embeddings = bytes(parts.embeddings)?;
     br.logits_loss = bytes(parts.logits_loss)?;
     br.regime = bytes(parts.regime)?;
-    let weight_casts = weight_cast_bytes(model, plan, settings);
+    let weight_casts = weight_cast_bytes(plan, settings);
     let total = bytes(total)?;
     let (at_backward_start, at_recompute, recompute_in_flight, checkpoint) =
         match parts.checkpointed {
@@ -366,7 +366,7 @@ pub(super) fn saves_one_by_one(
             settings.frozen_dtype()
         };
         let mut views = Exact::from(
-            saved_weight_elements(plan, model, settings, true)
+            saved_weight_elements(plan, settings, true)
                 .get()
                 .unwrap_or(u64::MAX),
         );
@@ -433,12 +433,12 @@ pub(super) fn forward_in_flight(
 /// weight already stored in the compute dtype (a bf16 base under bf16 autocast) is used as it is:
 /// the saved tensor is the parameter itself, not a copy. Only the per-operation model counts them.
 #[inline(always)]
-fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
+fn weight_cast_bytes(plan: &TrainingPlan, settings: &MemorySettings) -> Exact {
     let precision = settings.precision;
     if !precision.autocast() || settings.activations.model != ActivationModel::Model {
         return Exact::ZERO;
     }
-    saved_weight_elements(plan, model, settings, false) * precision.compute_dtype().bytes()
+    saved_weight_elements(plan, settings, false) * precision.compute_dtype().bytes()
 }
 
 /// Elements of the matmul weights whose matmul saves them (for the gradient of its input, so not
@@ -446,12 +446,7 @@ fn weight_cast_bytes(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
 /// than the compute dtype (`as_stored` false: autocast saves a copy) or those stored in it
 /// (`as_stored` true: the saved tensor is the parameter's transposed view).
 #[inline(always)]
-fn saved_weight_elements(
-    plan: &TrainingPlan,
-    model: &ModelShape,
-    settings: &MemorySettings,
-    as_stored: bool,
-) -> Exact {
+fn saved_weight_elements(plan: &TrainingPlan, settings: &MemorySettings, as_stored: bool) -> Exact {
     let precision = settings.precision;
     let totals = plan.totals();
     let compute = precision.compute_dtype();
@@ -468,29 +463,8 @@ fn saved_weight_elements(
     };
     let mut elements = Exact::new(cast(totals.trainable_matmul, precision.trainable_dtype()))
         + cast(totals.frozen_matmul, settings.frozen_dtype());
-    if totals.dense_matmul {
-        elements += dense_cast_elements(model, plan, &|all, first, stored| {
-            cast([all, first], stored)
-        });
-    }
-    elements
-}
-
-/// Fixed dense storage is rare: look at each group (kept out of the hot path).
-#[cold]
-#[inline(never)]
-fn dense_cast_elements(
-    model: &ModelShape,
-    plan: &TrainingPlan,
-    cast: &dyn Fn(u64, u64, DType) -> u64,
-) -> Exact {
-    let mut elements = Exact::ZERO;
-    for g in plan.groups(model).filter(|g| g.matmul_weight) {
-        if let Storage::Dense { dtype } = g.storage {
-            let all = Exact::new(g.numel) * g.count;
-            let all = all.get().unwrap_or(u64::MAX);
-            elements += Exact::new(cast(all, first_block_elements(model, &g), dtype));
-        }
+    for (dense, dtype) in totals.dense_matmul.into_iter().zip(DENSE_MATMUL_DTYPES) {
+        elements += Exact::new(cast(dense, dtype));
     }
     elements
 }
@@ -707,7 +681,7 @@ impl<'a> Ctx<'a> {
         let weights_dtype = if totals.base_trainable {
             precision.trainable_dtype()
         } else {
-            settings.frozen_dtype()
+            settings.frozen_base_dtype(totals)
         };
         let probs_bytes = if model.block.recipe == ActivationRecipe::Gpt2
             && weights_dtype == precision.compute_dtype()
@@ -756,11 +730,7 @@ impl<'a> Ctx<'a> {
                 Exact::from(d.layers - sparse.min(d.layers)),
                 Exact::from(sparse),
             ),
-            expert_bytes: Exact::from(if totals.base_trainable {
-                precision.trainable_dtype().bytes()
-            } else {
-                settings.frozen_dtype().bytes()
-            }),
+            expert_bytes: Exact::from(weights_dtype.bytes()),
             trainable_bytes: Exact::from(precision.trainable_dtype().bytes()),
         }
     }
@@ -1247,14 +1217,23 @@ struct CheckpointedBlock {
 /// moment on every one (activations within 3.2% of the measured peak on all of them).
 fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mut Parts) {
     let rope = parts.attention;
-    let checkpoints = x.resid * x.th * x.layers
+    // The checkpoints (each block's input, eager attention's mask) are the residual stream in
+    // its own dtype: fp32 over an fp32 embedding under autocast, 16 bits over a 16-bit base
+    // (measured on LoRA and QLoRA over a bf16 base); the first norm's fp32 copy of a 16-bit
+    // input is then a tensor of its own.
+    let stream = if x.fp32_stream || !x.autocast {
+        x.resid
+    } else {
+        x.c
+    };
+    let checkpoints = stream * x.th * x.layers
         + if x.eager {
-            x.resid * x.b * x.s * x.s
+            stream * x.b * x.s * x.s
         } else {
             Exact::ZERO
         };
-    let shared_input = if x.gpt2 || x.resid == Exact::new(4) {
-        x.resid * x.th
+    let shared_input = if x.gpt2 || stream == Exact::new(4) {
+        stream * x.th
     } else {
         Exact::ZERO
     };
@@ -1305,7 +1284,7 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
         at_backward_start: kept + tail,
         at_recompute: kept + in_backward,
         in_flight,
-        checkpoint: x.resid * x.th,
+        checkpoint: stream * x.th,
     });
     if block >= tail {
         parts.attention = rope + attn_block;

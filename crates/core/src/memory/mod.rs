@@ -365,6 +365,17 @@ impl MemorySettings {
         self.base_dtype
             .unwrap_or(self.precision.default_frozen_dtype())
     }
+
+    /// The dtype of the frozen base's dense parameters under `plan`'s totals: the one its
+    /// embedding is stored in when the plan fixes it (QLoRA's `prepare_model_for_kbit_training`:
+    /// fp32), else [`MemorySettings::frozen_dtype`].
+    #[inline]
+    pub fn frozen_base_dtype(&self, totals: &crate::plan::PlanTotals) -> DType {
+        match totals.embedding_dtype {
+            Some(dtype) => dtype,
+            None => self.frozen_dtype(),
+        }
+    }
 }
 
 /// The finer split behind the four buckets, per GPU.
@@ -612,7 +623,7 @@ fn step_inputs(
         let head_dtype = if totals.base_trainable {
             precision.trainable_dtype()
         } else {
-            settings.frozen_dtype()
+            settings.frozen_base_dtype(totals)
         };
         let compute = precision.compute_dtype();
         let head_cast = if precision.autocast() && head_dtype != compute {
@@ -977,6 +988,7 @@ mod tests {
                 crate::plan::BaseTreatment {
                     training: crate::plan::BaseTraining::Frozen,
                     block_linear_storage: crate::plan::Storage::Policy,
+                    other_storage: crate::plan::Storage::Policy,
                 },
             );
             if let Some(freed_in_forward) = freed_in_forward {

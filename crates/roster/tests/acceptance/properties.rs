@@ -160,6 +160,9 @@ fn regimes(r: u64, model: &ModelShape) -> Vec<String> {
         format!("qlora:r={r}"),
         format!("qlora:r={r},double_quant=true"),
         format!("qlora:r={r},codebooks=false"),
+        // The rest of the base as the policy says (no fp32 upcast).
+        format!("qlora:r={r},prepare=false"),
+        format!("qlora:r={r},prepare=false,bias=all"),
         // Block Linear biases in the compute dtype: base parameters planned one by one.
         format!("qlora:r={r},compute_dtype=fp16,bias=all"),
         format!("qlora:r={r},targets={module_targets},bias=lora_only"),
@@ -262,7 +265,8 @@ proptest! {
         let settings = no_activations();
         let full = estimate("full-ft", &model, &settings).weights;
         let lora = estimate(&format!("lora:r={r}"), &model, &settings).weights;
-        for spec in [format!("qlora:r={r}"), format!("qlora:r={r},codebooks=false")] {
+        // (With the rest of the base stored as LoRA stores it: no fp32 upcast.)
+        for spec in [format!("qlora:r={r},prepare=false"), format!("qlora:r={r},codebooks=false,prepare=false")] {
             let qlora = estimate(&spec, &model, &settings).weights;
             prop_assert!(qlora < lora, "{}: {} >= {}", spec, qlora, lora);
         }

@@ -101,11 +101,12 @@ fn lora_bytes_follow_the_seed_rules() {
 #[test]
 fn seed_nf4_rule_is_half_a_byte_plus_an_fp32_absmax_per_64_weights() {
     // QLoRA with the seed's rule (no codebooks): each block Linear weight of n elements takes
-    // n/2 + 4 * n/64 bytes; everything else as LoRA.
+    // n/2 + 4 * n/64 bytes; everything else as LoRA (the seed keeps the rest in fp16: no
+    // `prepare_model_for_kbit_training` upcast).
     let model = minigpt();
     let settings = MemorySettings::seed();
     let lora = estimate("lora:r=8", &model, &settings);
-    let qlora = estimate("qlora:r=8,codebooks=false", &model, &settings);
+    let qlora = estimate("qlora:r=8,codebooks=false,prepare=false", &model, &settings);
     let linear_weights = 4 * 49_152;
     let nf4 = linear_weights / 2 + 4 * linear_weights / 64;
     assert_eq!(lora.weights - qlora.weights, linear_weights * 2 - nf4);
