@@ -701,9 +701,10 @@ pub struct ActivationTerm {
 pub struct TrainingPlan {
     base: Option<BaseTreatment>,
     adapters: Vec<AdapterSite>,
-    /// The module instances each adapter sits on: `None` for every instance of its module,
-    /// fewer with [`TrainingPlan::push_adapter_on_layers`].
-    adapter_instances: Vec<Option<u64>>,
+    /// The adapters on fewer than every instance of their module
+    /// ([`TrainingPlan::push_adapter_on_layers`]): (index in `adapters`, instances). The others
+    /// sit on every instance (a whole group's sites are pushed without an entry here).
+    partial_adapters: Vec<(usize, u64)>,
     groups: Vec<PlannedParams>,
     activation_terms: Vec<ActivationTerm>,
     #[serde(skip)]
@@ -1096,7 +1097,7 @@ impl TrainingPlan {
     pub fn clear(&mut self) {
         self.base = None;
         self.adapters.clear();
-        self.adapter_instances.clear();
+        self.partial_adapters.clear();
         self.groups.clear();
         self.activation_terms.clear();
         self.totals = PlanTotals::default();
@@ -1296,7 +1297,6 @@ impl TrainingPlan {
         self.totals.adapted_inputs =
             (self.totals.adapted_inputs).plus(m.adapter_units.reads.by(layout));
         self.adapters.push(site);
-        self.adapter_instances.push(None);
         Ok(())
     }
 
@@ -1355,7 +1355,8 @@ impl TrainingPlan {
         self.totals.adapted_inputs =
             (self.totals.adapted_inputs).plus(m.adapter_units.reads.by(layout));
         self.adapters.push(site);
-        self.adapter_instances.push(Some(instances));
+        self.partial_adapters
+            .push((self.adapters.len() - 1, instances));
         Ok(())
     }
 
@@ -1394,15 +1395,12 @@ impl TrainingPlan {
         // One site per module of the group, lowest index first; `extend` over a slice sizes the
         // vector once (sweeps plan millions of times).
         let modules = units.modules.as_slice();
-        let sites = modules.len();
         self.adapters
             .extend(modules.iter().map(|&module| AdapterSite {
                 module: usize::from(module),
                 rank,
                 layout,
             }));
-        self.adapter_instances
-            .resize(self.adapter_instances.len() + sites, None);
         true
     }
 
@@ -1430,7 +1428,10 @@ impl TrainingPlan {
 
     /// The module instances adapter `i` of [`TrainingPlan::adapters`] sits on.
     pub fn adapter_instance_count(&self, model: &ModelShape, i: usize) -> u64 {
-        self.adapter_instances[i].unwrap_or(model.modules[self.adapters[i].module].count)
+        self.partial_adapters
+            .iter()
+            .find(|&&(site, _)| site == i)
+            .map_or(model.modules[self.adapters[i].module].count, |&(_, n)| n)
     }
 
     /// Activation terms pushed one by one (beyond the adapters' own per-token activation).
@@ -1454,11 +1455,11 @@ impl TrainingPlan {
             .base
             .iter()
             .flat_map(move |b| (0..model.params.len()).map(move |i| b.group(model, i)));
-        base.chain(self.adapters.iter().zip(&self.adapter_instances).flat_map(
-            move |(site, count)| {
-                site.groups(model, count.unwrap_or(model.modules[site.module].count))
-            },
-        ))
+        base.chain(
+            self.adapters.iter().enumerate().flat_map(move |(i, site)| {
+                site.groups(model, self.adapter_instance_count(model, i))
+            }),
+        )
         .chain(self.groups.iter().cloned())
     }
 
@@ -1469,9 +1470,9 @@ impl TrainingPlan {
         for g in self.groups(model) {
             totals.add_group(model, &g);
         }
-        for (site, count) in self.adapters.iter().zip(&self.adapter_instances) {
+        for (i, site) in self.adapters.iter().enumerate() {
             let m = &model.modules[site.module];
-            let count = count.unwrap_or(m.count);
+            let count = self.adapter_instance_count(model, i);
             let layout = site.layout;
             let per_token = layout
                 .per_token
