@@ -765,18 +765,18 @@ pub struct PlanTotals {
     pub overflow: bool,
 }
 
-/// The dtypes [`PlanTotals::dense_matmul`] is kept by, in its order.
-pub const DENSE_MATMUL_DTYPES: [DType; 5] =
-    [DType::F32, DType::BF16, DType::F16, DType::U8, DType::I64];
+/// The dtypes [`PlanTotals::dense_matmul`] is kept by, in its order: the floating-point ones a
+/// matmul weight can be stored in (three slots keep `PlanTotals` small enough to be reset
+/// without a `memset` call, on the hot path of every plan).
+pub const DENSE_MATMUL_DTYPES: [DType; 3] = [DType::F32, DType::BF16, DType::F16];
 
-/// The slot of `dtype` in [`PlanTotals::dense_matmul`].
+/// The slot of `dtype` in [`PlanTotals::dense_matmul`]. No matmul weight is stored in an integer
+/// dtype (int8 and NF4 weights have their own storages); one would count as fp32.
 const fn dense_matmul_slot(dtype: DType) -> usize {
     match dtype {
-        DType::F32 => 0,
+        DType::F32 | DType::U8 | DType::I64 => 0,
         DType::BF16 => 1,
         DType::F16 => 2,
-        DType::U8 => 3,
-        DType::I64 => 4,
     }
 }
 
