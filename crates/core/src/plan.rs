@@ -943,32 +943,26 @@ impl PlanTotals {
     }
 
     /// Account for one activation term.
+    #[inline]
     pub fn add_activation_term(&mut self, term: &ActivationTerm) {
-        let (slot, scale): (fn(&mut PlanTotals) -> &mut [u64; 2], u64) = match term.dtype {
-            ActivationDtype::Compute => (|t| &mut t.compute_terms, 1),
-            ActivationDtype::Dense(dtype) => (|t| &mut t.dense_term_bytes, dtype.bytes()),
-            ActivationDtype::AutocastCopy => (|t| &mut t.autocast_terms, 1),
+        // Compute-dtype terms are kept in elements, fixed-dtype ones in bytes.
+        let (slot, temporaries, scale) = match term.dtype {
+            ActivationDtype::Compute => (&mut self.compute_terms, 0, 1),
+            ActivationDtype::Dense(dtype) => (&mut self.dense_term_bytes, 1, dtype.bytes()),
+            ActivationDtype::AutocastCopy => (&mut self.autocast_terms, 0, 1),
         };
-        if term.freed_in_forward {
-            let (i, scale) = match term.dtype {
-                ActivationDtype::Compute | ActivationDtype::AutocastCopy => (0, 1),
-                ActivationDtype::Dense(dtype) => (1, dtype.bytes()),
-            };
-            match term
-                .fixed
-                .checked_mul(scale)
-                .and_then(|v| self.forward_temporaries[i].checked_add(v))
-            {
-                Some(sum) => self.forward_temporaries[i] = sum,
-                None => self.overflow = true,
-            }
+        let per_token = term
+            .per_token
+            .checked_mul(scale)
+            .and_then(|v| slot[0].checked_add(v));
+        let fixed = term.fixed.checked_mul(scale);
+        match (per_token, fixed.and_then(|v| slot[1].checked_add(v))) {
+            (Some(per_token), Some(sum)) => *slot = [per_token, sum],
+            _ => self.overflow = true,
         }
-        for (i, v) in [term.per_token, term.fixed].into_iter().enumerate() {
-            match v
-                .checked_mul(scale)
-                .and_then(|v| slot(self)[i].checked_add(v))
-            {
-                Some(sum) => slot(self)[i] = sum,
+        if term.freed_in_forward {
+            match fixed.and_then(|v| self.forward_temporaries[temporaries].checked_add(v)) {
+                Some(sum) => self.forward_temporaries[temporaries] = sum,
                 None => self.overflow = true,
             }
         }
