@@ -1,6 +1,7 @@
 //! Criterion benchmarks. Groups:
 //! - `estimate/<model>`: one estimate (`plan_into` into a reused plan + `estimate_memory` under
 //!   the PyTorch conventions) per regime, at MiniGPT, LLaMA-2-7B and LLaMA-2-70B shapes.
+//! - `memory/<model>`: `estimate_memory` alone on a planned step (the memory model's share).
 //! - `flops/<model>`: `step_flops` on a planned step, per regime (the FLOP columns' cost in
 //!   `estimate`), and `flops-row/<model>`: `FlopUnits::at`, what a sweep row pays (its units
 //!   are computed once per plan).
@@ -38,6 +39,29 @@ fn single_estimate(c: &mut Criterion) {
                     let estimate = estimate_memory(model, &plan, black_box(&settings));
                     // The whole estimate is materialized; handing criterion a reference
                     // instead of the value spares a 150-byte copy that is not the tool's work.
+                    black_box(estimate.as_ref().expect("estimate"));
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// `estimate_memory` alone on a planned step: the memory model's share of `estimate/*` (a sweep
+/// row or an API call re-estimating one plan under other settings pays only this).
+fn memory_only(c: &mut Criterion) {
+    let registry = ftbudget_roster::registry().unwrap();
+    let settings = pytorch_settings();
+    for &model_name in MODELS {
+        let model = shape(model_name);
+        let mut group = c.benchmark_group(format!("memory/{model_name}"));
+        group.throughput(Throughput::Elements(1));
+        for &(id, spec) in REGIMES {
+            let regime = registry.build(spec).unwrap();
+            let plan = regime.plan(&model).unwrap();
+            group.bench_with_input(BenchmarkId::from_parameter(id), &model, |b, model| {
+                b.iter(|| {
+                    let estimate = estimate_memory(model, black_box(&plan), black_box(&settings));
                     black_box(estimate.as_ref().expect("estimate"));
                 })
             });
@@ -167,6 +191,7 @@ fn sweep(c: &mut Criterion) {
 criterion_group!(
     benches,
     single_estimate,
+    memory_only,
     step_flops_only,
     flop_units_row,
     peft_equivalent_counts,

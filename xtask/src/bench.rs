@@ -172,8 +172,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut md = String::from(
         "# Benchmark results\n\nWritten by `cargo xtask bench` (do not edit by hand). Mean time per iteration from criterion;\n\
          estimates/s = points per iteration / mean time. `estimate/*`: one `plan_into` (reused plan) +\n\
-         `estimate_memory` under the PyTorch conventions (amp-bf16, AdamW, batch 1, seq 2048).\n\
-         `sweep/*`: LoRA rank x width grids; `all-cores` runs `Grid::run` on every core, `one-core`\n\
+         `estimate_memory` under the PyTorch conventions (amp-bf16, AdamW, batch 1, seq 2048);\n\
+         `memory/*`: `estimate_memory` alone on the planned step. `flops/*`: `step_flops`;\n\
+         `flops-row/*`: `FlopUnits::at`. `sweep/*`: LoRA rank x width grids; `all-cores` runs `Grid::run` on every core, `one-core`\n\
          `Grid::evaluate_range`.\n\n",
     );
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
