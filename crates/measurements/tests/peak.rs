@@ -13,8 +13,7 @@
 
 mod common;
 
-use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
-use ftbudget_core::memory::StepPeak;
+use common::{Bound, StepTally, Worst, bound};
 use ftbudget_measurements::peak::{PeakRecord, parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak.json");
@@ -68,65 +67,38 @@ fn predicted_peaks_match_memtracker() {
     let records = parse_peak_records(PEAKS).unwrap();
     assert_eq!(records.len(), 216, "records");
     let mut worst = Worst::default();
-    let (mut steps_total, mut within_5) = (0usize, 0usize);
-    let (mut dense_steps, mut dense_within_5) = (0usize, 0usize);
-    let mut beyond_10 = Vec::new();
-    let mut category_misses = Vec::new();
-    let mut phase_misses = Vec::new();
+    let mut all = StepTally::default();
+    let mut dense = StepTally::default();
     for r in &records {
         let e = predict_peak(r).unwrap();
+        let moe = r.shape.family.ends_with("_moe");
+        let group = format!(
+            "{} {} {}",
+            r.shape.family,
+            r.regime.split('-').next().unwrap_or(""),
+            if r.gradient_checkpointing {
+                "ckpt"
+            } else {
+                "no-ckpt"
+            }
+        );
         for ((name, measured), predicted) in steps(r).into_iter().zip([e.first, e.steady]) {
-            let StepPeak {
-                bytes,
-                phase,
-                by_category,
-            } = predicted;
-            let error = relative_error(bytes, measured.peak_bytes);
-            steps_total += 1;
-            if error.abs() <= 0.05 {
-                within_5 += 1;
+            // Phases and categories are checked on the dense families.
+            let error = all.add(&r.id, name, &predicted, measured, !moe);
+            if !moe {
+                dense.add(&r.id, name, &predicted, measured, false);
             }
-            if !r.shape.family.ends_with("_moe") {
-                dense_steps += 1;
-                if error.abs() <= 0.05 {
-                    dense_within_5 += 1;
-                }
-            }
-            let moe = r.shape.family.ends_with("_moe");
-            if error.abs() > 0.10 {
-                beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
-            }
-            let group = format!(
-                "{} {} {}",
-                r.shape.family,
-                r.regime.split('-').next().unwrap_or(""),
-                if r.gradient_checkpointing {
-                    "ckpt"
-                } else {
-                    "no-ckpt"
-                }
-            );
-            worst.add(group, error, &format!("{} {name}", r.id));
-            if moe {
-                continue;
-            }
-            if phase.name() != measured.phase {
-                phase_misses.push(format!(
-                    "{} {name}: predicted {phase}, measured {}",
-                    r.id, measured.phase
-                ));
-            }
-            let m = measured_categories(&measured.by_category);
-            for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
-                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
-                    category_misses.push(format!(
-                        "{} {name} {cat}: predicted {p}, measured {mb}",
-                        r.id
-                    ));
-                }
-            }
+            worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }
+    let StepTally {
+        steps: steps_total,
+        within_5,
+        beyond_10,
+        phase_misses,
+        category_misses,
+    } = all;
+    let (dense_within_5, dense_steps) = (dense.within_5, dense.steps);
     assert!(beyond_10.is_empty(), "beyond 10%: {beyond_10:#?}");
     // Every step of the dense families is within 5%; with the MoE records, 410 of 432.
     assert_eq!(

@@ -25,8 +25,7 @@
 
 mod common;
 
-use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
-use ftbudget_core::memory::StepPeak;
+use common::{Bound, StepTally, Worst, bound, relative_error};
 use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_qlora.json");
@@ -61,10 +60,7 @@ fn predicted_qlora_peaks_match_memtracker() {
     let records = parse_peak_records(PEAKS).unwrap();
     assert_eq!(records.len(), 96, "records");
     let mut worst = Worst::default();
-    let (mut steps_total, mut within_5) = (0usize, 0usize);
-    let mut beyond_10 = Vec::new();
-    let mut category_misses = Vec::new();
-    let mut phase_misses = Vec::new();
+    let mut tally = StepTally::default();
     for r in &records {
         let e = predict_peak(r).unwrap();
         assert!(
@@ -97,37 +93,17 @@ fn predicted_qlora_peaks_match_memtracker() {
             .into_iter()
             .zip([e.first, e.steady])
         {
-            let StepPeak {
-                bytes,
-                phase,
-                by_category,
-            } = predicted;
-            let error = relative_error(bytes, measured.peak_bytes);
-            steps_total += 1;
-            if error.abs() <= 0.05 {
-                within_5 += 1;
-            }
-            if error.abs() > 0.10 {
-                beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
-            }
+            let error = tally.add(&r.id, name, &predicted, measured, true);
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
-            if phase.name() != measured.phase {
-                phase_misses.push(format!(
-                    "{} {name}: predicted {phase}, measured {}",
-                    r.id, measured.phase
-                ));
-            }
-            let m = measured_categories(&measured.by_category);
-            for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
-                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
-                    category_misses.push(format!(
-                        "{} {name} {cat}: predicted {p}, measured {mb}",
-                        r.id
-                    ));
-                }
-            }
         }
     }
+    let StepTally {
+        steps: steps_total,
+        within_5,
+        beyond_10,
+        phase_misses,
+        category_misses,
+    } = tally;
     assert!(beyond_10.is_empty(), "beyond 10%: {beyond_10:#?}");
     assert_eq!((within_5, steps_total), (192, 192), "steps within 5%");
     assert_eq!(

@@ -31,8 +31,7 @@
 
 mod common;
 
-use common::{Bound, Worst, bound, categories, measured_categories, relative_error};
-use ftbudget_core::memory::StepPeak;
+use common::{Bound, StepTally, Worst, bound, relative_error};
 use ftbudget_measurements::peak::{parse_peak_records, predict_peak};
 
 const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak_techniques.json");
@@ -74,9 +73,7 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
     assert_eq!(records.len(), 96, "records");
     let mut worst = Worst::default();
     let mut host = Worst::default();
-    let (mut steps_total, mut within_5) = (0usize, 0usize);
-    let mut beyond_10 = Vec::new();
-    let mut category_misses = Vec::new();
+    let mut tally = StepTally::default();
     for r in &records {
         let e = predict_peak(r).unwrap();
         let technique = r.technique.as_deref().unwrap();
@@ -93,27 +90,8 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             .into_iter()
             .zip([e.first, e.steady])
         {
-            let StepPeak {
-                bytes, by_category, ..
-            } = predicted;
-            let error = relative_error(bytes, measured.peak_bytes);
-            steps_total += 1;
-            if error.abs() <= 0.05 {
-                within_5 += 1;
-            }
-            if error.abs() > 0.10 {
-                beyond_10.push(format!("{} {name}: {:+.2}%", r.id, 100.0 * error));
-            }
+            let error = tally.add(&r.id, name, &predicted, measured, true);
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
-            let m = measured_categories(&measured.by_category);
-            for ((cat, p), (_, mb)) in categories(&by_category).into_iter().zip(categories(&m)) {
-                if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
-                    category_misses.push(format!(
-                        "{} {name} {cat}: predicted {p}, measured {mb}",
-                        r.id
-                    ));
-                }
-            }
             if let Some(h) = measured.host_offload_bytes {
                 assert!(
                     e.estimate.peak.host_offload_bytes >= h,
@@ -129,6 +107,13 @@ fn predicted_peaks_match_memtracker_under_each_technique() {
             }
         }
     }
+    let StepTally {
+        steps: steps_total,
+        within_5,
+        beyond_10,
+        category_misses,
+        ..
+    } = tally;
     // The acceptance over the technique records: 90% of the steps within 5%, every
     // step within 10%.
     assert_eq!((within_5, steps_total), (192, 192), "steps within 5%");

@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use ftbudget_core::MemoryEstimate;
-use ftbudget_core::memory::LiveBytes;
+use ftbudget_core::memory::{LiveBytes, StepPeak};
 use ftbudget_measurements::MemoryRecord;
-use ftbudget_measurements::peak::Categories;
+use ftbudget_measurements::peak::{Categories, StepRecord};
 use std::collections::BTreeMap;
 
 /// Weights, gradients, optimizer moments and step counters match the record exactly.
@@ -165,4 +165,60 @@ pub fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
         ("temporaries", l.temporaries),
         ("inputs", l.inputs),
     ]
+}
+
+/// Predicted step peaks held to their MemTracker records, step by step: how many are within 5%,
+/// which are beyond 10%, and (where the phases and categories are checked) the steps peaking in
+/// another phase and the categories beyond 10% of the measured ones where those hold more than
+/// 5% of the peak.
+#[derive(Default)]
+pub struct StepTally {
+    pub steps: usize,
+    pub within_5: usize,
+    pub beyond_10: Vec<String>,
+    pub phase_misses: Vec<String>,
+    pub category_misses: Vec<String>,
+}
+
+impl StepTally {
+    /// Add step `step` (`step 1`, `step 2`) of record `id`, checking its phase and categories
+    /// when `phase_and_categories`; returns the peak's relative error.
+    pub fn add(
+        &mut self,
+        id: &str,
+        step: &str,
+        predicted: &StepPeak,
+        measured: &StepRecord,
+        phase_and_categories: bool,
+    ) -> f64 {
+        let error = relative_error(predicted.bytes, measured.peak_bytes);
+        self.steps += 1;
+        if error.abs() <= 0.05 {
+            self.within_5 += 1;
+        }
+        if error.abs() > 0.10 {
+            self.beyond_10
+                .push(format!("{id} {step}: {:+.2}%", 100.0 * error));
+        }
+        if !phase_and_categories {
+            return error;
+        }
+        if predicted.phase.name() != measured.phase {
+            self.phase_misses.push(format!(
+                "{id} {step}: predicted {}, measured {}",
+                predicted.phase, measured.phase
+            ));
+        }
+        let m = measured_categories(&measured.by_category);
+        for ((cat, p), (_, mb)) in categories(&predicted.by_category)
+            .into_iter()
+            .zip(categories(&m))
+        {
+            if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
+                self.category_misses
+                    .push(format!("{id} {step} {cat}: predicted {p}, measured {mb}"));
+            }
+        }
+        error
+    }
 }
