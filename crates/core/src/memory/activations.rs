@@ -360,11 +360,7 @@ pub(super) fn saves_one_by_one(
             repeats += (4 * x.resid * x.layers * x.s * rotary).saturating_sub(8 * x.s * rotary);
         }
         let head = Exact::from(model.dims.vocab) * x.h;
-        let head_dtype = if x.base_trainable {
-            settings.precision.trainable_dtype()
-        } else {
-            settings.frozen_dtype()
-        };
+        let head_dtype = settings.base_weights_dtype(x.totals);
         let mut views = Exact::from(
             saved_weight_elements(plan, settings, true)
                 .get()
@@ -678,11 +674,7 @@ impl<'a> Ctx<'a> {
         // GPT-2's softmax keeps the scores' dtype: over 16-bit weights (pure 16-bit or a 16-bit
         // frozen base) only the 16-bit probabilities are saved (measured in
         // `fixtures/memory/measured_peak.json`).
-        let weights_dtype = if totals.base_trainable {
-            precision.trainable_dtype()
-        } else {
-            settings.frozen_base_dtype(totals)
-        };
+        let weights_dtype = settings.base_weights_dtype(totals);
         let probs_bytes = if model.block.recipe == ActivationRecipe::Gpt2
             && weights_dtype == precision.compute_dtype()
         {

@@ -376,6 +376,17 @@ impl MemorySettings {
             None => self.frozen_dtype(),
         }
     }
+
+    /// The dtype the base's weights (the output head's among them) are held in under `plan`'s
+    /// totals: the trainable dtype when the base trains, else [`Self::frozen_base_dtype`].
+    #[inline]
+    pub fn base_weights_dtype(&self, totals: &crate::plan::PlanTotals) -> DType {
+        if totals.base_trainable {
+            self.precision.trainable_dtype()
+        } else {
+            self.frozen_base_dtype(totals)
+        }
+    }
 }
 
 /// The finer split behind the four buckets, per GPU.
@@ -620,17 +631,7 @@ fn step_inputs(
     // the last block's recomputation holds that block's share.
     let casts = u128::from(acts.weight_casts);
     let (casts_at_start, casts_at_recompute) = if acts.at_recompute > 0 {
-        let head_dtype = if totals.base_trainable {
-            precision.trainable_dtype()
-        } else {
-            settings.frozen_base_dtype(totals)
-        };
-        let compute = precision.compute_dtype();
-        let head_cast = if precision.autocast() && head_dtype != compute {
-            (u128::from(model.dims.vocab) * hidden * u128::from(compute.bytes())).min(casts)
-        } else {
-            0
-        };
+        let (_, head_cast) = head_saves(model, plan, settings, tokens, casts);
         let layers = u128::from(model.dims.layers.max(1));
         (head_cast, (casts - head_cast).div_ceil(layers))
     } else {
@@ -735,12 +736,9 @@ fn head_saves(
 ) -> (u128, u128) {
     let precision = settings.precision;
     let compute = precision.compute_dtype();
-    let head_trained = plan.totals().base_trainable;
-    let head_dtype = if head_trained {
-        precision.trainable_dtype()
-    } else {
-        settings.frozen_dtype()
-    };
+    let totals = plan.totals();
+    let head_trained = totals.base_trainable;
+    let head_dtype = settings.base_weights_dtype(totals);
     let hidden = u128::from(model.dims.hidden);
     let input = if head_trained {
         u128::from(compute.bytes()) * tokens * hidden
@@ -829,11 +827,7 @@ fn fused_loss_bytes(
     let resid = if precision.autocast() { 4 } else { compute };
     let (hidden, vocab) = (u128::from(model.dims.hidden), u128::from(model.dims.vocab));
     let head_trained = plan.totals().base_trainable;
-    let head_dtype = if head_trained {
-        precision.trainable_dtype()
-    } else {
-        settings.frozen_dtype()
-    };
+    let head_dtype = settings.base_weights_dtype(plan.totals());
     let head = vocab * hidden;
     let head_bytes = u128::from(head_dtype.bytes());
     // Liger's chunk: next_power_of_2(ceil(T / ceil(V / h))) rows.
