@@ -214,6 +214,19 @@ def measure_shape(name, family, cfg):
 
 
 
+def grid(args):
+    """Every (model, regime, attention, dtype mode, batch, seq, checkpointing) the command line
+    asks for, in the order the fixtures keep them."""
+    for m in args.models:
+        for reg in args.regimes:
+            for attn in args.attn:
+                for dm in args.dtype_modes:
+                    for bs in args.shapes:
+                        b, s = map(int, bs.split("x"))
+                        for ckpt in args.checkpointing:
+                            yield m, reg, attn, dm, b, s, ckpt == "on"
+
+
 def log_record(r, t0):
     """One line per measured record: its id and both steps' peaks and phases."""
     p1, p2 = r["peak"]["step1"], r["peak"]["step2"]
@@ -242,23 +255,17 @@ def main():
     torch.set_num_threads(1)
     records = []
     t0 = time.time()
-    for m in args.models:
-        for reg in args.regimes:
-            for attn in args.attn:
-                for dm in args.dtype_modes:
-                    for bs in args.shapes:
-                        b, s = map(int, bs.split("x"))
-                        for ckpt in args.checkpointing:
-                            try:
-                                r = measure_peak(m, reg, b, s, dm, attn, ckpt == "on")
-                            except ValueError as e:
-                                if "ParamWrapper" not in str(e):
-                                    raise
-                                print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
-                                      flush=True)
-                                continue
-                            records.append(r)
-                            log_record(r, t0)
+    for m, reg, attn, dm, b, s, ckpt in grid(args):
+        try:
+            r = measure_peak(m, reg, b, s, dm, attn, ckpt)
+        except ValueError as e:
+            if "ParamWrapper" not in str(e):
+                raise
+            print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
+                  flush=True)
+            continue
+        records.append(r)
+        log_record(r, t0)
     write_records(args.out, records)
 
 

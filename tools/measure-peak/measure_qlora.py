@@ -107,17 +107,11 @@ def main():
     # fused gemv) is missing; training does not use it.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     records, t0 = [], time.time()
-    for m in args.models:
-        for reg in args.regimes:
-            for attn in args.attn:
-                for dm in args.dtype_modes:
-                    for bs in args.shapes:
-                        b, s = map(int, bs.split("x"))
-                        for ckpt in args.checkpointing:
-                            r = mp.measure_peak(m, reg, b, s, dm, attn, ckpt == "on", build=build_qlora)
-                            r["quantization"] = quantization(reg, dm)
-                            records.append(r)
-                            mp.log_record(r, t0)
+    for m, reg, attn, dm, b, s, ckpt in mp.grid(args):
+        r = mp.measure_peak(m, reg, b, s, dm, attn, ckpt, build=build_qlora)
+        r["quantization"] = quantization(reg, dm)
+        records.append(r)
+        mp.log_record(r, t0)
     mp.write_records(args.out, records)
 
 

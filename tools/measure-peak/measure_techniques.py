@@ -311,16 +311,10 @@ def main():
     torch.set_num_threads(1)
     records, t0 = [], time.time()
     for tech in args.techniques:
-        for m in args.models:
-            for reg in args.regimes:
-                for attn in args.attn:
-                    for dm in args.dtype_modes:
-                        for bs in args.shapes:
-                            b, s = map(int, bs.split("x"))
-                            for ckpt in args.checkpointing:
-                                r = measure(m, reg, b, s, dm, attn, tech, ckpt == "on")
-                                records.append(r)
-                                mp.log_record(r, t0)
+        for m, reg, attn, dm, b, s, ckpt in mp.grid(args):
+            r = measure(m, reg, b, s, dm, attn, tech, ckpt)
+            records.append(r)
+            mp.log_record(r, t0)
     mp.write_records(args.out, records)
 
 
