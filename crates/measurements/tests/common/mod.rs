@@ -6,7 +6,7 @@
 use ftbudget_core::MemoryEstimate;
 use ftbudget_core::memory::{LiveBytes, StepPeak};
 use ftbudget_measurements::MemoryRecord;
-use ftbudget_measurements::peak::{Categories, StepRecord};
+use ftbudget_measurements::peak::{Categories, PeakPrediction, PeakRecord, StepRecord};
 use std::collections::BTreeMap;
 
 /// Weights, gradients, optimizer moments and step counters match the record exactly.
@@ -167,6 +167,18 @@ pub fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
     ]
 }
 
+/// A record's two measured steps beside ftbudget's peaks of the first and a steady step, named
+/// as failure messages name them.
+pub fn paired_steps<'a>(
+    r: &'a PeakRecord,
+    e: &PeakPrediction,
+) -> [(&'static str, &'a StepRecord, StepPeak); 2] {
+    [
+        ("step 1", &r.peak.step1, e.first),
+        ("step 2", &r.peak.step2, e.steady),
+    ]
+}
+
 /// Predicted step peaks held to their MemTracker records, step by step: how many are within 5%,
 /// which are beyond 10%, and (where the phases and categories are checked) the steps peaking in
 /// another phase and the categories beyond 10% of the measured ones where those hold more than
@@ -220,5 +232,20 @@ impl StepTally {
             }
         }
         error
+    }
+
+    /// No step beyond 10%, exactly `within_5` = (steps within 5%, steps) and exactly the
+    /// `known` category misses.
+    pub fn assert_holds(&self, within_5: (usize, usize), known: &[&str]) {
+        assert!(
+            self.beyond_10.is_empty(),
+            "beyond 10%: {:#?}",
+            self.beyond_10
+        );
+        assert_eq!((self.within_5, self.steps), within_5, "steps within 5%");
+        assert_eq!(
+            self.category_misses, known,
+            "categories beyond 10% of the measured"
+        );
     }
 }
