@@ -348,8 +348,8 @@ pub(super) fn saves_one_by_one(
                 _ => 1,
             };
             let (dense_layers, _) = x.layer_kinds;
-            repeats += saves(attention_readers, x.inputs.attention) * x.cth * x.layers
-                + saves(mlp_readers, x.inputs.mlp) * x.cth * dense_layers;
+            repeats += saves(attention_readers, x.inputs.adapted.attention) * x.cth * x.layers
+                + saves(mlp_readers, x.inputs.adapted.mlp) * x.cth * dense_layers;
         }
         let output_view_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
         if !x.eager && output_view_saved {
@@ -409,7 +409,7 @@ pub(super) fn forward_in_flight(
     if x.autocast {
         let cti = x.c * x.t * Exact::from(model.dims.intermediate);
         bytes += 4 * x.t * x.kv * x.dh * x.layers + 4 * x.th;
-        bytes += if x.inputs.down && !x.inputs.all && x.c != Exact::new(4) {
+        bytes += if x.inputs.adapted.down && !x.inputs.all && x.c != Exact::new(4) {
             cti + 4 * x.t * Exact::from(model.dims.intermediate) + 3 * x.cth
         } else {
             x.cth
@@ -765,42 +765,27 @@ impl<'a> Ctx<'a> {
 /// only saves the attention input, cast once per adapter under autocast, and no MLP input.)
 #[derive(Debug, Clone, Copy)]
 struct SavedInputs {
+    /// The base trains: every input is saved.
     all: bool,
-    /// Adapters on the Linears reading the attention input (q, k, v, a fused qkv).
-    attention: u64,
-    /// Adapters on the MLP Linears reading the MLP input (gate, up, fc1).
-    mlp: u64,
-    /// An adapter on an MLP Linear reading the intermediate activation (down, fc2).
-    down: bool,
-    /// Adapters on the MLP Linears reading the MLP input that return the input's dtype
-    /// ([`AdapterOutput::InputDtype`]): under autocast their share of what the MLP keeps is fp32.
-    mlp_fp32_outputs: u64,
-    /// Some block Linear is adapted so (latent attention's inner projections count on it).
-    any: bool,
+    /// Otherwise the inputs the adapters read (the plan's [`crate::AdaptedInputs`]; with a
+    /// training base only `any` is set).
+    adapted: crate::AdaptedInputs,
 }
 
 impl SavedInputs {
-    /// The plan's [`crate::AdaptedInputs`], summed as its adapters were planned.
     #[inline]
     fn of(plan: &TrainingPlan, base_trainable: bool) -> Self {
-        if base_trainable {
-            return SavedInputs {
-                all: true,
-                attention: 0,
-                mlp: 0,
-                down: false,
-                mlp_fp32_outputs: 0,
+        let adapted = if base_trainable {
+            crate::AdaptedInputs {
                 any: true,
-            };
-        }
-        let a = plan.totals().adapted_inputs;
+                ..crate::AdaptedInputs::default()
+            }
+        } else {
+            plan.totals().adapted_inputs
+        };
         SavedInputs {
-            all: false,
-            attention: a.attention,
-            mlp: a.mlp,
-            down: a.down,
-            mlp_fp32_outputs: a.mlp_input_dtype_outputs,
-            any: a.any,
+            all: base_trainable,
+            adapted,
         }
     }
 
@@ -816,15 +801,15 @@ impl SavedInputs {
     }
 
     fn attention_saved(&self) -> bool {
-        self.all || self.attention > 0
+        self.all || self.adapted.attention > 0
     }
 
     fn mlp_saved(&self) -> bool {
-        self.all || self.mlp > 0
+        self.all || self.adapted.mlp > 0
     }
 
     fn down_saved(&self) -> bool {
-        self.all || self.down
+        self.all || self.adapted.down
     }
 }
 
@@ -930,7 +915,9 @@ fn decoder_attention(x: &Ctx) -> Exact {
         AttentionLayout::FusedQkv => 1,
         AttentionLayout::Latent(l) => 1 + u64::from(l.q_lora_rank.is_some()),
     };
-    let casts = x.inputs.copies(readers, x.inputs.attention, x.autocast);
+    let casts = x
+        .inputs
+        .copies(readers, x.inputs.adapted.attention, x.autocast);
     let input = Exact::new(casts) * x.cth;
     // Per head: the query/key width, the value width, and the kernel's key/value heads.
     let (dq, dv, kv_heads, mut extra) = match model.attention {
@@ -942,13 +929,13 @@ fn decoder_attention(x: &Ctx) -> Exact {
             let kvr = Exact::from(l.kv_lora_rank);
             // The low-rank projections' norms and the inputs of q_b and kv_b.
             let mut extra = x.rms(kvr, Exact::new(1), c);
-            if x.inputs.any {
+            if x.inputs.adapted.any {
                 extra += c * t * kvr;
             }
             if let Some(q) = l.q_lora_rank {
                 let q = Exact::from(q);
                 extra += x.rms(q, Exact::new(1), c);
-                if x.inputs.any {
+                if x.inputs.adapted.any {
                     extra += c * t * q;
                 }
             }
@@ -1007,14 +994,14 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
         };
         // Adapted readers returning their input's dtype make their share of it fp32 under
         // autocast over an fp32 residual stream (over a 16-bit base they return 16 bits).
-        let fp32_readers = x.inputs.mlp_fp32_outputs.min(readers);
+        let fp32_readers = x.inputs.adapted.mlp_input_dtype_outputs.min(readers);
         let saved = if x.fp32_stream && fp32_readers > 0 && c != Exact::new(4) {
             let widened = saved * Exact::from(fp32_readers) * Exact::new(4) / c;
             (saved * Exact::from(readers - fp32_readers) + widened) / Exact::from(readers)
         } else {
             saved
         };
-        let casts = x.inputs.copies(readers, x.inputs.mlp, x.autocast);
+        let casts = x.inputs.copies(readers, x.inputs.adapted.mlp, x.autocast);
         let mut input = Exact::new(casts) * x.cth;
         if x.inputs.down_saved() {
             input += cti;
@@ -1077,7 +1064,7 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
 /// autocast).
 fn mlp_backward(x: &Ctx, mlp_dense: Exact, mlp_sparse: Exact) -> ((Exact, Exact), (Exact, Exact)) {
     let cti = x.c * x.t * Exact::from(x.model.dims.intermediate);
-    let down_input = if x.inputs.all || x.inputs.down {
+    let down_input = if x.inputs.down_saved() {
         cti
     } else {
         Exact::ZERO
