@@ -56,7 +56,12 @@ def chunked_loss(model, ids, tracker):
     hidden = lm.model(input_ids=ids).last_hidden_state
     # The projection of each chunk (MemTracker refuses a module called more than once per step).
     tracker.phase = "loss"
-    weight = lm.get_output_embeddings().weight
+    head = lm.get_output_embeddings()
+    # The hooks MemTracker's pre-forward hook gives a called module's parameters, which book the
+    # head's summed weight gradient as a gradient once autograd hands it over (uncalled, the head
+    # had none: its `.grad` stayed booked as the temporary it was made as).
+    tracker._track_module_params_and_buffers(head, install_grad_hooks=True)
+    weight = head.weight
     if torch.is_autocast_enabled("cpu"):
         # One cast for all chunks, as one lm_head call makes (autocast caches only the casts of
         # trained leaves: a frozen head would be cast once per chunk).

@@ -25,9 +25,12 @@
 //!
 //! Categories: the fused loss's head gradient, made in the forward, stays an activation in
 //! MemTracker's books after it becomes an untied head's `.grad`, and the timeline books it so.
-//! Known misses: the chunked loss's small full fine-tuning steps (b2s64) peak at two moments of
-//! nearly the same size, the prediction picking the loss (or the optimizer step), the
-//! measurement a moment of the backward, within 3.3% of each other.
+//! The chunked loss's small full fine-tuning steps (b2s64) peak in the output head's backward,
+//! after every chunk's cross-entropy backward: the logits' gradients, and three of the head's
+//! weight gradients while autograd sums the first two chunks' out of place (measured alike with
+//! `torch.profiler`'s allocator events, without MemTracker); the timeline has that moment (it
+//! picked the loss before, 3.2% low, with other categories). Every category holding more than
+//! 5% of the peak is within 10% on every step.
 
 mod common;
 
@@ -46,7 +49,7 @@ const PEAK: &[Bound] = &[
     bound("activation-offload lora ckpt", -2.48, 3.0),
     bound("adamw-fused full", 0.05, 1.0),
     bound("adamw-fused lora", 0.03, 1.0),
-    bound("loss-chunked full", -3.24, 4.0),
+    bound("loss-chunked full", 0.15, 1.0),
     bound("loss-chunked lora", -0.11, 1.0),
     bound("loss-fused full", -0.68, 1.0),
     bound("loss-fused lora", -0.22, 1.0),
@@ -56,16 +59,7 @@ const PEAK: &[Bound] = &[
 
 /// Categories beyond 10% of the measured one where they hold more than 5% of the peak (see the
 /// module documentation).
-const KNOWN_CATEGORY_MISSES: &[&str] = &[
-    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
-    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
-    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 2 activations: predicted 3523076, measured 1415688",
-    "llama-h64-l2-v2048|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 2367488",
-    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 gradients: predicted 1418496, measured 894208",
-    "llama-h64-l2-v2048|full|b2s64|autocast-bf16|sdpa|loss-chunked step 1 temporaries: predicted 0, measured 524288",
-    "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 activations: predicted 3326468, measured 1743368",
-    "qwen2-h64-l2-tied|full|b2s64|fp32|sdpa|loss-chunked step 2 temporaries: predicted 0, measured 1777664",
-];
+const KNOWN_CATEGORY_MISSES: &[&str] = &[];
 
 #[test]
 fn predicted_peaks_match_memtracker_under_each_technique() {

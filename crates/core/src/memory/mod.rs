@@ -677,6 +677,22 @@ fn step_inputs(
     } else {
         peak::FusedLossBytes::default()
     };
+    // The chunked loss's head backward: every logit's gradient, three of the head's weight
+    // gradients (a trained head) and two chunks' hidden-state gradients, at most.
+    let chunked_head = if modelled && settings.step.loss == LossKind::Chunked {
+        let compute = u128::from(precision.compute_dtype().bytes());
+        let weight = if totals.base_trainable {
+            u128::from(model.dims.vocab) * hidden * compute
+        } else {
+            0
+        };
+        let hidden_chunk = resid * tokens.div_ceil(u128::from(LossKind::CHUNKS)) * hidden;
+        let logit_gradients = compute * logits;
+        bound += logit_gradients + 3 * weight + 2 * hidden_chunk;
+        Some((logit_gradients, weight, hidden_chunk))
+    } else {
+        None
+    };
     if u64::try_from(bound).is_err() {
         return Err(CountError { what: "peak bytes" });
     }
@@ -716,6 +732,9 @@ fn step_inputs(
         grad_accum: settings.step.grad_accum,
         loss: settings.step.loss,
         fused_loss,
+        chunked_head_backward: chunked_head.map_or(0, |(logits, weight, hidden_chunk)| {
+            peak::chunked_head_backward(narrow(logits), narrow(weight), narrow(hidden_chunk))
+        }),
         optimizer_in_backward: if settings.step.optimizer_in_backward {
             Some(largest_trainable(model, plan, settings))
         } else {

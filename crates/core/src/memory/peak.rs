@@ -265,6 +265,10 @@ pub struct StepInputs {
     pub loss: LossKind,
     /// What the fused loss holds (zero for the other losses).
     pub fused_loss: FusedLossBytes,
+    /// With the chunked loss, the gradients in flight at its largest moment in the output head's
+    /// backward, once every chunk's log-softmax is freed ([`chunked_head_backward`]; 0 with the
+    /// other losses).
+    pub chunked_head_backward: u64,
     /// With the optimizer in the backward: the largest trainable tensor's gradient and its
     /// optimizer temporary (0 otherwise).
     pub optimizer_in_backward: Option<(u64, u64)>,
@@ -332,6 +336,30 @@ pub struct OffloadBytes {
     pub host: u64,
     /// Checkpoints on the host while a checkpointed block is recomputed (all but that block's).
     pub at_recompute_on_host: u64,
+}
+
+/// The gradients in flight at the chunked loss's largest moment in the output head's backward,
+/// for `tokens` rows: torchtune's model returns every chunk's logits before its loss runs, so
+/// autograd (latest node first) runs all `n` chunks' cross-entropy backwards first, leaving the
+/// logits' gradients (`logits`: `T V` in their dtype) in flight, then one head projection's
+/// backward per chunk, each freeing its chunk's logit gradient and making the gradient of the
+/// chunk's hidden states (`hidden_chunk`, in the residual's dtype) and, when the head is
+/// trained, of the head's weight (`weight`: `V h` in the matmul's dtype). Autograd sums the
+/// chunks' weight gradients in its input buffer: the first sum is out of place (both are
+/// transposed views, `mm`'s weight gradient), so three weight gradients are alive at once; later
+/// sums are in place. The largest of: the first projection's (`logits + weight`), the second's
+/// before the sum, and the sum itself (`logits (n - 2)/n + 3 weight + 2 hidden_chunk`),
+/// measured with `torch.profiler`'s allocator events and `MemTracker`.
+pub const fn chunked_head_backward(logits: u64, weight: u64, hidden_chunk: u64) -> u64 {
+    if weight == 0 {
+        return logits;
+    }
+    let chunk = logits.div_ceil(LossKind::CHUNKS);
+    let first = logits + weight;
+    let second = logits.saturating_sub(chunk) + 2 * weight + hidden_chunk;
+    let summed = logits.saturating_sub(2 * chunk) + 3 * weight + 2 * hidden_chunk;
+    let larger = if first > second { first } else { second };
+    if larger > summed { larger } else { summed }
 }
 
 /// Host memory the activation offloading needs: the host copies of the saved tensors.
@@ -471,6 +499,12 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
     {
         backward_start.activations = (saved - f.hidden_gradient).saturating_sub(f.last_block_freed);
         backward_start.temporaries = f.last_block_in_flight;
+    }
+    // The chunked loss's backward runs every chunk's cross-entropy backward first (each frees
+    // its log-softmax), then the head's: it peaks there when that holds more.
+    if s.loss == LossKind::Chunked && s.chunked_head_backward > s.loss_saved + loss_backward {
+        backward_start.activations = on_gpu;
+        backward_start.temporaries = s.chunked_head_backward;
     }
     let recompute = if s.activations_at_recompute > 0 {
         LiveBytes {
@@ -634,6 +668,7 @@ mod tests {
             grad_accum: 1,
             loss: LossKind::Full,
             fused_loss: FusedLossBytes::default(),
+            chunked_head_backward: 0,
             optimizer_in_backward: None,
             offload: None,
         }
@@ -755,6 +790,26 @@ mod tests {
         let [_, steady] = step_peaks(&s);
         assert_eq!((steady.bytes, steady.phase), (1733, StepPhase::Loss));
         assert_eq!(timeline(&s, StepKind::Steady)[2].live.temporaries, 10);
+    }
+
+    /// The chunked loss's head backward, against `torch.profiler`'s allocator events for 8
+    /// chunks of `F.linear` over an fp32 [2, 64, 64] input and a trained 2048 x 64 head, each
+    /// chunk's `cross_entropy(logits.float())` summed (no MemTracker): 2,367,492 bytes live at
+    /// the backward's peak, 4 of them the loss's gradient. The logits' gradients are `4 T V` =
+    /// 1,048,576 bytes, a weight gradient 524,288, a chunk's hidden-state gradient 4,096.
+    #[test]
+    fn chunked_head_backward_matches_the_allocator() {
+        assert_eq!(chunked_head_backward(1_048_576, 524_288, 4_096), 2_367_488);
+        // A frozen head: the logits' gradients alone.
+        assert_eq!(chunked_head_backward(1_048_576, 0, 4_096), 1_048_576);
+        // In a step it replaces the backward's start once it holds more than the loss's saved
+        // bytes and one chunk's gradients (48 + 10): the log-softmax freed, 452 saved bytes
+        // remain beside it.
+        let mut s = inputs();
+        s.loss = LossKind::Chunked;
+        s.chunked_head_backward = 600;
+        let start = timeline(&s, StepKind::Steady)[2].live;
+        assert_eq!((start.activations, start.temporaries), (452, 600));
     }
 
     /// A fused linear cross-entropy: no logits and no log-softmax (the 48 saved bytes out), nor
