@@ -4,6 +4,7 @@ Writes fixtures/memory/measured_peak.json (see fixtures/memory/README.md, "Peak 
 Usage: see README.md beside this file.
 """
 import argparse
+import gc
 import json
 import os
 import random
@@ -120,6 +121,52 @@ def run_step(tracker, model, opt, ids, dtype_mode, lm_head, step):
     tracker.sample()
 
 
+def tracked_steps(external, one_step, steps=(1, 2)):
+    """Run `one_step(tracker, step)` for each step, each under a fresh PhasedTracker told of
+    `external` (the model, optimizers and ids: their parameters, gradients and optimizer state as
+    they stand when the step starts), with `skip_frozen_hooks` on. Returns the peaks by (step,
+    phase) and each step's end bytes.
+
+    One tracker per step: MemTracker's ModTracker hooks keep tensors alive across steps under
+    reentrant checkpointing (a hook on each recomputed block's detached input, held through C++,
+    which Python's gc cannot free): `torch.profiler`'s allocator events show the live bytes
+    growing by one hidden state pair per checkpointed block and step under the tracker, and flat
+    without it. A tracker that spans both steps books that leak in the second step's categories;
+    a fresh one books only what the step itself holds.
+
+    Each step starts from `gc.collect()`: peft's DoRA leaves reference cycles holding tensors,
+    which Python's collector frees when its allocation counters say, so without it a step's peak
+    depends on what the process ran before (DoRA steps moved by up to 3% from run to run)."""
+    peaks, boundaries = {}, {}
+    orig = skip_frozen_hooks()
+    try:
+        for step in steps:
+            gc.collect()
+            tracker = PhasedTracker()
+            with tracker:
+                tracker.track_external(*external)
+                one_step(tracker, step)
+                boundaries[step] = tracker.current()
+            peaks.update({k: v for k, v in tracker.peaks.items() if k[0] == step})
+    finally:
+        restore_hooks(orig)
+    return peaks, boundaries
+
+
+def step_records(peaks, boundaries, steps=(1, 2)):
+    """Each step's record: its peak over the phases, that phase's categories, every phase's peak
+    and the bytes at its end."""
+    out = {}
+    for step in steps:
+        phases = {p: {"bytes": peaks[(step, p)][0], "by_category": peaks[(step, p)][1]}
+                  for p in PHASES if (step, p) in peaks}
+        phase = max(phases, key=lambda p: phases[p]["bytes"])
+        out[f"step{step}"] = {"peak_bytes": phases[phase]["bytes"], "phase": phase,
+                              "by_category": phases[phase]["by_category"], "phases": phases,
+                              "end_bytes": boundaries[step]}
+    return out
+
+
 def quant_state_tensors(params):
     """The tensors bitsandbytes keeps beside each 4-bit weight (`Params4bit.quant_state`: absmax,
     codebook, and under double quantization the nested absmax, codebook and offset), one per
@@ -146,33 +193,23 @@ def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing, buil
     opt = torch.optim.AdamW(trainable, lr=1e-3, foreach=True)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     lm_head = model.get_output_embeddings()
-    tracker = PhasedTracker()
+    current = {}
     # The loss phase starts when lm_head returns (the logits, the loss's fp32 copy and
     # log-softmax) and ends when the forward returns.
-    handle = lm_head.register_forward_hook(lambda m, i, o: setattr(tracker, "phase", "loss"))
-    orig = skip_frozen_hooks()
-    boundaries = {}
+    handle = lm_head.register_forward_hook(lambda m, i, o: setattr(current["tracker"], "phase", "loss"))
+
+    def one_step(tracker, step):
+        current["tracker"] = tracker
+        for t in quant_states:
+            # Booked as parameters: they are the 4-bit weights' storage.
+            tracker._update_and_maybe_create_winfos(t, _MemRefType.PARAM)
+        run_step(tracker, model, opt, ids, dtype_mode, lm_head, step)
+
     try:
-        with tracker:
-            tracker.track_external(model, opt, ids)
-            for t in quant_states:
-                # Booked as parameters: they are the 4-bit weights' storage.
-                tracker._update_and_maybe_create_winfos(t, _MemRefType.PARAM)
-            for step in (1, 2):
-                run_step(tracker, model, opt, ids, dtype_mode, lm_head, step)
-                boundaries[step] = tracker.current()
-                tracker.reset_mod_stats()
+        peaks, boundaries = tracked_steps((model, opt, ids), one_step)
     finally:
-        restore_hooks(orig)
         handle.remove()
-    steps = {}
-    for step in (1, 2):
-        phases = {p: {"bytes": tracker.peaks[(step, p)][0], "by_category": tracker.peaks[(step, p)][1]}
-                  for p in PHASES if (step, p) in tracker.peaks}
-        phase = max(phases, key=lambda p: phases[p]["bytes"])
-        steps[f"step{step}"] = {"peak_bytes": phases[phase]["bytes"], "phase": phase,
-                                "by_category": phases[phase]["by_category"], "phases": phases,
-                                "end_bytes": boundaries[step]}
+    steps = step_records(peaks, boundaries)
     uniq = {p.untyped_storage().data_ptr(): p for p in params}
     state = sum(v.nbytes for st in opt.state.values() for k, v in st.items() if k != "step")
     params_record = {"trainable_count": sum(p.numel() for p in trainable),

@@ -220,66 +220,58 @@ def measure(name, regime, batch, seq, dtype_mode, attn, technique, checkpointing
         opts = [torch.optim.AdamW(trainable, lr=1e-3, foreach=True)]
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     lm_head = model.get_output_embeddings()
-    tracker = mp.PhasedTracker()
-    hook_handle = lm_head.register_forward_hook(lambda m, i, o: setattr(tracker, "phase", "loss"))
+    current = {}
+    hook_handle = lm_head.register_forward_hook(
+        lambda m, i, o: setattr(current["tracker"], "phase", "loss"))
     offload = Offload() if technique == "activation-offload" else None
     head_hooks = offload.skip_output_head(lm_head) if offload else []
-    orig = mp.skip_frozen_hooks()
-    boundaries, host_peaks = {}, {}
+    host_peaks = {}
     autocast = dtype_mode != "fp32"
+
+    def one_step(tracker, step):
+        current["tracker"] = tracker
+        tracker.step = step
+        tracker.phase = "forward"
+        if offload:
+            offload.host_peak = offload.host_live
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            if technique == "loss-chunked":
+                loss = chunked_loss(model, ids, tracker)
+            elif technique == "loss-fused":
+                loss = fused_loss(model, ids, tracker)
+            elif offload:
+                with offload():
+                    out = model(input_ids=ids)
+                logits = out.logits
+                del out
+                loss = base_lm(model).loss_function(logits, ids, vocab_size=cfg.vocab_size)
+                del logits
+            else:
+                out = model(input_ids=ids, labels=ids)
+                loss = out.loss
+                del out
+        tracker.phase = "backward"
+        loss.backward()
+        del loss
+        tracker.phase = "optimizer"
+        if technique != "optimizer-in-backward":
+            opts[0].step()
+        tracker.phase = "zero_grad"
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        tracker.sample()
+        if offload:
+            host_peaks[step] = offload.host_peak
+
     try:
-        with tracker:
-            tracker.track_external(model, *opts, ids)
-            for step in (1, 2):
-                tracker.step = step
-                tracker.phase = "forward"
-                if offload:
-                    offload.host_peak = offload.host_live
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                    if technique == "loss-chunked":
-                        loss = chunked_loss(model, ids, tracker)
-                    elif technique == "loss-fused":
-                        loss = fused_loss(model, ids, tracker)
-                    elif offload:
-                        with offload():
-                            out = model(input_ids=ids)
-                        logits = out.logits
-                        del out
-                        loss = base_lm(model).loss_function(logits, ids, vocab_size=cfg.vocab_size)
-                        del logits
-                    else:
-                        out = model(input_ids=ids, labels=ids)
-                        loss = out.loss
-                        del out
-                tracker.phase = "backward"
-                loss.backward()
-                del loss
-                tracker.phase = "optimizer"
-                if technique != "optimizer-in-backward":
-                    opts[0].step()
-                tracker.phase = "zero_grad"
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
-                tracker.sample()
-                boundaries[step] = tracker.current()
-                if offload:
-                    host_peaks[step] = offload.host_peak
-                tracker.reset_mod_stats()
+        peaks, boundaries = mp.tracked_steps((model, *opts, ids), one_step)
     finally:
-        mp.restore_hooks(orig)
         hook_handle.remove()
         for h in head_hooks:
             h.remove()
-    steps = {}
-    for step in (1, 2):
-        phases = {p: {"bytes": tracker.peaks[(step, p)][0], "by_category": tracker.peaks[(step, p)][1]}
-                  for p in mp.PHASES if (step, p) in tracker.peaks}
-        phase = max(phases, key=lambda p: phases[p]["bytes"])
-        steps[f"step{step}"] = {"peak_bytes": phases[phase]["bytes"], "phase": phase,
-                                "by_category": phases[phase]["by_category"], "phases": phases,
-                                "end_bytes": boundaries[step]}
-        if offload:
-            steps[f"step{step}"]["host_offload_bytes"] = host_peaks[step]
+    steps = mp.step_records(peaks, boundaries)
+    for step in host_peaks:
+        steps[f"step{step}"]["host_offload_bytes"] = host_peaks[step]
     uniq = {p.untyped_storage().data_ptr(): p for p in params}
     state = sum(v.nbytes for o in opts for st in o.state.values() for k, v in st.items() if k != "step")
     step_bytes = sum(st["step"].nbytes for o in opts for st in o.state.values())

@@ -4,12 +4,23 @@
 //! base × eager, sdpa × checkpointing off/on × two shapes. The predicted peak of each step is
 //! compared with the measured one, each group held to its recorded worst error. On the dense
 //! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
-//! one, and every category holding more than 5% of the measured peak is within 10% of it but three
-//! listed DoRA steps. With qwen3_moe every step is within 10% (LoRA on its fused experts is
-//! over-predicted by up to 9%), and 412 of the 432 steps (95.4%) are within 5%. Checkpoints hold
+//! one, and every category holding more than 5% of the measured peak is within 10% of it. With
+//! qwen3_moe every step is within 10% (LoRA on its fused experts is over-predicted by up to 9%),
+//! and 408 of the 432 steps (94.4%) are within 5%. Checkpoints hold
 //! the residual stream in its own dtype: 16-bit over a 16-bit frozen base under autocast (where
 //! the RMSNorm's fp32 copy is then a tensor of its own), fp32 over an fp32 embedding (LoRA over
 //! a bf16 base with checkpointing was 2.0% to 2.6% high when they were counted in fp32).
+//!
+//! Each step is measured under a fresh tracker (`tracked_steps` in `measure_peak.py`): MemTracker's
+//! module hooks keep one hidden-state pair per checkpointed block alive from step to step under
+//! reentrant checkpointing (`torch.profiler`'s allocator events grow with the tracker and stay
+//! flat without it), which one tracker over both steps booked in the second step's activations:
+//! LoRA and DoRA with checkpointing looked up to 4.4% under-predicted there. DoRA without
+//! checkpointing keeps a run-to-run spread: the tracker's hooks leave reference cycles holding
+//! tensors that Python's collector frees when it runs (none without the tracker), so its steps
+//! peak up to 4% above the model; the allocator's own peak for the worst of them
+//! (`llama-h64-l2-v2048|dora-r8|b2s64|fp32|eager`, step 2: 7,638,640 bytes, the tracker 7,951,856)
+//! is within 0.2% of the prediction.
 
 mod common;
 
@@ -29,17 +40,17 @@ const PEAKS: &str = include_str!("../../../fixtures/memory/measured_peak.json");
 const PEAK: &[Bound] = &[
     bound("gpt2 full ckpt", 0.08, 1.0),
     bound("gpt2 full no-ckpt", 0.11, 1.0),
-    bound("gpt2 lora ckpt", -2.68, 4.0),
+    bound("gpt2 lora ckpt", -0.90, 1.5),
     bound("gpt2 lora no-ckpt", 1.58, 3.0),
-    bound("llama dora ckpt", -4.40, 5.0),
-    bound("llama dora no-ckpt", -2.76, 4.0),
+    bound("llama dora ckpt", 0.11, 1.0),
+    bound("llama dora no-ckpt", -4.11, 5.0),
     bound("llama full ckpt", 0.14, 1.0),
     bound("llama full no-ckpt", 0.13, 1.0),
-    bound("llama lora ckpt", -1.74, 2.5),
+    bound("llama lora ckpt", 0.11, 1.0),
     bound("llama lora no-ckpt", 0.11, 1.0),
     bound("qwen2 full ckpt", 0.19, 1.0),
     bound("qwen2 full no-ckpt", 0.16, 1.0),
-    bound("qwen2 lora ckpt", -2.30, 3.0),
+    bound("qwen2 lora ckpt", 0.15, 1.0),
     bound("qwen2 lora no-ckpt", 0.13, 1.0),
     bound("qwen3_moe full ckpt", 2.88, 4.0),
     bound("qwen3_moe full no-ckpt", 2.64, 4.0),
@@ -47,16 +58,8 @@ const PEAK: &[Bound] = &[
     bound("qwen3_moe lora no-ckpt", 8.90, 10.0),
 ];
 
-/// Categories beyond 10%: with DoRA and checkpointing MemTracker's books end the first step 133
-/// KiB to 200 KiB above parameters and state, which the second step's activations carry. No
-/// tensor is alive then: counted with `gc` after each of three such steps (llama, fp32, sdpa,
-/// b2s64), the live storages stay at parameters + AdamW state + buffers + ids to within 144
-/// bytes, step after step, so the excess is the tracker's bookkeeping, not memory.
-const KNOWN_CATEGORY_MISSES: &[&str] = &[
-    "llama-h64-l2-v2048|dora-r8|b4s128|fp32|eager|ckpt step 2 activations: predicted 4872196, measured 5427208",
-    "llama-h64-l2-v2048|dora-r8|b2s64|autocast-bf16|eager|ckpt step 2 activations: predicted 1451524, measured 1619976",
-    "llama-h64-l2-v2048|dora-r8|b2s64|fp32|sdpa|ckpt step 2 activations: predicted 1156612, measured 1321480",
-];
+/// Categories beyond 10% of the measured one where they hold more than 5% of the peak: none.
+const KNOWN_CATEGORY_MISSES: &[&str] = &[];
 
 #[test]
 fn predicted_peaks_match_memtracker() {
@@ -87,13 +90,13 @@ fn predicted_peaks_match_memtracker() {
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }
-    // Every step of the dense families is within 5%; with the MoE records, 412 of 432.
+    // Every step of the dense families is within 5%; with the MoE records, 408 of 432.
     assert_eq!(
         (dense.within_5, dense.steps),
         (336, 336),
         "dense steps within 5%"
     );
-    all.assert_holds((412, 432), KNOWN_CATEGORY_MISSES);
+    all.assert_holds((408, 432), KNOWN_CATEGORY_MISSES);
     let phase_misses = all.phase_misses;
     assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
     worst.check("peak", PEAK);
