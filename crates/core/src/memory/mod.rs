@@ -677,22 +677,6 @@ fn step_inputs(
     } else {
         peak::FusedLossBytes::default()
     };
-    // The chunked loss's head backward: every logit's gradient, three of the head's weight
-    // gradients (a trained head) and two chunks' hidden-state gradients, at most.
-    let chunked_head = if modelled && settings.step.loss == LossKind::Chunked {
-        let compute = u128::from(precision.compute_dtype().bytes());
-        let weight = if totals.base_trainable {
-            u128::from(model.dims.vocab) * hidden * compute
-        } else {
-            0
-        };
-        let hidden_chunk = resid * tokens.div_ceil(u128::from(LossKind::CHUNKS)) * hidden;
-        let logit_gradients = compute * logits;
-        bound += logit_gradients + 3 * weight + 2 * hidden_chunk;
-        Some((logit_gradients, weight, hidden_chunk))
-    } else {
-        None
-    };
     if u64::try_from(bound).is_err() {
         return Err(CountError { what: "peak bytes" });
     }
@@ -732,9 +716,11 @@ fn step_inputs(
         grad_accum: settings.step.grad_accum,
         loss: settings.step.loss,
         fused_loss,
-        chunked_head_backward: chunked_head.map_or(0, |(logits, weight, hidden_chunk)| {
-            peak::chunked_head_backward(narrow(logits), narrow(weight), narrow(hidden_chunk))
-        }),
+        chunked_head_backward: if modelled && settings.step.loss == LossKind::Chunked {
+            chunked_head_bytes(model, plan, settings, tokens)?
+        } else {
+            0
+        },
         optimizer_in_backward: if settings.step.optimizer_in_backward {
             Some(largest_trainable(model, plan, settings))
         } else {
@@ -826,6 +812,42 @@ fn offload_bytes(
         host: narrow(host)?,
         at_recompute_on_host: narrow(layers.saturating_sub(1) * checkpoint)?,
     })
+}
+
+/// The chunked loss's largest moment in the head's backward ([`peak::chunked_head_backward`]) for
+/// `tokens` rows: every logit's gradient in the compute dtype, the head's weight gradient as its
+/// matmul makes it (a trained head) and a chunk's hidden-state gradient in the residual's dtype.
+/// Off the default path.
+#[cold]
+fn chunked_head_bytes(
+    model: &ModelShape,
+    plan: &TrainingPlan,
+    settings: &MemorySettings,
+    tokens: u128,
+) -> Result<u64, CountError> {
+    let precision = settings.precision;
+    let compute = u128::from(precision.compute_dtype().bytes());
+    let resid = if precision.autocast() { 4 } else { compute };
+    let (hidden, vocab) = (u128::from(model.dims.hidden), u128::from(model.dims.vocab));
+    let weight = if plan.totals().base_trainable {
+        vocab * hidden * compute
+    } else {
+        0
+    };
+    let hidden_chunk = resid * tokens.div_ceil(u128::from(LossKind::CHUNKS)) * hidden;
+    let logit_gradients = compute * tokens * vocab;
+    let narrow = |bytes: u128| {
+        u64::try_from(bytes).map_err(|_| CountError {
+            what: "chunked loss bytes",
+        })
+    };
+    // The largest moment is at most all three summed, three weight gradients and two chunks.
+    narrow(logit_gradients + 3 * weight + 2 * hidden_chunk)?;
+    Ok(peak::chunked_head_backward(
+        narrow(logit_gradients)?,
+        narrow(weight)?,
+        narrow(hidden_chunk)?,
+    ))
 }
 
 /// What Liger's fused linear cross-entropy holds ([`peak::FusedLossBytes`]) for `tokens` rows,

@@ -501,8 +501,9 @@ fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
         backward_start.temporaries = f.last_block_in_flight;
     }
     // The chunked loss's backward runs every chunk's cross-entropy backward first (each frees
-    // its log-softmax), then the head's: it peaks there when that holds more.
-    if s.loss == LossKind::Chunked && s.chunked_head_backward > s.loss_saved + loss_backward {
+    // its log-softmax), then the head's: it peaks there when that holds more (the field is 0
+    // with the other losses).
+    if s.chunked_head_backward > s.loss_saved + loss_backward {
         backward_start.activations = on_gpu;
         backward_start.temporaries = s.chunked_head_backward;
     }
