@@ -621,7 +621,8 @@ pub enum BaseTraining {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BaseTreatment {
     pub training: BaseTraining,
-    /// How Linear weights inside the blocks are stored (QLoRA: NF4).
+    /// How `nn.Linear` weights inside the blocks are stored (QLoRA: NF4;
+    /// [`crate::LinearModule::quantizable`]).
     pub block_linear_storage: Storage,
     /// How every other base parameter (embeddings, norms, the lm_head, biases) is stored:
     /// [`Storage::Policy`] follows the precision policy (and `--base-dtype` when frozen); a fixed
@@ -640,7 +641,7 @@ impl BaseTreatment {
             BaseTraining::Biases => p.kind.is_bias(),
         };
         let (storage, matmul_weight) = match p.kind {
-            ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => (
+            ParamKind::LinearWeight(i) if model.modules[i].quantizable() => (
                 self.block_linear_storage,
                 !matches!(self.block_linear_storage, Storage::Nf4(_) | Storage::Int8),
             ),
@@ -1073,7 +1074,7 @@ fn other_storage_totals(model: &ModelShape, base: BaseTreatment, trained: u64, t
             // Quantized storage outside the blocks: each tensor's own layout.
             for (param, p) in model.params.iter().enumerate() {
                 let group = base.group(model, param);
-                if !matches!(p.kind, ParamKind::LinearWeight(i) if model.modules[i].in_blocks()) {
+                if !matches!(p.kind, ParamKind::LinearWeight(i) if model.modules[i].quantizable()) {
                     let bytes = match group.storage {
                         Storage::Nf4(layout) => p.count.checked_mul(layout.tensor_bytes(p.numel)),
                         _ => int8_tensor_bytes(p.numel, weight_rows(model, &group))
@@ -1155,7 +1156,7 @@ impl TrainingPlan {
                 // Each tensor has its own absmax blocks and codebooks: one term per kind.
                 for p in &model.params {
                     if let ParamKind::LinearWeight(i) = p.kind
-                        && model.modules[i].in_blocks()
+                        && model.modules[i].quantizable()
                     {
                         let bytes = p.count.checked_mul(layout.tensor_bytes(p.numel));
                         t.add(|t| &mut t.fixed_storage_bytes, bytes);
@@ -1165,7 +1166,7 @@ impl TrainingPlan {
             Storage::Int8 => {
                 // The int8 weights, plus one fp32 scale per output row of each weight.
                 let rows: Option<u64> = model.params.iter().try_fold(0u64, |acc, p| match p.kind {
-                    ParamKind::LinearWeight(i) if model.modules[i].in_blocks() => p
+                    ParamKind::LinearWeight(i) if model.modules[i].quantizable() => p
                         .count
                         .checked_mul(model.modules[i].out_features)?
                         .checked_add(acc),

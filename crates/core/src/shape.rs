@@ -373,9 +373,10 @@ pub struct AdapterUnits {
 pub struct AdaptedInputs {
     /// Adapters on the Linears reading the attention input (q, k, v, a fused qkv).
     pub attention: u64,
-    /// Adapters on the MLP Linears reading the MLP input (gate, up, fc1); `u64::MAX` once a
-    /// fused-expert parameter is adapted (every dense MLP input stays counted, the recipe the
-    /// qwen3_moe and deepseek_v3 records were fitted with).
+    /// Adapters on the MLP Linears reading the MLP input (gate, up, fc1). Adapted fused experts
+    /// or routers add none (the experts' own term counts what they keep; counting every dense
+    /// MLP input for them over-predicted qwen3_moe, deepseek_v3 and glm4_moe LoRA by up to 9.6%,
+    /// whose dense MLP layers peft's all-linear leaves alone).
     pub mlp: u64,
     /// An adapter on an MLP Linear reading the intermediate activation (down, fc2).
     pub down: bool,
@@ -402,10 +403,7 @@ impl AdaptedInputs {
             ..AdaptedInputs::default()
         };
         if m.host != AdapterHost::Module {
-            if m.group == ModuleGroup::Mlp {
-                s.mlp = u64::MAX;
-                s.down = true;
-            }
+            // A router or fused-expert parameter: the experts' term counts what it keeps.
         } else if m.reads_attention_input {
             s.attention = 1;
         } else if m.group == ModuleGroup::Mlp {
@@ -508,9 +506,25 @@ impl LinearModule {
         }
     }
 
-    /// True for Linears inside the transformer blocks (what QLoRA quantizes).
+    /// True for Linears inside the transformer blocks.
     pub fn in_blocks(&self) -> bool {
         self.group != ModuleGroup::Output
+    }
+
+    /// transformers 5's fused 3-D expert weights (`gate_up_proj`, `down_proj` of an experts
+    /// module): their grouped matmuls run outside autocast, in the weights' own dtype (the input
+    /// is cast to it), so autocast never copies them.
+    pub fn fused_experts(&self) -> bool {
+        matches!(self.host, AdapterHost::Parameter { .. }) && self.group == ModuleGroup::Mlp
+    }
+
+    /// An `nn.Linear` inside the blocks: what bitsandbytes (and any `nn.Linear` swap) replaces
+    /// with its 4-bit or 8-bit Linear. transformers 5's fused 3-D expert weights and its router
+    /// modules are parameters of other modules ([`AdapterHost::Parameter`]): they stay as loaded
+    /// (checked with transformers 5.24 and bitsandbytes 0.50.2 on qwen3_moe, whose experts and
+    /// router stay dense, upcast to fp32 by `prepare_model_for_kbit_training`).
+    pub fn quantizable(&self) -> bool {
+        self.in_blocks() && self.host == AdapterHost::Module
     }
 }
 
@@ -676,9 +690,11 @@ pub struct ParamSums {
     /// Biases, norm biases included.
     pub bias_params: u64,
     pub bias_tensors: u64,
-    /// Weights a matmul consumes: every Linear weight, and the embedding when the lm_head is tied.
+    /// Weights a matmul under autocast consumes ([`ModelShape::is_matmul_weight`]): every Linear
+    /// weight but the fused experts', and the embedding when the lm_head is tied.
     pub matmul_params: u64,
-    /// Linear weights inside the blocks (what QLoRA quantizes).
+    /// `nn.Linear` weights inside the blocks (what QLoRA quantizes: not the fused experts or the
+    /// routers, [`LinearModule::quantizable`]).
     pub block_linear_params: u64,
     /// The first block's attention-input weights (q, k, v or fused qkv).
     pub first_block_attention_params: u64,
@@ -702,7 +718,7 @@ impl ParamSums {
             }
             if let ParamKind::LinearWeight(i) = p.kind {
                 let m = &shape.modules[i];
-                if m.in_blocks() {
+                if m.quantizable() {
                     sums.block_linear_params += n;
                 }
                 sums.first_block_attention_params +=
@@ -762,11 +778,11 @@ impl ModelShape {
         self.group_adapter_units.as_ref().map(|units| &units[index])
     }
 
-    /// Weights that a matmul consumes (Linear weights, and the embedding when the lm_head is
-    /// tied).
+    /// Weights that a matmul under autocast consumes (Linear weights, and the embedding when the
+    /// lm_head is tied; not the fused experts' weights, [`LinearModule::fused_experts`]).
     pub fn is_matmul_weight(&self, kind: ParamKind) -> bool {
         match kind {
-            ParamKind::LinearWeight(_) => true,
+            ParamKind::LinearWeight(i) => !self.modules[i].fused_experts(),
             ParamKind::Embedding => self.tied_embeddings,
             _ => false,
         }

@@ -721,9 +721,9 @@ ftbudget_core::inventory::submit! {
     }
 }
 
-/// The bias of a Linear inside the blocks.
+/// The bias of an `nn.Linear` inside the blocks (the Linears a quantized base swaps).
 fn is_block_linear_bias(model: &ModelShape, kind: ParamKind) -> bool {
-    matches!(kind, ParamKind::LinearBias(i) if model.modules[i].in_blocks())
+    matches!(kind, ParamKind::LinearBias(i) if model.modules[i].quantizable())
 }
 
 /// peft's explicit `target_parameters`: one ParamWrapper of rank `r` per named parameter not

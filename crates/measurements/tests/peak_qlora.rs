@@ -8,6 +8,12 @@
 //! as `--base-dtype` and the record's preparation as the regime's `prepare`: the prepared bf16
 //! records are predicted from a bf16 base that the preparation upcasts.
 //!
+//! qwen3_moe (48 records, the same grid): bitsandbytes swaps `nn.Linear` modules only, so the
+//! fused 3-D experts and the router stay as loaded (bf16, or fp32 once prepared: the weights are
+//! exact; ftbudget had counted the experts in NF4, 4 to 8 times too small); every step is within
+//! 7% and 284 of the 288 steps within 5%. Its phases and categories are not checked (as in
+//! `peak.rs`: the checkpointed MoE steps peak at moments the timeline does not have).
+//!
 //! The weights are exact to the byte: the packed 4-bit data, the quant states (absmax,
 //! codebooks, nested absmax and offset), the embeddings, norms and lm_head (fp32 where prepared,
 //! bf16 as loaded), and qwen2's q/k/v biases, which `Linear4bit` casts to the compute dtype in
@@ -49,6 +55,14 @@ const PEAK: &[Bound] = &[
     bound("qwen2 qlora-r8-dq as-loaded no-ckpt", 0.13, 1.0),
     bound("qwen2 qlora-r8-dq prepared ckpt", 0.03, 1.0),
     bound("qwen2 qlora-r8-dq prepared no-ckpt", 0.03, 1.0),
+    bound("qwen3_moe qlora-r8 as-loaded ckpt", 6.73, 7.5),
+    bound("qwen3_moe qlora-r8 as-loaded no-ckpt", 2.93, 3.5),
+    bound("qwen3_moe qlora-r8 prepared ckpt", 2.43, 3.0),
+    bound("qwen3_moe qlora-r8 prepared no-ckpt", -4.04, 5.0),
+    bound("qwen3_moe qlora-r8-dq as-loaded ckpt", 6.68, 7.5),
+    bound("qwen3_moe qlora-r8-dq as-loaded no-ckpt", 2.91, 3.5),
+    bound("qwen3_moe qlora-r8-dq prepared ckpt", 2.41, 3.0),
+    bound("qwen3_moe qlora-r8-dq prepared no-ckpt", -4.04, 5.0),
 ];
 
 /// Categories beyond 10% of the measured one where they hold more than 5% of the peak.
@@ -57,7 +71,7 @@ const KNOWN_CATEGORY_MISSES: &[&str] = &[];
 #[test]
 fn predicted_qlora_peaks_match_memtracker() {
     let records = parse_peak_records(PEAKS).unwrap();
-    assert_eq!(records.len(), 96, "records");
+    assert_eq!(records.len(), 144, "records");
     let mut worst = Worst::default();
     let mut tally = StepTally::default();
     for r in &records {
@@ -88,12 +102,14 @@ fn predicted_qlora_peaks_match_memtracker() {
                 "no-ckpt"
             }
         );
+        // Phases and categories are checked on the dense families (as in `peak.rs`).
+        let moe = r.shape.family.ends_with("_moe");
         for (name, measured, predicted) in paired_steps(r, &e) {
-            let error = tally.add(&r.id, name, &predicted, measured, true);
+            let error = tally.add(&r.id, name, &predicted, measured, !moe);
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }
-    tally.assert_holds((192, 192), KNOWN_CATEGORY_MISSES);
+    tally.assert_holds((284, 288), KNOWN_CATEGORY_MISSES);
     let phase_misses = tally.phase_misses;
     assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
     worst.check("peak", PEAK);
@@ -128,5 +144,5 @@ fn prepared_records_are_missed_without_the_preparation() {
         let error = relative_error(e.estimate.peak.bytes, r.measured_peak());
         assert!(error < -0.04, "{} as loaded: {:+.2}%", r.id, 100.0 * error);
     }
-    assert_eq!(prepared_bf16, 32, "prepared bf16 records");
+    assert_eq!(prepared_bf16, 48, "prepared bf16 records");
 }

@@ -1,7 +1,10 @@
 //! QLoRA (Dettmers et al. 2023): LoRA adapters over a frozen base whose Linear weights inside the
 //! transformer blocks are stored in 4-bit NormalFloat exactly as bitsandbytes lays them out
 //! (packed `ceil(n/2)` bytes, an absmax per block, nested absmax and offset under double
-//! quantization, per-tensor codebooks).
+//! quantization, per-tensor codebooks). bitsandbytes swaps `nn.Linear` modules only: the fused
+//! 3-D expert weights and routers of transformers 5's MoE models are parameters of other modules
+//! and stay dense, as loaded, and like every other 16-bit parameter are upcast to fp32 by the
+//! preparation (measured on qwen3_moe, `fixtures/memory/measured_peak_qlora.json`).
 //!
 //! Embeddings, norms, the lm_head and biases are held as QLoRA recipes (TRL's `SFTTrainer`,
 //! axolotl, peft's examples, HF `qlora.py`) hold them: `prepare=true` (the default) is peft's
@@ -138,7 +141,7 @@ impl Regime for Qlora {
             .modules
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.in_blocks())
+            .filter(|(_, m)| m.quantizable())
             .max_by_key(|(_, m)| m.in_features * m.out_features);
         if let Some((module, m)) = largest {
             out.push_activation_term(ActivationTerm {

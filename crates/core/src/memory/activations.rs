@@ -10,8 +10,8 @@ use crate::dtype::DType;
 use crate::error::{CountError, UnknownName};
 use crate::plan::{ActivationDtype, DENSE_MATMUL_DTYPES, TrainingPlan};
 use crate::shape::{
-    ActivationRecipe, AdapterHost, AttentionLayout, MlpActivation, MlpLayout, ModelShape,
-    ModuleGroup, NormKind, NormPlacement, PositionKind, QkNorm,
+    ActivationRecipe, AttentionLayout, MlpActivation, MlpLayout, ModelShape, ModuleGroup, NormKind,
+    NormPlacement, PositionKind, QkNorm,
 };
 use serde::Serialize;
 use std::fmt;
@@ -1024,18 +1024,27 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
                 MlpActivation::ClampedSwiGlu => 7,
                 _ => 4,
             };
-            // Experts adapted through peft's `ParamWrapper` keep each expert's delta weight
-            // (`lora_B @ lora_A`, `E x in x out` per wrapped parameter and layer, measured on
-            // qwen3_moe); a frozen, unadapted expert needs no saved input for its weight.
+            // Experts adapted through peft's `ParamWrapper` (peft 0.21's `_LoraFactorsProxy`)
+            // run on `W + scaling (B A)`, made by one `baddbmm` in the weights' own dtype
+            // (`E x in x out` per wrapped parameter and layer), which the grouped matmul saves;
+            // over a base in another dtype than the adapters', `baddbmm` also saves the two
+            // factors cast to it (`rank x E x (in + out)`). Measured with saved-tensor hooks on
+            // qwen3_moe: fp32, bf16 autocast over fp32 and over a bf16 base. A frozen, unadapted
+            // expert needs no saved input for its weight.
             let mut delta = Exact::ZERO;
             for site in x.plan.adapters() {
                 let m = &model.modules[site.module];
-                if matches!(m.host, AdapterHost::Parameter { .. }) && m.group == ModuleGroup::Mlp {
+                if m.fused_experts() {
                     let per_layer = Exact::from(m.count / e.sparse_layers.max(1));
-                    delta += x.trainable_bytes
-                        * per_layer
-                        * Exact::from(m.in_features)
-                        * Exact::from(m.out_features);
+                    let (fan_in, fan_out) =
+                        (Exact::from(m.in_features), Exact::from(m.out_features));
+                    delta += x.expert_bytes * per_layer * fan_in * fan_out;
+                    if x.expert_bytes != x.trainable_bytes {
+                        delta += x.expert_bytes
+                            * Exact::from(site.rank)
+                            * per_layer
+                            * (fan_in + fan_out);
+                    }
                 }
             }
             let input_saved = x.base_trainable || delta != Exact::ZERO;
