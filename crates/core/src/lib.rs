@@ -44,7 +44,7 @@ pub use shape::{
     BlockSpec, Dims, ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits,
     LatentAttention, LinearLayout, LinearModule, MlpActivation, MlpLayout, ModelShape, ModuleGroup,
     NormKind, NormPlacement, ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts,
-    SlidingWindow,
+    SlidingWindow, layer_spans,
 };
 pub use spec::{Naming, TransformerSpec};
 pub use targets::{TargetSelection, TargetSpec, names_select};

@@ -227,6 +227,11 @@ pub struct ExpertsSpec {
     /// Layers with experts; the others have a dense gated MLP of the spec's `intermediate`
     /// (DeepSeek's `first_k_dense_replace`, Qwen's `mlp_only_layers`).
     pub sparse_layers: u64,
+    /// The first and last index of the layers with a dense MLP and of those with experts
+    /// (`None` when there is none): a checkpointed backward peaks while it recomputes one of
+    /// them ([`layer_spans`]).
+    pub dense_span: Option<(u64, u64)>,
+    pub sparse_span: Option<(u64, u64)>,
     pub layout: ExpertLayout,
     pub router_bias: bool,
     pub shared: Option<SharedExperts>,
@@ -235,6 +240,17 @@ pub struct ExpertsSpec {
     /// (`peft/utils/transformers_weight_conversion.py`); other types' experts and routers are not
     /// adaptable (`all-linear` skips them).
     pub peft_targets: Option<ExpertTargets>,
+}
+
+/// The first and last index of the `layers` for which `sparse` is false and of those for which it
+/// is true: `[dense, sparse]` spans for [`ExpertsSpec`].
+pub fn layer_spans(layers: u64, sparse: impl Fn(u64) -> bool) -> [Option<(u64, u64)>; 2] {
+    let mut spans = [None; 2];
+    for i in 0..layers {
+        let span: &mut Option<(u64, u64)> = &mut spans[usize::from(sparse(i))];
+        *span = Some(span.map_or((i, i), |(first, _)| (first, i)));
+    }
+    spans
 }
 
 /// The transformers-4 names peft converts into the fused experts' parameters. Every Linear module

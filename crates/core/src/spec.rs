@@ -802,6 +802,8 @@ mod tests {
             top_k: 2,
             intermediate: 96,
             sparse_layers: 2,
+            dense_span: None,
+            sparse_span: Some((0, 1)),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
             shared: None,

@@ -55,7 +55,7 @@ const PEAK: &[Bound] = &[
     bound("qwen2 full no-ckpt", 0.16, 1.0),
     bound("qwen2 lora ckpt", 0.15, 1.0),
     bound("qwen2 lora no-ckpt", 0.13, 1.0),
-    bound("qwen3_moe full ckpt", 2.76, 3.5),
+    bound("qwen3_moe full ckpt", 2.44, 3.0),
     bound("qwen3_moe full no-ckpt", -1.88, 2.5),
     bound("qwen3_moe lora ckpt", 5.76, 6.5),
     bound("qwen3_moe lora no-ckpt", 2.82, 3.5),

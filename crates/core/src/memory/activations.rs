@@ -197,6 +197,13 @@ pub struct ActivationResult {
     /// Gradients in flight inside the recomputed block's MLP backward, where a checkpointed
     /// step's backward peaks (0 without checkpointing): [`RecomputePeak::in_flight`].
     pub recompute_in_flight: u64,
+    /// Per block kind (dense, experts), while one of its blocks is recomputed: the saved bytes
+    /// but the blocks' checkpoints, and the gradients in flight (`None`: no block of that kind
+    /// or no checkpointing).
+    pub recompute_kinds: [Option<(u64, u64)>; 2],
+    /// The same two inside a recomputed block's attention backward (in flight 0: not a moment
+    /// of its own, as with sdpa).
+    pub recompute_attention: (u64, u64),
     /// One block's checkpoint (its input, `r T h`; 0 without checkpointing).
     pub checkpoint: u64,
 }
@@ -228,6 +235,8 @@ pub fn estimate_activations(
                 at_backward_start: 0,
                 at_recompute: 0,
                 recompute_in_flight: 0,
+                recompute_kinds: [None; 2],
+                recompute_attention: (0, 0),
                 checkpoint: 0,
             });
         }
@@ -242,6 +251,8 @@ pub fn estimate_activations(
                 at_backward_start: rough,
                 at_recompute: 0,
                 recompute_in_flight: 0,
+                recompute_kinds: [None; 2],
+                recompute_attention: (0, 0),
                 checkpoint: 0,
             });
         }
@@ -278,6 +289,16 @@ pub fn estimate_activations(
             ),
             None => (total, 0, 0, 0),
         };
+    let mut recompute_kinds = [None; 2];
+    let mut recompute_attention = (0, 0);
+    if let Some(c) = parts.checkpointed {
+        recompute_attention = (bytes(c.attention.0)?, bytes(c.attention.1)?);
+        for (slot, kind) in recompute_kinds.iter_mut().zip(c.kinds) {
+            if let Some((saved, in_flight)) = kind {
+                *slot = Some((bytes(saved)?, bytes(in_flight)?));
+            }
+        }
+    }
     Ok(ActivationResult {
         total,
         weight_casts: bytes(weight_casts)?,
@@ -285,6 +306,8 @@ pub fn estimate_activations(
         at_backward_start,
         at_recompute,
         recompute_in_flight,
+        recompute_kinds,
+        recompute_attention,
         checkpoint,
     })
 }
@@ -494,6 +517,13 @@ struct RecomputePeak {
     /// input, the expert output and their product with the routing weights (`3 T k h` in the
     /// experts' weight dtype).
     in_flight: Exact,
+    /// Per block kind (dense, experts; `None` when the model has none): the saved bytes while a
+    /// block of that kind is recomputed, without the blocks' checkpoints, and its gradients in
+    /// flight.
+    kinds: [Option<(Exact, Exact)>; 2],
+    /// The same two inside a recomputed block's attention backward (any kind; in flight 0 but
+    /// with eager attention, whose fp32 softmax gradients are the largest).
+    attention: (Exact, Exact),
     /// One block's checkpoint (`r T h`).
     checkpoint: Exact,
 }
@@ -589,18 +619,25 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     parts.regime += drop.adapters;
     if x.act.checkpointing == Checkpointing::Full {
         let (dense_bwd, sparse_bwd) = mlp_backward(&x, mlp_dense, mlp_sparse);
+        // Freed by the time eager attention's softmax backward runs: the MLP side's norm, the
+        // merged output o_proj read, the repeated values and the probabilities' 16-bit cast
+        // (the fp32 probabilities stay for the softmax's backward).
+        let attention_freed = if x.eager {
+            norms.saturating_sub(first_norm)
+                + 2 * x.c * x.t * x.a * x.dh
+                + x.probs.saturating_sub(4 * x.b * x.a * x.s * x.s)
+        } else {
+            Exact::ZERO
+        };
         let block = CheckpointedBlock {
             // The recomputed block may be a sliding-window one.
             attn: attn_block + mask,
+            attention_freed,
             mlp: mlp_dense.max(mlp_sparse),
-            mlp_backward: if sparse_layers == Exact::ZERO
-                || (dense_layers != Exact::ZERO
-                    && dense_bwd.0 + dense_bwd.1 >= sparse_bwd.0 + sparse_bwd.1)
-            {
-                dense_bwd
-            } else {
-                sparse_bwd
-            },
+            mlp_backward: [
+                (dense_layers != Exact::ZERO).then_some(dense_bwd),
+                (sparse_layers != Exact::ZERO).then_some(sparse_bwd),
+            ],
             norms,
             adapter_dropout: drop.adapters,
             final_norm,
@@ -1184,9 +1221,11 @@ fn adapter_dropout(x: &Ctx) -> Exact {
 struct CheckpointedBlock {
     attn: Exact,
     mlp: Exact,
-    /// The recomputed MLP's saved bytes and its backward's gradients in flight, for the block
-    /// kind (dense or experts) whose MLP backward holds the most.
-    mlp_backward: (Exact, Exact),
+    /// The recomputed MLP's saved bytes and its backward's gradients in flight, for a dense
+    /// block and for an expert block (`None`: the model has no such block).
+    mlp_backward: [Option<(Exact, Exact)>; 2],
+    /// What a recomputed block has freed when eager attention's softmax backward runs.
+    attention_freed: Exact,
     norms: Exact,
     adapter_dropout: Exact,
     final_norm: Exact,
@@ -1265,13 +1304,42 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     let block = (attn_block + blk.mlp + blk.norms + block_regime).saturating_sub(shared_input);
     let tail = blk.final_norm + parts.logits_loss;
     let kept = rope + checkpoints + parts.embeddings;
-    let (mlp_saved, in_flight) = blk.mlp_backward;
-    let in_backward =
-        (attn_block + mlp_saved + blk.norms + block_regime).saturating_sub(shared_input);
+    // While block `i` is recomputed the checkpoints of blocks `0..=i` are alive (the timeline
+    // adds them): each kind's saved bytes without the blocks' checkpoints.
+    let block_checkpoints = stream * x.th * x.layers;
+    let kept_without_checkpoints = kept.saturating_sub(block_checkpoints);
+    // Eager attention's backward, once the block's MLP backward is done (its saved tensors
+    // freed): the fp32 gradients of the softmax's output and input (`2 x 4 b a s^2`) and the
+    // attention output's (`r T h`) in flight. Measured on qwen3_moe (a bf16 base, 4 x 128).
+    let attention_saved = kept_without_checkpoints
+        + (attn_block + blk.norms + block_regime)
+            .saturating_sub(shared_input + blk.attention_freed);
+    let attention_in_flight = if x.eager {
+        8 * x.b * x.a * x.s * x.s + x.resid * x.th
+    } else {
+        Exact::ZERO
+    };
+    let kind = |bwd: Option<(Exact, Exact)>| {
+        bwd.map(|(mlp_saved, in_flight)| {
+            let saved =
+                (attn_block + mlp_saved + blk.norms + block_regime).saturating_sub(shared_input);
+            (kept_without_checkpoints + saved, in_flight)
+        })
+    };
+    let kinds = blk.mlp_backward.map(kind);
+    // The largest with every checkpoint alive (the activation bucket's bound).
+    let at_recompute = kinds
+        .iter()
+        .flatten()
+        .map(|&(saved, in_flight)| (saved + block_checkpoints, in_flight))
+        .max_by_key(|&(saved, in_flight)| saved + in_flight)
+        .unwrap_or((kept, Exact::ZERO));
     parts.checkpointed = Some(RecomputePeak {
         at_backward_start: kept + tail,
-        at_recompute: kept + in_backward,
-        in_flight,
+        at_recompute: at_recompute.0,
+        in_flight: at_recompute.1,
+        kinds,
+        attention: (attention_saved, attention_in_flight),
         checkpoint: stream * x.th,
     });
     if block >= tail {

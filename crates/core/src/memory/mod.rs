@@ -596,36 +596,42 @@ fn step_inputs(
     } else {
         u128::from(precision.compute_dtype().bytes())
     };
-    let recompute_temporaries = if acts.at_recompute > 0 {
-        2 * resid * tokens * hidden + u128::from(acts.recompute_in_flight)
-    } else {
-        0
-    };
-    // Which block's recomputation peaks: the last one (every checkpoint alive, only the head's
-    // gradients) or the first one (one checkpoint, every later block's gradients: full
-    // fine-tuning's gradients outweigh the checkpoints they replace). Measured on qwen3_moe.
-    let (recompute_gradients, activations_at_recompute) = {
-        let layers = u128::from(model.dims.layers.max(1));
+    // Which block's recomputation peaks ([`recompute_moment`]).
+    let (recompute_gradients, activations_at_recompute, in_flight) = {
         let embedding = if totals.base_trainable && !model.tied_embeddings {
             head_gradients
         } else {
             0
         };
         let blocks = grads.saturating_sub(head_gradients + embedding);
-        let later = grads.saturating_sub(embedding + blocks / layers);
-        let at_last = u128::from(acts.at_recompute);
-        let at_first = at_last.saturating_sub((layers - 1) * u128::from(acts.checkpoint));
-        // With the optimizer in the backward each gradient is freed once applied: no later
-        // block's gradients wait.
-        if acts.at_recompute > 0
-            && !settings.step.optimizer_in_backward
-            && later + at_first > head_gradients + at_last
-        {
-            (later, at_first)
+        // A dense MLP's backward peaks once its down projection's weight gradient is made; the
+        // attention's backward comes after the whole MLP's (a trained base).
+        let gradient_bytes = u128::from(precision.gradient_dtype().bytes());
+        let (down_gradient, mlp_gradients) = if totals.base_trainable {
+            let dense = hidden * u128::from(model.dims.intermediate) * gradient_bytes;
+            let sparse = match model.mlp {
+                crate::MlpLayout::Experts(e) => {
+                    let shared = e.shared.map_or(0, |s| 3 * u128::from(s.intermediate));
+                    (u128::from(e.experts) * (3 * u128::from(e.intermediate) + 1) + shared)
+                        * hidden
+                        * gradient_bytes
+                }
+                _ => 0,
+            };
+            (dense, [3 * dense, sparse])
         } else {
-            (head_gradients, at_last)
-        }
+            (0, [0, 0])
+        };
+        let residual = 2 * resid * tokens * hidden;
+        recompute_moment(
+            model,
+            settings,
+            acts,
+            [head_gradients, blocks, down_gradient, residual],
+            mlp_gradients,
+        )
     };
+    let recompute_temporaries = in_flight;
     // With checkpointing the blocks' casts are made again when each block is recomputed: the
     // backward starts with the lm_head's cast alone (its weight read in the compute dtype), and
     // the last block's recomputation holds that block's share.
@@ -728,6 +734,76 @@ fn step_inputs(
         },
         offload,
     })
+}
+
+/// Where a checkpointed backward peaks while it recomputes a block: `(gradients, saved bytes,
+/// gradients in flight)`. Recomputing block `i` keeps the checkpoints of blocks `0..=i` and the
+/// gradients of the head and of every later block (`blocks` of them all, an average share per
+/// block); the block's own saved bytes and gradients in flight depend on its kind (dense or
+/// experts). For each kind the largest is where it first or last occurs (the checkpoints grow
+/// and the gradients shrink linearly in `i`): the last block (every checkpoint, only the head's
+/// gradients), the first (one checkpoint, every later block's gradients: full fine-tuning's
+/// gradients outweigh the checkpoints), or, with dense and expert layers mixed, a block in
+/// between (qwen3_moe's dense `mlp_only_layers`). A dense block's MLP backward peaks with its
+/// down projection's weight gradient made (`down_gradient`, a trained base), beside the
+/// residual's gradients (`residual`). With eager attention the block's attention backward
+/// follows, its MLP's saved tensors freed and its weight gradients (`mlp_gradients`, per kind)
+/// made. Measured on qwen3_moe. With the optimizer in the backward each gradient is freed once
+/// applied: only the last block's moments count. Returns (gradients, saved bytes, temporaries).
+#[inline]
+fn recompute_moment(
+    model: &ModelShape,
+    settings: &MemorySettings,
+    acts: &activations::ActivationResult,
+    [head_gradients, blocks, down_gradient, residual]: [u128; 4],
+    mlp_gradients: [u128; 2],
+) -> (u128, u128, u128) {
+    if acts.at_recompute == 0 {
+        return (head_gradients, 0, 0);
+    }
+    let layers = u128::from(model.dims.layers.max(1));
+    let last = layers - 1;
+    let spans = match model.mlp {
+        crate::MlpLayout::Experts(e) => [e.dense_span, e.sparse_span],
+        _ => [Some((0, model.dims.layers.saturating_sub(1))), None],
+    };
+    let checkpoint = u128::from(acts.checkpoint);
+    let mut best = (0, (head_gradients, 0, 0));
+    let (attention_saved, attention_in_flight) = acts.recompute_attention;
+    let kinds = acts.recompute_kinds.iter().zip(spans);
+    for ((kind, span), (own, mlp)) in
+        kinds.zip([(down_gradient, mlp_gradients[0]), (0, mlp_gradients[1])])
+    {
+        let (Some((saved, in_flight)), Some((first, last_of_kind))) = (*kind, span) else {
+            continue;
+        };
+        for i in [u128::from(first), u128::from(last_of_kind)] {
+            if settings.step.optimizer_in_backward && i != last {
+                continue;
+            }
+            let later = head_gradients + (last - i) * blocks / layers;
+            let checkpoints = (i + 1) * checkpoint;
+            let mut moments = [(
+                later + own,
+                u128::from(saved) + checkpoints,
+                residual + u128::from(in_flight),
+            ); 2];
+            if attention_in_flight > 0 {
+                moments[1] = (
+                    later + mlp,
+                    u128::from(attention_saved) + checkpoints,
+                    u128::from(attention_in_flight),
+                );
+            }
+            for m in moments {
+                let total = m.0 + m.1 + m.2;
+                if total > best.0 {
+                    best = (total, m);
+                }
+            }
+        }
+    }
+    best.1
 }
 
 /// The output head's saved tensors for `tokens` rows: its input (a trained head keeps it for its

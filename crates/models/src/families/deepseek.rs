@@ -9,7 +9,7 @@ use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
 use ftbudget_core::{
     AttentionLayout, BlockSpec, ExpertLayout, ExpertsSpec, LatentAttention, MlpLayout,
-    SharedExperts, TransformerSpec,
+    SharedExperts, TransformerSpec, layer_spans,
 };
 
 struct DeepseekDefaults {
@@ -55,6 +55,9 @@ fn deepseek(
             .filter(|i| i.is_multiple_of(freq))
             .count() as u64
     };
+    let [dense_span, sparse_span] = layer_spans(spec.layers, |i| {
+        routed > 0 && i >= first_dense && i.is_multiple_of(freq)
+    });
     let moe_intermediate = f.positive("moe_intermediate_size", Some(d.moe_intermediate))?;
     let shared = f.count("n_shared_experts", d.shared)?;
     spec.mlp = MlpLayout::Experts(ExpertsSpec {
@@ -62,6 +65,8 @@ fn deepseek(
         top_k: f.positive("num_experts_per_tok", Some(d.top_k))?,
         intermediate: moe_intermediate,
         sparse_layers: sparse,
+        dense_span,
+        sparse_span,
         layout: ExpertLayout::Fused { bias: false },
         router_bias: false,
         shared: (shared > 0).then(|| SharedExperts {

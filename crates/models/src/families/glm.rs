@@ -6,6 +6,7 @@ use super::qwen::QWEN2_MOE_CONVERSION;
 use crate::config::{Defaults, decoder, head_dim_of, rotary_dim};
 use ftbudget_core::{
     BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout, Naming, NormPlacement, QkNorm, SharedExperts,
+    layer_spans,
 };
 
 pub const GLM4: FamilyReader = FamilyReader {
@@ -90,11 +91,14 @@ pub const GLM4_MOE: FamilyReader = FamilyReader {
         let first_dense = f.count("first_k_dense_replace", 1)?;
         let moe_intermediate = f.positive("moe_intermediate_size", Some(1408))?;
         let shared = f.count("n_shared_experts", 1)?;
+        let [dense_span, sparse_span] = layer_spans(spec.layers, |i| i >= first_dense);
         spec.mlp = MlpLayout::Experts(ExpertsSpec {
             experts: routed,
             top_k: f.positive("num_experts_per_tok", Some(8))?,
             intermediate: moe_intermediate,
             sparse_layers: spec.layers.saturating_sub(first_dense),
+            dense_span,
+            sparse_span,
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
             shared: (shared > 0).then_some(SharedExperts {

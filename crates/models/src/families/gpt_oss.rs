@@ -28,6 +28,8 @@ pub const GPT_OSS: FamilyReader = FamilyReader {
             top_k: f.positive("num_experts_per_tok", Some(4))?,
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
+            dense_span: None,
+            sparse_span: Some((0, spec.layers.saturating_sub(1))),
             layout: ExpertLayout::Fused { bias: true },
             router_bias: true,
             shared: None,

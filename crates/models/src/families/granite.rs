@@ -32,6 +32,8 @@ pub const GRANITEMOE: FamilyReader = FamilyReader {
             top_k: f.positive("num_experts_per_tok", Some(2))?,
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
+            dense_span: None,
+            sparse_span: Some((0, spec.layers.saturating_sub(1))),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
             shared: None,

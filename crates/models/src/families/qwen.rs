@@ -7,7 +7,7 @@ use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
 use ftbudget_core::{
     BlockSpec, ExpertLayout, ExpertTargets, ExpertsSpec, MlpLayout, QkNorm, SharedExperts,
-    TransformerSpec,
+    TransformerSpec, layer_spans,
 };
 
 const QWEN3_DEFAULTS: Defaults = Defaults {
@@ -47,17 +47,17 @@ pub const QWEN3: FamilyReader = FamilyReader {
     read: qwen3,
 };
 
-/// Layers with experts: layer `i` is sparse unless listed in `mlp_only_layers`, when
-/// `(i + 1) % decoder_sparse_step == 0` (transformers' Qwen MoE decoder layer).
-fn sparse_layers(f: &Fields<'_>, layers: u64, experts: u64) -> Result<u64, ModelError> {
+/// Layers with experts, and the dense and sparse layers' spans ([`layer_spans`]): layer `i` is
+/// sparse unless listed in `mlp_only_layers`, when `(i + 1) % decoder_sparse_step == 0`
+/// (transformers' Qwen MoE decoder layer).
+type SparseLayers = (u64, [Option<(u64, u64)>; 2]);
+
+fn sparse_layers(f: &Fields<'_>, layers: u64, experts: u64) -> Result<SparseLayers, ModelError> {
     let step = f.positive("decoder_sparse_step", Some(1))?;
     let dense = f.integers("mlp_only_layers")?;
-    if experts == 0 {
-        return Ok(0);
-    }
-    Ok((0..layers)
-        .filter(|i| !dense.contains(i) && (i + 1).is_multiple_of(step))
-        .count() as u64)
+    let sparse = |i: u64| experts > 0 && !dense.contains(&i) && (i + 1).is_multiple_of(step);
+    let count = (0..layers).filter(|&i| sparse(i)).count() as u64;
+    Ok((count, layer_spans(layers, sparse)))
 }
 
 /// The names peft 0.21 converts for model types whose transformers conversion pattern is
@@ -93,11 +93,14 @@ fn qwen_experts_with(
     } else {
         f.positive("num_experts", Some(experts_default))?
     };
+    let (sparse_layers, [dense_span, sparse_span]) = sparse_layers(f, spec.layers, experts)?;
     Ok(MlpLayout::Experts(ExpertsSpec {
         experts,
         top_k: f.positive("num_experts_per_tok", Some(top_k))?,
         intermediate: f.positive("moe_intermediate_size", Some(width))?,
-        sparse_layers: sparse_layers(f, spec.layers, experts)?,
+        sparse_layers,
+        dense_span,
+        sparse_span,
         layout: ExpertLayout::Fused { bias: false },
         router_bias: false,
         shared,
