@@ -197,13 +197,11 @@ pub struct ActivationResult {
     /// Gradients in flight inside the recomputed block's MLP backward, where a checkpointed
     /// step's backward peaks (0 without checkpointing): [`RecomputePeak::in_flight`].
     pub recompute_in_flight: u64,
-    /// Per block kind (dense, experts), while one of its blocks is recomputed: the saved bytes
-    /// but the blocks' checkpoints, and the gradients in flight (`None`: no block of that kind
-    /// or no checkpointing).
-    pub recompute_kinds: [Option<(u64, u64)>; 2],
-    /// The same two inside a recomputed block's attention backward (in flight 0: not a moment
-    /// of its own, as with sdpa).
-    pub recompute_attention: (u64, u64),
+    /// While a block is recomputed, the saved bytes but the blocks' checkpoints and the
+    /// gradients in flight: inside a dense block's MLP backward, an expert block's, and (either
+    /// kind) eager attention's softmax backward. Saved bytes 0: no block of that kind (or no
+    /// checkpointing); attention in flight 0: not a moment of its own (sdpa).
+    pub recompute: [[u64; 2]; 3],
     /// One block's checkpoint (its input, `r T h`; 0 without checkpointing).
     pub checkpoint: u64,
 }
@@ -235,8 +233,7 @@ pub fn estimate_activations(
                 at_backward_start: 0,
                 at_recompute: 0,
                 recompute_in_flight: 0,
-                recompute_kinds: [None; 2],
-                recompute_attention: (0, 0),
+                recompute: [[0; 2]; 3],
                 checkpoint: 0,
             });
         }
@@ -251,8 +248,7 @@ pub fn estimate_activations(
                 at_backward_start: rough,
                 at_recompute: 0,
                 recompute_in_flight: 0,
-                recompute_kinds: [None; 2],
-                recompute_attention: (0, 0),
+                recompute: [[0; 2]; 3],
                 checkpoint: 0,
             });
         }
@@ -289,14 +285,10 @@ pub fn estimate_activations(
             ),
             None => (total, 0, 0, 0),
         };
-    let mut recompute_kinds = [None; 2];
-    let mut recompute_attention = (0, 0);
+    let mut recompute = [[0; 2]; 3];
     if let Some(c) = parts.checkpointed {
-        recompute_attention = (bytes(c.attention.0)?, bytes(c.attention.1)?);
-        for (slot, kind) in recompute_kinds.iter_mut().zip(c.kinds) {
-            if let Some((saved, in_flight)) = kind {
-                *slot = Some((bytes(saved)?, bytes(in_flight)?));
-            }
+        for (slot, [saved, in_flight]) in recompute.iter_mut().zip(c.detail) {
+            *slot = [bytes(saved)?, bytes(in_flight)?];
         }
     }
     Ok(ActivationResult {
@@ -306,8 +298,7 @@ pub fn estimate_activations(
         at_backward_start,
         at_recompute,
         recompute_in_flight,
-        recompute_kinds,
-        recompute_attention,
+        recompute,
         checkpoint,
     })
 }
@@ -517,13 +508,11 @@ struct RecomputePeak {
     /// input, the expert output and their product with the routing weights (`3 T k h` in the
     /// experts' weight dtype).
     in_flight: Exact,
-    /// Per block kind (dense, experts; `None` when the model has none): the saved bytes while a
-    /// block of that kind is recomputed, without the blocks' checkpoints, and its gradients in
-    /// flight.
-    kinds: [Option<(Exact, Exact)>; 2],
-    /// The same two inside a recomputed block's attention backward (any kind; in flight 0 but
-    /// with eager attention, whose fp32 softmax gradients are the largest).
-    attention: (Exact, Exact),
+    /// [`ActivationResult::recompute`]: per block kind (dense, experts; saved 0 when the model
+    /// has none) the saved bytes while a block of that kind is recomputed, without the blocks'
+    /// checkpoints, and its gradients in flight; then the same two inside a recomputed block's
+    /// attention backward (in flight 0 but with eager attention).
+    detail: [[Exact; 2]; 3],
     /// One block's checkpoint (`r T h`).
     checkpoint: Exact,
 }
@@ -1334,12 +1323,12 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
         .map(|&(saved, in_flight)| (saved + block_checkpoints, in_flight))
         .max_by_key(|&(saved, in_flight)| saved + in_flight)
         .unwrap_or((kept, Exact::ZERO));
+    let [dense, sparse] = kinds.map(|k| k.map_or([Exact::ZERO; 2], |(s, f)| [s, f]));
     parts.checkpointed = Some(RecomputePeak {
         at_backward_start: kept + tail,
         at_recompute: at_recompute.0,
         in_flight: at_recompute.1,
-        kinds,
-        attention: (attention_saved, attention_in_flight),
+        detail: [dense, sparse, [attention_saved, attention_in_flight]],
         checkpoint: stream * x.th,
     });
     if block >= tail {

@@ -591,45 +591,17 @@ fn step_inputs(
     } else {
         0
     };
-    let resid = if precision.autocast() {
-        4
-    } else {
-        u128::from(precision.compute_dtype().bytes())
-    };
     // Which block's recomputation peaks ([`recompute_moment`]).
-    let (recompute_gradients, activations_at_recompute, in_flight) = {
-        let embedding = if totals.base_trainable && !model.tied_embeddings {
-            head_gradients
-        } else {
-            0
-        };
-        let blocks = grads.saturating_sub(head_gradients + embedding);
-        // A dense MLP's backward peaks once its down projection's weight gradient is made; the
-        // attention's backward comes after the whole MLP's (a trained base).
-        let gradient_bytes = u128::from(precision.gradient_dtype().bytes());
-        let (down_gradient, mlp_gradients) = if totals.base_trainable {
-            let dense = hidden * u128::from(model.dims.intermediate) * gradient_bytes;
-            let sparse = match model.mlp {
-                crate::MlpLayout::Experts(e) => {
-                    let shared = e.shared.map_or(0, |s| 3 * u128::from(s.intermediate));
-                    (u128::from(e.experts) * (3 * u128::from(e.intermediate) + 1) + shared)
-                        * hidden
-                        * gradient_bytes
-                }
-                _ => 0,
-            };
-            (dense, [3 * dense, sparse])
-        } else {
-            (0, [0, 0])
-        };
-        let residual = 2 * resid * tokens * hidden;
+    let (recompute_gradients, activations_at_recompute, in_flight) = if acts.at_recompute > 0 {
         recompute_moment(
             model,
             settings,
             acts,
-            [head_gradients, blocks, down_gradient, residual],
-            mlp_gradients,
+            totals.base_trainable,
+            [grads, head_gradients, tokens],
         )
+    } else {
+        (head_gradients, 0, 0)
     };
     let recompute_temporaries = in_flight;
     // With checkpointing the blocks' casts are made again when each block is recomputed: the
@@ -737,30 +709,57 @@ fn step_inputs(
 }
 
 /// Where a checkpointed backward peaks while it recomputes a block: `(gradients, saved bytes,
-/// gradients in flight)`. Recomputing block `i` keeps the checkpoints of blocks `0..=i` and the
-/// gradients of the head and of every later block (`blocks` of them all, an average share per
-/// block); the block's own saved bytes and gradients in flight depend on its kind (dense or
-/// experts). For each kind the largest is where it first or last occurs (the checkpoints grow
-/// and the gradients shrink linearly in `i`): the last block (every checkpoint, only the head's
-/// gradients), the first (one checkpoint, every later block's gradients: full fine-tuning's
-/// gradients outweigh the checkpoints), or, with dense and expert layers mixed, a block in
-/// between (qwen3_moe's dense `mlp_only_layers`). A dense block's MLP backward peaks with its
-/// down projection's weight gradient made (`down_gradient`, a trained base), beside the
-/// residual's gradients (`residual`). With eager attention the block's attention backward
-/// follows, its MLP's saved tensors freed and its weight gradients (`mlp_gradients`, per kind)
-/// made. Measured on qwen3_moe. With the optimizer in the backward each gradient is freed once
-/// applied: only the last block's moments count. Returns (gradients, saved bytes, temporaries).
-#[inline]
+/// temporaries)`. Recomputing block `i` keeps the checkpoints of blocks `0..=i` and the
+/// gradients of the head and of every later block (an average share per block of the step's
+/// block gradients); the block's own saved bytes and gradients in flight depend on its kind
+/// (dense or experts). For each kind the largest is where it first or last occurs (the
+/// checkpoints grow and the gradients shrink linearly in `i`): the last block (every checkpoint,
+/// only the head's gradients), the first (one checkpoint, every later block's gradients: full
+/// fine-tuning's gradients outweigh the checkpoints), or, with dense and expert layers mixed, a
+/// block in between (qwen3_moe's dense `mlp_only_layers`). A dense block's MLP backward peaks
+/// with its down projection's weight gradient made (a trained base), beside the residual's
+/// gradients (`2 r T h`). With eager attention the block's attention backward follows, its MLP's
+/// saved tensors freed and its weight gradients made. Measured on qwen3_moe. With the optimizer
+/// in the backward each gradient is freed once applied: only the last block's moments count.
+/// Only with checkpointing, off the default path.
+#[cold]
 fn recompute_moment(
     model: &ModelShape,
     settings: &MemorySettings,
     acts: &activations::ActivationResult,
-    [head_gradients, blocks, down_gradient, residual]: [u128; 4],
-    mlp_gradients: [u128; 2],
+    base_trainable: bool,
+    [grads, head_gradients, tokens]: [u128; 3],
 ) -> (u128, u128, u128) {
-    if acts.at_recompute == 0 {
-        return (head_gradients, 0, 0);
-    }
+    let precision = settings.precision;
+    let hidden = u128::from(model.dims.hidden);
+    let embedding = if base_trainable && !model.tied_embeddings {
+        head_gradients
+    } else {
+        0
+    };
+    let blocks = grads.saturating_sub(head_gradients + embedding);
+    let gradient_bytes = u128::from(precision.gradient_dtype().bytes());
+    let (down_gradient, mlp_gradients) = if base_trainable {
+        let dense = hidden * u128::from(model.dims.intermediate) * gradient_bytes;
+        let sparse = match model.mlp {
+            crate::MlpLayout::Experts(e) => {
+                let shared = e.shared.map_or(0, |s| 3 * u128::from(s.intermediate));
+                (u128::from(e.experts) * (3 * u128::from(e.intermediate) + 1) + shared)
+                    * hidden
+                    * gradient_bytes
+            }
+            _ => 0,
+        };
+        (dense, [3 * dense, sparse])
+    } else {
+        (0, [0, 0])
+    };
+    let resid = if precision.autocast() {
+        4
+    } else {
+        u128::from(precision.compute_dtype().bytes())
+    };
+    let residual = 2 * resid * tokens * hidden;
     let layers = u128::from(model.dims.layers.max(1));
     let last = layers - 1;
     let spans = match model.mlp {
@@ -769,12 +768,12 @@ fn recompute_moment(
     };
     let checkpoint = u128::from(acts.checkpoint);
     let mut best = (0, (head_gradients, 0, 0));
-    let (attention_saved, attention_in_flight) = acts.recompute_attention;
-    let kinds = acts.recompute_kinds.iter().zip(spans);
-    for ((kind, span), (own, mlp)) in
+    let [dense, sparse, [attention_saved, attention_in_flight]] = acts.recompute;
+    let kinds = [dense, sparse].into_iter().zip(spans);
+    for (([saved, in_flight], span), (own, mlp)) in
         kinds.zip([(down_gradient, mlp_gradients[0]), (0, mlp_gradients[1])])
     {
-        let (Some((saved, in_flight)), Some((first, last_of_kind))) = (*kind, span) else {
+        let Some((first, last_of_kind)) = span.filter(|_| saved > 0) else {
             continue;
         };
         for i in [u128::from(first), u128::from(last_of_kind)] {
@@ -1041,6 +1040,35 @@ fn largest_trainable(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each policy's table row says what the policy is (PyTorch's mixed precision keeps fp32
+    /// parameters and autocasts matmuls; pure 16-bit keeps everything in 16 bits; the seed's
+    /// mixed precision keeps fp16 weights beside an fp32 master copy).
+    #[test]
+    fn precision_rows_follow_the_policies() {
+        use DType::{BF16, F16, F32};
+        let expected = [
+            (Precision::SeedMixed, F16, F16, Some(F32), F32, false),
+            (Precision::AmpBf16, BF16, F32, None, F32, true),
+            (Precision::AmpFp16, F16, F32, None, F32, true),
+            (Precision::Fp32, F32, F32, None, F32, false),
+            (Precision::Bf16, BF16, BF16, None, BF16, false),
+            (Precision::Fp16, F16, F16, None, F16, false),
+        ];
+        for (p, compute, trainable, master, state, autocast) in expected {
+            assert_eq!(
+                (
+                    p.compute_dtype(),
+                    p.trainable_dtype(),
+                    p.master_dtype(),
+                    p.optimizer_state_dtype(),
+                    p.autocast()
+                ),
+                (compute, trainable, master, state, autocast),
+                "{p}"
+            );
+        }
+    }
 
     #[test]
     fn validate_names_the_setting_and_its_limit() {

@@ -432,138 +432,195 @@ const MOMENT_NAMES: [(StepPhase, &str); MOMENTS] = [
 /// The live bytes of each moment of [`timeline`].
 #[inline]
 fn live_bytes(s: &StepInputs, kind: StepKind) -> [LiveBytes; MOMENTS] {
-    let state_before = match kind {
-        StepKind::First => 0,
-        StepKind::Steady => s.optimizer_state,
-    };
-    // The last micro-batch of an accumulating step runs with the earlier ones' gradients.
-    let grads_before = if s.grad_accum > 1 { s.gradients } else { 0 };
-    let base = LiveBytes {
-        parameters: s.parameters,
-        gradients: grads_before,
-        optimizer: state_before,
-        inputs: s.inputs,
-        ..LiveBytes::default()
-    };
-    let logits_stored = s.logits * s.logit_bytes;
-    let logits_fp32_copy = if s.logit_bytes == 4 { 0 } else { 4 * s.logits };
-    // What the loss keeps and briefly holds, by kind: (saved for backward, held with the logits
-    // in the loss, gradients in flight when the backward starts).
-    let (loss_saved, loss_transient, loss_backward) = match s.loss {
-        LossKind::Full => (s.loss_saved, logits_stored + logits_fp32_copy, 8 * s.logits),
-        LossKind::Chunked => (
-            s.loss_saved,
-            logits_stored + logits_fp32_copy.div_ceil(LossKind::CHUNKS),
-            (8 * s.logits).div_ceil(LossKind::CHUNKS),
-        ),
-        // The kept gradients replace the log-softmax; the head's saved input and weight copy
-        // are gone by the backward (the copy lives through the loss).
-        LossKind::Fused => (
-            s.fused_loss.hidden_gradient + s.fused_loss.head_gradient,
-            s.fused_loss.transient + s.fused_loss.head_cast,
-            0,
-        ),
-    };
-    let kept_outside_loss = offloadable(s);
-    let on_gpu = match s.offload {
-        Some(o) => kept_outside_loss.min(o.kept_on_gpu),
-        None => kept_outside_loss,
-    };
-    let on_gpu = match s.loss {
-        LossKind::Fused => on_gpu.saturating_sub(s.fused_loss.head_input + s.fused_loss.head_cast),
-        LossKind::Full | LossKind::Chunked => on_gpu,
-    };
-    let saved = on_gpu + loss_saved;
-    let mut forward_end = LiveBytes {
-        activations: on_gpu + logits_stored * u64::from(s.loss != LossKind::Fused),
-        ..base
-    };
-    let f = &s.fused_loss;
-    if s.loss == LossKind::Fused && f.forward_in_flight > f.final_norm.min(on_gpu) {
-        forward_end.activations = on_gpu - f.final_norm.min(on_gpu) + f.forward_in_flight;
+    let p = Prelude::of(s, kind);
+    std::array::from_fn(|i| moment(s, &p, i))
+}
+
+/// What the moments of a step share.
+struct Prelude {
+    /// Parameters, gradients of earlier micro-batches, the state before the step, input ids.
+    base: LiveBytes,
+    state_before: u64,
+    logits_stored: u64,
+    /// The loss's saved bytes, what it holds with the logits, and its gradients in flight when
+    /// the backward starts.
+    loss_saved: u64,
+    loss_transient: u64,
+    loss_backward: u64,
+    /// The saved bytes outside the loss kept on the GPU, and with the loss's.
+    on_gpu: u64,
+    saved: u64,
+    /// Gradients after the backward, and the optimizer's temporaries.
+    grads_after: u64,
+    optimizer_temporaries: u64,
+}
+
+impl Prelude {
+    #[inline(always)]
+    fn of(s: &StepInputs, kind: StepKind) -> Self {
+        let state_before = match kind {
+            StepKind::First => 0,
+            StepKind::Steady => s.optimizer_state,
+        };
+        // The last micro-batch of an accumulating step runs with the earlier ones' gradients.
+        let grads_before = if s.grad_accum > 1 { s.gradients } else { 0 };
+        let base = LiveBytes {
+            parameters: s.parameters,
+            gradients: grads_before,
+            optimizer: state_before,
+            inputs: s.inputs,
+            ..LiveBytes::default()
+        };
+        let logits_stored = s.logits * s.logit_bytes;
+        let logits_fp32_copy = if s.logit_bytes == 4 { 0 } else { 4 * s.logits };
+        // What the loss keeps and briefly holds, by kind: (saved for backward, held with the
+        // logits in the loss, gradients in flight when the backward starts).
+        let (loss_saved, loss_transient, loss_backward) = match s.loss {
+            LossKind::Full => (s.loss_saved, logits_stored + logits_fp32_copy, 8 * s.logits),
+            LossKind::Chunked => (
+                s.loss_saved,
+                logits_stored + logits_fp32_copy.div_ceil(LossKind::CHUNKS),
+                (8 * s.logits).div_ceil(LossKind::CHUNKS),
+            ),
+            // The kept gradients replace the log-softmax; the head's saved input and weight
+            // copy are gone by the backward (the copy lives through the loss).
+            LossKind::Fused => (
+                s.fused_loss.hidden_gradient + s.fused_loss.head_gradient,
+                s.fused_loss.transient + s.fused_loss.head_cast,
+                0,
+            ),
+        };
+        let kept_outside_loss = offloadable(s);
+        let on_gpu = match s.offload {
+            Some(o) => kept_outside_loss.min(o.kept_on_gpu),
+            None => kept_outside_loss,
+        };
+        let on_gpu = match s.loss {
+            LossKind::Fused => {
+                on_gpu.saturating_sub(s.fused_loss.head_input + s.fused_loss.head_cast)
+            }
+            LossKind::Full | LossKind::Chunked => on_gpu,
+        };
+        // With the optimizer in the backward, one gradient and one optimizer temporary at a
+        // time.
+        let (grads_after, optimizer_temporaries) = match s.optimizer_in_backward {
+            Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
+            None => (s.gradients, s.optimizer_temporaries),
+        };
+        Prelude {
+            base,
+            state_before,
+            logits_stored,
+            loss_saved,
+            loss_transient,
+            loss_backward,
+            on_gpu,
+            saved: on_gpu + loss_saved,
+            grads_after,
+            optimizer_temporaries,
+        }
     }
-    // MemTracker books what the forward creates (the logits and their copies) as activations.
-    let loss = LiveBytes {
-        activations: saved + loss_transient,
-        ..base
-    };
-    let mut backward_start = LiveBytes {
+}
+
+/// Moment `i` of [`timeline`] (see there for what each holds).
+#[inline(always)]
+fn moment(s: &StepInputs, p: &Prelude, i: usize) -> LiveBytes {
+    let f = &s.fused_loss;
+    let (base, on_gpu, saved) = (p.base, p.on_gpu, p.saved);
+    match i {
+        // Forward end.
+        0 => {
+            let mut activations = on_gpu + p.logits_stored * u64::from(s.loss != LossKind::Fused);
+            if s.loss == LossKind::Fused && f.forward_in_flight > f.final_norm.min(on_gpu) {
+                activations = on_gpu - f.final_norm.min(on_gpu) + f.forward_in_flight;
+            }
+            LiveBytes {
+                activations,
+                ..base
+            }
+        }
+        // The loss: MemTracker books what the forward creates (the logits and their copies) as
+        // activations.
+        1 => LiveBytes {
+            activations: saved + p.loss_transient,
+            ..base
+        },
+        // Backward start.
+        2 => backward_start(s, p),
+        // A checkpointed block's recomputation (the backward's start again without it).
+        3 => {
+            if s.activations_at_recompute > 0 {
+                LiveBytes {
+                    activations: s
+                        .activations_at_recompute
+                        .saturating_sub(s.offload.map_or(0, |o| o.at_recompute_on_host))
+                        + s.weight_casts_at_recompute,
+                    gradients: base.gradients.max(s.head_gradients),
+                    temporaries: s.recompute_temporaries,
+                    ..base
+                }
+            } else {
+                backward_start(s, p)
+            }
+        }
+        // Backward end and the optimizer step.
+        4 | 5 => {
+            let mut live = LiveBytes {
+                gradients: p.grads_after,
+                optimizer: if i == 5 || s.optimizer_in_backward.is_some() {
+                    s.optimizer_state + p.optimizer_temporaries
+                } else {
+                    p.state_before
+                },
+                ..base
+            };
+            // The fused loss makes a trained head's gradient in the forward; once it is the
+            // head's `.grad`, MemTracker still books that tensor where it was made, as an
+            // activation.
+            if s.loss == LossKind::Fused
+                && f.head_gradient_becomes_grad
+                && s.optimizer_in_backward.is_none()
+            {
+                let made_in_forward = f.head_gradient.min(p.grads_after);
+                live.gradients -= made_in_forward;
+                live.activations += made_in_forward;
+            }
+            live
+        }
+        // After `zero_grad`.
+        _ => LiveBytes {
+            optimizer: s.optimizer_state,
+            ..base
+        },
+    }
+}
+
+/// The backward's start, or where a loss that holds no gradient then peaks instead.
+#[inline(always)]
+fn backward_start(s: &StepInputs, p: &Prelude) -> LiveBytes {
+    let f = &s.fused_loss;
+    let saved = p.saved;
+    let mut live = LiveBytes {
         activations: saved,
-        temporaries: loss_backward,
-        ..base
+        temporaries: p.loss_backward,
+        ..p.base
     };
     // The fused loss's backward starts with no gradient in flight: it peaks later, inside the
     // last block's MLP backward, when that holds more.
     if s.loss == LossKind::Fused
         && f.last_block_in_flight > f.hidden_gradient + f.last_block_freed.min(saved)
     {
-        backward_start.activations = (saved - f.hidden_gradient).saturating_sub(f.last_block_freed);
-        backward_start.temporaries = f.last_block_in_flight;
+        live.activations = (saved - f.hidden_gradient).saturating_sub(f.last_block_freed);
+        live.temporaries = f.last_block_in_flight;
     }
     // The chunked loss's backward runs every chunk's cross-entropy backward first (each frees
     // its log-softmax), then the head's: it peaks there when that holds more (the field is 0
     // with the other losses).
-    if s.chunked_head_backward > s.loss_saved + loss_backward {
-        backward_start.activations = on_gpu;
-        backward_start.temporaries = s.chunked_head_backward;
+    if s.chunked_head_backward > p.loss_saved + p.loss_backward {
+        live.activations = p.on_gpu;
+        live.temporaries = s.chunked_head_backward;
     }
-    let recompute = if s.activations_at_recompute > 0 {
-        LiveBytes {
-            activations: s
-                .activations_at_recompute
-                .saturating_sub(s.offload.map_or(0, |o| o.at_recompute_on_host))
-                + s.weight_casts_at_recompute,
-            gradients: grads_before.max(s.head_gradients),
-            temporaries: s.recompute_temporaries,
-            ..base
-        }
-    } else {
-        backward_start
-    };
-    // With the optimizer in the backward, one gradient and one optimizer temporary at a time.
-    let (grads_after, optimizer_temporaries) = match s.optimizer_in_backward {
-        Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
-        None => (s.gradients, s.optimizer_temporaries),
-    };
-    let mut backward_end = LiveBytes {
-        gradients: grads_after,
-        optimizer: if s.optimizer_in_backward.is_some() {
-            s.optimizer_state + optimizer_temporaries
-        } else {
-            state_before
-        },
-        ..base
-    };
-    let mut optimizer = LiveBytes {
-        gradients: grads_after,
-        optimizer: s.optimizer_state + optimizer_temporaries,
-        ..base
-    };
-    // The fused loss makes a trained head's gradient in the forward; once it is the head's
-    // `.grad`, MemTracker still books that tensor where it was made, as an activation.
-    if s.loss == LossKind::Fused
-        && f.head_gradient_becomes_grad
-        && s.optimizer_in_backward.is_none()
-    {
-        let made_in_forward = f.head_gradient.min(grads_after);
-        for moment in [&mut backward_end, &mut optimizer] {
-            moment.gradients -= made_in_forward;
-            moment.activations += made_in_forward;
-        }
-    }
-    let zero_grad = LiveBytes {
-        optimizer: s.optimizer_state,
-        ..base
-    };
-    [
-        forward_end,
-        loss,
-        backward_start,
-        recompute,
-        backward_end,
-        optimizer,
-        zero_grad,
-    ]
+    live
 }
 
 /// The largest moment of a step (the earliest one on a tie).
@@ -602,12 +659,13 @@ const fn moments_without_state(s: &StepInputs) -> usize {
 #[inline]
 pub fn peak(s: &StepInputs) -> PeakEstimate {
     let stateless = moments_without_state(s);
-    let moments = live_bytes(s, StepKind::First);
-    // The largest totals first (earliest on a tie), then the categories of those two moments.
+    let prelude = Prelude::of(s, StepKind::First);
+    // The largest totals first (earliest on a tie), then the categories of the chosen moment
+    // only.
     let (mut first_at, mut first_bytes) = (0, 0);
     let (mut steady_at, mut steady_bytes) = (0, 0);
-    for (i, live) in moments.iter().enumerate() {
-        let bytes = live.total();
+    for i in 0..MOMENTS {
+        let bytes = moment(s, &prelude, i).total();
         if bytes > first_bytes {
             (first_at, first_bytes) = (i, bytes);
         }
@@ -623,7 +681,7 @@ pub fn peak(s: &StepInputs) -> PeakEstimate {
     } else {
         (StepKind::First, first_at, first_bytes)
     };
-    let mut by_category = moments[at];
+    let mut by_category = moment(s, &prelude, at);
     if step == StepKind::Steady && at < stateless {
         by_category.optimizer += s.optimizer_state;
     }
