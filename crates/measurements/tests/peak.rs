@@ -5,8 +5,10 @@
 //! compared with the measured one, each group held to its recorded worst error. On the dense
 //! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
 //! one, and every category holding more than 5% of the measured peak is within 10% of it. With
-//! qwen3_moe every step is within 10% (LoRA on its fused experts with checkpointing is
-//! over-predicted by up to 5.8%), and 431 of the 432 steps (99.8%) are within 5%. Checkpoints hold
+//! qwen3_moe every step is within 5% too (432 of 432); its categories are within 10% on all but
+//! three step-categories (not checked here): a full fine-tuning step whose backward and optimizer
+//! moments are 0.3% apart (the timeline picks the backward, 0.7% high), and a LoRA step whose
+//! recomputed block's adapter gradients are over-counted. Checkpoints hold
 //! the residual stream in its own dtype: 16-bit over a 16-bit frozen base under autocast (where
 //! the RMSNorm's fp32 copy is then a tensor of its own), fp32 over an fp32 embedding (LoRA over
 //! a bf16 base with checkpointing was 2.0% to 2.6% high when they were counted in fp32).
@@ -57,7 +59,7 @@ const PEAK: &[Bound] = &[
     bound("qwen2 lora no-ckpt", 0.13, 1.0),
     bound("qwen3_moe full ckpt", 2.44, 3.0),
     bound("qwen3_moe full no-ckpt", -1.88, 2.5),
-    bound("qwen3_moe lora ckpt", 5.76, 6.5),
+    bound("qwen3_moe lora ckpt", 4.21, 5.0),
     bound("qwen3_moe lora no-ckpt", 2.82, 3.5),
 ];
 
@@ -93,13 +95,13 @@ fn predicted_peaks_match_memtracker() {
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }
-    // Every step of the dense families is within 5%; with the MoE records, 431 of 432.
+    // Every step of the dense families is within 5%; with the MoE records too.
     assert_eq!(
         (dense.within_5, dense.steps),
         (336, 336),
         "dense steps within 5%"
     );
-    all.assert_holds((431, 432), KNOWN_CATEGORY_MISSES);
+    all.assert_holds((432, 432), KNOWN_CATEGORY_MISSES);
     let phase_misses = all.phase_misses;
     assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
     worst.check("peak", PEAK);

@@ -11,8 +11,10 @@
 //! qwen3_moe (48 records, the same grid): bitsandbytes swaps `nn.Linear` modules only, so the
 //! fused 3-D experts and the router stay as loaded (bf16, or fp32 once prepared: the weights are
 //! exact; ftbudget had counted the experts in NF4, 4 to 8 times too small); every step is within
-//! 7% and 284 of the 288 steps within 5%. Its phases and categories are not checked (as in
-//! `peak.rs`: the checkpointed MoE steps peak at moments the timeline does not have).
+//! 5% (within 3.4%). Its phases and categories are not checked: under autocast without
+//! checkpointing the prepared steps peak in the loss with more activations than the timeline has
+//! there (the totals are within 4%), and checkpointed steps hold 11% more gradients in flight in
+//! a recomputed expert layer than the timeline's `3 T k h` over the fp32 experts.
 //!
 //! The weights are exact to the byte: the packed 4-bit data, the quant states (absmax,
 //! codebooks, nested absmax and offset), the embeddings, norms and lm_head (fp32 where prepared,
@@ -55,11 +57,11 @@ const PEAK: &[Bound] = &[
     bound("qwen2 qlora-r8-dq as-loaded no-ckpt", 0.13, 1.0),
     bound("qwen2 qlora-r8-dq prepared ckpt", 0.03, 1.0),
     bound("qwen2 qlora-r8-dq prepared no-ckpt", 0.03, 1.0),
-    bound("qwen3_moe qlora-r8 as-loaded ckpt", 6.73, 7.5),
+    bound("qwen3_moe qlora-r8 as-loaded ckpt", 3.37, 4.0),
     bound("qwen3_moe qlora-r8 as-loaded no-ckpt", 2.93, 3.5),
     bound("qwen3_moe qlora-r8 prepared ckpt", 2.43, 3.0),
     bound("qwen3_moe qlora-r8 prepared no-ckpt", -4.04, 5.0),
-    bound("qwen3_moe qlora-r8-dq as-loaded ckpt", 6.68, 7.5),
+    bound("qwen3_moe qlora-r8-dq as-loaded ckpt", 3.34, 4.0),
     bound("qwen3_moe qlora-r8-dq as-loaded no-ckpt", 2.91, 3.5),
     bound("qwen3_moe qlora-r8-dq prepared ckpt", 2.41, 3.0),
     bound("qwen3_moe qlora-r8-dq prepared no-ckpt", -4.04, 5.0),
@@ -109,7 +111,7 @@ fn predicted_qlora_peaks_match_memtracker() {
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }
-    tally.assert_holds((284, 288), KNOWN_CATEGORY_MISSES);
+    tally.assert_holds((288, 288), KNOWN_CATEGORY_MISSES);
     let phase_misses = tally.phase_misses;
     assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
     worst.check("peak", PEAK);

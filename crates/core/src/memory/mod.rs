@@ -597,7 +597,7 @@ fn step_inputs(
             model,
             settings,
             acts,
-            totals.base_trainable,
+            totals,
             [grads, head_gradients, tokens],
         )
     } else {
@@ -727,9 +727,10 @@ fn recompute_moment(
     model: &ModelShape,
     settings: &MemorySettings,
     acts: &activations::ActivationResult,
-    base_trainable: bool,
+    totals: &crate::plan::PlanTotals,
     [grads, head_gradients, tokens]: [u128; 3],
 ) -> (u128, u128, u128) {
+    let base_trainable = totals.base_trainable;
     let precision = settings.precision;
     let hidden = u128::from(model.dims.hidden);
     let embedding = if base_trainable && !model.tied_embeddings {
@@ -754,12 +755,18 @@ fn recompute_moment(
     } else {
         (0, [0, 0])
     };
-    let resid = if precision.autocast() {
-        4
+    // The residual's gradients: two fp32 tensors over an fp32 stream (autocast over fp32
+    // weights, or fp32), one 16-bit tensor over a 16-bit stream (measured on qwen3_moe).
+    let compute = u128::from(precision.compute_dtype().bytes());
+    let fp32_stream = !precision.autocast() && compute == 4
+        || precision.autocast() && settings.base_weights_dtype(totals) == DType::F32;
+    let residual = if fp32_stream {
+        2 * 4 * tokens * hidden
+    } else if precision.autocast() {
+        compute * tokens * hidden
     } else {
-        u128::from(precision.compute_dtype().bytes())
+        2 * compute * tokens * hidden
     };
-    let residual = 2 * resid * tokens * hidden;
     let layers = u128::from(model.dims.layers.max(1));
     let last = layers - 1;
     let spans = match model.mlp {
