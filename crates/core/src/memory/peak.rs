@@ -660,20 +660,29 @@ const fn moments_without_state(s: &StepInputs) -> usize {
 pub fn peak(s: &StepInputs) -> PeakEstimate {
     let stateless = moments_without_state(s);
     let prelude = Prelude::of(s, StepKind::First);
-    // The largest totals first (earliest on a tie), then the categories of the chosen moment
-    // only.
-    let (mut first_at, mut first_bytes) = (0, 0);
-    let (mut steady_at, mut steady_bytes) = (0, 0);
-    for i in 0..MOMENTS {
-        let bytes = moment(s, &prelude, i).total();
-        if bytes > first_bytes {
-            (first_at, first_bytes) = (i, bytes);
-        }
-        let bytes = bytes + if i < stateless { s.optimizer_state } else { 0 };
-        if bytes > steady_bytes {
-            (steady_at, steady_bytes) = (i, bytes);
-        }
+    let t: [u64; MOMENTS] = std::array::from_fn(|i| moment(s, &prelude, i).total());
+    // The largest moment before the state exists and from then on (earliest on a tie); a
+    // steady step adds the state to the former.
+    let earliest_max = |a: (usize, u64), i: usize| if t[i] > a.1 { (i, t[i]) } else { a };
+    let mut before = (0, t[0]);
+    before = earliest_max(before, 1);
+    before = earliest_max(before, 2);
+    before = earliest_max(before, 3);
+    let mut after = (5, t[5]);
+    if stateless == 5 {
+        before = earliest_max(before, 4);
+    } else {
+        after = (4, t[4]);
+        after = earliest_max(after, 5);
     }
+    after = earliest_max(after, 6);
+    let (first_at, first_bytes) = if after.1 > before.1 { after } else { before };
+    let before_steady = before.1 + s.optimizer_state;
+    let (steady_at, steady_bytes) = if after.1 > before_steady {
+        after
+    } else {
+        (before.0, before_steady)
+    };
     // The categories of the larger step's peak moment only (the state is alive at a steady
     // step's moments before the first step creates it).
     let (step, at, bytes) = if steady_bytes > first_bytes {
