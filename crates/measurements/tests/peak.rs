@@ -5,10 +5,9 @@
 //! compared with the measured one, each group held to its recorded worst error. On the dense
 //! families (llama, qwen2, gpt2: 336 steps) every step is within 5%, the phase is the measured
 //! one, and every category holding more than 5% of the measured peak is within 10% of it. With
-//! qwen3_moe every step is within 5% too (432 of 432); its categories are within 10% on all but
-//! three step-categories (not checked here): a full fine-tuning step whose backward and optimizer
-//! moments are 0.3% apart (the timeline picks the backward, 0.7% high), and a LoRA step whose
-//! recomputed block's adapter gradients are over-counted. Checkpoints hold
+//! qwen3_moe every step is within 5% too (432 of 432), and its categories are checked as well:
+//! all within 10% but the three listed in `KNOWN_CATEGORY_MISSES` (one of them the only step
+//! peaking in another phase). Checkpoints hold
 //! the residual stream in its own dtype: 16-bit over a 16-bit frozen base under autocast (where
 //! the RMSNorm's fp32 copy is then a tensor of its own), fp32 over an fp32 embedding (LoRA over
 //! a bf16 base with checkpointing was 2.0% to 2.6% high when they were counted in fp32).
@@ -63,8 +62,16 @@ const PEAK: &[Bound] = &[
     bound("qwen3_moe lora no-ckpt", 2.82, 3.5),
 ];
 
-/// Categories beyond 10% of the measured one where they hold more than 5% of the peak: none.
-const KNOWN_CATEGORY_MISSES: &[&str] = &[];
+/// Categories beyond 10% of the measured one where they hold more than 5% of the peak: none on
+/// the dense families; on qwen3_moe a full fine-tuning step whose backward and optimizer moments
+/// are 0.3% apart (the timeline picks the backward, 0.7% high) and a LoRA step whose later
+/// blocks' adapter gradients the timeline counts as an average share per block (dense and expert
+/// layers carry different adapters).
+const KNOWN_CATEGORY_MISSES: &[&str] = &[
+    "qwen3_moe-h64-l3-e4|full|b2s64|autocast-bf16|eager|ckpt step 2 gradients: predicted 527104, measured 856192",
+    "qwen3_moe-h64-l3-e4|full|b2s64|autocast-bf16|eager|ckpt step 2 optimizer: predicted 1712528, measured 2568720",
+    "qwen3_moe-h64-l3-e4|lora-r8|b2s64|bf16-base|eager|ckpt step 1 gradients: predicted 105301, measured 86144",
+];
 
 #[test]
 fn predicted_peaks_match_memtracker() {
@@ -87,8 +94,8 @@ fn predicted_peaks_match_memtracker() {
             }
         );
         for (name, measured, predicted) in paired_steps(r, &e) {
-            // Phases and categories are checked on the dense families.
-            let error = all.add(&r.id, name, &predicted, measured, !moe);
+            // Phases and categories are checked on every family.
+            let error = all.add(&r.id, name, &predicted, measured, true);
             if !moe {
                 dense.add(&r.id, name, &predicted, measured, false);
             }
@@ -102,7 +109,13 @@ fn predicted_peaks_match_memtracker() {
         "dense steps within 5%"
     );
     all.assert_holds((432, 432), KNOWN_CATEGORY_MISSES);
-    let phase_misses = all.phase_misses;
-    assert!(phase_misses.is_empty(), "phases: {phase_misses:#?}");
+    // The near tie of `KNOWN_CATEGORY_MISSES`: the one step peaking in another phase.
+    assert_eq!(
+        all.phase_misses,
+        [
+            "qwen3_moe-h64-l3-e4|full|b2s64|autocast-bf16|eager|ckpt step 2: predicted backward, measured optimizer"
+        ],
+        "phases"
+    );
     worst.check("peak", PEAK);
 }
