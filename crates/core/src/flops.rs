@@ -52,10 +52,7 @@
 
 use crate::error::CountError;
 use crate::memory::{AttentionImpl, Checkpointing, MemorySettings};
-use crate::plan::{
-    AdapterSite, BaseTraining, ParamOrigin, ParamSource, PieceMatmul, PieceRole, Storage,
-    TrainingPlan,
-};
+use crate::plan::{AdapterSite, BaseTraining, ParamSource, PieceMatmul, PieceRole, TrainingPlan};
 use crate::shape::{
     AdapterHost, AttentionLayout, LinearModule, MlpLayout, ModelShape, ModuleGroup, NormPlacement,
     ParamKind,
@@ -164,23 +161,6 @@ impl ModuleTraining {
     }
 }
 
-/// The block Linears' weights are stored in NF4: from the base treatment, or, for a plan whose
-/// base parameters are planned one by one (peft's `bias="lora_only"`, QLoRA's biases in the
-/// compute dtype), from the planned groups.
-fn nf4_blocks(plan: &TrainingPlan) -> bool {
-    match plan.base() {
-        Some(base) => matches!(base.block_linear_storage, Storage::Nf4(_)),
-        None => nf4_base_group(plan),
-    }
-}
-
-#[cold]
-fn nf4_base_group(plan: &TrainingPlan) -> bool {
-    plan.extra_groups()
-        .iter()
-        .any(|g| g.origin == ParamOrigin::Base && matches!(g.storage, Storage::Nf4(_)))
-}
-
 /// The FLOPs of one step of `plan` on `model`.
 pub fn step_flops(
     model: &ModelShape,
@@ -203,7 +183,7 @@ pub fn step_flops(
         input_requires_grad: embedding_trained(model, plan)
             || settings.checkpointing == Checkpointing::Full
             || plan.extra_tokens() > 0,
-        nf4_blocks: nf4_blocks(plan),
+        nf4_blocks: plan.nf4_block_linears(),
     };
     let mut sums = Sums::default();
     for (index, m) in model.modules.iter().enumerate() {

@@ -1088,6 +1088,24 @@ fn other_storage_totals(model: &ModelShape, base: BaseTreatment, trained: u64, t
 }
 
 impl TrainingPlan {
+    /// The block Linears' weights are stored in NF4 (bitsandbytes' `Linear4bit`, which returns
+    /// its input's dtype): from the base treatment, or, for a plan whose base parameters are
+    /// planned one by one (peft's `bias="lora_only"`, QLoRA's biases in the compute dtype), from
+    /// the planned groups.
+    pub fn nf4_block_linears(&self) -> bool {
+        match self.base() {
+            Some(base) => matches!(base.block_linear_storage, Storage::Nf4(_)),
+            None => self.nf4_base_group(),
+        }
+    }
+
+    #[cold]
+    fn nf4_base_group(&self) -> bool {
+        self.extra_groups()
+            .iter()
+            .any(|g| g.origin == ParamOrigin::Base && matches!(g.storage, Storage::Nf4(_)))
+    }
+
     /// Empty the plan, keeping its allocations (for sweeps that plan millions of times).
     pub fn clear(&mut self) {
         self.base = None;

@@ -1018,10 +1018,16 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             MlpLayout::FusedGated => (3 * cti, 1),
             MlpLayout::Gated | MlpLayout::Experts(_) => (3 * cti, 2),
         };
-        // Adapted readers returning their input's dtype make their share of it fp32 under
-        // autocast over an fp32 residual stream (over a 16-bit base they return 16 bits).
-        let fp32_readers = x.inputs.adapted.mlp_input_dtype_outputs.min(readers);
-        let saved = if x.fp32_stream && fp32_readers > 0 && c != Exact::new(4) {
+        // Readers returning their input's dtype make their share of it fp32 under autocast over
+        // an fp32 residual stream (over a 16-bit base they return 16 bits): adapted ones whose
+        // adapter does, and every one over NF4 weights, adapted or not (bitsandbytes'
+        // `Linear4bit`; measured with QLoRA on q_proj and v_proj only).
+        let saved = if x.fp32_stream && c != Exact::new(4) {
+            let fp32_readers = if x.plan.nf4_block_linears() {
+                readers
+            } else {
+                x.inputs.adapted.mlp_input_dtype_outputs.min(readers)
+            };
             let widened = saved * Exact::from(fp32_readers) * Exact::new(4) / c;
             (saved * Exact::from(readers - fp32_readers) + widened) / Exact::from(readers)
         } else {
