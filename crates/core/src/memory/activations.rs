@@ -1004,6 +1004,9 @@ fn decoder_attention(x: &Ctx) -> Exact {
 fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
     let model = x.model;
     let (c, t) = (x.c, x.t);
+    // Over NF4 weights every reader is bitsandbytes' `Linear4bit` (checked only where it
+    // matters: autocast over an fp32 stream).
+    let all_fp32_readers = x.fp32_stream && c != Exact::new(4) && x.plan.nf4_block_linears();
     // A dense MLP of width `i`: its input (one cast per consuming Linear under autocast), the
     // input of down, and what the activation keeps (gate, act(gate), up; or up and act(up)).
     let dense = |layout: MlpLayout, i: Exact| {
@@ -1022,12 +1025,12 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
         // an fp32 residual stream (over a 16-bit base they return 16 bits): adapted ones whose
         // adapter does, and every one over NF4 weights, adapted or not (bitsandbytes'
         // `Linear4bit`; measured with QLoRA on q_proj and v_proj only).
-        let saved = if x.fp32_stream && c != Exact::new(4) {
-            let fp32_readers = if x.plan.nf4_block_linears() {
-                readers
-            } else {
-                x.inputs.adapted.mlp_input_dtype_outputs.min(readers)
-            };
+        let fp32_readers = if all_fp32_readers {
+            readers
+        } else {
+            x.inputs.adapted.mlp_input_dtype_outputs.min(readers)
+        };
+        let saved = if x.fp32_stream && fp32_readers > 0 && c != Exact::new(4) {
             let widened = saved * Exact::from(fp32_readers) * Exact::new(4) / c;
             (saved * Exact::from(readers - fp32_readers) + widened) / Exact::from(readers)
         } else {
