@@ -136,7 +136,22 @@ impl TargetSelection<'_> {
 impl ModelShape {
     /// Check `spec` against this model (as [`ModelShape::check_targets`]) and resolve it, in one
     /// pass over the names.
+    #[inline]
     pub fn select_targets<'a>(
+        &self,
+        spec: &'a TargetSpec,
+    ) -> Result<TargetSelection<'a>, ShapeError> {
+        // A group target's modules are known from the shape's precomputed sums.
+        if let Some(units) = self.group_adapter_units(spec)
+            && units.mask != 0
+        {
+            return Ok(TargetSelection::Spec(spec));
+        }
+        self.select_targets_slow(spec)
+    }
+
+    #[inline(never)]
+    fn select_targets_slow<'a>(
         &self,
         spec: &'a TargetSpec,
     ) -> Result<TargetSelection<'a>, ShapeError> {
