@@ -191,12 +191,10 @@ pub struct ActivationResult {
     pub breakdown: ActivationBreakdown,
     /// For the step timeline ([`super::peak`]): the saved bytes alive when the loss's backward
     /// starts (`total` without checkpointing; with it the checkpoints, the final norm and the
-    /// loss), and while the backward recomputes the last block (0 without checkpointing).
+    /// loss), and the most alive while the backward recomputes a block, every checkpoint
+    /// counted (0 without checkpointing: no recompute moment).
     pub at_backward_start: u64,
     pub at_recompute: u64,
-    /// Gradients in flight inside the recomputed block's MLP backward, where a checkpointed
-    /// step's backward peaks (0 without checkpointing): [`RecomputePeak::in_flight`].
-    pub recompute_in_flight: u64,
     /// While a block is recomputed, the saved bytes but the blocks' checkpoints and the
     /// gradients in flight: inside a dense block's MLP backward, an expert block's, and (either
     /// kind) eager attention's softmax backward. Saved bytes 0: no block of that kind (or no
@@ -232,7 +230,6 @@ pub fn estimate_activations(
                 breakdown: br,
                 at_backward_start: 0,
                 at_recompute: 0,
-                recompute_in_flight: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
             });
@@ -247,7 +244,6 @@ pub fn estimate_activations(
                 breakdown: br,
                 at_backward_start: rough,
                 at_recompute: 0,
-                recompute_in_flight: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
             });
@@ -275,16 +271,14 @@ pub fn estimate_activations(
     br.regime = bytes(parts.regime)?;
     let weight_casts = weight_cast_bytes(plan, settings);
     let total = bytes(total)?;
-    let (at_backward_start, at_recompute, recompute_in_flight, checkpoint) =
-        match parts.checkpointed {
-            Some(c) => (
-                bytes(c.at_backward_start)?,
-                bytes(c.at_recompute)?,
-                bytes(c.in_flight)?,
-                bytes(c.checkpoint)?,
-            ),
-            None => (total, 0, 0, 0),
-        };
+    let (at_backward_start, at_recompute, checkpoint) = match parts.checkpointed {
+        Some(c) => (
+            bytes(c.at_backward_start)?,
+            bytes(c.at_recompute)?,
+            bytes(c.checkpoint)?,
+        ),
+        None => (total, 0, 0),
+    };
     let mut recompute = [[0; 2]; 3];
     if let Some(c) = parts.checkpointed {
         for (slot, [saved, in_flight]) in recompute.iter_mut().zip(c.detail) {
@@ -297,7 +291,6 @@ pub fn estimate_activations(
         breakdown: br,
         at_backward_start,
         at_recompute,
-        recompute_in_flight,
         recompute,
         checkpoint,
     })
@@ -500,18 +493,17 @@ struct Parts {
 struct RecomputePeak {
     /// Checkpoints, final norm and loss when the backward starts.
     at_backward_start: Exact,
-    /// Checkpoints and the recomputed block's saved tensors, less what its MLP backward has
-    /// already consumed (a dense MLP's down projection input).
+    /// Every checkpoint and the largest of [`RecomputePeak::detail`]'s saved bytes: at most what
+    /// any recompute moment keeps.
     at_recompute: Exact,
-    /// The MLP backward's gradients in flight: a dense MLP's `d(down input)` and the gradients
-    /// of its two branches (`3 c T i`); an expert layer's per-slot gradients of the gathered
-    /// input, the expert output and their product with the routing weights (`3 T k h` in the
-    /// experts' weight dtype).
-    in_flight: Exact,
     /// [`ActivationResult::recompute`]: per block kind (dense, experts; saved 0 when the model
     /// has none) the saved bytes while a block of that kind is recomputed, without the blocks'
-    /// checkpoints, and its gradients in flight; then the same two inside a recomputed block's
-    /// attention backward (in flight 0 but with eager attention).
+    /// checkpoints, less what its MLP backward has already consumed (a dense MLP's down
+    /// projection input), and the gradients in flight: the residual's beside a dense MLP's
+    /// `d(down input)` and its two branches' gradients (`3 c T i`), or an expert layer's per-slot
+    /// gradients of the gathered input, the expert output and their product with the routing
+    /// weights (`3 T k h` in the experts' weight dtype); then the same two inside a recomputed
+    /// block's attention backward (in flight 0 but with eager attention).
     detail: [[Exact; 2]; 3],
     /// One block's checkpoint (`r T h`).
     checkpoint: Exact,
@@ -1317,26 +1309,24 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     } else {
         Exact::ZERO
     };
-    let kind = |bwd: Option<(Exact, Exact)>| {
-        bwd.map(|(mlp_saved, in_flight)| {
+    // Inside an MLP backward the residual's gradients are in flight too: two over an fp32
+    // stream (autocast over fp32 weights, or fp32), one over a 16-bit stream under autocast
+    // (measured on qwen3_moe).
+    let residual = if x.fp32_stream || !x.autocast {
+        2 * stream * x.th
+    } else {
+        stream * x.th
+    };
+    let [dense, sparse] = blk.mlp_backward.map(|kind| {
+        kind.map_or([Exact::ZERO; 2], |(mlp_saved, in_flight)| {
             let saved =
                 (attn_block + mlp_saved + blk.norms + block_regime).saturating_sub(shared_input);
-            (kept_without_checkpoints + saved, in_flight)
+            [kept_without_checkpoints + saved, residual + in_flight]
         })
-    };
-    let kinds = blk.mlp_backward.map(kind);
-    // The largest with every checkpoint alive (the activation bucket's bound).
-    let at_recompute = kinds
-        .iter()
-        .flatten()
-        .map(|&(saved, in_flight)| (saved + block_checkpoints, in_flight))
-        .max_by_key(|&(saved, in_flight)| saved + in_flight)
-        .unwrap_or((kept, Exact::ZERO));
-    let [dense, sparse] = kinds.map(|k| k.map_or([Exact::ZERO; 2], |(s, f)| [s, f]));
+    });
     parts.checkpointed = Some(RecomputePeak {
         at_backward_start: kept + tail,
-        at_recompute: at_recompute.0,
-        in_flight: at_recompute.1,
+        at_recompute: dense[0].max(sparse[0]).max(attention_saved) + block_checkpoints,
         detail: [dense, sparse, [attention_saved, attention_in_flight]],
         checkpoint: stream * x.th,
     });

@@ -592,18 +592,12 @@ fn step_inputs(
         0
     };
     // Which block's recomputation peaks ([`recompute_moment`]).
-    let (recompute_gradients, activations_at_recompute, in_flight) = if acts.at_recompute > 0 {
-        recompute_moment(
-            model,
-            settings,
-            acts,
-            totals,
-            [grads, head_gradients, tokens],
-        )
-    } else {
-        (head_gradients, 0, 0)
-    };
-    let recompute_temporaries = in_flight;
+    let (recompute_gradients, activations_at_recompute, recompute_temporaries) =
+        if acts.at_recompute > 0 {
+            recompute_moment(model, settings, acts, totals, [grads, head_gradients])
+        } else {
+            (head_gradients, 0, 0)
+        };
     // With checkpointing the blocks' casts are made again when each block is recomputed: the
     // backward starts with the lm_head's cast alone (its weight read in the compute dtype), and
     // the last block's recomputation holds that block's share.
@@ -633,7 +627,8 @@ fn step_inputs(
     } else {
         0
     };
-    // Every moment is at most this sum (the fused loss's terms added below).
+    // Every moment is at most this sum (the fused loss's terms added below; the recompute
+    // moment's gradients are at least the head's).
     let mut bound = weights
         + grads
         + 2 * optimizer
@@ -641,7 +636,7 @@ fn step_inputs(
         + activations
         + u128::from(acts.weight_casts)
         + 12 * logits
-        + head_gradients
+        + recompute_gradients
         + recompute_temporaries
         + inputs;
     let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
@@ -717,8 +712,8 @@ fn step_inputs(
 /// only the head's gradients), the first (one checkpoint, every later block's gradients: full
 /// fine-tuning's gradients outweigh the checkpoints), or, with dense and expert layers mixed, a
 /// block in between (qwen3_moe's dense `mlp_only_layers`). A dense block's MLP backward peaks
-/// with its down projection's weight gradient made (a trained base), beside the residual's
-/// gradients (`2 r T h`). With eager attention the block's attention backward follows, its MLP's
+/// with its down projection's weight gradient made (a trained base); the activation model's
+/// gradients in flight include the residual's. With eager attention the block's attention backward follows, its MLP's
 /// saved tensors freed and its weight gradients made. Measured on qwen3_moe. With the optimizer
 /// in the backward each gradient is freed once applied: only the last block's moments count.
 /// Only with checkpointing, off the default path.
@@ -728,7 +723,7 @@ fn recompute_moment(
     settings: &MemorySettings,
     acts: &activations::ActivationResult,
     totals: &crate::plan::PlanTotals,
-    [grads, head_gradients, tokens]: [u128; 3],
+    [grads, head_gradients]: [u128; 2],
 ) -> (u128, u128, u128) {
     let base_trainable = totals.base_trainable;
     let precision = settings.precision;
@@ -755,18 +750,6 @@ fn recompute_moment(
     } else {
         (0, [0, 0])
     };
-    // The residual's gradients: two fp32 tensors over an fp32 stream (autocast over fp32
-    // weights, or fp32), one 16-bit tensor over a 16-bit stream (measured on qwen3_moe).
-    let compute = u128::from(precision.compute_dtype().bytes());
-    let fp32_stream = !precision.autocast() && compute == 4
-        || precision.autocast() && settings.base_weights_dtype(totals) == DType::F32;
-    let residual = if fp32_stream {
-        2 * 4 * tokens * hidden
-    } else if precision.autocast() {
-        compute * tokens * hidden
-    } else {
-        2 * compute * tokens * hidden
-    };
     let layers = u128::from(model.dims.layers.max(1));
     let last = layers - 1;
     let spans = match model.mlp {
@@ -792,7 +775,7 @@ fn recompute_moment(
             let mut moments = [(
                 later + own,
                 u128::from(saved) + checkpoints,
-                residual + u128::from(in_flight),
+                u128::from(in_flight),
             ); 2];
             if attention_in_flight > 0 {
                 moments[1] = (

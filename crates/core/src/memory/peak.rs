@@ -237,9 +237,9 @@ pub struct StepInputs {
     /// Saved bytes alive when the loss's backward starts (the whole activation bucket without
     /// checkpointing; checkpoints, final norm and loss with it).
     pub activations_at_backward_start: u64,
-    /// Saved bytes while the backward recomputes a checkpointed block, inside its MLP backward
-    /// (0: none): every checkpoint and the last block, or, when its later gradients outweigh
-    /// the checkpoints, the first block and its own checkpoint.
+    /// Saved bytes at the largest moment of the backward's recomputation of a checkpointed block
+    /// (0: none): the block's saved tensors and the checkpoints up to it, inside its MLP's or
+    /// eager attention's backward (`recompute_moment` in the memory model).
     pub activations_at_recompute: u64,
     /// Autocast's saved weight casts alive when the backward starts (all of them without
     /// checkpointing; with it only the lm_head's, the blocks' being recomputed later).
@@ -253,11 +253,11 @@ pub struct StepInputs {
     pub logit_bytes: u64,
     /// The log-softmax and labels the loss saves (`4 T V + 8 T + 4`), inside the activations.
     pub loss_saved: u64,
-    /// Gradients that exist while that block is recomputed: the lm_head's (the last block), or
-    /// every later block's and the head's (the first block).
+    /// Gradients that exist at that moment: the lm_head's and every later block's, and those
+    /// the block's own backward has made so far.
     pub head_gradients: u64,
-    /// Gradients in flight while a recomputed block runs its MLP backward: the residual's
-    /// (`2 r T h`) and the MLP's own.
+    /// Gradients in flight at that moment: inside an MLP backward the residual's and the MLP's
+    /// own, inside eager attention's the softmax's.
     pub recompute_temporaries: u64,
     /// The input ids (`8 T`).
     pub inputs: u64,
