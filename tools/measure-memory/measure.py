@@ -533,6 +533,19 @@ def supports_sdpa(name):
     return True
 
 
+def grid(args):
+    """Every (model, regime, attention, dtype mode, batch, seq, checkpointing) the command line
+    asks for, in the order the fixtures keep them (checkpointing as a bool)."""
+    for m in args.models:
+        for reg in args.regimes:
+            for attn in args.attn:
+                for dm in args.dtype_modes:
+                    for bs in args.shapes:
+                        b, s = map(int, bs.split("x"))
+                        for ckpt in args.checkpointing:
+                            yield m, reg, attn, dm, b, s, ckpt == "on"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -550,33 +563,27 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     records = []
-    for m in args.models:
-        for reg in args.regimes:
-            for attn in args.attn:
-                for dm in args.dtype_modes:
-                    for bs in args.shapes:
-                        b, s = map(int, bs.split("x"))
-                        for ckpt in args.checkpointing:
-                            for p in args.dropout:
-                                if attn == "sdpa" and not supports_sdpa(m):
-                                    print(f"{m}|{reg}|b{b}s{s}|{dm}|sdpa skipped: no sdpa in transformers "
-                                          f"{transformers.__version__}", flush=True)
-                                    continue
-                                try:
-                                    if args.lifetimes or ckpt == "on" or p > 0:
-                                        records.append(measure_tracked(m, reg, b, s, dm, attn, ckpt == "on", p))
-                                        print(records[-1]["id"],
-                                              records[-1]["activations"]["peak"]["saved_bytes_excl_weight_casts"], flush=True)
-                                    else:
-                                        records.append(measure(m, reg, b, s, dm, attn))
-                                        print(records[-1]["id"], records[-1]["activations"]["activation_bytes_dedup"],
-                                              flush=True)
-                                except ValueError as e:
-                                    if "ParamWrapper" not in str(e):
-                                        raise
-                                    # peft refuses DoRA on fused experts (all-linear on MoE models)
-                                    print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
-                                          flush=True)
+    for m, reg, attn, dm, b, s, ckpt in grid(args):
+        for p in args.dropout:
+            if attn == "sdpa" and not supports_sdpa(m):
+                print(f"{m}|{reg}|b{b}s{s}|{dm}|sdpa skipped: no sdpa in transformers "
+                      f"{transformers.__version__}", flush=True)
+                continue
+            try:
+                if args.lifetimes or ckpt or p > 0:
+                    records.append(measure_tracked(m, reg, b, s, dm, attn, ckpt, p))
+                    print(records[-1]["id"],
+                          records[-1]["activations"]["peak"]["saved_bytes_excl_weight_casts"], flush=True)
+                else:
+                    records.append(measure(m, reg, b, s, dm, attn))
+                    print(records[-1]["id"], records[-1]["activations"]["activation_bytes_dedup"],
+                          flush=True)
+            except ValueError as e:
+                if "ParamWrapper" not in str(e):
+                    raise
+                # peft refuses DoRA on fused experts (all-linear on MoE models)
+                print(f"{m}|{reg}|b{b}s{s}|{dm}|{attn} skipped: peft: {str(e).splitlines()[0]}",
+                      flush=True)
     with open(args.out, "w") as f:
         json.dump(records, f, indent=1)
         f.write("\n")

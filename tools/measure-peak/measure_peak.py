@@ -251,17 +251,8 @@ def measure_shape(name, family, cfg):
 
 
 
-def grid(args):
-    """Every (model, regime, attention, dtype mode, batch, seq, checkpointing) the command line
-    asks for, in the order the fixtures keep them."""
-    for m in args.models:
-        for reg in args.regimes:
-            for attn in args.attn:
-                for dm in args.dtype_modes:
-                    for bs in args.shapes:
-                        b, s = map(int, bs.split("x"))
-                        for ckpt in args.checkpointing:
-                            yield m, reg, attn, dm, b, s, ckpt == "on"
+# The command line's records in the fixtures' order (`measure.grid`, shared with measure-memory).
+grid = measure.grid
 
 
 def log_record(r, t0):
