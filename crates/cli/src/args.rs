@@ -42,7 +42,7 @@ pub struct MemoryArgs {
     /// eager | sdpa | flash
     #[arg(long)]
     pub attention: Option<AttentionImpl>,
-    /// none | full
+    /// none | full | reentrant (torch.utils.checkpoint's use_reentrant=True)
     #[arg(long)]
     pub checkpointing: Option<Checkpointing>,
     /// Dropout probability (0: no masks saved)

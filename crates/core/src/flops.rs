@@ -179,9 +179,9 @@ pub fn step_flops(
         settings,
         tokens,
         seq,
-        checkpointing: settings.checkpointing == Checkpointing::Full,
+        checkpointing: settings.checkpointing.recomputes(),
         input_requires_grad: embedding_trained(model, plan)
-            || settings.checkpointing == Checkpointing::Full
+            || settings.checkpointing.recomputes()
             || plan.extra_tokens() > 0,
         nf4_blocks: plan.nf4_block_linears(),
     };

@@ -42,9 +42,9 @@ pub use registry::Registry;
 pub use shape::{
     ActivationRecipe, AdaptedInputs, AdapterHost, AdapterUnits, Architecture, AttentionLayout,
     BlockSpec, Dims, ExpertLayout, ExpertTargets, ExpertsSpec, Family, GroupAdapterUnits,
-    LatentAttention, LinearLayout, LinearModule, MlpActivation, MlpLayout, ModelShape, ModuleGroup,
-    NormKind, NormPlacement, ParamGroup, ParamKind, ParamSums, PositionKind, QkNorm, SharedExperts,
-    SlidingWindow, layer_spans,
+    LatentAttention, LayerKind, LayerSpan, LinearLayout, LinearModule, MlpActivation, MlpLayout,
+    ModelShape, ModuleGroup, NormKind, NormPlacement, ParamGroup, ParamKind, ParamSums,
+    PositionKind, QkNorm, SharedExperts, SlidingWindow, layer_spans,
 };
 pub use spec::{Naming, TransformerSpec};
 pub use targets::{TargetSelection, TargetSpec, names_select};

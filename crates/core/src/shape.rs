@@ -227,13 +227,16 @@ pub struct ExpertsSpec {
     /// Layers with experts; the others have a dense gated MLP of the spec's `intermediate`
     /// (DeepSeek's `first_k_dense_replace`, Qwen's `mlp_only_layers`).
     pub sparse_layers: u64,
-    /// The first and last index of the layers with a dense MLP and of those with experts
-    /// (`None` when there is none): a checkpointed backward peaks while it recomputes one of
-    /// them ([`layer_spans`]).
-    pub dense_span: Option<(u64, u64)>,
-    pub sparse_span: Option<(u64, u64)>,
+    /// Where the layers with a dense MLP and those with experts lie (`None` when there is
+    /// none): a checkpointed backward peaks while it recomputes one of them ([`layer_spans`]).
+    pub dense_span: Option<LayerSpan>,
+    pub sparse_span: Option<LayerSpan>,
     pub layout: ExpertLayout,
     pub router_bias: bool,
+    /// Group-limited routing (DeepSeek-V3's and GLM-4.5's `n_group`, `topk_group`): the router
+    /// picks `topk_group` of `n_group` expert groups by their best two scores first, which
+    /// saves the groups' top-2 indices, the chosen groups and a token-by-expert mask.
+    pub routing_groups: Option<(u32, u32)>,
     pub shared: Option<SharedExperts>,
     /// How peft reaches the experts, when it does: transformers 5 fused them into 3-D
     /// parameters and peft 0.21 converts the transformers-4 target names of some model types
@@ -242,15 +245,75 @@ pub struct ExpertsSpec {
     pub peft_targets: Option<ExpertTargets>,
 }
 
-/// The first and last index of the `layers` for which `sparse` is false and of those for which it
-/// is true: `[dense, sparse]` spans for [`ExpertsSpec`].
-pub fn layer_spans(layers: u64, sparse: impl Fn(u64) -> bool) -> [Option<(u64, u64)>; 2] {
-    let mut spans = [None; 2];
+/// The first and last index of the layers of one kind (dense MLP or experts), and how many layers
+/// with experts follow each of them: what the gradients alive while the backward recomputes
+/// either layer amount to (the later layers' gradients, which differ by kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LayerSpan {
+    pub first: u32,
+    pub last: u32,
+    /// Layers with experts after `first` and after `last`.
+    pub sparse_after: [u32; 2],
+}
+
+impl LayerSpan {
+    /// Every one of `layers` layers (at least one) has experts.
+    pub const fn all_sparse(layers: u64) -> Self {
+        let last = narrow(layers.saturating_sub(1));
+        LayerSpan {
+            first: 0,
+            last,
+            sparse_after: [last, 0],
+        }
+    }
+}
+
+/// A layer index or count as a span keeps it (a model has far fewer than `u32::MAX` layers; a
+/// larger figure saturates).
+const fn narrow(n: u64) -> u32 {
+    if n > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        n as u32
+    }
+}
+
+/// The spans of the `layers` for which `sparse` is false and of those for which it is true:
+/// `[dense, sparse]` spans for [`ExpertsSpec`].
+pub fn layer_spans(layers: u64, sparse: impl Fn(u64) -> bool) -> [Option<LayerSpan>; 2] {
+    let mut spans: [Option<LayerSpan>; 2] = [None; 2];
+    let sparse_from = |i: u64| narrow((i + 1..layers).filter(|&j| sparse(j)).count() as u64);
     for i in 0..layers {
-        let span: &mut Option<(u64, u64)> = &mut spans[usize::from(sparse(i))];
-        *span = Some(span.map_or((i, i), |(first, _)| (first, i)));
+        let span = &mut spans[usize::from(sparse(i))];
+        *span = Some(match *span {
+            None => LayerSpan {
+                first: narrow(i),
+                last: narrow(i),
+                sparse_after: [sparse_from(i); 2],
+            },
+            Some(s) => LayerSpan {
+                last: narrow(i),
+                sparse_after: [s.sparse_after[0], sparse_from(i)],
+                ..s
+            },
+        });
     }
     spans
+}
+
+/// Which of a model's layers a parameter sits in, for what differs between dense and expert
+/// layers ([`ModelShape::param_layers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerKind {
+    /// Outside the blocks: embeddings, the final norm, the output head.
+    Outside,
+    /// Once in every block.
+    Every,
+    /// In the layers with a dense MLP of a mixture-of-experts model.
+    Dense,
+    /// In the layers with experts (router, experts, shared experts).
+    Sparse,
 }
 
 /// The transformers-4 names peft converts into the fused experts' parameters. Every Linear module
@@ -345,6 +408,9 @@ pub struct LinearModule {
     /// The weight is shared with the input embedding (a tied lm_head): no parameter of its own.
     pub weight_tied: bool,
     pub host: AdapterHost,
+    /// The layers it sits in: every block, but the output head (outside) and a
+    /// mixture-of-experts model's dense MLPs and experts (set by the shape's builder).
+    pub layers: LayerKind,
     /// The names peft's `target_modules` use to select this module. Usually just `name`; a fused
     /// expert weight lists the modules it was fused from (`w1`, `w3`), all of which must be named.
     pub target_names: Vec<String>,
@@ -504,6 +570,11 @@ impl LinearModule {
             group,
             weight_tied: false,
             host: AdapterHost::Module,
+            layers: if group == ModuleGroup::Output {
+                LayerKind::Outside
+            } else {
+                LayerKind::Every
+            },
         }
     }
 
@@ -792,6 +863,24 @@ impl ModelShape {
             crate::TargetSpec::Names(_) => return None,
         };
         self.group_adapter_units.as_ref().map(|units| &units[index])
+    }
+
+    /// The layers `params[index]` sits in: a Linear's weight or bias where its module is, an
+    /// embedding outside the blocks, a norm or other tensor in every block when its path has a
+    /// layer index (`*`), outside them otherwise (the final norm).
+    pub fn param_layers(&self, index: usize) -> LayerKind {
+        let p = &self.params[index];
+        match p.kind {
+            ParamKind::LinearWeight(m) | ParamKind::LinearBias(m) => self.modules[m].layers,
+            ParamKind::Embedding | ParamKind::PositionEmbedding => LayerKind::Outside,
+            ParamKind::NormWeight | ParamKind::NormBias | ParamKind::Other => {
+                if p.name.split('.').any(|c| c == "*") {
+                    LayerKind::Every
+                } else {
+                    LayerKind::Outside
+                }
+            }
+        }
     }
 
     /// Weights that a matmul under autocast consumes (Linear weights, and the embedding when the

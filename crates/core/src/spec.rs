@@ -8,7 +8,7 @@
 
 use crate::error::ShapeError;
 use crate::shape::{
-    AdapterHost, AttentionLayout, BlockSpec, Dims, ExpertLayout, Family, LinearLayout,
+    AdapterHost, AttentionLayout, BlockSpec, Dims, ExpertLayout, Family, LayerKind, LinearLayout,
     LinearModule, MAX_TOTAL_PARAMS, MlpLayout, ModelShape, ModuleGroup, NormKind, ParamGroup,
     ParamKind, PositionKind, QkNorm,
 };
@@ -526,11 +526,22 @@ impl ShapeAssembler<'_> {
         match s.mlp {
             MlpLayout::Experts(e) => {
                 let dense = self.dims.layers - e.sparse_layers;
+                let first_dense = self.modules.len();
                 if dense > 0 {
                     self.dense_mlp(MlpLayout::Gated, self.dims.intermediate, dense, s.names.mlp);
                 }
+                let first_sparse = self.modules.len();
                 if e.sparse_layers > 0 {
                     self.experts(e);
+                }
+                // Dense MLPs sit in the dense layers; router, experts and shared experts in the
+                // others.
+                for (i, m) in self.modules.iter_mut().enumerate().skip(first_dense) {
+                    m.layers = if i < first_sparse {
+                        LayerKind::Dense
+                    } else {
+                        LayerKind::Sparse
+                    };
                 }
             }
             layout => self.dense_mlp(
@@ -803,9 +814,10 @@ mod tests {
             intermediate: 96,
             sparse_layers: 2,
             dense_span: None,
-            sparse_span: Some((0, 1)),
+            sparse_span: Some(crate::shape::LayerSpan::all_sparse(2)),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
+            routing_groups: None,
             shared: None,
             peft_targets: Some(crate::shape::ExpertTargets {
                 router: "gate",

@@ -350,6 +350,37 @@ const LORA_WITH_BIAS_OVER_4BIT: AdapterLayout =
     LORA_WITH_BIAS.with_output(AdapterOutput::InputDtype);
 const DORA_OVER_4BIT: AdapterLayout = DORA.with_output(AdapterOutput::InputDtype);
 
+/// peft's `lora.ParamWrapper` (`target_parameters`: MoE routers and fused experts): A and B as
+/// LoRA's, but the wrapped parameter's forward runs on the merged weight `W + s B A` (peft 0.21's
+/// `_LoraFactorsProxy`), so no `x A` is saved per token; the activation model counts the merged
+/// weight, the factors' casts and the input the matmul saves (measured with saved-tensor hooks on
+/// qwen3_moe).
+/// The factors are no matmul weights of their own here (autocast copies them, when it does,
+/// inside the merge, which the activation model counts with the merged weight).
+const LORA_PARAM_WRAPPER: AdapterLayout = AdapterLayout::new("lora", SizeForm::ZERO)
+    .with(AdapterPiece::trainable(
+        "lora_A.weight",
+        SizeForm::RANK_IN,
+        PieceMatmul::No,
+    ))
+    .with(AdapterPiece::trainable(
+        "lora_B.weight",
+        SizeForm::RANK_OUT,
+        PieceMatmul::No,
+    ));
+
+/// The layout of an adapter on `host`: `layout`, or for a wrapped parameter
+/// [`LORA_PARAM_WRAPPER`] (peft refuses DoRA and `lora_bias` there; callers check).
+pub const fn layout_on(
+    host: AdapterHost,
+    layout: &'static AdapterLayout,
+) -> &'static AdapterLayout {
+    match host {
+        AdapterHost::Module => layout,
+        AdapterHost::Parameter { .. } => &LORA_PARAM_WRAPPER,
+    }
+}
+
 /// [`adapter_layout`] for adapters on block Linears stored as `storage`: over NF4 (bitsandbytes'
 /// `Linear4bit`) the adapted Linear returns its input's dtype.
 pub const fn adapter_layout_over(
@@ -550,7 +581,7 @@ pub fn adapter_plan_over_into(
             let site = AdapterSite {
                 module: i,
                 rank,
-                layout,
+                layout: layout_on(m.host, layout),
             };
             plan.push_adapter(model, site)
                 .map_err(|cause| RegimeError::Count {
@@ -630,7 +661,7 @@ fn layered_adapters_into(
             Ok(AdapterSite {
                 module: i,
                 rank: checked(regime, "lora rank", rank.checked_mul(m.host.rank_factor()))?,
-                layout,
+                layout: layout_on(m.host, layout),
             })
         };
         if !m.path.contains('*') {
@@ -754,7 +785,7 @@ fn push_parameter_adapters(
         let site = AdapterSite {
             module: i,
             rank: config.rank,
-            layout,
+            layout: layout_on(model.modules[i].host, layout),
         };
         plan.push_adapter(model, site)
             .map_err(|cause| RegimeError::Count {

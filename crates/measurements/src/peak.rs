@@ -3,6 +3,7 @@
 //! each record.
 
 use crate::{MeasurementError, RecordShape, shape_of};
+use ftbudget_core::memory::LiveBytes;
 use ftbudget_core::{
     ActivationModel, ActivationSettings, AttentionImpl, Checkpointing, DType, LossKind,
     MemoryEstimate, MemorySettings, ModelShape, Optimizer, Precision, Sharding, StepPeak,
@@ -164,6 +165,10 @@ pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError>
         ("bf16-base", _) => (Precision::AmpBf16, Some(DType::BF16)),
         (other, _) => return Err(unsupported(r, "dtype_mode", other)),
     };
+    let prepared = r
+        .quantization
+        .as_ref()
+        .is_some_and(|q| q.prepare_model_for_kbit_training);
     if let Some(q) = &r.quantization {
         let loaded: DType = q
             .load_dtype
@@ -194,10 +199,12 @@ pub fn peak_settings(r: &PeakRecord) -> Result<MemorySettings, MeasurementError>
         activations: ActivationSettings {
             model: ActivationModel::Model,
             attention,
-            checkpointing: if r.gradient_checkpointing {
-                Checkpointing::Full
-            } else {
-                Checkpointing::None
+            // peft's `prepare_model_for_kbit_training` turns checkpointing on reentrant
+            // (`use_reentrant=True`); transformers' `gradient_checkpointing_enable()` does not.
+            checkpointing: match (r.gradient_checkpointing, prepared) {
+                (false, _) => Checkpointing::None,
+                (true, false) => Checkpointing::Full,
+                (true, true) => Checkpointing::Reentrant,
             },
             dropout: None,
         },
@@ -252,4 +259,48 @@ pub fn predict_peak(r: &PeakRecord) -> Result<PeakPrediction, MeasurementError> 
         first,
         steady,
     })
+}
+
+/// `MemTracker`'s categories in ftbudget's: buffers count with the parameters, the input ids
+/// (`other`) are the inputs.
+pub fn measured_categories(c: &Categories) -> LiveBytes {
+    let get = |k: &str| c.get(k).copied().unwrap_or(0);
+    LiveBytes {
+        parameters: get("parameters") + get("buffers"),
+        gradients: get("gradients"),
+        optimizer: get("optimizer"),
+        activations: get("activations"),
+        temporaries: get("temporaries"),
+        inputs: get("other"),
+    }
+}
+
+/// The categories in a fixed order, named, for per-category checks.
+pub fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
+    [
+        ("parameters", l.parameters),
+        ("gradients", l.gradients),
+        ("optimizer", l.optimizer),
+        ("activations", l.activations),
+        ("temporaries", l.temporaries),
+        ("inputs", l.inputs),
+    ]
+}
+
+/// The categories of a predicted step peak more than 10% off the measured ones, among those
+/// holding more than 5% of the measured peak: `(category, predicted, measured)`.
+pub fn category_misses(
+    predicted: &LiveBytes,
+    measured: &StepRecord,
+) -> Vec<(&'static str, u64, u64)> {
+    let m = measured_categories(&measured.by_category);
+    categories(predicted)
+        .into_iter()
+        .zip(categories(&m))
+        .filter(|&((_, p), (_, mb))| {
+            let off = (p as f64 - mb as f64).abs() > 0.10 * mb as f64;
+            mb * 20 > measured.peak_bytes && off
+        })
+        .map(|((cat, p), (_, mb))| (cat, p, mb))
+        .collect()
 }

@@ -11,10 +11,13 @@
 //! qwen3_moe (48 records, the same grid): bitsandbytes swaps `nn.Linear` modules only, so the
 //! fused 3-D experts and the router stay as loaded (bf16, or fp32 once prepared: the weights are
 //! exact; ftbudget had counted the experts in NF4, 4 to 8 times too small); every step is within
-//! 5% (within 3.4%). Its phases and categories are not checked: under autocast without
-//! checkpointing the prepared steps peak in the loss with more activations than the timeline has
-//! there (the totals are within 4%), and checkpointed steps hold 11% more gradients in flight in
-//! a recomputed expert layer than the timeline's `3 T k h` over the fp32 experts.
+//! 1%, in the measured phase, every category within 10%. Prepared with checkpointing, peft's
+//! `prepare_model_for_kbit_training` turns checkpointing on reentrant, which keeps a recomputed
+//! block's output alive through its backward (`Checkpointing::Reentrant`: those steps held 11%
+//! more temporaries than non-reentrant checkpointing has). Without checkpointing the prepared
+//! autocast steps peak in the loss, where the model's output still holds the final hidden
+//! states and the KV cache (fp32 keys and values over the 4-bit Linears' fp32 outputs, which
+//! sdpa's bf16 casts do not share).
 //!
 //! The weights are exact to the byte: the packed 4-bit data, the quant states (absmax,
 //! codebooks, nested absmax and offset), the embeddings, norms and lm_head (fp32 where prepared,
@@ -57,14 +60,14 @@ const PEAK: &[Bound] = &[
     bound("qwen2 qlora-r8-dq as-loaded no-ckpt", 0.13, 1.0),
     bound("qwen2 qlora-r8-dq prepared ckpt", 0.03, 1.0),
     bound("qwen2 qlora-r8-dq prepared no-ckpt", 0.03, 1.0),
-    bound("qwen3_moe qlora-r8 as-loaded ckpt", 3.37, 4.0),
-    bound("qwen3_moe qlora-r8 as-loaded no-ckpt", 2.93, 3.5),
-    bound("qwen3_moe qlora-r8 prepared ckpt", 2.43, 3.0),
-    bound("qwen3_moe qlora-r8 prepared no-ckpt", 1.97, 2.5),
-    bound("qwen3_moe qlora-r8-dq as-loaded ckpt", 3.34, 4.0),
-    bound("qwen3_moe qlora-r8-dq as-loaded no-ckpt", 2.91, 3.5),
-    bound("qwen3_moe qlora-r8-dq prepared ckpt", 2.41, 3.0),
-    bound("qwen3_moe qlora-r8-dq prepared no-ckpt", 1.96, 2.5),
+    bound("qwen3_moe qlora-r8 as-loaded ckpt", -0.61, 1.5),
+    bound("qwen3_moe qlora-r8 as-loaded no-ckpt", 0.18, 1.0),
+    bound("qwen3_moe qlora-r8 prepared ckpt", 0.83, 1.5),
+    bound("qwen3_moe qlora-r8 prepared no-ckpt", -0.09, 1.0),
+    bound("qwen3_moe qlora-r8-dq as-loaded ckpt", -0.61, 1.5),
+    bound("qwen3_moe qlora-r8-dq as-loaded no-ckpt", 0.18, 1.0),
+    bound("qwen3_moe qlora-r8-dq prepared ckpt", 0.82, 1.5),
+    bound("qwen3_moe qlora-r8-dq prepared no-ckpt", -0.09, 1.0),
 ];
 
 /// Categories beyond 10% of the measured one where they hold more than 5% of the peak.
@@ -104,10 +107,9 @@ fn predicted_qlora_peaks_match_memtracker() {
                 "no-ckpt"
             }
         );
-        // Phases and categories are checked on the dense families (as in `peak.rs`).
-        let moe = r.shape.family.ends_with("_moe");
+        // Phases and categories are checked on every family (as in `peak.rs`).
         for (name, measured, predicted) in paired_steps(r, &e) {
-            let error = tally.add(&r.id, name, &predicted, measured, !moe);
+            let error = tally.add(&r.id, name, &predicted, measured, true);
             worst.add(group.clone(), error, &format!("{} {name}", r.id));
         }
     }

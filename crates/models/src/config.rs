@@ -55,6 +55,32 @@ impl Fields<'_> {
         }
     }
 
+    /// A group-limited router's `(n_group, topk_group)` (DeepSeek-V3, GLM-4.5) over `experts`
+    /// routed experts: `n_group` divides the experts and `topk_group` is at most `n_group`.
+    pub fn routing_groups(
+        &self,
+        experts: u64,
+        (groups, top): (u64, u64),
+    ) -> Result<(u32, u32), ModelError> {
+        let groups = self.positive("n_group", Some(groups))?;
+        let top = self.positive("topk_group", Some(top))?;
+        if !experts.is_multiple_of(groups) {
+            return Err(field_err(
+                "n_group",
+                format!("must divide the {experts} routed experts (got {groups})"),
+            ));
+        }
+        if top > groups {
+            return Err(field_err(
+                "topk_group",
+                format!("must be at most n_group = {groups} (got {top})"),
+            ));
+        }
+        // Both are at most `experts`, itself bounded when the shape is checked; saturate anyway.
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok((narrow(groups), narrow(top)))
+    }
+
     /// A non-negative integer field (0 allowed).
     pub fn count(&self, key: &str, default: u64) -> Result<u64, ModelError> {
         match self.map.get(key) {

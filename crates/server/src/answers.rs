@@ -10,8 +10,8 @@
 
 use ftbudget_core::memory::reserved::{self, ReservedEstimate, model_statement, peak_budget};
 use ftbudget_core::{
-    Checkpointing, CountError, CudaOverhead, FitMargin, FlopSettings, MemorySettings, ModelShape,
-    Regime, Registry, StepFlops, step_flops,
+    CountError, CudaOverhead, FitMargin, FlopSettings, MemorySettings, ModelShape, Regime,
+    Registry, StepFlops, step_flops,
 };
 use ftbudget_report::{Comparison, ReportError, compare, render_json};
 use ftbudget_sweep::{
@@ -143,10 +143,7 @@ impl SettingsEcho {
             step_counters: s.step_counters,
             activations: s.activations.model.name(),
             attention: s.activations.attention.name(),
-            checkpointing: match s.activations.checkpointing {
-                Checkpointing::None => "none",
-                Checkpointing::Full => "full",
-            },
+            checkpointing: s.activations.checkpointing.name(),
             dropout: s.activations.dropout.unwrap_or(0.0),
             grad_accum: s.step.grad_accum,
             loss: s.step.loss.name(),

@@ -11,7 +11,7 @@ use super::format::signed_percent;
 use super::{Experiment, OutputFile, peak_reserved};
 use anyhow::Result;
 use ftbudget_core::{LossKind, MemoryEstimate, MemorySettings, estimate_memory};
-use ftbudget_measurements::peak::{PeakRecord, parse_peak_records, predict_peak};
+use ftbudget_measurements::peak::{PeakRecord, category_misses, parse_peak_records, predict_peak};
 use ftbudget_report::chart::{Legend, Scatter, Series, scatter};
 use ftbudget_report::template::Values;
 use ftbudget_report::units;
@@ -52,6 +52,8 @@ struct Step {
     predicted: u64,
     measured_phase: String,
     predicted_phase: &'static str,
+    /// Every category holding more than 5% of the measured peak is within 10% of it.
+    categories_match: bool,
 }
 
 impl Step {
@@ -75,6 +77,7 @@ fn steps(records: &[PeakRecord]) -> Result<Vec<Step>> {
                 predicted: predicted.bytes,
                 measured_phase: measured.phase.clone(),
                 predicted_phase: predicted.phase.name(),
+                categories_match: category_misses(&predicted.by_category, measured).is_empty(),
             });
         }
     }
@@ -290,6 +293,14 @@ pub fn generate(exp: &Experiment) -> Result<Vec<OutputFile>> {
         .set("within_bound", within.to_string())
         .set("within_10", within_10.to_string())
         .set("phases_match", phases.to_string())
+        .set(
+            "categories_match",
+            steps
+                .iter()
+                .filter(|s| s.categories_match)
+                .count()
+                .to_string(),
+        )
         .set("dense_steps", dense.len().to_string())
         .set(
             "dense_within_bound",

@@ -123,20 +123,45 @@ pub enum Checkpointing {
     /// `fixtures/memory/measured_memory_ckpt_dropout.json`. Autocast's weight casts are still
     /// counted for every layer (see `weight_cast_bytes`), which over-predicts them.
     Full,
+    /// Full recomputation with `torch.utils.checkpoint(use_reentrant=True)`, what peft's
+    /// `prepare_model_for_kbit_training` enables (and `gradient_checkpointing_kwargs` with
+    /// `use_reentrant: true` asks for): the same saved bytes, but the backward recomputes a
+    /// block's forward whole and runs its backward from the block's recomputed output, which stays
+    /// alive (a temporary, in the residual stream's dtype) until that block's backward is done
+    /// (measured with `MemTracker` on qwen3_moe QLoRA).
+    Reentrant,
+}
+
+impl Checkpointing {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Checkpointing::None => "none",
+            Checkpointing::Full => "full",
+            Checkpointing::Reentrant => "reentrant",
+        }
+    }
+
+    /// Blocks are recomputed in the backward (either kind of checkpointing).
+    pub const fn recomputes(self) -> bool {
+        !matches!(self, Checkpointing::None)
+    }
 }
 
 impl FromStr for Checkpointing {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "none" => Ok(Checkpointing::None),
-            "full" => Ok(Checkpointing::Full),
-            other => Err(UnknownName {
-                what: "checkpointing",
-                value: other.to_string(),
-                expected: "none, full".into(),
-            }),
-        }
+        [
+            Checkpointing::None,
+            Checkpointing::Full,
+            Checkpointing::Reentrant,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| UnknownName {
+            what: "checkpointing",
+            value: s.to_string(),
+            expected: "none, full, reentrant".into(),
+        })
     }
 }
 
@@ -202,6 +227,10 @@ pub struct ActivationResult {
     pub recompute: [[u64; 2]; 3],
     /// One block's checkpoint (its input, `r T h`; 0 without checkpointing).
     pub checkpoint: u64,
+    /// What the model's output and its forward keep alive from the end of the forward until the
+    /// training loop drops the output, beyond saved tensors and logits ([`output_held`]): the
+    /// final hidden states and the KV cache.
+    pub output_held: [u64; 2],
 }
 
 fn to_u64(v: u128) -> Result<u64, CountError> {
@@ -232,6 +261,7 @@ pub fn estimate_activations(
                 at_recompute: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
+                output_held: [0; 2],
             });
         }
         ActivationModel::Seed { bytes_per_element } => {
@@ -246,6 +276,7 @@ pub fn estimate_activations(
                 at_recompute: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
+                output_held: [0; 2],
             });
         }
         ActivationModel::Model => {}
@@ -285,6 +316,7 @@ pub fn estimate_activations(
             *slot = [bytes(saved)?, bytes(in_flight)?];
         }
     }
+    let [final_hidden, kv_cache] = parts.output_held;
     Ok(ActivationResult {
         total,
         weight_casts: bytes(weight_casts)?,
@@ -293,6 +325,7 @@ pub fn estimate_activations(
         at_recompute,
         recompute,
         checkpoint,
+        output_held: [bytes(final_hidden)?, bytes(kv_cache)?],
     })
 }
 
@@ -359,7 +392,7 @@ pub(super) fn saves_one_by_one(
                 + saves(mlp_readers, x.inputs.adapted.mlp) * x.cth * dense_layers;
         }
         let output_view_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
-        if !x.eager && output_view_saved {
+        if !x.eager && output_view_saved && !o_proj_reads_a_copy(&x) {
             repeats += x.c * x.t * x.a * x.dh * x.layers;
         }
         if matches!(model.positions, PositionKind::Rotary) {
@@ -484,6 +517,8 @@ struct Parts {
     /// With checkpointing: the saved bytes when the backward starts and while it recomputes a
     /// block.
     checkpointed: Option<RecomputePeak>,
+    /// [`output_held`].
+    output_held: [Exact; 2],
 }
 
 /// The checkpointed step's backward, measured with `MemTracker` on qwen3_moe (dense and expert
@@ -560,7 +595,10 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     mlp_sparse += drop.mlp;
     let (dense_layers, sparse_layers) = x.layer_kinds;
     let mlp_layers = mlp_dense * dense_layers + mlp_sparse * sparse_layers;
-    let mut parts = Parts::default();
+    let mut parts = Parts {
+        output_held: output_held(&x),
+        ..Parts::default()
+    };
     // Sliding-window layers under sdpa: each saves its own mask (see `sliding_window_mask`).
     let (mask, mask_layers) = sliding_window_mask(&x);
     if x.act.checkpointing == Checkpointing::None {
@@ -598,7 +636,7 @@ fn model_activations(model: &ModelShape, plan: &TrainingPlan, settings: &MemoryS
     }
     parts.embeddings += drop.outside_blocks;
     parts.regime += drop.adapters;
-    if x.act.checkpointing == Checkpointing::Full {
+    if x.act.checkpointing.recomputes() {
         let (dense_bwd, sparse_bwd) = mlp_backward(&x, mlp_dense, mlp_sparse);
         // Freed by the time eager attention's softmax backward runs: the MLP side's norm, the
         // merged output o_proj read, the repeated values and the probabilities' 16-bit cast
@@ -924,6 +962,85 @@ fn sliding_window_mask(x: &Ctx) -> (Exact, Exact) {
     }
 }
 
+/// What the model's output and its forward keep alive until the training loop drops the output
+/// (through the loss; gone when the backward starts), beyond the saved tensors and the logits:
+/// `[final hidden states, KV cache]`.
+///
+/// - The final norm's output, which the output head reads, in the residual stream's dtype: saved
+///   as it is only by a trained head without autocast (under autocast the head saves its cast).
+/// - Without checkpointing (transformers turns the cache off with it), the `DynamicCache` the
+///   forward fills with every layer's keys (after the rotary embedding, whose `cos`/`sin` are in
+///   the stream's dtype) and values (the projection's output), where the attention kernel did not
+///   save those very tensors: autocast casts them to the compute dtype first, and eager
+///   attention repeats grouped key/value heads. GPT-2's cache is counted with its saved tensors;
+///   latent attention's is not modelled.
+///
+/// Measured with `MemTracker` (loss phase) on llama (fp32, autocast, a bf16 base, LoRA and full
+/// fine-tuning) and qwen3_moe QLoRA.
+fn output_held(x: &Ctx) -> [Exact; 2] {
+    if x.gpt2 {
+        return [Exact::ZERO; 2];
+    }
+    let stream = if x.fp32_stream || !x.autocast {
+        x.resid
+    } else {
+        x.c
+    };
+    let final_hidden = if x.base_trainable && !x.autocast {
+        Exact::ZERO
+    } else {
+        stream * x.th
+    };
+    let model = x.model;
+    let cached = x.act.checkpointing == Checkpointing::None
+        && !matches!(model.attention, AttentionLayout::Latent(_));
+    if !cached {
+        return [final_hidden, Exact::ZERO];
+    }
+    // The projections' output dtype: the compute dtype under autocast, but the fp32 input's
+    // over bitsandbytes' 4-bit Linears; the weights' (the stream's) otherwise.
+    let projection = if x.autocast && !(x.fp32_stream && x.plan.nf4_block_linears()) {
+        x.c
+    } else {
+        stream
+    };
+    let key = if matches!(model.positions, PositionKind::Rotary) {
+        projection.max(stream)
+    } else {
+        projection
+    };
+    let kernel = if x.autocast { x.c } else { stream };
+    let repeated = x.eager && x.kv != x.a;
+    let per_layer = |bytes: Exact| {
+        if bytes == kernel && !repeated {
+            Exact::ZERO
+        } else {
+            bytes * x.t * x.kv * x.dh
+        }
+    };
+    [
+        final_hidden,
+        (per_layer(key) + per_layer(projection)) * x.layers,
+    ]
+}
+
+/// Under sdpa, whether the output projection reads a copy of the kernel's output rather than a
+/// view of it. The kernel allocates its output in the query's memory layout and the model makes
+/// it `(b, s, a d)` contiguous for o_proj: a view when the query still has the projection's
+/// `(b, s, a, d)` layout (full rotary: `q cos + rotate_half(q) sin` keeps it), a copy when a
+/// `cat` made the query contiguous in `(b, a, s, d)` (partial rotary, and latent attention's
+/// concatenated query, whose output is also sliced back to the value width). Measured with
+/// saved-tensor hooks (CPU's flash kernel) on glm4_moe and qwen3_moe.
+fn o_proj_reads_a_copy(x: &Ctx) -> bool {
+    let model = x.model;
+    let partial_rotary = matches!(model.positions, PositionKind::Rotary)
+        && model
+            .block
+            .rotary_dim
+            .is_some_and(|r| r < model.dims.head_dim);
+    !x.eager && (partial_rotary || matches!(model.attention, AttentionLayout::Latent(_)))
+}
+
 /// Attention: input casts, projections, q/k norms and the kernel's saved tensors.
 fn decoder_attention(x: &Ctx) -> Exact {
     let model = x.model;
@@ -988,7 +1105,16 @@ fn decoder_attention(x: &Ctx) -> Exact {
     } else {
         c * t * (a * (dq + dv_kernel) + kv_heads * (dq + dv_kernel)) + 4 * x.b * a * x.s
     };
-    input + extra + kernel
+    // The output projection's saved input, when it is a copy of the kernel's output
+    // ([`o_proj_reads_a_copy`]) and saved: a trained o_proj, or an adapted one without autocast
+    // (under autocast the adapter's fp32 cast is a copy already, counted with the block).
+    let o_proj_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
+    let o_proj_copy = if o_proj_saved && o_proj_reads_a_copy(x) {
+        c * t * a * dv
+    } else {
+        Exact::ZERO
+    };
+    input + extra + kernel + o_proj_copy
 }
 
 /// The MLP of a dense layer and of a mixture-of-experts layer (routed experts per token, the
@@ -1059,8 +1185,24 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             // qwen3_moe: fp32, bf16 autocast over fp32 and over a bf16 base. A frozen, unadapted
             // expert needs no saved input for its weight.
             let mut delta = Exact::ZERO;
+            // The router's matmul (`F.linear`, under autocast in the compute dtype) saves its
+            // input when its weight is trained or adapted, and an adapted router (peft's
+            // `ParamWrapper`) runs on its merged weight `W + s B A` (`E x h`), with the factors
+            // cast to the compute dtype beside it when they are in another.
+            let mut router_input = x.base_trainable;
             for site in x.plan.adapters() {
                 let m = &model.modules[site.module];
+                if m.group == ModuleGroup::Router
+                    && matches!(m.host, crate::shape::AdapterHost::Parameter { .. })
+                {
+                    router_input = true;
+                    let (fan_in, fan_out) =
+                        (Exact::from(m.in_features), Exact::from(m.out_features));
+                    delta += c * fan_in * fan_out;
+                    if c != x.trainable_bytes {
+                        delta += c * Exact::from(site.rank) * (fan_in + fan_out);
+                    }
+                }
                 if m.fused_experts() {
                     let per_layer = Exact::from(m.count / e.sparse_layers.max(1));
                     let (fan_in, fan_out) =
@@ -1076,8 +1218,29 @@ fn decoder_mlp(x: &Ctx) -> (Exact, Exact) {
             }
             let input_saved = x.base_trainable || delta != Exact::ZERO;
             let inputs = if input_saved { 2 } else { 1 };
-            let mut sparse = x.expert_bytes * tk * (inputs * x.h + act * i) + 24 * tk + delta;
-            sparse += 4 * t * Exact::from(e.experts) + 16 * tk + 4 * t;
+            // Per routed slot: the top-k indices and weights (int64, fp32), the dispatch's
+            // three int64 index vectors and the slot's routing weight in the compute dtype; per
+            // expert its int32 token count.
+            let mut sparse = x.expert_bytes * tk * (inputs * x.h + act * i)
+                + (36 + c) * tk
+                + 4 * Exact::from(e.experts)
+                + delta;
+            sparse += 4 * t * Exact::from(e.experts) + 4 * t;
+            if let Some((groups, top_groups)) = e.routing_groups {
+                // Each group's top-2 indices, the chosen groups (int64) and the bool mask.
+                sparse += t
+                    * (16 * Exact::from(u64::from(groups))
+                        + 8 * Exact::from(u64::from(top_groups))
+                        + Exact::from(e.experts));
+            }
+            // Over fp32 without autocast the router reads the very tensor the shared experts'
+            // saved input is (counted with them).
+            let shared_saves_input = !x.autocast
+                && e.shared.is_some()
+                && x.inputs.copies(2, x.inputs.adapted.mlp, x.autocast) > 0;
+            if router_input && !shared_saves_input {
+                sparse += x.cth;
+            }
             if let Some(shared) = e.shared {
                 sparse += dense(MlpLayout::Gated, Exact::from(shared.intermediate));
                 if shared.gate {
@@ -1153,7 +1316,7 @@ fn dropout_terms(x: &Ctx) -> Dropout {
     // GPT-2 drops the embedding output (`T h` mask) when anything upstream needs its gradient:
     // a trained embedding, or checkpointing (transformers then makes the embedding output
     // require grad).
-    if x.gpt2 && (x.base_trainable || x.act.checkpointing == Checkpointing::Full) {
+    if x.gpt2 && (x.base_trainable || x.act.checkpointing.recomputes()) {
         d.outside_blocks += x.th;
     }
     d.adapters = adapter_dropout(x);
@@ -1304,23 +1467,35 @@ fn checkpointed(x: &Ctx, plan: &TrainingPlan, blk: CheckpointedBlock, parts: &mu
     let attention_saved = kept_without_checkpoints
         + (attn_block + blk.norms + block_regime)
             .saturating_sub(shared_input + blk.attention_freed);
-    let attention_in_flight = if x.eager {
+    let mut attention_in_flight = if x.eager {
         8 * x.b * x.a * x.s * x.s + x.resid * x.th
     } else {
         Exact::ZERO
     };
-    // Inside an MLP backward the residual's gradients are in flight too: two over an fp32
-    // stream (autocast over fp32 weights, or fp32), one over a 16-bit stream under autocast
-    // (measured on qwen3_moe).
-    let residual = if x.fp32_stream || !x.autocast {
-        2 * stream * x.th
+    // Inside an MLP backward the residual's gradient is in flight too. Over an fp32 stream
+    // (autocast over fp32 weights, or fp32) the MLP-side norm saves the residual after the
+    // attention as it is; the block recomputes it with a bare `add` inside the backward, so
+    // `MemTracker` books it as a temporary, not an activation (checked tensor by tensor on llama
+    // and qwen3_moe). A 16-bit stream's norm saves its fp32 copy instead, an activation.
+    let (mut residual, residual_booked) = if x.fp32_stream || !x.autocast {
+        (2 * stream * x.th, stream * x.th)
     } else {
-        stream * x.th
+        (stream * x.th, Exact::ZERO)
     };
+    // Reentrant checkpointing keeps the recomputed block's output while its backward runs.
+    let block_output = if x.act.checkpointing == Checkpointing::Reentrant {
+        stream * x.th
+    } else {
+        Exact::ZERO
+    };
+    residual += block_output;
+    if attention_in_flight != Exact::ZERO {
+        attention_in_flight += block_output;
+    }
     let [dense, sparse] = blk.mlp_backward.map(|kind| {
         kind.map_or([Exact::ZERO; 2], |(mlp_saved, in_flight)| {
-            let saved =
-                (attn_block + mlp_saved + blk.norms + block_regime).saturating_sub(shared_input);
+            let saved = (attn_block + mlp_saved + blk.norms + block_regime)
+                .saturating_sub(shared_input + residual_booked);
             [kept_without_checkpoints + saved, residual + in_flight]
         })
     });

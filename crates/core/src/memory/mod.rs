@@ -8,6 +8,7 @@ pub mod activations;
 pub mod exact;
 pub mod overrides;
 pub mod peak;
+mod recompute;
 pub mod reserved;
 
 pub use activations::{
@@ -591,21 +592,24 @@ fn step_inputs(
     } else {
         0
     };
-    // Which block's recomputation peaks ([`recompute_moment`]).
+    // Which block's recomputation peaks ([`recompute::recompute_moment`]).
+    let recompute = if acts.at_recompute > 0 {
+        recompute::recompute_moment(model, plan, settings, acts)
+    } else {
+        recompute::RecomputeMoment {
+            gradients: head_gradients,
+            ..Default::default()
+        }
+    };
     let (recompute_gradients, activations_at_recompute, recompute_temporaries) =
-        if acts.at_recompute > 0 {
-            recompute_moment(model, settings, acts, totals, [grads, head_gradients])
-        } else {
-            (head_gradients, 0, 0)
-        };
+        (recompute.gradients, recompute.saved, recompute.in_flight);
     // With checkpointing the blocks' casts are made again when each block is recomputed: the
     // backward starts with the lm_head's cast alone (its weight read in the compute dtype), and
-    // the last block's recomputation holds that block's share.
+    // a block's recomputation holds its own.
     let casts = u128::from(acts.weight_casts);
     let (casts_at_start, casts_at_recompute) = if acts.at_recompute > 0 {
         let (_, head_cast) = head_saves(model, plan, settings, tokens, casts);
-        let layers = u128::from(model.dims.layers.max(1));
-        (head_cast, (casts - head_cast).div_ceil(layers))
+        (head_cast, recompute.casts)
     } else {
         (casts, 0)
     };
@@ -638,7 +642,9 @@ fn step_inputs(
         + 12 * logits
         + recompute_gradients
         + recompute_temporaries
-        + inputs;
+        + inputs
+        + u128::from(acts.output_held[0])
+        + u128::from(acts.output_held[1]);
     let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
         let f = fused_loss_bytes(model, plan, settings, acts, tokens)?;
         bound += u128::from(f.hidden_gradient)
@@ -686,6 +692,8 @@ fn step_inputs(
         head_gradients: narrow(recompute_gradients),
         recompute_temporaries: narrow(recompute_temporaries),
         inputs: narrow(inputs),
+        final_hidden: acts.output_held[0],
+        kv_cache: acts.output_held[1],
         grad_accum: settings.step.grad_accum,
         loss: settings.step.loss,
         fused_loss,
@@ -701,98 +709,6 @@ fn step_inputs(
         },
         offload,
     })
-}
-
-/// Where a checkpointed backward peaks while it recomputes a block: `(gradients, saved bytes,
-/// temporaries)`. Recomputing block `i` keeps the checkpoints of blocks `0..=i` and the
-/// gradients of the head and of every later block (an average share per block of the step's
-/// block gradients); the block's own saved bytes and gradients in flight depend on its kind
-/// (dense or experts). For each kind the largest is where it first or last occurs (the
-/// checkpoints grow and the gradients shrink linearly in `i`): the last block (every checkpoint,
-/// only the head's gradients), the first (one checkpoint, every later block's gradients: full
-/// fine-tuning's gradients outweigh the checkpoints), or, with dense and expert layers mixed, a
-/// block in between (qwen3_moe's dense `mlp_only_layers`). A dense block's MLP backward peaks
-/// with its down projection's weight gradient made (a trained base); the activation model's
-/// gradients in flight include the residual's. With eager attention the block's attention backward follows, its MLP's
-/// saved tensors freed and its weight gradients made. Measured on qwen3_moe. With the optimizer
-/// in the backward each gradient is freed once applied: only the last block's moments count.
-/// Only with checkpointing, off the default path.
-#[cold]
-fn recompute_moment(
-    model: &ModelShape,
-    settings: &MemorySettings,
-    acts: &activations::ActivationResult,
-    totals: &crate::plan::PlanTotals,
-    [grads, head_gradients]: [u128; 2],
-) -> (u128, u128, u128) {
-    let base_trainable = totals.base_trainable;
-    let precision = settings.precision;
-    let hidden = u128::from(model.dims.hidden);
-    let embedding = if base_trainable && !model.tied_embeddings {
-        head_gradients
-    } else {
-        0
-    };
-    let blocks = grads.saturating_sub(head_gradients + embedding);
-    let gradient_bytes = u128::from(precision.gradient_dtype().bytes());
-    let (down_gradient, mlp_gradients) = if base_trainable {
-        let dense = hidden * u128::from(model.dims.intermediate) * gradient_bytes;
-        let sparse = match model.mlp {
-            crate::MlpLayout::Experts(e) => {
-                let shared = e.shared.map_or(0, |s| 3 * u128::from(s.intermediate));
-                (u128::from(e.experts) * (3 * u128::from(e.intermediate) + 1) + shared)
-                    * hidden
-                    * gradient_bytes
-            }
-            _ => 0,
-        };
-        (dense, [3 * dense, sparse])
-    } else {
-        (0, [0, 0])
-    };
-    let layers = u128::from(model.dims.layers.max(1));
-    let last = layers - 1;
-    let spans = match model.mlp {
-        crate::MlpLayout::Experts(e) => [e.dense_span, e.sparse_span],
-        _ => [Some((0, model.dims.layers.saturating_sub(1))), None],
-    };
-    let checkpoint = u128::from(acts.checkpoint);
-    let mut best = (0, (head_gradients, 0, 0));
-    let [dense, sparse, [attention_saved, attention_in_flight]] = acts.recompute;
-    let kinds = [dense, sparse].into_iter().zip(spans);
-    for (([saved, in_flight], span), (own, mlp)) in
-        kinds.zip([(down_gradient, mlp_gradients[0]), (0, mlp_gradients[1])])
-    {
-        let Some((first, last_of_kind)) = span.filter(|_| saved > 0) else {
-            continue;
-        };
-        for i in [u128::from(first), u128::from(last_of_kind)] {
-            if settings.step.optimizer_in_backward && i != last {
-                continue;
-            }
-            let later = head_gradients + (last - i) * blocks / layers;
-            let checkpoints = (i + 1) * checkpoint;
-            let mut moments = [(
-                later + own,
-                u128::from(saved) + checkpoints,
-                u128::from(in_flight),
-            ); 2];
-            if attention_in_flight > 0 {
-                moments[1] = (
-                    later + mlp,
-                    u128::from(attention_saved) + checkpoints,
-                    u128::from(attention_in_flight),
-                );
-            }
-            for m in moments {
-                let total = m.0 + m.1 + m.2;
-                if total > best.0 {
-                    best = (total, m);
-                }
-            }
-        }
-    }
-    best.1
 }
 
 /// The output head's saved tensors for `tokens` rows: its input (a trained head keeps it for its

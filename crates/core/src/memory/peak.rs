@@ -261,6 +261,12 @@ pub struct StepInputs {
     pub recompute_temporaries: u64,
     /// The input ids (`8 T`).
     pub inputs: u64,
+    /// Alive from the end of the forward through the loss, not saved for the backward: the
+    /// final hidden states the output head reads (unless it saves them as they are) and the KV
+    /// cache of a forward without checkpointing, where not shared with saved tensors (the
+    /// activation model's `output_held`). Only with transformers' loss, inside the forward.
+    pub final_hidden: u64,
+    pub kv_cache: u64,
     pub grad_accum: u64,
     pub loss: LossKind,
     /// What the fused loss holds (zero for the other losses).
@@ -389,9 +395,9 @@ pub const MOMENTS: usize = 7;
 ///
 /// - **forward end**: parameters, the optimizer state (steady step), gradients of earlier
 ///   micro-batches (accumulation), everything saved for backward but the loss's own tensors,
-///   the weight casts, and the logits in the compute dtype (`c T V`) (with the fused loss and no
-///   checkpointing, inside the last block's down projection when that holds more:
-///   [`FusedLossBytes`]);
+///   the weight casts, the logits in the compute dtype (`c T V`) and what the model's output
+///   holds (the final hidden states, the KV cache) (with the fused loss and no checkpointing,
+///   inside the last block's down projection when that holds more: [`FusedLossBytes`]);
 /// - **loss**: adds the loss's saved log-softmax and labels, and the fp32 copy of the logits
 ///   that transformers' loss makes when the logits are 16-bit (`4 T V`);
 /// - **backward start** (the peak of most fine-tuning steps): the model output is dropped, so
@@ -453,6 +459,8 @@ struct Prelude {
     /// Gradients after the backward, and the optimizer's temporaries.
     grads_after: u64,
     optimizer_temporaries: u64,
+    /// What the model's output keeps alive through the loss ([`StepInputs::kv_cache`]).
+    output_held: u64,
 }
 
 impl Prelude {
@@ -507,7 +515,17 @@ impl Prelude {
             Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
             None => (s.gradients, s.optimizer_temporaries),
         };
+        // transformers' loss runs inside the model's forward, its output alive; torchtune's
+        // chunked loss and Liger's fused one (and torchtune's offloading recipes) take the
+        // final hidden states from a model that keeps no cache (the losses count those states
+        // where they keep them).
+        let output_held = if s.loss == LossKind::Full && s.offload.is_none() {
+            s.kv_cache + s.final_hidden
+        } else {
+            0
+        };
         Prelude {
+            output_held,
             base,
             state_before,
             logits_stored,
@@ -530,7 +548,8 @@ fn moment(s: &StepInputs, p: &Prelude, i: usize) -> LiveBytes {
     match i {
         // Forward end.
         0 => {
-            let mut activations = on_gpu + p.logits_stored * u64::from(s.loss != LossKind::Fused);
+            let mut activations =
+                on_gpu + p.logits_stored * u64::from(s.loss != LossKind::Fused) + p.output_held;
             if s.loss == LossKind::Fused && f.forward_in_flight > f.final_norm.min(on_gpu) {
                 activations = on_gpu - f.final_norm.min(on_gpu) + f.forward_in_flight;
             }
@@ -542,7 +561,7 @@ fn moment(s: &StepInputs, p: &Prelude, i: usize) -> LiveBytes {
         // The loss: MemTracker books what the forward creates (the logits and their copies) as
         // activations.
         1 => LiveBytes {
-            activations: saved + p.loss_transient,
+            activations: saved + p.loss_transient + p.output_held,
             ..base
         },
         // Backward start.
@@ -733,6 +752,8 @@ mod tests {
             head_gradients: 0,
             recompute_temporaries: 0,
             inputs: 8,
+            final_hidden: 0,
+            kv_cache: 0,
             grad_accum: 1,
             loss: LossKind::Full,
             fused_loss: FusedLossBytes::default(),
@@ -759,6 +780,30 @@ mod tests {
         // The loss holds the bf16 logits (20) and their fp32 copy (40) beside the saved bytes.
         assert_eq!(m[1].live.total(), 1000 + 500 + 20 + 40 + 8);
         assert_eq!(m[5].live.total(), 1408);
+    }
+
+    /// What the model's output holds (final hidden states 30, KV cache 50) is alive at the
+    /// forward's end and through transformers' loss, gone when the backward starts; the chunked
+    /// and fused losses (a model without a cache) hold none of it.
+    #[test]
+    fn the_output_holds_the_cache_and_final_states_through_the_loss() {
+        let s = StepInputs {
+            final_hidden: 30,
+            kv_cache: 50,
+            ..inputs()
+        };
+        let m = timeline(&s, StepKind::First);
+        assert_eq!(m[0].live.activations, 500 - 48 + 20 + 80);
+        assert_eq!(m[1].live.activations, 500 + 20 + 40 + 80);
+        assert_eq!(m[2].live.activations, 500);
+        let chunked = timeline(
+            &StepInputs {
+                loss: LossKind::Chunked,
+                ..s
+            },
+            StepKind::First,
+        );
+        assert_eq!(chunked[1].live.activations, 500 + 20 + 5);
     }
 
     /// The single-timeline shortcut of [`peak`] equals the largest moment of each step's own
@@ -803,6 +848,8 @@ mod tests {
                                 recompute_temporaries: 40,
                                 optimizer_state: state,
                                 optimizer_temporaries: temps,
+                                final_hidden: state / 100,
+                                kv_cache: temps / 10,
                                 ..inputs()
                             };
                             let p = peak(&s);

@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use ftbudget_core::MemoryEstimate;
-use ftbudget_core::memory::{LiveBytes, StepPeak};
+use ftbudget_core::memory::StepPeak;
 use ftbudget_measurements::MemoryRecord;
-use ftbudget_measurements::peak::{Categories, PeakPrediction, PeakRecord, StepRecord};
+use ftbudget_measurements::peak::{PeakPrediction, PeakRecord, StepRecord, category_misses};
 use std::collections::BTreeMap;
 
 /// Weights, gradients, optimizer moments and step counters match the record exactly.
@@ -141,32 +141,6 @@ impl Worst {
     }
 }
 
-/// MemTracker's categories in ftbudget's: buffers count with the parameters, the input ids
-/// (`other`) are the inputs.
-pub fn measured_categories(c: &Categories) -> LiveBytes {
-    let get = |k: &str| c.get(k).copied().unwrap_or(0);
-    LiveBytes {
-        parameters: get("parameters") + get("buffers"),
-        gradients: get("gradients"),
-        optimizer: get("optimizer"),
-        activations: get("activations"),
-        temporaries: get("temporaries"),
-        inputs: get("other"),
-    }
-}
-
-/// The categories in a fixed order, named, for per-category checks.
-pub fn categories(l: &LiveBytes) -> [(&'static str, u64); 6] {
-    [
-        ("parameters", l.parameters),
-        ("gradients", l.gradients),
-        ("optimizer", l.optimizer),
-        ("activations", l.activations),
-        ("temporaries", l.temporaries),
-        ("inputs", l.inputs),
-    ]
-}
-
 /// A record's two measured steps beside ftbudget's peaks of the first and a steady step, named
 /// as failure messages name them.
 pub fn paired_steps<'a>(
@@ -221,15 +195,9 @@ impl StepTally {
                 predicted.phase, measured.phase
             ));
         }
-        let m = measured_categories(&measured.by_category);
-        for ((cat, p), (_, mb)) in categories(&predicted.by_category)
-            .into_iter()
-            .zip(categories(&m))
-        {
-            if mb * 20 > measured.peak_bytes && relative_error(p, mb).abs() > 0.10 {
-                self.category_misses
-                    .push(format!("{id} {step} {cat}: predicted {p}, measured {mb}"));
-            }
+        for (cat, p, mb) in category_misses(&predicted.by_category, measured) {
+            self.category_misses
+                .push(format!("{id} {step} {cat}: predicted {p}, measured {mb}"));
         }
         error
     }

@@ -20,6 +20,9 @@ struct DeepseekDefaults {
     top_k: u64,
     first_dense: u64,
     q_lora_rank: u64,
+    /// Default `(n_group, topk_group)` of a group-limited router (`None`: transformers' router
+    /// for the type has no groups).
+    routing_groups: Option<(u64, u64)>,
 }
 
 fn deepseek(
@@ -69,6 +72,10 @@ fn deepseek(
         sparse_span,
         layout: ExpertLayout::Fused { bias: false },
         router_bias: false,
+        routing_groups: match d.routing_groups {
+            Some(defaults) => Some(f.routing_groups(routed.max(1), defaults)?),
+            None => None,
+        },
         shared: (shared > 0).then(|| SharedExperts {
             intermediate: moe_intermediate * shared,
             gate: false,
@@ -100,6 +107,7 @@ const V3: DeepseekDefaults = DeepseekDefaults {
     top_k: 8,
     first_dense: 3,
     q_lora_rank: 1536,
+    routing_groups: Some((8, 4)),
 };
 
 const V2: DeepseekDefaults = DeepseekDefaults {
@@ -120,6 +128,7 @@ const V2: DeepseekDefaults = DeepseekDefaults {
     top_k: 6,
     first_dense: 0,
     q_lora_rank: 1536,
+    routing_groups: None,
 };
 
 pub const DEEPSEEK: FamilyReader = FamilyReader {

@@ -101,6 +101,8 @@ pub const GLM4_MOE: FamilyReader = FamilyReader {
             sparse_span,
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
+            // transformers' `Glm4MoeTopkRouter` routes as DeepSeek-V3's does.
+            routing_groups: Some(f.routing_groups(routed, (1, 1))?),
             shared: (shared > 0).then_some(SharedExperts {
                 intermediate: moe_intermediate * shared,
                 gate: false,

@@ -4,7 +4,7 @@
 
 use super::FamilyReader;
 use crate::config::{Defaults, decoder};
-use ftbudget_core::{BlockSpec, ExpertLayout, ExpertsSpec, MlpActivation, MlpLayout};
+use ftbudget_core::{BlockSpec, ExpertLayout, ExpertsSpec, LayerSpan, MlpActivation, MlpLayout};
 
 pub const GPT_OSS: FamilyReader = FamilyReader {
     model_types: &["gpt_oss"],
@@ -29,9 +29,10 @@ pub const GPT_OSS: FamilyReader = FamilyReader {
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
             dense_span: None,
-            sparse_span: Some((0, spec.layers.saturating_sub(1))),
+            sparse_span: Some(LayerSpan::all_sparse(spec.layers)),
             layout: ExpertLayout::Fused { bias: true },
             router_bias: true,
+            routing_groups: None,
             shared: None,
             peft_targets: None,
         });

@@ -4,7 +4,7 @@
 use super::FamilyReader;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
-use ftbudget_core::{ExpertLayout, ExpertsSpec, MlpLayout, TransformerSpec};
+use ftbudget_core::{ExpertLayout, ExpertsSpec, LayerSpan, MlpLayout, TransformerSpec};
 
 fn granite(
     f: &Fields<'_>,
@@ -33,9 +33,10 @@ pub const GRANITEMOE: FamilyReader = FamilyReader {
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
             dense_span: None,
-            sparse_span: Some((0, spec.layers.saturating_sub(1))),
+            sparse_span: Some(LayerSpan::all_sparse(spec.layers)),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
+            routing_groups: None,
             shared: None,
             peft_targets: None,
         });

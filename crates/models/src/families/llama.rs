@@ -5,7 +5,9 @@
 use super::FamilyReader;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
-use ftbudget_core::{ExpertLayout, ExpertTargets, ExpertsSpec, MlpLayout, TransformerSpec};
+use ftbudget_core::{
+    ExpertLayout, ExpertTargets, ExpertsSpec, LayerSpan, MlpLayout, TransformerSpec,
+};
 
 fn llama(f: &Fields<'_>, name: &str, family: &'static str) -> Result<TransformerSpec, ModelError> {
     let mut spec = decoder(f, name, family, &Defaults::LLAMA)?;
@@ -134,9 +136,10 @@ pub const MIXTRAL: FamilyReader = FamilyReader {
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
             dense_span: None,
-            sparse_span: Some((0, spec.layers.saturating_sub(1))),
+            sparse_span: Some(LayerSpan::all_sparse(spec.layers)),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
+            routing_groups: None,
             shared: None,
             peft_targets: Some(ExpertTargets {
                 router: "gate",

@@ -8,8 +8,8 @@ use super::qwen::QWEN2_MOE_CONVERSION;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
 use ftbudget_core::{
-    BlockSpec, ExpertLayout, ExpertsSpec, MlpLayout, Naming, NormKind, NormPlacement, QkNorm,
-    TransformerSpec,
+    BlockSpec, ExpertLayout, ExpertsSpec, LayerSpan, MlpLayout, Naming, NormKind, NormPlacement,
+    QkNorm, TransformerSpec,
 };
 
 /// OLMo 1 (`olmo`): `OlmoLayerNorm` is `F.layer_norm(x, shape, None, None)`, so the block and
@@ -96,9 +96,10 @@ pub const OLMOE: FamilyReader = FamilyReader {
             intermediate: spec.intermediate,
             sparse_layers: spec.layers,
             dense_span: None,
-            sparse_span: Some((0, spec.layers.saturating_sub(1))),
+            sparse_span: Some(LayerSpan::all_sparse(spec.layers)),
             layout: ExpertLayout::Fused { bias: false },
             router_bias: false,
+            routing_groups: None,
             shared: None,
             peft_targets: Some(QWEN2_MOE_CONVERSION),
         });

@@ -6,8 +6,8 @@ use super::FamilyReader;
 use crate::ModelError;
 use crate::config::{Defaults, Fields, decoder};
 use ftbudget_core::{
-    BlockSpec, ExpertLayout, ExpertTargets, ExpertsSpec, MlpLayout, QkNorm, SharedExperts,
-    TransformerSpec, layer_spans,
+    BlockSpec, ExpertLayout, ExpertTargets, ExpertsSpec, LayerSpan, MlpLayout, QkNorm,
+    SharedExperts, TransformerSpec, layer_spans,
 };
 
 const QWEN3_DEFAULTS: Defaults = Defaults {
@@ -50,7 +50,7 @@ pub const QWEN3: FamilyReader = FamilyReader {
 /// Layers with experts, and the dense and sparse layers' spans ([`layer_spans`]): layer `i` is
 /// sparse unless listed in `mlp_only_layers`, when `(i + 1) % decoder_sparse_step == 0`
 /// (transformers' Qwen MoE decoder layer).
-type SparseLayers = (u64, [Option<(u64, u64)>; 2]);
+type SparseLayers = (u64, [Option<LayerSpan>; 2]);
 
 fn sparse_layers(f: &Fields<'_>, layers: u64, experts: u64) -> Result<SparseLayers, ModelError> {
     let step = f.positive("decoder_sparse_step", Some(1))?;
@@ -103,6 +103,7 @@ fn qwen_experts_with(
         sparse_span,
         layout: ExpertLayout::Fused { bias: false },
         router_bias: false,
+        routing_groups: None,
         shared,
         peft_targets,
     }))

@@ -86,6 +86,9 @@ fn spec_of(model_type: &'static str, d: &Dims) -> TransformerSpec {
         "num_local_experts": d.experts,
         "num_experts": d.experts,
         "n_routed_experts": d.experts,
+        // Group-limited routing (DeepSeek-V3, GLM-4.5): one group, which divides any count.
+        "n_group": 1,
+        "topk_group": 1,
         "num_experts_per_tok": 2,
         "first_k_dense_replace": u64::from(d.variant),
         "n_shared_experts": 1,
