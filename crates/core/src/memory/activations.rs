@@ -227,10 +227,8 @@ pub struct ActivationResult {
     pub recompute: [[u64; 2]; 3],
     /// One block's checkpoint (its input, `r T h`; 0 without checkpointing).
     pub checkpoint: u64,
-    /// What the model's output and its forward keep alive from the end of the forward until the
-    /// training loop drops the output, beyond saved tensors and logits ([`output_held`]): the
-    /// final hidden states and the KV cache.
-    pub output_held: [u64; 2],
+    /// What the model's output keeps alive through transformers' loss ([`output_held`]).
+    pub output_held: u64,
 }
 
 fn to_u64(v: u128) -> Result<u64, CountError> {
@@ -261,7 +259,7 @@ pub fn estimate_activations(
                 at_recompute: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
-                output_held: [0; 2],
+                output_held: 0,
             });
         }
         ActivationModel::Seed { bytes_per_element } => {
@@ -276,7 +274,7 @@ pub fn estimate_activations(
                 at_recompute: 0,
                 recompute: [[0; 2]; 3],
                 checkpoint: 0,
-                output_held: [0; 2],
+                output_held: 0,
             });
         }
         ActivationModel::Model => {}
@@ -316,7 +314,6 @@ pub fn estimate_activations(
             *slot = [bytes(saved)?, bytes(in_flight)?];
         }
     }
-    let [final_hidden, kv_cache] = parts.output_held;
     Ok(ActivationResult {
         total,
         weight_casts: bytes(weight_casts)?,
@@ -325,7 +322,7 @@ pub fn estimate_activations(
         at_recompute,
         recompute,
         checkpoint,
-        output_held: [bytes(final_hidden)?, bytes(kv_cache)?],
+        output_held: parts.output_held,
     })
 }
 
@@ -518,7 +515,7 @@ struct Parts {
     /// block.
     checkpointed: Option<RecomputePeak>,
     /// [`output_held`].
-    output_held: [Exact; 2],
+    output_held: u64,
 }
 
 /// The checkpointed step's backward, measured with `MemTracker` on qwen3_moe (dense and expert
@@ -683,6 +680,7 @@ struct Ctx<'a> {
     dh: Exact,
     /// The compute dtype's size and the residual stream's (fp32 under autocast).
     c: Exact,
+    c_bytes: u64,
     resid: Exact,
     th: Exact,
     cth: Exact,
@@ -764,6 +762,7 @@ impl<'a> Ctx<'a> {
             kv: Exact::from(d.kv_heads),
             dh: Exact::from(d.head_dim),
             c,
+            c_bytes: precision.compute_dtype().bytes(),
             resid: if autocast { Exact::new(4) } else { c },
             th: t * h,
             cth: c * t * h,
@@ -963,8 +962,8 @@ fn sliding_window_mask(x: &Ctx) -> (Exact, Exact) {
 }
 
 /// What the model's output and its forward keep alive until the training loop drops the output
-/// (through the loss; gone when the backward starts), beyond the saved tensors and the logits:
-/// `[final hidden states, KV cache]`.
+/// (through transformers' loss, which runs inside the forward; gone when the backward starts),
+/// beyond the saved tensors and the logits, for `tokens` token rows:
 ///
 /// - The final norm's output, which the output head reads, in the residual stream's dtype: saved
 ///   as it is only by a trained head without autocast (under autocast the head saves its cast).
@@ -976,52 +975,53 @@ fn sliding_window_mask(x: &Ctx) -> (Exact, Exact) {
 ///   latent attention's is not modelled.
 ///
 /// Measured with `MemTracker` (loss phase) on llama (fp32, autocast, a bf16 base, LoRA and full
-/// fine-tuning) and qwen3_moe QLoRA.
-fn output_held(x: &Ctx) -> [Exact; 2] {
+/// fine-tuning) and qwen3_moe QLoRA. Saturating: the timeline's bound rejects an absurd sum.
+fn output_held(x: &Ctx) -> u64 {
     if x.gpt2 {
-        return [Exact::ZERO; 2];
+        return 0;
     }
-    let stream = if x.fp32_stream || !x.autocast {
-        x.resid
-    } else {
-        x.c
-    };
-    let final_hidden = if x.base_trainable && !x.autocast {
-        Exact::ZERO
-    } else {
-        stream * x.th
-    };
     let model = x.model;
-    let cached = x.act.checkpointing == Checkpointing::None
-        && !matches!(model.attention, AttentionLayout::Latent(_));
-    if !cached {
-        return [final_hidden, Exact::ZERO];
-    }
-    // The projections' output dtype: the compute dtype under autocast, but the fp32 input's
-    // over bitsandbytes' 4-bit Linears; the weights' (the stream's) otherwise.
-    let projection = if x.autocast && !(x.fp32_stream && x.plan.nf4_block_linears()) {
-        x.c
+    let d = &model.dims;
+    let c = x.c_bytes;
+    // The residual stream: fp32 under autocast over fp32 weights, else the compute dtype.
+    let stream = if x.fp32_stream { 4 } else { c };
+    let mut per_token = if x.base_trainable && !x.autocast {
+        0
     } else {
-        stream
+        stream.saturating_mul(d.hidden)
     };
-    let key = if matches!(model.positions, PositionKind::Rotary) {
-        projection.max(stream)
-    } else {
-        projection
-    };
-    let kernel = if x.autocast { x.c } else { stream };
-    let repeated = x.eager && x.kv != x.a;
-    let per_layer = |bytes: Exact| {
-        if bytes == kernel && !repeated {
-            Exact::ZERO
+    if x.act.checkpointing == Checkpointing::None
+        && !matches!(model.attention, AttentionLayout::Latent(_))
+    {
+        // The projections' output dtype: the compute dtype under autocast, but the fp32 input's
+        // over bitsandbytes' 4-bit Linears; the weights' (the stream's) otherwise.
+        let projection = if x.autocast && !(x.fp32_stream && x.plan.nf4_block_linears()) {
+            c
         } else {
-            bytes * x.t * x.kv * x.dh
+            stream
+        };
+        let key = if matches!(model.positions, PositionKind::Rotary) {
+            projection.max(stream)
+        } else {
+            projection
+        };
+        let kernel = if x.autocast { c } else { stream };
+        let unshared = |bytes: u64| if bytes == kernel { 0 } else { bytes };
+        let mut cached = unshared(key) + unshared(projection);
+        if x.eager && d.kv_heads != d.heads {
+            // Eager attention saves the repeated heads: the cache's own are not shared.
+            cached = key + projection;
         }
-    };
-    [
-        final_hidden,
-        (per_layer(key) + per_layer(projection)) * x.layers,
-    ]
+        if cached > 0 {
+            per_token = per_token.saturating_add(
+                cached
+                    .saturating_mul(d.kv_heads)
+                    .saturating_mul(d.head_dim)
+                    .saturating_mul(d.layers),
+            );
+        }
+    }
+    x.t.get().map_or(u64::MAX, |t| t.saturating_mul(per_token))
 }
 
 /// Under sdpa, whether the output projection reads a copy of the kernel's output rather than a

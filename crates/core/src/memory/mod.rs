@@ -625,6 +625,14 @@ fn step_inputs(
         u128::from(acts.at_backward_start).saturating_sub(fixed_terms)
     };
     let inputs = 8 * tokens;
+    // transformers' loss runs inside the model's forward, its output alive; torchtune's chunked
+    // loss, Liger's fused one and torchtune's offloading take the final hidden states from a
+    // model that keeps no cache (those losses count the states where they keep them).
+    let output_held = if settings.step.loss == LossKind::Full && !settings.step.activation_offload {
+        u128::from(acts.output_held)
+    } else {
+        0
+    };
     let activations = u128::from(acts.at_backward_start.max(acts.at_recompute));
     let loss_saved = if modelled {
         4 * logits + 8 * tokens + 4
@@ -643,8 +651,7 @@ fn step_inputs(
         + recompute_gradients
         + recompute_temporaries
         + inputs
-        + u128::from(acts.output_held[0])
-        + u128::from(acts.output_held[1]);
+        + output_held;
     let fused_loss = if modelled && settings.step.loss == LossKind::Fused {
         let f = fused_loss_bytes(model, plan, settings, acts, tokens)?;
         bound += u128::from(f.hidden_gradient)
@@ -692,8 +699,7 @@ fn step_inputs(
         head_gradients: narrow(recompute_gradients),
         recompute_temporaries: narrow(recompute_temporaries),
         inputs: narrow(inputs),
-        final_hidden: acts.output_held[0],
-        kv_cache: acts.output_held[1],
+        output_held: narrow(output_held),
         grad_accum: settings.step.grad_accum,
         loss: settings.step.loss,
         fused_loss,

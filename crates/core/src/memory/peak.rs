@@ -263,10 +263,9 @@ pub struct StepInputs {
     pub inputs: u64,
     /// Alive from the end of the forward through the loss, not saved for the backward: the
     /// final hidden states the output head reads (unless it saves them as they are) and the KV
-    /// cache of a forward without checkpointing, where not shared with saved tensors (the
-    /// activation model's `output_held`). Only with transformers' loss, inside the forward.
-    pub final_hidden: u64,
-    pub kv_cache: u64,
+    /// cache of a forward without checkpointing, where not shared with saved tensors; only with
+    /// transformers' loss, inside the forward (`activations::output_held`).
+    pub output_held: u64,
     pub grad_accum: u64,
     pub loss: LossKind,
     /// What the fused loss holds (zero for the other losses).
@@ -515,17 +514,8 @@ impl Prelude {
             Some((largest_gradient, largest_temporary)) => (largest_gradient, largest_temporary),
             None => (s.gradients, s.optimizer_temporaries),
         };
-        // transformers' loss runs inside the model's forward, its output alive; torchtune's
-        // chunked loss and Liger's fused one (and torchtune's offloading recipes) take the
-        // final hidden states from a model that keeps no cache (the losses count those states
-        // where they keep them).
-        let output_held = if s.loss == LossKind::Full && s.offload.is_none() {
-            s.kv_cache + s.final_hidden
-        } else {
-            0
-        };
         Prelude {
-            output_held,
+            output_held: s.output_held,
             base,
             state_before,
             logits_stored,
@@ -752,8 +742,7 @@ mod tests {
             head_gradients: 0,
             recompute_temporaries: 0,
             inputs: 8,
-            final_hidden: 0,
-            kv_cache: 0,
+            output_held: 0,
             grad_accum: 1,
             loss: LossKind::Full,
             fused_loss: FusedLossBytes::default(),
@@ -782,28 +771,18 @@ mod tests {
         assert_eq!(m[5].live.total(), 1408);
     }
 
-    /// What the model's output holds (final hidden states 30, KV cache 50) is alive at the
-    /// forward's end and through transformers' loss, gone when the backward starts; the chunked
-    /// and fused losses (a model without a cache) hold none of it.
+    /// What the model's output holds (80: the final hidden states and KV cache) is alive at the
+    /// forward's end and through the loss, gone when the backward starts.
     #[test]
     fn the_output_holds_the_cache_and_final_states_through_the_loss() {
         let s = StepInputs {
-            final_hidden: 30,
-            kv_cache: 50,
+            output_held: 80,
             ..inputs()
         };
         let m = timeline(&s, StepKind::First);
         assert_eq!(m[0].live.activations, 500 - 48 + 20 + 80);
         assert_eq!(m[1].live.activations, 500 + 20 + 40 + 80);
         assert_eq!(m[2].live.activations, 500);
-        let chunked = timeline(
-            &StepInputs {
-                loss: LossKind::Chunked,
-                ..s
-            },
-            StepKind::First,
-        );
-        assert_eq!(chunked[1].live.activations, 500 + 20 + 5);
     }
 
     /// The single-timeline shortcut of [`peak`] equals the largest moment of each step's own
@@ -848,8 +827,7 @@ mod tests {
                                 recompute_temporaries: 40,
                                 optimizer_state: state,
                                 optimizer_temporaries: temps,
-                                final_hidden: state / 100,
-                                kv_cache: temps / 10,
+                                output_held: state / 100 + temps / 10,
                                 ..inputs()
                             };
                             let p = peak(&s);
