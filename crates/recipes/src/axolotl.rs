@@ -53,6 +53,7 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
             }
         }
     }
+    common::read_checkpointing_kwargs(doc, "gradient_checkpointing_kwargs", &mut s)?;
     attention(doc, &mut s)?;
     step(doc, &mut s)?;
     common::read_deepspeed(doc, "deepspeed", &mut s)?;
@@ -291,10 +292,6 @@ fn unmodelled(doc: &mut Doc<'_>) {
         ),
         ("context_parallel_size", "context parallelism not modelled"),
         ("tensor_parallel_size", "tensor parallelism not modelled"),
-        (
-            "gradient_checkpointing_kwargs",
-            "checkpointing options beyond full checkpointing not modelled",
-        ),
         ("relora", "ReLoRA not modelled"),
         ("lisa_n_layers", "LISA not modelled"),
     ];

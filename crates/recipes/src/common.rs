@@ -3,7 +3,7 @@
 
 use crate::doc::Doc;
 use crate::{Recipe, RecipeError, RecipeFormat};
-use ftbudget_core::{AttentionImpl, MemorySettings, Optimizer};
+use ftbudget_core::{AttentionImpl, Checkpointing, MemorySettings, Optimizer};
 
 /// The trained part of a recipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +281,39 @@ pub fn finish(
         notes: std::mem::take(&mut doc.notes),
         unmodelled: std::mem::take(&mut doc.unmodelled),
     }
+}
+
+/// `gradient_checkpointing_kwargs` (TrainingArguments): with checkpointing on, its
+/// `use_reentrant` picks `torch.utils.checkpoint`'s mode (`true`: [`Checkpointing::Reentrant`],
+/// which keeps a recomputed block's output through its backward); absent, transformers passes
+/// none and torch's default is non-reentrant. Other keys are reported as not modelled.
+pub fn read_checkpointing_kwargs(
+    doc: &mut Doc,
+    key: &str,
+    s: &mut MemorySettings,
+) -> Result<(), RecipeError> {
+    let reentrant = doc.flag(&format!("{key}.use_reentrant"))?;
+    if s.activations.checkpointing.recomputes() {
+        match reentrant {
+            Some(true) => s.activations.checkpointing = Checkpointing::Reentrant,
+            Some(false) => s.activations.checkpointing = Checkpointing::Full,
+            None => {}
+        }
+    }
+    if let Some(map) = doc.raw(key).and_then(|v| v.as_object()) {
+        let others: Vec<String> = map
+            .keys()
+            .filter(|k| k.as_str() != "use_reentrant")
+            .map(|k| format!("{key}.{k}"))
+            .collect();
+        for other in others {
+            doc.unmodelled_if_set(
+                &other,
+                "checkpointing options beyond use_reentrant not modelled",
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

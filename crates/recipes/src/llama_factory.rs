@@ -47,11 +47,16 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         .string("optim")?
         .unwrap_or_else(|| "adamw_torch_fused".into());
     (s.optimizer, s.step_counters) = common::hf_optimizer("optim", &optim)?;
-    // model_args.py: disable_gradient_checkpointing default false: checkpointing is on.
+    // model_args.py: disable_gradient_checkpointing default false: checkpointing is on, with
+    // `use_reentrant_gc` default true (the model loader passes it as `use_reentrant`).
     if doc.flag("disable_gradient_checkpointing")? != Some(true) {
-        s.activations.checkpointing = Checkpointing::Full;
+        s.activations.checkpointing = if doc.flag("use_reentrant_gc")? == Some(false) {
+            Checkpointing::Full
+        } else {
+            Checkpointing::Reentrant
+        };
         if !doc.has("disable_gradient_checkpointing") {
-            doc.note("gradient checkpointing: on, LLaMA-Factory's default");
+            doc.note("gradient checkpointing: on (reentrant unless use_reentrant_gc: false), LLaMA-Factory's default");
         }
     }
     // model_args.py: flash_attn default auto (transformers picks sdpa).

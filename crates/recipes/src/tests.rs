@@ -31,6 +31,8 @@ const AX: RecipeFormat = RecipeFormat::Axolotl;
 const LF: RecipeFormat = RecipeFormat::LlamaFactory;
 const TT: RecipeFormat = RecipeFormat::Torchtune;
 const FULL: Checkpointing = Checkpointing::Full;
+/// LLaMA-Factory's `use_reentrant_gc` default (model_args.py), passed as `use_reentrant`.
+const REENTRANT: Checkpointing = Checkpointing::Reentrant;
 const FLASH: AttentionImpl = AttentionImpl::Flash;
 const SDPA: AttentionImpl = AttentionImpl::Sdpa;
 const ALL_LINEAR_8: &str = "lora:r=8,targets=all-linear";
@@ -58,15 +60,15 @@ fn expected() -> Vec<Expected> {
         // Full fine-tuning of a bf16 model: pure bf16.
         e("axolotl/llama-3_fft-8b.yaml", AX, Some("NousResearch/Meta-Llama-3.1-8B"), "full-ft", 1, 8192, Bf16, BF16, AdamW8bit, FULL, FLASH, 0),
         // LLaMA-Factory: checkpointing on, lora_target all, batch 1, cutoff 2048.
-        e("llama-factory/train_lora_qwen3_lora_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/train_lora_qwen3_lora_pretrain.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/extras_loraplus_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/extras_pissa_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
-        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 0),
+        e("llama-factory/train_lora_qwen3_lora_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
+        e("llama-factory/train_lora_qwen3_lora_pretrain.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
+        e("llama-factory/extras_loraplus_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
+        e("llama-factory/extras_pissa_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
+        e("llama-factory/extras_fsdp_qlora_llama3_lora_sft.yaml", LF, Some("meta-llama/Meta-Llama-3-8B-Instruct"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
+        e("llama-factory/train_qlora_qwen3_lora_sft_otfq.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "qlora:r=8,targets=all-linear,double_quant=true,prepare=false", 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 0),
         // ds_z3_config.json is not beside the copy: the stage comes from its name.
-        e("llama-factory/train_lora_qwen3_lora_sft_ds3.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
-        e("llama-factory/train_full_qwen3_full_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "full-ft", 1, 2048, AmpBf16, BF16, AdamWFused, FULL, SDPA, 3),
+        e("llama-factory/train_lora_qwen3_lora_sft_ds3.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), ALL_LINEAR_8, 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 3),
+        e("llama-factory/train_full_qwen3_full_sft.yaml", LF, Some("Qwen/Qwen3-4B-Instruct-2507"), "full-ft", 1, 2048, AmpBf16, BF16, AdamWFused, REENTRANT, SDPA, 3),
         // torchtune: pure bf16, max_seq_len null (the default 2048 stands in).
         e("torchtune/llama3_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
         e("torchtune/llama3_1_8B_lora_single_device.yaml", TT, Some("llama-3-8b"), "lora:r=8,targets=q_proj+v_proj+o_proj+gate_proj+up_proj+down_proj", 2, 2048, Bf16, BF16, AdamWFused, FULL, SDPA, 0),
@@ -284,4 +286,44 @@ fn step_keys_reach_the_step_settings() {
     assert!(r.settings.step.optimizer_in_backward);
     assert!(r.settings.step.activation_offload);
     assert_eq!(r.settings.optimizer, Optimizer::AdamW);
+}
+
+/// `use_reentrant` picks torch.utils.checkpoint's mode: axolotl's and TRL's
+/// `gradient_checkpointing_kwargs` (absent: transformers passes none, non-reentrant), and
+/// LLaMA-Factory's `use_reentrant_gc` (default true). Other kwargs are reported as not modelled.
+#[test]
+fn use_reentrant_picks_the_checkpointing_mode() {
+    let axolotl = |kwargs: &str| {
+        let text = format!(
+            "base_model: org/m\nadapter: lora\nlora_r: 8\nlora_target_linear: true\ngradient_checkpointing: true\n{kwargs}"
+        );
+        parse_recipe("a.yml", &text, None, Some(RecipeFormat::Axolotl)).unwrap()
+    };
+    let on = axolotl("gradient_checkpointing_kwargs:\n  use_reentrant: true\n");
+    assert_eq!(on.settings.activations.checkpointing, REENTRANT);
+    assert!(on.unmodelled.is_empty(), "{:?}", on.unmodelled);
+    let off = axolotl("gradient_checkpointing_kwargs:\n  use_reentrant: false\n  debug: true\n");
+    assert_eq!(off.settings.activations.checkpointing, FULL);
+    assert_eq!(off.unmodelled.len(), 1, "{:?}", off.unmodelled);
+    assert_eq!(off.unmodelled[0].key, "gradient_checkpointing_kwargs.debug");
+    assert_eq!(axolotl("").settings.activations.checkpointing, FULL);
+    let lf = |extra: &str| {
+        let text = format!("model_name_or_path: org/m\nfinetuning_type: lora\nstage: sft\n{extra}");
+        parse_recipe("a.yml", &text, None, Some(RecipeFormat::LlamaFactory)).unwrap()
+    };
+    assert_eq!(lf("").settings.activations.checkpointing, REENTRANT);
+    assert_eq!(
+        lf("use_reentrant_gc: false\n")
+            .settings
+            .activations
+            .checkpointing,
+        FULL
+    );
+    assert_eq!(
+        lf("disable_gradient_checkpointing: true\n")
+            .settings
+            .activations
+            .checkpointing,
+        Checkpointing::None
+    );
 }

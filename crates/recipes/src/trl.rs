@@ -96,6 +96,7 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
     if checkpointing {
         s.activations.checkpointing = Checkpointing::Full;
     }
+    common::read_checkpointing_kwargs(doc, "gradient_checkpointing_kwargs", &mut s)?;
     common::read_attention(doc, "attn_implementation", &mut s)?;
     common::read_deepspeed(doc, "deepspeed", &mut s)?;
     if let Some(v) = doc.string("fsdp")?
