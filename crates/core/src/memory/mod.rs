@@ -66,20 +66,29 @@ impl Precision {
 
     /// The dtype matmuls run in and activations are saved in.
     pub const fn compute_dtype(self) -> DType {
-        match self {
-            Precision::SeedMixed | Precision::AmpFp16 | Precision::Fp16 => DType::F16,
-            Precision::AmpBf16 | Precision::Bf16 => DType::BF16,
-            Precision::Fp32 => DType::F32,
-        }
+        // Indexed by the variant (read on every estimate: a load, not a branch).
+        const COMPUTE: [DType; 6] = [
+            DType::F16,  // SeedMixed
+            DType::BF16, // AmpBf16
+            DType::F16,  // AmpFp16
+            DType::F32,  // Fp32
+            DType::BF16, // Bf16
+            DType::F16,  // Fp16
+        ];
+        COMPUTE[self as usize]
     }
 
     /// The dtype trainable parameters are stored in (the working copy).
     pub const fn trainable_dtype(self) -> DType {
-        match self {
-            Precision::SeedMixed | Precision::Fp16 => DType::F16,
-            Precision::Bf16 => DType::BF16,
-            Precision::AmpBf16 | Precision::AmpFp16 | Precision::Fp32 => DType::F32,
-        }
+        const TRAINABLE: [DType; 6] = [
+            DType::F16,  // SeedMixed
+            DType::F32,  // AmpBf16
+            DType::F32,  // AmpFp16
+            DType::F32,  // Fp32
+            DType::BF16, // Bf16
+            DType::F16,  // Fp16
+        ];
+        TRAINABLE[self as usize]
     }
 
     /// The fp32 master copy kept beside 16-bit trainable weights, if any.
@@ -97,10 +106,15 @@ impl Precision {
     /// The dtype of the optimizer's per-parameter state for 32-bit optimizers: the master copy's
     /// when there is one, else the parameter's (`torch.zeros_like(p)`).
     pub const fn optimizer_state_dtype(self) -> DType {
-        match self.master_dtype() {
-            Some(d) => d,
-            None => self.trainable_dtype(),
-        }
+        const STATE: [DType; 6] = [
+            DType::F32,  // SeedMixed: its master copy's
+            DType::F32,  // AmpBf16
+            DType::F32,  // AmpFp16
+            DType::F32,  // Fp32
+            DType::BF16, // Bf16
+            DType::F16,  // Fp16
+        ];
+        STATE[self as usize]
     }
 
     /// Frozen parameters' dtype when `--base-dtype` is not given.
@@ -110,7 +124,8 @@ impl Precision {
 
     /// True under autocast: matmuls cast fp32 weights to 16 bits and save the copies.
     pub const fn autocast(self) -> bool {
-        matches!(self, Precision::AmpBf16 | Precision::AmpFp16)
+        // AmpBf16 and AmpFp16 are variants 1 and 2.
+        (self as u8).wrapping_sub(1) < 2
     }
 }
 
