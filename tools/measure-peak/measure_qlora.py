@@ -100,7 +100,8 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     # transformers' deprecation notices (`gradient_checkpointing_enable`) and torch's reminder to
-    # pass `use_reentrant` (transformers passes none: non-reentrant, its default).
+    # pass `use_reentrant`: peft's `prepare_model_for_kbit_training` passes no kwargs, so the
+    # prepared records checkpoint with torch's default, reentrant (see README.md).
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message="torch.utils.checkpoint: the use_reentrant")
     # bitsandbytes' CPU backend warns once that the optional `kernels` package (an inference-only

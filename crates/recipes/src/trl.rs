@@ -92,11 +92,17 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
         .string("optim")?
         .unwrap_or_else(|| "adamw_torch_fused".into());
     (s.optimizer, s.step_counters) = common::hf_optimizer("optim", &optim)?;
-    let checkpointing = doc.flag("gradient_checkpointing")?.unwrap_or(sft);
+    // transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing`.
+    let checkpointing = match doc.flag("activation_checkpointing")? {
+        Some(on) => on,
+        None => doc.flag("gradient_checkpointing")?.unwrap_or(sft),
+    };
     if checkpointing {
         s.activations.checkpointing = Checkpointing::Full;
     }
+    // transformers 5 names them activation_checkpointing_kwargs (the old name still read).
     common::read_checkpointing_kwargs(doc, "gradient_checkpointing_kwargs", &mut s)?;
+    common::read_checkpointing_kwargs(doc, "activation_checkpointing_kwargs", &mut s)?;
     common::read_attention(doc, "attn_implementation", &mut s)?;
     common::read_deepspeed(doc, "deepspeed", &mut s)?;
     if let Some(v) = doc.string("fsdp")?
