@@ -64,7 +64,8 @@ fn an_axolotl_8bit_recipe_counts_as_peft_and_bitsandbytes() {
     assert_eq!(s["precision"], "amp-bf16");
     assert_eq!(s["base_dtype"], "fp32");
     assert_eq!(s["optimizer"], "adamw-8bit");
-    assert_eq!(s["checkpointing"], "full");
+    // axolotl sets `use_reentrant: true` when the recipe gives no checkpointing kwargs.
+    assert_eq!(s["checkpointing"], "reentrant");
     assert_eq!(s["attention"], "flash");
     assert_eq!(s["grad_accum"], 4);
     assert!(
@@ -217,7 +218,8 @@ fn settings_are_echoed_without_a_recipe_too() {
     let (json, _) = run(&[
         "fit", "--recipe", &recipe, "--model", &model, "--gpu", "a100-80g", "--format", "json",
     ]);
-    assert_eq!(json["settings"]["checkpointing"], "full");
+    // LLaMA-Factory's `use_reentrant_gc` defaults to true.
+    assert_eq!(json["settings"]["checkpointing"], "reentrant");
     assert_eq!(json["settings"]["grad_accum"], 8);
 }
 

@@ -53,6 +53,17 @@ pub(crate) fn read(doc: &mut Doc<'_>) -> Result<Recipe, RecipeError> {
             }
         }
     }
+    // utils/config/__init__.py (normalize_config): with checkpointing on and no kwargs, no
+    // `unfrozen_parameters` and no `rl`, axolotl sets `use_reentrant: true`.
+    if s.activations.checkpointing == Checkpointing::Full
+        && !s.step.activation_offload
+        && !doc.has("gradient_checkpointing_kwargs")
+        && !doc.has("unfrozen_parameters")
+        && !doc.has("rl")
+    {
+        s.activations.checkpointing = Checkpointing::Reentrant;
+        doc.note("gradient checkpointing: reentrant, axolotl's default (gradient_checkpointing_kwargs unset)");
+    }
     common::read_checkpointing_kwargs(doc, "gradient_checkpointing_kwargs", &mut s)?;
     attention(doc, &mut s)?;
     step(doc, &mut s)?;

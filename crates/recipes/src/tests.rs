@@ -31,7 +31,8 @@ const AX: RecipeFormat = RecipeFormat::Axolotl;
 const LF: RecipeFormat = RecipeFormat::LlamaFactory;
 const TT: RecipeFormat = RecipeFormat::Torchtune;
 const FULL: Checkpointing = Checkpointing::Full;
-/// LLaMA-Factory's `use_reentrant_gc` default (model_args.py), passed as `use_reentrant`.
+/// LLaMA-Factory's `use_reentrant_gc` default (model_args.py) and axolotl's (normalize_config
+/// sets `use_reentrant: true` when no kwargs are given), passed as `use_reentrant`.
 const REENTRANT: Checkpointing = Checkpointing::Reentrant;
 const FLASH: AttentionImpl = AttentionImpl::Flash;
 const SDPA: AttentionImpl = AttentionImpl::Sdpa;
@@ -48,15 +49,15 @@ fn expected() -> Vec<Expected> {
     };
     vec![
         // axolotl: 8-bit LoRA on all linears, adamw_bnb_8bit, bf16 auto, checkpointing, flash.
-        e("axolotl/llama-3_lora-8b.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "lora:r=32,targets=all-linear,modules_to_save=embed_tokens+lm_head,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
-        e("axolotl/llama-3_instruct-lora-8b.yml", AX, Some("NousResearch/Meta-Llama-3-8B-Instruct"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
-        e("axolotl/llama-2_lora.yml", AX, Some("NousResearch/Llama-2-7b-hf"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
-        e("axolotl/mistral_lora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "lora:r=32,targets=all-linear,base=int8", 2, 8192, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
+        e("axolotl/llama-3_lora-8b.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "lora:r=32,targets=all-linear,modules_to_save=embed_tokens+lm_head,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, REENTRANT, FLASH, 0),
+        e("axolotl/llama-3_instruct-lora-8b.yml", AX, Some("NousResearch/Meta-Llama-3-8B-Instruct"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, REENTRANT, FLASH, 0),
+        e("axolotl/llama-2_lora.yml", AX, Some("NousResearch/Llama-2-7b-hf"), "lora:r=32,targets=all-linear,base=int8", 2, 4096, AmpBf16, F32, AdamW8bit, REENTRANT, FLASH, 0),
+        e("axolotl/mistral_lora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "lora:r=32,targets=all-linear,base=int8", 2, 8192, AmpBf16, F32, AdamW8bit, REENTRANT, FLASH, 0),
         // QLoRA: double quantization (axolotl's bnb defaults), fp32 non-quantized parameters,
         // paged_adamw_32bit (bitsandbytes' in-place 32-bit AdamW: no step temporaries).
-        e("axolotl/llama-3_qlora.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 4096, AmpBf16, F32, AdamWFused, FULL, FLASH, 0),
-        e("axolotl/mistral_qlora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 8192, AmpBf16, F32, AdamW8bit, FULL, FLASH, 0),
-        e("axolotl/llama-3_lora-1b.yml", AX, Some("NousResearch/Llama-3.2-1B"), "lora:r=16,targets=gate_proj+down_proj+up_proj+q_proj+v_proj+k_proj+o_proj", 2, 2048, AmpBf16, BF16, AdamW8bit, FULL, FLASH, 0),
+        e("axolotl/llama-3_qlora.yml", AX, Some("NousResearch/Meta-Llama-3-8B"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 4096, AmpBf16, F32, AdamWFused, REENTRANT, FLASH, 0),
+        e("axolotl/mistral_qlora.yml", AX, Some("mistralai/Mistral-7B-v0.1"), "qlora:r=32,targets=all-linear,double_quant=true", 2, 8192, AmpBf16, F32, AdamW8bit, REENTRANT, FLASH, 0),
+        e("axolotl/llama-3_lora-1b.yml", AX, Some("NousResearch/Llama-3.2-1B"), "lora:r=16,targets=gate_proj+down_proj+up_proj+q_proj+v_proj+k_proj+o_proj", 2, 2048, AmpBf16, BF16, AdamW8bit, REENTRANT, FLASH, 0),
         // Full fine-tuning of a bf16 model: pure bf16.
         e("axolotl/llama-3_fft-8b.yaml", AX, Some("NousResearch/Meta-Llama-3.1-8B"), "full-ft", 1, 8192, Bf16, BF16, AdamW8bit, FULL, FLASH, 0),
         // LLaMA-Factory: checkpointing on, lora_target all, batch 1, cutoff 2048.
@@ -289,8 +290,9 @@ fn step_keys_reach_the_step_settings() {
 }
 
 /// `use_reentrant` picks torch.utils.checkpoint's mode: axolotl's and TRL's
-/// `gradient_checkpointing_kwargs` (absent: transformers passes none, non-reentrant), and
-/// LLaMA-Factory's `use_reentrant_gc` (default true). Other kwargs are reported as not modelled.
+/// `gradient_checkpointing_kwargs` (absent: axolotl sets `use_reentrant: true`; transformers
+/// passes `use_reentrant=False`), and LLaMA-Factory's `use_reentrant_gc` (default true). Other
+/// kwargs are reported as not modelled.
 #[test]
 fn use_reentrant_picks_the_checkpointing_mode() {
     let axolotl = |kwargs: &str| {
@@ -306,7 +308,12 @@ fn use_reentrant_picks_the_checkpointing_mode() {
     assert_eq!(off.settings.activations.checkpointing, FULL);
     assert_eq!(off.unmodelled.len(), 1, "{:?}", off.unmodelled);
     assert_eq!(off.unmodelled[0].key, "gradient_checkpointing_kwargs.debug");
-    assert_eq!(axolotl("").settings.activations.checkpointing, FULL);
+    // axolotl's own default: reentrant unless kwargs, `unfrozen_parameters` or `rl` are set.
+    assert_eq!(axolotl("").settings.activations.checkpointing, REENTRANT);
+    assert_eq!(
+        axolotl("rl: dpo\n").settings.activations.checkpointing,
+        FULL
+    );
     let lf = |extra: &str| {
         let text = format!("model_name_or_path: org/m\nfinetuning_type: lora\nstage: sft\n{extra}");
         parse_recipe("a.yml", &text, None, Some(RecipeFormat::LlamaFactory)).unwrap()
