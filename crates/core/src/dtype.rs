@@ -19,10 +19,12 @@ pub enum DType {
 impl DType {
     /// Bytes per element.
     pub const fn bytes(self) -> u64 {
-        // Indexed by the variant: F32, F16, BF16, U8, I64 (a load on every estimate, not a
-        // branch).
-        const BYTES: [u64; 5] = [4, 2, 2, 1, 8];
-        BYTES[self as usize]
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::U8 => 1,
+            DType::I64 => 8,
+        }
     }
 
     pub const fn name(self) -> &'static str {
@@ -56,6 +58,25 @@ impl FromStr for DType {
                 value: other.to_string(),
                 expected: "fp32, bf16, fp16".into(),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_follow_the_dtypes() {
+        let expected = [
+            (DType::F32, 4),
+            (DType::F16, 2),
+            (DType::BF16, 2),
+            (DType::U8, 1),
+            (DType::I64, 8),
+        ];
+        for (d, b) in expected {
+            assert_eq!(d.bytes(), b, "{d:?}");
         }
     }
 }

@@ -993,24 +993,27 @@ fn output_held(x: &Ctx) -> u64 {
     if x.act.checkpointing == Checkpointing::None
         && !matches!(model.attention, AttentionLayout::Latent(_))
     {
-        // The projections' output dtype: the compute dtype under autocast, but the fp32 input's
-        // over bitsandbytes' 4-bit Linears; the weights' (the stream's) otherwise.
-        let projection = if x.autocast && !(x.fp32_stream && x.plan.nf4_block_linears()) {
-            c
-        } else {
-            stream
-        };
-        let key = if matches!(model.positions, PositionKind::Rotary) {
-            projection.max(stream)
-        } else {
-            projection
-        };
-        let kernel = if x.autocast { c } else { stream };
-        let unshared = |bytes: u64| if bytes == kernel { 0 } else { bytes };
-        let mut cached = unshared(key) + unshared(projection);
+        // Keys (after the rotary embedding) and values, in bytes per element, that the kernel
+        // did not save itself. Only over an fp32 stream under autocast do they differ from the
+        // kernel's compute dtype: the rotary embedding's fp32 `cos`/`sin` promote the keys, and
+        // bitsandbytes' 4-bit Linears return their fp32 input's dtype. Otherwise (no autocast, or
+        // a 16-bit stream) keys, values and the kernel share one dtype.
+        let mut cached = 0;
+        let mut whole = 2 * stream;
+        if x.fp32_stream {
+            let projection = if x.plan.nf4_block_linears() { 4 } else { c };
+            let key = if matches!(model.positions, PositionKind::Rotary) {
+                4
+            } else {
+                projection
+            };
+            let unshared = |bytes: u64| if bytes == c { 0 } else { bytes };
+            cached = unshared(key) + unshared(projection);
+            whole = key + projection;
+        }
         if x.eager && d.kv_heads != d.heads {
             // Eager attention saves the repeated heads: the cache's own are not shared.
-            cached = key + projection;
+            cached = whole;
         }
         if cached > 0 {
             per_token = per_token.saturating_add(

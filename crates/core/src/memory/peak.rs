@@ -604,6 +604,44 @@ fn moment(s: &StepInputs, p: &Prelude, i: usize) -> LiveBytes {
     }
 }
 
+/// The total of each moment of [`timeline`] (what [`moment`]'s categories add up to, summed
+/// without building them: the peak only needs the chosen moment's categories).
+#[inline(always)]
+fn moment_totals(s: &StepInputs, p: &Prelude) -> [u64; MOMENTS] {
+    let base = p.base.total();
+    let grads_before = p.base.gradients;
+    let start = backward_start(s, p);
+    let start_total = base + start.activations + start.temporaries;
+    let recompute = if s.activations_at_recompute > 0 {
+        base - grads_before
+            + grads_before.max(s.head_gradients)
+            + s.activations_at_recompute
+                .saturating_sub(s.offload.map_or(0, |o| o.at_recompute_on_host))
+            + s.weight_casts_at_recompute
+            + s.recompute_temporaries
+    } else {
+        start_total
+    };
+    // Backward end and the optimizer step replace the earlier gradients and the state (the
+    // fused loss's head gradient moves between categories, not in the total).
+    let after = base - grads_before - p.state_before + p.grads_after;
+    let full_state = s.optimizer_state + p.optimizer_temporaries;
+    let backward_end = if s.optimizer_in_backward.is_some() {
+        full_state
+    } else {
+        p.state_before
+    };
+    [
+        moment(s, p, 0).total(),
+        base + p.saved + p.loss_transient + p.output_held,
+        start_total,
+        recompute,
+        after + backward_end,
+        after + full_state,
+        base - p.state_before + s.optimizer_state,
+    ]
+}
+
 /// The backward's start, or where a loss that holds no gradient then peaks instead.
 #[inline(always)]
 fn backward_start(s: &StepInputs, p: &Prelude) -> LiveBytes {
@@ -669,7 +707,7 @@ const fn moments_without_state(s: &StepInputs) -> usize {
 pub fn peak(s: &StepInputs) -> PeakEstimate {
     let stateless = moments_without_state(s);
     let prelude = Prelude::of(s, StepKind::First);
-    let t: [u64; MOMENTS] = std::array::from_fn(|i| moment(s, &prelude, i).total());
+    let t = moment_totals(s, &prelude);
     // The largest moment before the state exists and from then on (earliest on a tie); a
     // steady step adds the state to the former.
     let earliest_max = |a: (usize, u64), i: usize| if t[i] > a.1 { (i, t[i]) } else { a };
@@ -831,6 +869,9 @@ mod tests {
                                 ..inputs()
                             };
                             let p = peak(&s);
+                            let totals = moment_totals(&s, &Prelude::of(&s, StepKind::First));
+                            let moments = timeline(&s, StepKind::First).map(|m| m.live.total());
+                            assert_eq!(totals, moments, "{s:?}");
                             let [first, steady] = step_peaks(&s);
                             assert_eq!(p.first_step_bytes, first.bytes, "{s:?}");
                             assert_eq!(p.steady_step_bytes, steady.bytes, "{s:?}");
