@@ -19,7 +19,8 @@ const FAMILIES: &str = include_str!("../../../fixtures/memory/measured_memory_fa
 
 /// Worst activation error per family, regime and precision (both attention kernels and shapes
 /// together), and the bound: 1% where the model is within 0.5%, else the worst rounded up past
-/// half a point.
+/// half a point. (A measured −3.14% is not π.)
+#[allow(clippy::approx_constant)]
 const ACTIVATIONS: &[Bound] = &[
     bound("deepseek_v3 full autocast", -3.45, 4.0),
     bound("deepseek_v3 full fp32", -0.39, 1.0),
