@@ -963,7 +963,7 @@ fn sliding_window_mask(x: &Ctx) -> (Exact, Exact) {
 
 /// What the model's output and its forward keep alive until the training loop drops the output
 /// (through transformers' loss, which runs inside the forward; gone when the backward starts),
-/// beyond the saved tensors and the logits, for `tokens` token rows:
+/// beyond the saved tensors and the logits, for one micro-batch:
 ///
 /// - The final norm's output, which the output head reads, in the residual stream's dtype: saved
 ///   as it is only by a trained head without autocast (under autocast the head saves its cast).
@@ -1041,7 +1041,9 @@ fn o_proj_reads_a_copy(x: &Ctx) -> bool {
             .block
             .rotary_dim
             .is_some_and(|r| r < model.dims.head_dim);
-    !x.eager && (partial_rotary || matches!(model.attention, AttentionLayout::Latent(_)))
+    // FlashAttention writes its output in `(b, s, a, d)` whatever the query's layout.
+    x.act.attention == AttentionImpl::Sdpa
+        && (partial_rotary || matches!(model.attention, AttentionLayout::Latent(_)))
 }
 
 /// Attention: input casts, projections, q/k norms and the kernel's saved tensors.
