@@ -102,23 +102,43 @@ def build_model(name, regime, dtype_mode, attn, checkpointing):
     return family, cfg, model, lora
 
 
-def run_step(tracker, model, opt, ids, dtype_mode, lm_head, step):
-    """One Trainer-like step: the output is dropped before backward."""
+def run_step(tracker, step, forward_loss, optimizers, autocast, step_optimizers=True):
+    """One Trainer-like step: `forward_loss(tracker)` under bf16 autocast (when `autocast`) returns
+    the loss with the model output already dropped; backward, each optimizer's step (unless
+    `step_optimizers` is false: the optimizer runs inside the backward) and
+    `zero_grad(set_to_none=True)`, each phase named for the tracker."""
     tracker.step = step
     tracker.phase = "forward"
-    autocast = dtype_mode != "fp32"
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        out = model(input_ids=ids, labels=ids)
-    loss = out.loss
-    del out
+        loss = forward_loss(tracker)
     tracker.phase = "backward"
     loss.backward()
     del loss
     tracker.phase = "optimizer"
-    opt.step()
+    if step_optimizers:
+        for opt in optimizers:
+            opt.step()
     tracker.phase = "zero_grad"
-    opt.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     tracker.sample()
+
+
+def model_loss(model, ids):
+    """transformers' loss inside the forward (`labels=ids`), the output dropped."""
+    def forward_loss(tracker):
+        out = model(input_ids=ids, labels=ids)
+        loss = out.loss
+        del out
+        return loss
+    return forward_loss
+
+
+def loss_phase_hook(lm_head, current):
+    """The loss phase starts when lm_head returns (the logits, the loss's fp32 copy and
+    log-softmax) and ends when the forward returns: a forward hook naming it for the tracker in
+    `current["tracker"]`. Returns the hook's handle."""
+    return lm_head.register_forward_hook(lambda m, i, o: setattr(current["tracker"], "phase", "loss"))
 
 
 def tracked_steps(external, one_step, steps=(1, 2)):
@@ -194,16 +214,14 @@ def measure_peak(name, regime, batch, seq, dtype_mode, attn, checkpointing, buil
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     lm_head = model.get_output_embeddings()
     current = {}
-    # The loss phase starts when lm_head returns (the logits, the loss's fp32 copy and
-    # log-softmax) and ends when the forward returns.
-    handle = lm_head.register_forward_hook(lambda m, i, o: setattr(current["tracker"], "phase", "loss"))
+    handle = loss_phase_hook(lm_head, current)
 
     def one_step(tracker, step):
         current["tracker"] = tracker
         for t in quant_states:
             # Booked as parameters: they are the 4-bit weights' storage.
             tracker._update_and_maybe_create_winfos(t, _MemRefType.PARAM)
-        run_step(tracker, model, opt, ids, dtype_mode, lm_head, step)
+        run_step(tracker, step, model_loss(model, ids), [opt], dtype_mode != "fp32")
 
     try:
         peaks, boundaries = tracked_steps((model, opt, ids), one_step)

@@ -221,45 +221,33 @@ def measure(name, regime, batch, seq, dtype_mode, attn, technique, checkpointing
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     lm_head = model.get_output_embeddings()
     current = {}
-    hook_handle = lm_head.register_forward_hook(
-        lambda m, i, o: setattr(current["tracker"], "phase", "loss"))
+    hook_handle = mp.loss_phase_hook(lm_head, current)
     offload = Offload() if technique == "activation-offload" else None
     head_hooks = offload.skip_output_head(lm_head) if offload else []
     host_peaks = {}
     autocast = dtype_mode != "fp32"
 
+    def forward_loss(tracker):
+        if technique == "loss-chunked":
+            return chunked_loss(model, ids, tracker)
+        if technique == "loss-fused":
+            return fused_loss(model, ids, tracker)
+        if offload:
+            with offload():
+                out = model(input_ids=ids)
+            logits = out.logits
+            del out
+            loss = base_lm(model).loss_function(logits, ids, vocab_size=cfg.vocab_size)
+            del logits
+            return loss
+        return mp.model_loss(model, ids)(tracker)
+
     def one_step(tracker, step):
         current["tracker"] = tracker
-        tracker.step = step
-        tracker.phase = "forward"
         if offload:
             offload.host_peak = offload.host_live
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            if technique == "loss-chunked":
-                loss = chunked_loss(model, ids, tracker)
-            elif technique == "loss-fused":
-                loss = fused_loss(model, ids, tracker)
-            elif offload:
-                with offload():
-                    out = model(input_ids=ids)
-                logits = out.logits
-                del out
-                loss = base_lm(model).loss_function(logits, ids, vocab_size=cfg.vocab_size)
-                del logits
-            else:
-                out = model(input_ids=ids, labels=ids)
-                loss = out.loss
-                del out
-        tracker.phase = "backward"
-        loss.backward()
-        del loss
-        tracker.phase = "optimizer"
-        if technique != "optimizer-in-backward":
-            opts[0].step()
-        tracker.phase = "zero_grad"
-        for o in opts:
-            o.zero_grad(set_to_none=True)
-        tracker.sample()
+        mp.run_step(tracker, step, forward_loss, opts, autocast,
+                    step_optimizers=technique != "optimizer-in-backward")
         if offload:
             host_peaks[step] = offload.host_peak
 
