@@ -388,8 +388,7 @@ pub(super) fn saves_one_by_one(
             repeats += saves(attention_readers, x.inputs.adapted.attention) * x.cth * x.layers
                 + saves(mlp_readers, x.inputs.adapted.mlp) * x.cth * dense_layers;
         }
-        let output_view_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
-        if !x.eager && output_view_saved && !o_proj_reads_a_copy(&x) {
+        if !x.eager && x.o_proj_input_saved() && !o_proj_reads_a_copy(&x) {
             repeats += x.c * x.t * x.a * x.dh * x.layers;
         }
         if matches!(model.positions, PositionKind::Rotary) {
@@ -782,6 +781,12 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The output projection saves its input as it reads it: trained, or adapted without
+    /// autocast (under autocast the adapter saves its own fp32 cast, counted with the block).
+    fn o_proj_input_saved(&self) -> bool {
+        self.inputs.all || (self.totals.adapts_attention_output && !self.autocast)
+    }
+
     /// The final norm's saved bytes: GPT-2's LayerNorm its input and per-token statistics; an
     /// RMSNorm its fp32 input, the fp32 `rsqrt` per token and (trained weight) the normalized
     /// input.
@@ -1111,10 +1116,8 @@ fn decoder_attention(x: &Ctx) -> Exact {
         c * t * (a * (dq + dv_kernel) + kv_heads * (dq + dv_kernel)) + 4 * x.b * a * x.s
     };
     // The output projection's saved input, when it is a copy of the kernel's output
-    // ([`o_proj_reads_a_copy`]) and saved: a trained o_proj, or an adapted one without autocast
-    // (under autocast the adapter's fp32 cast is a copy already, counted with the block).
-    let o_proj_saved = x.inputs.all || (x.totals.adapts_attention_output && !x.autocast);
-    let o_proj_copy = if o_proj_saved && o_proj_reads_a_copy(x) {
+    // ([`o_proj_reads_a_copy`]) and saved as it is read.
+    let o_proj_copy = if x.o_proj_input_saved() && o_proj_reads_a_copy(x) {
         c * t * a * dv
     } else {
         Exact::ZERO

@@ -458,7 +458,7 @@ struct Prelude {
     /// Gradients after the backward, and the optimizer's temporaries.
     grads_after: u64,
     optimizer_temporaries: u64,
-    /// What the model's output keeps alive through the loss ([`StepInputs::kv_cache`]).
+    /// What the model's output keeps alive through the loss ([`StepInputs::output_held`]).
     output_held: u64,
 }
 
