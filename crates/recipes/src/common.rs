@@ -285,8 +285,9 @@ pub fn finish(
 
 /// `gradient_checkpointing_kwargs` (TrainingArguments): with checkpointing on, its
 /// `use_reentrant` picks `torch.utils.checkpoint`'s mode (`true`: [`Checkpointing::Reentrant`],
-/// which keeps a recomputed block's output through its backward); absent, transformers passes
-/// none and torch's default is non-reentrant. Other keys are reported as not modelled.
+/// which keeps a recomputed block's output through its backward); absent, transformers 5 passes
+/// `use_reentrant=False` (a recipe tool's own default, axolotl's, is applied by its reader).
+/// Other keys are reported as not modelled.
 pub fn read_checkpointing_kwargs(
     doc: &mut Doc,
     key: &str,
